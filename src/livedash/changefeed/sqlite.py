@@ -1,0 +1,202 @@
+"""The SQLite change feed: reads the trigger-written `change_log` in sequence order.
+
+Waking up: another process's commit gives no signal inside SQLite, so the feed watches the
+database's directory with inotify and reads as soon as the WAL file is written. A commit's
+frames reach the WAL file a moment before its index entry becomes visible to readers, so each
+inotify event also schedules one re-read `settle_seconds` later. A slow fallback read every
+`fallback_poll_seconds` covers platforms without inotify and missed events; it is a safety
+net, not the delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from livedash.changefeed.base import Change, Op
+from livedash.changefeed.rows import decode_row, parse_timestamp
+from livedash.errors import ChangeFeedError
+from livedash.store.engine import create_engine
+
+log = structlog.get_logger(__name__)
+
+_OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
+
+_FETCH = text(
+    "SELECT seq, table_name, op, old_row, new_row, committed_at FROM change_log "
+    "WHERE seq > :after ORDER BY seq LIMIT :limit"
+)
+_LOAD_POSITION = text("SELECT position FROM feed_positions WHERE consumer = :consumer")
+_STORE_POSITION = text(
+    "INSERT INTO feed_positions (consumer, position, updated_at) "
+    "VALUES (:consumer, :position, :now) "
+    "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, "
+    "updated_at = excluded.updated_at WHERE excluded.position > feed_positions.position"
+)
+_PRUNE = text(
+    "DELETE FROM change_log WHERE seq <= (SELECT MIN(position) FROM feed_positions) - :keep"
+)
+_SEQUENCE = text("SELECT seq FROM sqlite_sequence WHERE name = 'change_log'")
+
+
+def _decode(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    loaded = json.loads(raw)
+    return loaded if isinstance(loaded, dict) else None
+
+
+class SqliteChangeFeed:
+    """Changes captured by the SQLite triggers, for one named consumer."""
+
+    def __init__(
+        self,
+        database_url: str,
+        consumer: str,
+        *,
+        batch_size: int = 500,
+        fallback_poll_seconds: float = 1.0,
+        settle_seconds: float = 0.02,
+        keep_rows: int = 10_000,
+    ) -> None:
+        self._url = database_url
+        self._consumer = consumer
+        self._batch_size = batch_size
+        self._fallback_poll = fallback_poll_seconds
+        self._settle = settle_seconds
+        self._keep_rows = keep_rows
+        self._wake = asyncio.Event()
+        self._reader: AsyncEngine | None = None
+        self._writer: AsyncEngine | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._settle_handle: asyncio.TimerHandle | None = None
+        self._last_pruned = 0
+        database = make_url(database_url).database
+        self._database_path = (
+            Path(os.path.abspath(database)) if database and database != ":memory:" else None
+        )
+
+    async def __aenter__(self) -> SqliteChangeFeed:
+        self._reader = create_engine(self._url, pool_size=1, max_overflow=0)
+        self._writer = create_engine(self._url, writer=True, pool_size=1, max_overflow=0)
+        if self._database_path is not None:
+            self._watcher = asyncio.create_task(self._watch(self._database_path))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._settle_handle is not None:
+            self._settle_handle.cancel()
+        for engine in (self._reader, self._writer):
+            if engine is not None:
+                await engine.dispose()
+
+    async def batches(self) -> AsyncIterator[list[Change]]:
+        """Batches after the confirmed position; waits for a commit when none are pending."""
+        position = await self.confirmed_position()
+        while True:
+            self._wake.clear()
+            batch, last_read = await self._fetch(position)
+            if last_read > position:
+                position = last_read
+                if batch:
+                    yield batch
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._fallback_poll)
+
+    def notify(self) -> None:
+        """Read now: for writers in this process that know they just committed."""
+        self._wake.set()
+
+    async def confirm(self, position: int) -> None:
+        """Store `position` as applied; prune the log behind every consumer now and then."""
+        async with self._engine(self._writer).begin() as connection:
+            await connection.execute(
+                _STORE_POSITION,
+                {
+                    "consumer": self._consumer,
+                    "position": position,
+                    "now": datetime.now(UTC).replace(tzinfo=None),
+                },
+            )
+            if position - self._last_pruned >= self._keep_rows:
+                await connection.execute(_PRUNE, {"keep": self._keep_rows})
+                self._last_pruned = position
+
+    async def confirmed_position(self) -> int:
+        """The position last stored by `confirm`, or 0."""
+        async with self._engine(self._reader).connect() as connection:
+            stored = await connection.scalar(_LOAD_POSITION, {"consumer": self._consumer})
+        return int(stored or 0)
+
+    async def position_in(self, connection: AsyncConnection) -> int:
+        """The last sequence number the read transaction on `connection` can see."""
+        # sqlite_sequence, not MAX(seq): the log may have been pruned down to nothing.
+        return int(await connection.scalar(_SEQUENCE) or 0)
+
+    def _engine(self, engine: AsyncEngine | None) -> AsyncEngine:
+        if engine is None:
+            raise ChangeFeedError("the change feed is used outside `async with`")
+        return engine
+
+    async def _fetch(self, after: int) -> tuple[list[Change], int]:
+        async with self._engine(self._reader).connect() as connection:
+            result = await connection.execute(_FETCH, {"after": after, "limit": self._batch_size})
+            rows = result.all()
+        changes: list[Change] = []
+        for row in rows:
+            try:
+                changes.append(self._change(*row))
+            except (KeyError, TypeError, ValueError) as error:
+                # Only our triggers write the log; a row we cannot read would stall the feed
+                # forever, so it is reported loudly and passed over.
+                log.error("changefeed_unreadable_change", seq=row[0], error=str(error))
+        return changes, int(rows[-1][0]) if rows else after
+
+    def _change(
+        self, seq: int, table: str, op: str, old: Any, new: Any, committed_at: Any
+    ) -> Change:
+        old_row, new_row = _decode(old), _decode(new)
+        return Change(
+            position=int(seq),
+            table=table,
+            op=_OPS[op],
+            old=decode_row(table, old_row) if old_row is not None else None,
+            new=decode_row(table, new_row) if new_row is not None else None,
+            committed_at=parse_timestamp(committed_at) or datetime.now(UTC).replace(tzinfo=None),
+        )
+
+    async def _watch(self, database: Path) -> None:
+        try:
+            from asyncinotify import Inotify, Mask
+        except (ImportError, OSError):  # not Linux: the fallback read is all there is
+            log.warning("changefeed_inotify_unavailable", fallback_seconds=self._fallback_poll)
+            return
+        prefix = database.name
+        loop = asyncio.get_running_loop()
+        with Inotify() as inotify:
+            inotify.add_watch(
+                database.parent, Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO | Mask.CLOSE_WRITE
+            )
+            async for event in inotify:
+                if event.name is None or not str(event.name).startswith(prefix):
+                    continue
+                self._wake.set()
+                if self._settle_handle is not None:
+                    self._settle_handle.cancel()
+                self._settle_handle = loop.call_later(self._settle, self._wake.set)

@@ -1,0 +1,91 @@
+"""One error hierarchy for livedash.
+
+    LivedashError
+    ├── ConfigurationError       settings that cannot work (bad time zone, missing secret file)
+    ├── StoreError               the database refused or is unreachable
+    ├── ChangeFeedError          the change feed cannot be read or its position stored
+    └── ClientError              something a client sent; turned into an `error` event
+        ├── InvalidPayload       the payload does not match the event's model
+        ├── UnknownEvent         an event name the gateway does not serve
+        ├── UnknownMetric        a metric name that does not exist
+        ├── Forbidden            a department or action outside the client's scope
+        └── AuthError            turned into `auth_error` instead of `error`
+            ├── NotAuthenticated an event that needs authentication came first
+            └── InvalidToken     a token that is malformed, expired or badly signed
+
+The gateway translates `ClientError` into a client-facing event in exactly one place
+(`livedash.realtime.gateway`); everything else is logged and never reaches a client verbatim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LivedashError(Exception):
+    """Base of every error livedash raises on purpose."""
+
+
+class ConfigurationError(LivedashError):
+    """Settings that cannot work."""
+
+
+class StoreError(LivedashError):
+    """The database refused a request or cannot be reached."""
+
+
+class ChangeFeedError(LivedashError):
+    """The change feed cannot be read or its position cannot be stored."""
+
+
+class ClientError(LivedashError):
+    """Something a client sent that the service refuses; the client is told why."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidPayload(ClientError):
+    """The payload does not match the event's declared model."""
+
+    code = "invalid_payload"
+
+
+class UnknownEvent(ClientError):
+    """The event name is not one the gateway serves."""
+
+    code = "unknown_event"
+
+
+class UnknownMetric(ClientError):
+    """A metric name that does not exist."""
+
+    code = "unknown_metric"
+
+
+class Forbidden(ClientError):
+    """A department or action outside the client's scope."""
+
+    code = "forbidden"
+
+
+class AuthError(ClientError):
+    """Authentication failed; sent as `auth_error`."""
+
+    code = "auth_failed"
+
+
+class NotAuthenticated(AuthError):
+    """An event that needs authentication arrived before it."""
+
+    code = "not_authenticated"
+
+
+class InvalidToken(AuthError):
+    """A token that is malformed, expired, or not signed with our key."""
+
+    code = "invalid_token"

@@ -1,0 +1,1 @@
+"""Metrics: definitions, the incremental engine, and the pipeline that feeds it."""

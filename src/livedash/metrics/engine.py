@@ -1,0 +1,409 @@
+"""The incremental metric engine.
+
+State is a set of counters, each the number of current rows that contribute to it. A change
+subtracts the contributions of its old row and adds those of its new row, so after any
+sequence of inserts, updates and deletes the counters equal a full recount, and each change
+costs O(1) per affected metric. The engine never reads the database itself: `load` takes
+rows at start-up and `apply` takes changes afterwards, through the very same code path.
+
+Beds are counted per room as well, and reach a department through their room; when a room
+appears, moves or disappears, its beds' counts move with it, so write order does not matter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from livedash.changefeed.base import Change, Row
+from livedash.changefeed.rows import parse_timestamp
+from livedash.metrics.clock import Clock
+from livedash.metrics.definitions import METRIC_NAMES
+from livedash.store.models import AppointmentStatus, BedStatus, PatientStatus
+
+HOSPITAL: None = None
+"""The department key of hospital-wide values."""
+
+DepartmentId = int | None
+Key = tuple[Any, ...]
+MetricKey = tuple[str, DepartmentId]
+Value = int | float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValue:
+    """A metric's current value for one department (`None`: the whole hospital)."""
+
+    metric: str
+    department: str | None
+    value: Value
+    version: int
+    timestamp: datetime
+
+
+_FAMILY_METRICS: dict[str, tuple[str, ...]] = {
+    "patients_total": ("patients_total",),
+    "patients_status": ("patients_active", "patients_waiting"),
+    "patients_emergency": ("patients_emergency",),
+    "patients_registered_on": ("patients_new_today",),
+    "beds": (
+        "beds_total",
+        "beds_occupied",
+        "beds_free",
+        "beds_cleaning",
+        "beds_out_of_service",
+        "bed_occupancy_rate",
+    ),
+    "rooms": ("rooms_total", "rooms_occupied", "room_occupancy_rate"),
+    "rooms_occupied": ("rooms_occupied", "room_occupancy_rate"),
+    "appointments": ("appointments_today", "appointments_completed_today"),
+    "staff_on_duty": ("staff_on_duty",),
+}
+
+_DAY_METRICS = ("patients_new_today", "appointments_today", "appointments_completed_today")
+
+
+_APPOINTMENT_STATUSES = frozenset(AppointmentStatus)
+_METRIC_ORDER = {name: index for index, name in enumerate(METRIC_NAMES)}
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole > 0 else 0.0
+
+
+class MetricEngine:
+    """Counters for every metric, kept current one change at a time."""
+
+    def __init__(self, zone: ZoneInfo, clock: Clock) -> None:
+        self._zone = zone
+        self._clock = clock
+        self._counters: Counter[Key] = Counter()
+        self._room_beds: Counter[tuple[int, str]] = Counter()
+        self._room_department: dict[int, DepartmentId] = {}
+        self._departments: dict[int, str] = {}
+        self._published: dict[MetricKey, MetricValue] = {}
+        # Seeded from the wall clock so that a restarted engine continues above the versions
+        # its predecessor sent; strictly increasing from there.
+        self._version = time.time_ns() // 1000
+        self._today = self._local_today()
+        self.position = 0
+        self._appliers: dict[str, Callable[[Row | None, Row | None], None]] = {
+            "departments": self._apply_department,
+            "rooms": self._apply_room,
+            "beds": self._apply_bed,
+        }
+        self._touched: set[tuple[str, DepartmentId]] = set()
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def departments(self) -> dict[int, str]:
+        """Known departments, id to code."""
+        return dict(self._departments)
+
+    def department_codes(self) -> set[str]:
+        """Codes of every known department."""
+        return set(self._departments.values())
+
+    def snapshot(
+        self, metrics: Iterable[str] | None = None, departments: Iterable[str | None] | None = None
+    ) -> list[MetricValue]:
+        """Current values, optionally only of some metrics and departments."""
+        wanted_metrics = set(metrics) if metrics is not None else None
+        wanted_departments = set(departments) if departments is not None else None
+        return [
+            value
+            for value in self._published.values()
+            if (wanted_metrics is None or value.metric in wanted_metrics)
+            and (wanted_departments is None or value.department in wanted_departments)
+        ]
+
+    def value(self, metric: str, department: str | None = None) -> Value:
+        """One metric's current value, by department code (`None`: hospital-wide)."""
+        department_id = self._department_id(department)
+        return self._evaluate(metric, department_id)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def load(self, table: str, row: Row) -> None:
+        """Count an existing row at start-up (nothing is published until `finish_loading`)."""
+        self._dispatch(table, None, row)
+
+    def finish_loading(self, position: int) -> list[MetricValue]:
+        """End start-up at feed `position`: publish every value once."""
+        self.position = position
+        self._touched.clear()
+        self._today = self._local_today()
+        keys = [(metric, department) for metric in METRIC_NAMES for department in self._scopes()]
+        return self._publish(keys)
+
+    def apply(self, changes: Iterable[Change]) -> list[MetricValue]:
+        """Apply changes after the engine's position; return the values that changed."""
+        updates = self.refresh_time()
+        for change in changes:
+            if change.position <= self.position:
+                continue  # already counted: delivered again after a restart
+            self._dispatch(change.table, change.old, change.new)
+            self.position = change.position
+        touched, self._touched = self._touched, set()
+        keys = {
+            (metric, department)
+            for family, department in touched
+            for metric in _FAMILY_METRICS.get(family, ())
+            if department is HOSPITAL or department in self._departments
+        }
+        return updates + self._publish(sorted(keys, key=_sort_key))
+
+    def refresh_time(self) -> list[MetricValue]:
+        """After midnight (hospital time), publish the day-scoped values for the new day."""
+        today = self._local_today()
+        if today == self._today:
+            return []
+        self._today = today
+        keys = [(metric, department) for metric in _DAY_METRICS for department in self._scopes()]
+        return self._publish(keys)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _local_today(self) -> date:
+        return self._clock.now().astimezone(self._zone).date()
+
+    def local_date(self, value: Any) -> date | None:
+        """The hospital-time date of a stored UTC timestamp."""
+        moment = parse_timestamp(value) if not isinstance(value, datetime) else value
+        if moment is None:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(self._zone).date()
+
+    def _scopes(self) -> list[DepartmentId]:
+        return [HOSPITAL, *sorted(self._departments)]
+
+    def _department_id(self, code: str | None) -> DepartmentId:
+        if code is None:
+            return HOSPITAL
+        for department_id, known in self._departments.items():
+            if known == code:
+                return department_id
+        raise KeyError(code)
+
+    def _publish(self, keys: Iterable[MetricKey]) -> list[MetricValue]:
+        now = self._clock.now()
+        updates: list[MetricValue] = []
+        for metric, department in keys:
+            value = self._evaluate(metric, department)
+            previous = self._published.get((metric, department))
+            if previous is not None and previous.value == value:
+                continue
+            self._version += 1
+            published = MetricValue(
+                metric=metric,
+                department=self._departments.get(department) if department is not None else None,
+                value=value,
+                version=self._version,
+                timestamp=now,
+            )
+            self._published[(metric, department)] = published
+            updates.append(published)
+        return updates
+
+    def _evaluate(self, metric: str, department: DepartmentId) -> Value:
+        count = self._counters
+
+        def beds(status: str) -> int:
+            return count["beds", department, status]
+
+        match metric:
+            case "patients_total":
+                return count["patients_total", department]
+            case "patients_active":
+                return count["patients_status", department, PatientStatus.ACTIVE]
+            case "patients_waiting":
+                return count["patients_status", department, PatientStatus.REGISTERED]
+            case "patients_new_today":
+                return count["patients_registered_on", department, self._today]
+            case "patients_emergency":
+                return count["patients_emergency", department]
+            case "beds_total":
+                return count["beds_all", department]
+            case "beds_occupied":
+                return beds(BedStatus.OCCUPIED)
+            case "beds_free":
+                return beds(BedStatus.FREE)
+            case "beds_cleaning":
+                return beds(BedStatus.CLEANING)
+            case "beds_out_of_service":
+                return beds(BedStatus.OUT_OF_SERVICE)
+            case "bed_occupancy_rate":
+                in_service = count["beds_all", department] - beds(BedStatus.OUT_OF_SERVICE)
+                return _rate(beds(BedStatus.OCCUPIED), in_service)
+            case "rooms_total":
+                return count["rooms", department]
+            case "rooms_occupied":
+                return count["rooms_occupied", department]
+            case "room_occupancy_rate":
+                return _rate(count["rooms_occupied", department], count["rooms", department])
+            case "staff_on_duty":
+                return count["staff_on_duty", department]
+            case "appointments_today":
+                return (
+                    sum(
+                        count["appointments", department, self._today, status]
+                        for status in AppointmentStatus
+                    )
+                    + count["appointments_other", department, self._today]
+                )
+            case "appointments_completed_today":
+                return count["appointments", department, self._today, AppointmentStatus.COMPLETED]
+        raise KeyError(metric)
+
+    def _dispatch(self, table: str, old: Row | None, new: Row | None) -> None:
+        applier = self._appliers.get(table)
+        if applier is not None:
+            applier(old, new)
+            return
+        contributions = _CONTRIBUTIONS.get(table)
+        if contributions is None:
+            return
+        if old is not None:
+            self._add(contributions(self, old), old.get("department_id"), -1)
+        if new is not None:
+            self._add(contributions(self, new), new.get("department_id"), +1)
+
+    def _add(self, keys: Iterable[Key], department: Any, sign: int) -> None:
+        for key in keys:
+            self._bump(key, HOSPITAL, sign)
+            if department is not None:
+                self._bump(key, department, sign)
+
+    def _bump(self, key: Key, department: DepartmentId, amount: int) -> None:
+        if not amount:
+            return
+        family, *rest = key
+        full = (family, department, *rest)
+        self._counters[full] += amount
+        if self._counters[full] == 0:
+            del self._counters[full]
+        self._touched.add((family, department))
+
+    # -- departments, rooms and beds -----------------------------------------------------
+
+    def _apply_department(self, old: Row | None, new: Row | None) -> None:
+        if old is not None and old.get("id") is not None:
+            department_id = int(old["id"])
+            self._departments.pop(department_id, None)
+            # Its values were published under the old code; a new code publishes afresh.
+            for key in [key for key in self._published if key[1] == department_id]:
+                del self._published[key]
+        if new is not None and new.get("id") is not None:
+            department_id = int(new["id"])
+            self._departments[department_id] = str(new.get("code") or department_id)
+            # A new (or renamed) department publishes all its values once.
+            self._touched.update((family, department_id) for family in _FAMILY_METRICS)
+
+    def _apply_room(self, old: Row | None, new: Row | None) -> None:
+        if old is not None and old.get("id") is not None:
+            self._move_room(int(old["id"]), -1)
+            self._room_department.pop(int(old["id"]), None)
+        if new is not None and new.get("id") is not None:
+            room_id = int(new["id"])
+            self._room_department[room_id] = new.get("department_id")
+            self._move_room(room_id, +1)
+
+    def _move_room(self, room_id: int, sign: int) -> None:
+        """Add (+1) or remove (-1) a known room and its beds from its department's counts."""
+        if room_id not in self._room_department:
+            return
+        department = self._room_department[room_id]
+        scopes = [HOSPITAL] if department is None else [HOSPITAL, department]
+        occupied = self._room_beds[room_id, BedStatus.OCCUPIED] > 0
+        for scope in scopes:
+            self._bump(("rooms",), scope, sign)
+            if occupied:
+                self._bump(("rooms_occupied",), scope, sign)
+        if department is None:
+            return
+        for (room, status), beds in list(self._room_beds.items()):
+            if room == room_id:
+                self._bump(("beds", status), department, sign * beds)
+                self._bump(("beds_all",), department, sign * beds)
+
+    def _apply_bed(self, old: Row | None, new: Row | None) -> None:
+        if old is not None:
+            self._count_bed(old, -1)
+        if new is not None:
+            self._count_bed(new, +1)
+
+    def _count_bed(self, row: Row, sign: int) -> None:
+        status = str(row.get("status"))
+        self._bump(("beds", status), HOSPITAL, sign)
+        self._bump(("beds_all",), HOSPITAL, sign)
+        room_id = row.get("room_id")
+        if room_id is None:
+            return
+        room_id = int(room_id)
+        was_occupied = self._room_beds[room_id, BedStatus.OCCUPIED] > 0
+        self._room_beds[room_id, status] += sign
+        if self._room_beds[room_id, status] == 0:
+            del self._room_beds[room_id, status]
+        if room_id not in self._room_department:
+            return  # the room is not known yet; its beds join a department when it is
+        department = self._room_department[room_id]
+        if department is not None:
+            self._bump(("beds", status), department, sign)
+            self._bump(("beds_all",), department, sign)
+        now_occupied = self._room_beds[room_id, BedStatus.OCCUPIED] > 0
+        if was_occupied != now_occupied:
+            step = 1 if now_occupied else -1
+            self._bump(("rooms_occupied",), HOSPITAL, step)
+            if department is not None:
+                self._bump(("rooms_occupied",), department, step)
+
+
+def _patient_keys(engine: MetricEngine, row: Row) -> Iterator[Key]:
+    status = row.get("status")
+    yield ("patients_total",)
+    yield ("patients_status", status)
+    if row.get("emergency") and status != PatientStatus.DISCHARGED:
+        yield ("patients_emergency",)
+    registered = engine.local_date(row.get("registered_at"))
+    if registered is not None:
+        yield ("patients_registered_on", registered)
+
+
+def _appointment_keys(engine: MetricEngine, row: Row) -> Iterator[Key]:
+    scheduled = engine.local_date(row.get("scheduled_at"))
+    if scheduled is None:
+        return
+    status = row.get("status")
+    if status in _APPOINTMENT_STATUSES:
+        yield ("appointments", scheduled, status)
+    else:
+        yield ("appointments_other", scheduled)
+
+
+def _shift_keys(engine: MetricEngine, row: Row) -> Iterator[Key]:
+    if row.get("clock_out_at") is None:
+        yield ("staff_on_duty",)
+
+
+_CONTRIBUTIONS: Mapping[str, Callable[[MetricEngine, Row], Iterator[Key]]] = {
+    "patients": _patient_keys,
+    "appointments": _appointment_keys,
+    "staff_shifts": _shift_keys,
+}
+
+
+def _sort_key(key: MetricKey) -> tuple[int, int, int]:
+    metric, department = key
+    return (
+        _METRIC_ORDER[metric],
+        -1 if department is None else 0,
+        department or 0,
+    )

@@ -1,0 +1,82 @@
+"""Settings: one pydantic-settings object, built by the entrypoint and passed down.
+
+Every field can be set from the environment as `LIVEDASH_<FIELD>` (or a `.env` file).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from livedash.errors import ConfigurationError
+
+DEFAULT_DATA_DIR = Path(".livedash")
+
+
+class Settings(BaseSettings):
+    """Everything livedash can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVEDASH_", env_file=".env", extra="ignore")
+
+    database_url: str = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/livedash.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    timezone: str = "UTC"
+
+    jwt_secret: SecretStr | None = None
+    jwt_secret_file: Path = DEFAULT_DATA_DIR / "jwt-secret"
+    jwt_algorithm: str = "HS256"
+    token_minutes: int = Field(default=60 * 12, ge=1)
+    auth_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_list_length: int = Field(default=100, ge=1)
+    ping_interval_seconds: float = Field(default=25.0, gt=0)
+    ping_timeout_seconds: float = Field(default=20.0, gt=0)
+
+    feed_batch_size: int = Field(default=500, ge=1)
+    feed_fallback_poll_seconds: float = Field(default=1.0, gt=0)
+    feed_settle_seconds: float = Field(default=0.02, gt=0)
+    feed_keep_rows: int = Field(default=10_000, ge=0)
+    time_refresh_seconds: float = Field(default=5.0, gt=0)
+
+    log_level: str = "info"
+    log_json: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}") from error
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The hospital's time zone; it defines what "today" means."""
+        return ZoneInfo(self.timezone)
+
+    def signing_key(self) -> str:
+        """The JWT signing key: the setting, else the key file (created on first use)."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.jwt_secret_file
+        try:
+            if path.exists():
+                key = path.read_text().strip()
+                if key:
+                    return key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_urlsafe(48)
+            path.touch(mode=0o600)
+            path.write_text(key + "\n")
+            return key
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot read or create the key file {path}: {error}"
+            ) from error

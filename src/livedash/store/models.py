@@ -1,0 +1,223 @@
+"""The hospital's operational data, as SQLAlchemy 2 models.
+
+One schema serves SQLite and PostgreSQL. Money is stored as integer cents (`amount_cents`),
+exact on every backend; the metric layer turns it into `Decimal`. Timestamps are stored in UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every livedash table."""
+
+
+class BedStatus(enum.StrEnum):
+    FREE = "free"
+    OCCUPIED = "occupied"
+    CLEANING = "cleaning"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+class PatientStatus(enum.StrEnum):
+    REGISTERED = "registered"
+    ACTIVE = "active"
+    DISCHARGED = "discharged"
+
+
+class AppointmentStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    CHECKED_IN = "checked_in"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    NO_SHOW = "no_show"
+
+
+class Role(enum.StrEnum):
+    SUPER_ADMIN = "super_admin"
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
+# Enums are stored as plain strings with CHECK-free columns: the hospital's main application
+# writes these tables too, and a value we do not know must reach the feed, not fail its insert.
+
+
+class Department(Base):
+    __tablename__ = "departments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    number: Mapped[str] = mapped_column(String(32))
+
+
+class Bed(Base):
+    __tablename__ = "beds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"), index=True)
+    label: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), default=BedStatus.FREE.value)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(32), default=PatientStatus.REGISTERED.value)
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    discharged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class Admission(Base):
+    """A patient's stay in a department, and the bed they hold while it lasts."""
+
+    __tablename__ = "admissions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    bed_id: Mapped[int | None] = mapped_column(ForeignKey("beds.id"))
+    admitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    discharged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class Appointment(Base):
+    __tablename__ = "appointments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    scheduled_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
+    status: Mapped[str] = mapped_column(String(32), default=AppointmentStatus.SCHEDULED.value)
+
+
+class Bill(Base):
+    __tablename__ = "bills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bill_id: Mapped[int] = mapped_column(ForeignKey("bills.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    paid_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(64))
+
+
+class StaffShift(Base):
+    """A shift as clocked: on duty while `clock_out_at` is empty."""
+
+    __tablename__ = "staff_shifts"
+    __table_args__ = (
+        # A member of staff is on at most one open shift at a time.
+        Index(
+            "uq_staff_shifts_open",
+            "staff_id",
+            unique=True,
+            sqlite_where=text("clock_out_at IS NULL"),
+            postgresql_where=text("clock_out_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    clock_in_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    clock_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class User(Base):
+    """A dashboard user; `departments` holds department codes."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    departments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ChangeLog(Base):
+    """Captured changes, written by triggers on SQLite (PostgreSQL uses logical decoding)."""
+
+    __tablename__ = "change_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(1))
+    old_row: Mapped[str | None] = mapped_column(Text)
+    new_row: Mapped[str | None] = mapped_column(Text)
+    committed_at: Mapped[str] = mapped_column(String(40))
+
+
+class FeedPosition(Base):
+    """The last change each consumer has applied, so a restart resumes after it."""
+
+    __tablename__ = "feed_positions"
+
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+
+WATCHED_TABLES: tuple[str, ...] = (
+    "departments",
+    "rooms",
+    "beds",
+    "patients",
+    "admissions",
+    "appointments",
+    "bills",
+    "payments",
+    "staff",
+    "staff_shifts",
+    "users",
+)
+"""Tables whose every insert, update and delete reaches the change feed."""
