@@ -9,8 +9,9 @@
         ├── UnknownEvent         an event name the gateway does not serve
         ├── UnknownMetric        a metric name that does not exist
         ├── Forbidden            a department or action outside the client's scope
+        ├── NotAuthenticated     an event that needs authentication came first
+        ├── Internal             an unexpected failure while serving the event
         └── AuthError            turned into `auth_error` instead of `error`
-            ├── NotAuthenticated an event that needs authentication came first
             └── InvalidToken     a token that is malformed, expired or badly signed
 
 The gateway translates `ClientError` into a client-facing event in exactly one place
@@ -73,13 +74,19 @@ class Forbidden(ClientError):
     code = "forbidden"
 
 
+class Internal(ClientError):
+    """An unexpected failure while serving an event; details are logged, not sent."""
+
+    code = "internal"
+
+
 class AuthError(ClientError):
     """Authentication failed; sent as `auth_error`."""
 
     code = "auth_failed"
 
 
-class NotAuthenticated(AuthError):
+class NotAuthenticated(ClientError):
     """An event that needs authentication arrived before it."""
 
     code = "not_authenticated"

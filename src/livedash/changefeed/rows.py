@@ -52,7 +52,7 @@ def _decode_value(column_type: Any, value: Any) -> Any:
     return value
 
 
-def decode_row(table: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+def decode_row(table: str, raw: Mapping[Any, Any]) -> dict[str, Any]:
     """`raw` with each known column converted to its model's Python type."""
     if table not in Base.metadata.tables:
         return dict(raw)

@@ -1,0 +1,68 @@
+"""The application factory: one FastAPI app with the Socket.IO gateway mounted in front."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import socketio
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from livedash import __version__
+from livedash.changefeed import open_change_source
+from livedash.metrics.clock import Clock, SystemClock
+from livedash.metrics.engine import MetricEngine
+from livedash.metrics.pipeline import MetricPipeline
+from livedash.realtime.fanout import SocketIOFanOut
+from livedash.realtime.gateway import Gateway
+from livedash.settings import Settings
+from livedash.store.engine import create_engine
+from livedash.web.routes import install_routes
+
+FEED_CONSUMER = "metrics"
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
+    """The whole service as one ASGI app; resources open and close in its lifespan."""
+    server = socketio.AsyncServer(
+        async_mode="asgi",
+        always_connect=True,
+        max_http_buffer_size=settings.max_payload_bytes,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
+        logger=False,
+        engineio_logger=False,
+    )
+    gateway = Gateway(settings, server, SocketIOFanOut(server))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            database = create_engine(settings.database_url)
+            stack.push_async_callback(database.dispose)
+            source = await stack.enter_async_context(
+                open_change_source(
+                    settings.database_url,
+                    FEED_CONSUMER,
+                    batch_size=settings.feed_batch_size,
+                    fallback_poll_seconds=settings.feed_fallback_poll_seconds,
+                    settle_seconds=settings.feed_settle_seconds,
+                    keep_rows=settings.feed_keep_rows,
+                )
+            )
+            engine = MetricEngine(settings.zone, clock or SystemClock())
+            pipeline = MetricPipeline(
+                engine, source, database, time_refresh_seconds=settings.time_refresh_seconds
+            )
+            gateway.attach(pipeline)
+            stack.push_async_callback(gateway.close)
+            await stack.enter_async_context(pipeline)
+            app.state.pipeline = pipeline
+            yield
+
+    api = FastAPI(title="livedash", version=__version__, lifespan=lifespan)
+    api.state.gateway = gateway
+    install_routes(api)
+    app: ASGIApp = socketio.ASGIApp(server, other_asgi_app=api)
+    return app

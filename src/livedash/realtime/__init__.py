@@ -1,0 +1,1 @@
+"""The Socket.IO gateway: authentication, subscriptions, and fan-out of metric updates."""

@@ -1,0 +1,42 @@
+"""Fan-out: the one narrow interface between the gateway and the socket layer.
+
+The gateway only ever emits to rooms, never loops over sockets; a faster frame-level
+broadcaster can replace `SocketIOFanOut` by implementing these four methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import socketio
+
+
+class FanOut(Protocol):
+    """Rooms of sockets, and events sent to a room or one socket."""
+
+    async def join(self, sid: str, room: str) -> None: ...
+
+    async def leave(self, sid: str, room: str) -> None: ...
+
+    async def to_room(self, room: str, event: str, payload: Any) -> None: ...
+
+    async def to_socket(self, sid: str, event: str, payload: Any) -> None: ...
+
+
+class SocketIOFanOut:
+    """Fan-out through python-socketio's rooms (and its manager, local or Redis)."""
+
+    def __init__(self, server: socketio.AsyncServer) -> None:
+        self._server = server
+
+    async def join(self, sid: str, room: str) -> None:
+        await self._server.enter_room(sid, room)
+
+    async def leave(self, sid: str, room: str) -> None:
+        await self._server.leave_room(sid, room)
+
+    async def to_room(self, room: str, event: str, payload: Any) -> None:
+        await self._server.emit(event, payload, room=room)
+
+    async def to_socket(self, sid: str, event: str, payload: Any) -> None:
+        await self._server.emit(event, payload, to=sid)

@@ -1,0 +1,369 @@
+"""The Socket.IO gateway: who is connected, what they may see, and what they asked for.
+
+Each subscription is a room per (metric, department); an update is emitted once to its room,
+so the per-update cost does not grow with the number of sockets in Python code. Client errors
+are turned into `error` / `auth_error` events here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import socketio
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from livedash.auth.scope import visible_departments
+from livedash.auth.tokens import Principal, verify_token
+from livedash.errors import (
+    AuthError,
+    ClientError,
+    Forbidden,
+    Internal,
+    InvalidPayload,
+    NotAuthenticated,
+    UnknownEvent,
+    UnknownMetric,
+)
+from livedash.metrics.definitions import METRIC_NAMES
+from livedash.metrics.engine import MetricEngine, MetricValue
+from livedash.metrics.pipeline import MetricPipeline
+from livedash.realtime.fanout import FanOut
+from livedash.realtime.schemas import (
+    Authenticated,
+    AuthenticateRequest,
+    ErrorPayload,
+    MetricSelection,
+    MetricsSnapshot,
+    MetricUpdate,
+    SubscriptionAck,
+)
+from livedash.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Scope = tuple[str, str | None]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Handler = Callable[["ClientSession", Any], Awaitable[BaseModel | None]]
+
+_AUTH_TIMEOUT = "authentication timed out"
+
+INCOMING_EVENTS = (
+    "authenticate",
+    "subscribe_metrics",
+    "unsubscribe_metrics",
+    "request_snapshot",
+)
+
+
+def room_name(metric: str, department: str | None) -> str:
+    """The room of one metric's updates for one department (or the hospital)."""
+    return f"metric|{metric}|" + ("hospital" if department is None else f"dept:{department}")
+
+
+def update_payload(value: MetricValue) -> dict[str, Any]:
+    """The wire form of a metric value."""
+    return MetricUpdate(
+        metric=value.metric,
+        department=value.department,
+        value=value.value,
+        version=value.version,
+        timestamp=value.timestamp,
+    ).model_dump(mode="json")
+
+
+@dataclass
+class ClientSession:
+    """One connected socket's state."""
+
+    sid: str
+    principal: Principal | None = None
+    subscriptions: set[Scope] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class Gateway:
+    """Serves the realtime API on a python-socketio server."""
+
+    def __init__(self, settings: Settings, server: socketio.AsyncServer, fanout: FanOut) -> None:
+        self._settings = settings
+        self._server = server
+        self._fanout = fanout
+        self._sessions: dict[str, ClientSession] = {}
+        self._engine: MetricEngine | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        handlers: dict[str, Handler] = {
+            "authenticate": self._authenticate,
+            "subscribe_metrics": self._subscribe,
+            "unsubscribe_metrics": self._unsubscribe,
+            "request_snapshot": self._request_snapshot,
+        }
+        server.on("connect", self._on_connect)
+        server.on("disconnect", self._on_disconnect)
+        for event, handler in handlers.items():
+            server.on(event, self._guard(event, handler))
+        server.on("*", self._on_unknown_event)
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def attach(self, pipeline: MetricPipeline) -> None:
+        """Serve `pipeline`'s engine and publish its updates."""
+        self._engine = pipeline.engine
+        pipeline.add_listener(self.publish)
+
+    async def publish(self, updates: list[MetricValue]) -> None:
+        """Emit each update once, to the room of its metric and department."""
+        for value in updates:
+            await self._fanout.to_room(
+                room_name(value.metric, value.department), "dashboard_update", update_payload(value)
+            )
+
+    async def close(self) -> None:
+        """Cancel timers and background work."""
+        for session in self._sessions.values():
+            session.cancel_timer()
+        for task in list(self._background):
+            task.cancel()
+
+    @property
+    def connected(self) -> int:
+        """Sockets connected to this instance."""
+        return len(self._sessions)
+
+    # -- connection lifecycle ------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        session = ClientSession(sid)
+        self._sessions[sid] = session
+        self._arm_timer(session, self._settings.auth_timeout_seconds, _AUTH_TIMEOUT)
+        await self._fanout.to_socket(
+            sid,
+            "connection_status",
+            {
+                "status": "connected",
+                "authenticated": False,
+                "auth_timeout_seconds": self._settings.auth_timeout_seconds,
+                "server_time": datetime.now(UTC).isoformat(),
+            },
+        )
+        if isinstance(auth, dict) and "token" in auth:
+            await self._guard("authenticate", self._authenticate)(sid, {"token": auth["token"]})
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        session = self._sessions.pop(sid, None)
+        if session is not None:
+            session.cancel_timer()
+
+    def _arm_timer(self, session: ClientSession, delay: float, reason: str) -> None:
+        session.cancel_timer()
+        loop = asyncio.get_running_loop()
+        session.timer = loop.call_later(max(delay, 0.0), self._expire, session.sid, reason)
+
+    def _expire(self, sid: str, reason: str) -> None:
+        session = self._sessions.get(sid)
+        if session is None:
+            return
+        session.timer = None
+        self._spawn(self._end_authentication(session, reason))
+
+    async def _end_authentication(self, session: ClientSession, reason: str) -> None:
+        if session.principal is not None:
+            # The token ran out while connected: no more data until a new token arrives.
+            await self._drop_subscriptions(session, set(session.subscriptions))
+            session.principal = None
+            await self._send_error(session.sid, None, AuthError(reason))
+            self._arm_timer(
+                session, self._settings.auth_timeout_seconds, "authentication timed out"
+            )
+            return
+        await self._send_error(session.sid, None, AuthError(reason))
+        log.info("socket_auth_timeout", sid=session.sid)
+        await self._server.disconnect(session.sid)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- events --------------------------------------------------------------------------
+
+    def _guard(
+        self, event: str, handler: Handler
+    ) -> Callable[..., Awaitable[dict[str, Any] | None]]:
+        async def serve(sid: str, *args: Any) -> dict[str, Any] | None:
+            session = self._sessions.get(sid)
+            if session is None:
+                return None
+            user = session.principal.subject if session.principal else None
+            with structlog.contextvars.bound_contextvars(sid=sid, user=user, event=event):
+                try:
+                    if len(args) > 1:
+                        raise InvalidPayload(f"{event} takes a single payload argument")
+                    if event != "authenticate" and session.principal is None:
+                        raise NotAuthenticated(f"authenticate before sending {event}")
+                    result = await handler(session, args[0] if args else None)
+                except ClientError as error:
+                    return await self._send_error(sid, event, error)
+                except Exception:
+                    log.exception("event_failed")
+                    return await self._send_error(sid, event, Internal("internal error"))
+            return result.model_dump(mode="json") if result is not None else None
+
+        return serve
+
+    async def _on_unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any] | None:
+        if sid not in self._sessions:
+            return None
+        error = UnknownEvent(f"unknown event {event[:64]!r}", known=list(INCOMING_EVENTS))
+        return await self._send_error(sid, event[:64], error)
+
+    async def _send_error(self, sid: str, event: str | None, error: ClientError) -> dict[str, Any]:
+        payload = ErrorPayload(
+            code=error.code, message=error.message, event=event, details=error.details
+        ).model_dump(mode="json")
+        name = "auth_error" if isinstance(error, AuthError) else "error"
+        log.info("client_refused", sid=sid, code=error.code, reason=error.message)
+        await self._fanout.to_socket(sid, name, payload)
+        return payload
+
+    async def _authenticate(self, session: ClientSession, data: Any) -> BaseModel:
+        request = _parse(AuthenticateRequest, data)
+        principal = verify_token(self._settings, request.token)
+        if session.principal is not None and session.principal != principal:
+            # A different identity keeps nothing of the previous one's subscriptions.
+            await self._drop_subscriptions(session, set(session.subscriptions))
+        session.principal = principal
+        remaining = (principal.expires_at - datetime.now(UTC)).total_seconds()
+        self._arm_timer(session, remaining, "the token has expired")
+        log.info("socket_authenticated", sid=session.sid, user=principal.subject)
+        reply = Authenticated(
+            sub=principal.subject,
+            role=principal.role.value,
+            departments=sorted(self._visible(session), key=lambda d: (d is not None, d or "")),
+            metrics=list(METRIC_NAMES),
+            expires_at=principal.expires_at,
+        )
+        await self._fanout.to_socket(session.sid, "authenticated", reply.model_dump(mode="json"))
+        return reply
+
+    async def _subscribe(self, session: ClientSession, data: Any) -> BaseModel:
+        metrics, departments = self._select(session, data)
+        wanted = {(metric, department) for metric in metrics for department in departments}
+        new = wanted - session.subscriptions
+        limit = self._settings.max_subscriptions
+        if len(session.subscriptions) + len(new) > limit:
+            raise InvalidPayload(f"at most {limit} subscriptions per socket")
+        for metric, department in sorted(new, key=_scope_order):
+            await self._fanout.join(session.sid, room_name(metric, department))
+            session.subscriptions.add((metric, department))
+        # Joined before reading: an update racing this snapshot is sent, not lost.
+        await self._send_snapshot(session, metrics, departments)
+        return SubscriptionAck(metrics=metrics, departments=_ordered(departments))
+
+    async def _unsubscribe(self, session: ClientSession, data: Any) -> BaseModel:
+        metrics, departments = self._select(session, data)
+        gone = {(metric, department) for metric in metrics for department in departments}
+        await self._drop_subscriptions(session, gone & session.subscriptions)
+        return SubscriptionAck(metrics=metrics, departments=_ordered(departments))
+
+    async def _request_snapshot(self, session: ClientSession, data: Any) -> BaseModel:
+        metrics, departments = self._select(session, data)
+        return await self._send_snapshot(session, metrics, departments)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _engine_or_fail(self) -> MetricEngine:
+        if self._engine is None:
+            raise Internal("the metric engine is not running yet")
+        return self._engine
+
+    def _visible(self, session: ClientSession) -> set[str | None]:
+        if session.principal is None:
+            return set()
+        return visible_departments(session.principal, self._engine_or_fail().department_codes())
+
+    def _select(self, session: ClientSession, data: Any) -> tuple[list[str], set[str | None]]:
+        selection = _parse(MetricSelection, {} if data is None else data)
+        limit = self._settings.max_list_length
+        for name, given in (("metrics", selection.metrics), ("departments", selection.departments)):
+            if given is not None and len(given) > limit:
+                raise InvalidPayload(f"{name} holds at most {limit} entries")
+        metrics = list(METRIC_NAMES) if selection.metrics is None else selection.metrics
+        unknown = sorted(set(metrics) - set(METRIC_NAMES))
+        if unknown:
+            raise UnknownMetric(
+                f"unknown metric(s): {', '.join(unknown)}",
+                unknown=unknown,
+                valid=list(METRIC_NAMES),
+            )
+        visible = self._visible(session)
+        if selection.departments is None:
+            return list(dict.fromkeys(metrics)), visible
+        refused = [department for department in selection.departments if department not in visible]
+        if refused:
+            # The same answer whether a department exists or not: no probing for names.
+            raise Forbidden("not allowed for this token: " + ", ".join(map(_label, refused)))
+        return list(dict.fromkeys(metrics)), set(selection.departments)
+
+    async def _send_snapshot(
+        self, session: ClientSession, metrics: Iterable[str], departments: set[str | None]
+    ) -> MetricsSnapshot:
+        values = self._engine_or_fail().snapshot(metrics, departments)
+        snapshot = MetricsSnapshot(
+            values=[MetricUpdate.model_validate(update_payload(value)) for value in values],
+            server_time=datetime.now(UTC),
+        )
+        await self._fanout.to_socket(
+            session.sid, "metrics_snapshot", snapshot.model_dump(mode="json")
+        )
+        return snapshot
+
+    async def _drop_subscriptions(self, session: ClientSession, scopes: set[Scope]) -> None:
+        for metric, department in scopes:
+            with contextlib.suppress(KeyError, ValueError):
+                await self._fanout.leave(session.sid, room_name(metric, department))
+            session.subscriptions.discard((metric, department))
+
+
+def _parse(model: type[ModelT], data: Any) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = [
+            {
+                "field": ".".join(str(part) for part in issue["loc"]) or "payload",
+                "problem": issue["msg"],
+            }
+            for issue in error.errors(include_input=False, include_url=False)[:10]
+        ]
+        raise InvalidPayload(
+            f"invalid payload for {model.__name__}: "
+            + "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+            problems=problems,
+        ) from None
+
+
+def _label(department: str | None) -> str:
+    return "the hospital-wide totals" if department is None else repr(department)
+
+
+def _ordered(departments: Iterable[str | None]) -> list[str | None]:
+    return sorted(departments, key=lambda d: (d is not None, d or ""))
+
+
+def _scope_order(scope: Scope) -> tuple[str, bool, str]:
+    metric, department = scope
+    return (metric, department is not None, department or "")

@@ -1,0 +1,98 @@
+"""Every Socket.IO payload, declared once as a pydantic model.
+
+Incoming payloads are validated against these models; outgoing ones are built from them.
+`docs/api.md` documents the same models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Upper bounds that hold whatever the settings say; the gateway enforces the (smaller)
+# configured list length on top.
+MAX_NAMES = 1000
+MAX_NAME_LENGTH = 64
+
+
+class _Incoming(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthenticateRequest(_Incoming):
+    """`authenticate`: a JWT to authenticate (or re-authenticate) this socket."""
+
+    token: str = Field(min_length=1, max_length=8192)
+
+
+class MetricSelection(_Incoming):
+    """`subscribe_metrics`, `unsubscribe_metrics` and `request_snapshot`.
+
+    `metrics` may also be sent as a bare list. Leaving `departments` out means every
+    department the client may see (and the hospital-wide totals, for roles that see them);
+    `null` inside the list names the hospital-wide totals.
+    """
+
+    metrics: list[str] | None = Field(default=None, max_length=MAX_NAMES)
+    departments: list[str | None] | None = Field(default=None, max_length=MAX_NAMES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"metrics": data}
+        return data
+
+    @model_validator(mode="after")
+    def _short_names(self) -> MetricSelection:
+        for name in [*(self.metrics or []), *(self.departments or [])]:
+            if name is not None and len(name) > MAX_NAME_LENGTH:
+                raise ValueError(f"names are at most {MAX_NAME_LENGTH} characters")
+        return self
+
+
+class MetricUpdate(BaseModel):
+    """`dashboard_update`: one metric's new value for one department (`null`: hospital)."""
+
+    metric: str
+    department: str | None
+    value: int | float
+    version: int
+    timestamp: datetime
+
+
+class MetricsSnapshot(BaseModel):
+    """`metrics_snapshot`: current values, in answer to `request_snapshot` or a subscription."""
+
+    values: list[MetricUpdate]
+    server_time: datetime
+
+
+class Authenticated(BaseModel):
+    """`authenticated`: the socket may now subscribe."""
+
+    sub: str
+    role: str
+    departments: list[str | None]
+    metrics: list[str]
+    expires_at: datetime
+
+
+class SubscriptionAck(BaseModel):
+    """The acknowledgement of `subscribe_metrics` and `unsubscribe_metrics`."""
+
+    ok: bool = True
+    metrics: list[str]
+    departments: list[str | None]
+
+
+class ErrorPayload(BaseModel):
+    """`error` and `auth_error`: what was refused, and why. Nothing changed."""
+
+    ok: bool = False
+    code: str
+    message: str
+    event: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The web UI: static assets and the page routes."""
