@@ -111,7 +111,7 @@ class MetricPipeline:
     async def _follow(self) -> None:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((SQLAlchemyError, ChangeFeedError, OSError)),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
             before_sleep=_log_retry,
         )
         async for attempt in retrying:

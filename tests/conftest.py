@@ -1,0 +1,170 @@
+"""Shared fixtures: a migrated SQLite database, settings, a real uvicorn server, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+import uvicorn
+
+from livedash.app import create_app
+from livedash.auth.tokens import issue_token
+from livedash.metrics.clock import Clock
+from livedash.settings import Settings
+from livedash.store.migrate import upgrade
+from livedash.store.models import Role
+from tests.recorder import Recorder
+
+
+@pytest.fixture
+def database_path(tmp_path: Path) -> Path:
+    """A migrated, empty SQLite database file."""
+    path = tmp_path / "hospital.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def database_url(database_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{database_path}"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        jwt_secret="test-secret-that-is-long-enough-for-hs256",
+        jwt_secret_file=tmp_path / "unused-secret",
+        timezone="Europe/Berlin",
+        auth_timeout_seconds=5.0,
+        feed_fallback_poll_seconds=30.0,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn with an event for "accepting connections", so tests await instead of polling."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+class LiveServer:
+    """A running service on a free loopback port."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.app = create_app(settings, clock=clock)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> LiveServer:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        ready = asyncio.create_task(self._server.ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            ready.cancel()
+            self._task.result()
+            raise RuntimeError("the server stopped during start-up")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task
+        self._task = None
+        self._socket.close()
+
+
+@pytest.fixture
+async def serve(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
+    """Start a live server (with `settings`, or others); every one started is stopped."""
+    started: list[LiveServer] = []
+
+    async def start(custom: Settings | None = None, clock: Clock | None = None) -> LiveServer:
+        server = await LiveServer(custom or settings, clock).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+@pytest.fixture
+async def server(serve: Callable[..., Awaitable[LiveServer]]) -> LiveServer:
+    return await serve()
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., str]:
+    """Sign a token with the test settings."""
+
+    def make(role: Role = Role.SUPER_ADMIN, departments: tuple[str, ...] = (), **kw: Any) -> str:
+        return issue_token(settings, kw.pop("sub", f"test-{role.value}"), role, departments, **kw)
+
+    return make
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
+    """Connect real socket.io clients; each is disconnected afterwards."""
+    clients: list[socketio.AsyncClient] = []
+
+    async def open_client(
+        server: LiveServer, token: str | None = None, *, wait_auth: bool = True
+    ) -> Recorder:
+        client = socketio.AsyncClient(reconnection=False)
+        recorder = Recorder(client)
+        clients.append(client)
+        auth = {"token": token} if token is not None else None
+        await client.connect(server.url, auth=auth, transports=["websocket"], wait_timeout=10)
+        if token is not None and wait_auth:
+            await recorder.next("authenticated")
+        return recorder
+
+    yield open_client
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+
+@pytest.fixture
+def sqlite_writer(database_path: Path) -> Iterator[Callable[..., Awaitable[int]]]:
+    """Write through a plain sqlite3 connection that knows nothing of livedash.
+
+    The write runs in a worker thread, as it would in the hospital's own process: blocking
+    the test's event loop would also stall the service under test while it holds a lock.
+    """
+    import sqlite3
+
+    connection = sqlite3.connect(
+        database_path, isolation_level=None, timeout=10, check_same_thread=False
+    )
+
+    def write_now(sql: str, parameters: tuple[Any, ...]) -> int:
+        return int(connection.execute(sql, parameters).lastrowid or 0)
+
+    async def write(sql: str, parameters: tuple[Any, ...] = ()) -> int:
+        return await asyncio.to_thread(write_now, sql, parameters)
+
+    yield write
+    connection.close()

@@ -1,0 +1,68 @@
+"""A socket.io client wrapper that records every event and lets tests await one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+EVENTS = (
+    "authenticated",
+    "auth_error",
+    "dashboard_update",
+    "metrics_snapshot",
+    "historical_data",
+    "connection_status",
+    "error",
+)
+
+
+class Recorder:
+    """Every event the client received, in order, and a way to await the next match."""
+
+    def __init__(self, client: socketio.AsyncClient) -> None:
+        self.client = client
+        self.events: list[tuple[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self._taken: set[int] = set()
+        self.disconnected = asyncio.Event()
+        client.on("*", self._record)
+        client.on("disconnect", self._on_disconnect)
+
+    async def _record(self, event: str, data: Any = None) -> None:
+        async with self._changed:
+            self.events.append((event, data))
+            self._changed.notify_all()
+
+    async def _on_disconnect(self, *args: Any) -> None:
+        self.disconnected.set()
+
+    def received(self, event: str) -> list[Any]:
+        """Payloads of `event` received so far."""
+        return [data for name, data in self.events if name == event]
+
+    async def next(
+        self,
+        event: str,
+        where: Callable[[Any], bool] = lambda _: True,
+        *,
+        within: float = 10.0,
+    ) -> Any:
+        """The earliest `event` payload matching `where` not returned before; waits for it."""
+
+        def find() -> Any:
+            for index, (name, data) in enumerate(self.events):
+                if index not in self._taken and name == event and where(data):
+                    self._taken.add(index)
+                    return (data,)
+            return None
+
+        async with asyncio.timeout(within), self._changed:
+            found = await self._changed.wait_for(find)
+        return found[0]
+
+    async def call(self, event: str, data: Any = None, *, within: float = 10.0) -> Any:
+        """Emit `event` and return the server's acknowledgement."""
+        return await self.client.call(event, data, timeout=within)

@@ -1,0 +1,319 @@
+"""The Socket.IO gateway, end to end: a real uvicorn server and real socket.io clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livedash.metrics.definitions import METRIC_NAMES
+from livedash.settings import Settings
+from livedash.store.models import Role
+from tests.conftest import LiveServer
+from tests.oracle import recompute, snapshot_values
+from tests.recorder import Recorder
+
+Write = Callable[..., Awaitable[int]]
+Serve = Callable[..., Awaitable[LiveServer]]
+Connect = Callable[..., Awaitable[Recorder]]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@pytest.fixture
+async def hospital(sqlite_writer: Write) -> dict[str, int]:
+    """Two departments with two rooms of two beds each, one patient in each department."""
+    ids: dict[str, int] = {}
+    for code, name in (("ED", "Emergency"), ("CARD", "Cardiology")):
+        department = await sqlite_writer(
+            "INSERT INTO departments (code, name) VALUES (?, ?)", (code, name)
+        )
+        ids[code] = department
+        for number in ("1", "2"):
+            room = await sqlite_writer(
+                "INSERT INTO rooms (department_id, number) VALUES (?, ?)", (department, number)
+            )
+            for label in ("A", "B"):
+                bed = await sqlite_writer(
+                    "INSERT INTO beds (room_id, label, status) VALUES (?, ?, 'free')",
+                    (room, label),
+                )
+                ids[f"{code}-{number}{label}"] = bed
+        await sqlite_writer(
+            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+            "VALUES (?, ?, 'registered', 0, ?)",
+            (department, f"first patient of {code}", _now()),
+        )
+    return ids
+
+
+def _is(metric: str, department: str | None, value: Any = None) -> Callable[[Any], bool]:
+    def match(update: Any) -> bool:
+        return (
+            update["metric"] == metric
+            and update["department"] == department
+            and (value is None or update["value"] == value)
+        )
+
+    return match
+
+
+async def test_external_sqlite_write_reaches_subscribed_client(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+) -> None:
+    client = await connect(server, token())
+    ack = await client.call("subscribe_metrics", {"metrics": ["patients_total", "beds_occupied"]})
+    assert ack["ok"] is True
+    snapshot = await client.next("metrics_snapshot")
+    assert snapshot_values(snapshot["values"])["patients_total", "ED"] == 1
+
+    await sqlite_writer(
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (?, 'walk-in', 'registered', 1, ?)",
+        (hospital["ED"], _now()),
+    )
+    update = await client.next("dashboard_update", _is("patients_total", "ED"))
+    assert update["value"] == 2
+    hospital_update = await client.next("dashboard_update", _is("patients_total", None))
+    assert hospital_update["value"] == 3
+    assert update["version"] > max(v["version"] for v in snapshot["values"])
+    datetime.fromisoformat(update["timestamp"])
+
+    await sqlite_writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["CARD-1A"],))
+    occupied = await client.next("dashboard_update", _is("beds_occupied", "CARD"))
+    assert occupied["value"] == 1
+    assert not [u for u in client.received("dashboard_update") if u["metric"] == "rooms_total"]
+
+
+async def test_snapshot_equals_sql_after_many_changes(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Any,
+    sqlite_writer: Write,
+    database_path: Path,
+    settings: Settings,
+) -> None:
+    client = await connect(server, token())
+    await client.call("subscribe_metrics", {"metrics": ["beds_free"], "departments": ["ED"]})
+    for bed, status in (("ED-1A", "occupied"), ("ED-1B", "cleaning"), ("ED-2A", "out_of_service")):
+        await sqlite_writer("UPDATE beds SET status = ? WHERE id = ?", (status, hospital[bed]))
+    await sqlite_writer(
+        "INSERT INTO staff (department_id, name, role) VALUES (?, 'Dr. A', 'doctor')",
+        (hospital["ED"],),
+    )
+    await sqlite_writer(
+        "INSERT INTO staff_shifts (staff_id, department_id, clock_in_at) VALUES (1, ?, ?)",
+        (hospital["ED"], _now()),
+    )
+    await sqlite_writer(
+        "INSERT INTO appointments (department_id, scheduled_at, status) VALUES (?, ?, 'completed')",
+        (hospital["CARD"], _now()),
+    )
+    await sqlite_writer(
+        "UPDATE patients SET status = 'active' WHERE department_id = ?", (hospital["ED"],)
+    )
+    await sqlite_writer("DELETE FROM beds WHERE id = ?", (hospital["CARD-2B"],))
+    # The last write's effect has arrived once beds_free for ED reached 1; then ask for everything.
+    await client.next("dashboard_update", _is("beds_free", "ED", 1))
+    await _until_equal(client, database_path, settings)
+
+
+async def _until_equal(client: Recorder, database_path: Path, settings: Settings) -> None:
+    """Ask for snapshots until the feed has caught up; fail if it never equals SQL."""
+    truth = recompute(database_path, settings.zone, datetime.now(settings.zone).date())
+    async with asyncio.timeout(10):
+        while True:
+            await client.call("request_snapshot")
+            snapshot = await client.next("metrics_snapshot")
+            seen = snapshot_values(snapshot["values"])
+            if seen == truth:
+                return
+            await client.next("dashboard_update")  # something is still on its way
+
+
+async def test_admin_sees_only_own_department(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+) -> None:
+    admin = await connect(server, token(Role.ADMIN, ("CARD",)))
+    authenticated = admin.received("authenticated")[0]
+    assert authenticated["departments"] == ["CARD"]
+    refused = await admin.call("subscribe_metrics", {"departments": ["ED"]})
+    assert refused["code"] == "forbidden"
+    refused_hospital = await admin.call("subscribe_metrics", {"departments": [None]})
+    assert refused_hospital["code"] == "forbidden"
+    await admin.call("subscribe_metrics", {"metrics": list(METRIC_NAMES)})
+    await admin.call("request_snapshot")
+
+    super_admin = await connect(server, token())
+    await super_admin.call("subscribe_metrics", ["patients_total"])
+    for code in ("ED", "CARD"):
+        await sqlite_writer(
+            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+            "VALUES (?, 'x', 'registered', 0, ?)",
+            (hospital[code], _now()),
+        )
+    await super_admin.next("dashboard_update", _is("patients_total", "CARD", 2))
+    await admin.next("dashboard_update", _is("patients_total", "CARD", 2))
+
+    departments_seen = {
+        value["department"]
+        for event, data in admin.events
+        if event in ("dashboard_update", "metrics_snapshot")
+        for value in (data["values"] if event == "metrics_snapshot" else [data])
+    }
+    assert departments_seen == {"CARD"}
+
+
+async def test_handshake_token_and_authenticate_event(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any
+) -> None:
+    by_handshake = await connect(server, token(Role.VIEWER, ("ED",)))
+    assert by_handshake.received("authenticated")[0]["role"] == "viewer"
+
+    by_event = await connect(server)
+    assert (await by_event.next("connection_status"))["authenticated"] is False
+    reply = await by_event.call("authenticate", {"token": token(Role.ADMIN, ("ED",))})
+    assert reply["departments"] == ["ED"]
+    assert (await by_event.next("authenticated"))["sub"] == "test-admin"
+
+
+async def test_bad_tokens_get_auth_error_and_no_data(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any
+) -> None:
+    client = await connect(server, "not-a-jwt", wait_auth=False)
+    assert (await client.next("auth_error"))["code"] == "invalid_token"
+    expired = token(minutes=-5)
+    failure = await client.call("authenticate", {"token": expired})
+    assert failure["code"] == "invalid_token"
+    assert "expired" in failure["message"]
+    refused = await client.call("subscribe_metrics", ["patients_total"])
+    assert refused["code"] == "not_authenticated"
+    assert client.received("metrics_snapshot") == []
+    assert client.received("dashboard_update") == []
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "code"),
+    [
+        ("subscribe_metrics", {"metrics": "patients_total"}, "invalid_payload"),
+        ("subscribe_metrics", {"metrics": [1, 2]}, "invalid_payload"),
+        ("subscribe_metrics", {"metric": ["patients_total"]}, "invalid_payload"),
+        ("subscribe_metrics", {"metrics": ["patients_total"] * 101}, "invalid_payload"),
+        ("subscribe_metrics", {"metrics": ["patients_total", "no_such_metric"]}, "unknown_metric"),
+        ("subscribe_metrics", 42, "invalid_payload"),
+        ("unsubscribe_metrics", {"departments": "ED"}, "invalid_payload"),
+        ("request_snapshot", {"metrics": ["x" * 5000]}, "invalid_payload"),
+        ("authenticate", {"token": 7}, "invalid_payload"),
+        ("drop_tables", {"please": True}, "unknown_event"),
+    ],
+)
+async def test_bad_input_gets_error_and_changes_nothing(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Any,
+    event: str,
+    payload: Any,
+    code: str,
+) -> None:
+    client = await connect(server, token())
+    await client.call("subscribe_metrics", {"metrics": ["beds_free"], "departments": ["ED"]})
+    answer = await client.call(event, payload)
+    assert answer["ok"] is False
+    assert answer["code"] == code
+    error_event = "auth_error" if code == "invalid_token" else "error"
+    received = await client.next(error_event)
+    assert received == answer
+    assert received["message"]
+    if code == "unknown_metric":
+        assert received["details"]["unknown"] == ["no_such_metric"]
+        assert set(received["details"]["valid"]) == set(METRIC_NAMES)
+    # Nothing changed: still authenticated, same single subscription, service alive.
+    await client.call("request_snapshot", {"metrics": ["beds_free"], "departments": ["ED"]})
+    assert (await client.next("metrics_snapshot"))["values"][0]["metric"] == "beds_free"
+    subscribed = await client.call(
+        "subscribe_metrics", {"metrics": ["beds_free"], "departments": ["ED"]}
+    )
+    assert subscribed["metrics"] == ["beds_free"]
+
+
+async def test_events_before_authentication_are_refused(
+    hospital: dict[str, int], server: LiveServer, connect: Connect
+) -> None:
+    client = await connect(server)
+    for event in ("subscribe_metrics", "unsubscribe_metrics", "request_snapshot"):
+        answer = await client.call(event, ["patients_total"])
+        assert answer["code"] == "not_authenticated"
+    assert len(client.received("error")) == 3
+    assert client.received("dashboard_update") == []
+
+
+async def test_unauthenticated_socket_is_disconnected_after_timeout(
+    hospital: dict[str, int], serve: Serve, connect: Connect, settings: Settings
+) -> None:
+    quick = settings.model_copy(update={"auth_timeout_seconds": 0.2})
+    server = await serve(quick)
+    client = await connect(server)
+    await client.next("auth_error", lambda error: "timed out" in error["message"])
+    async with asyncio.timeout(5):
+        await client.disconnected.wait()
+
+
+async def test_unsubscribe_stops_updates(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+) -> None:
+    client = await connect(server, token())
+    await client.call("subscribe_metrics", ["patients_total", "patients_waiting"])
+    ack = await client.call("unsubscribe_metrics", {"metrics": ["patients_total"]})
+    assert ack["metrics"] == ["patients_total"]
+    await sqlite_writer(
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (?, 'x', 'registered', 0, ?)",
+        (hospital["ED"], _now()),
+    )
+    await client.next("dashboard_update", _is("patients_waiting", "ED", 2))
+    assert not [u for u in client.received("dashboard_update") if u["metric"] == "patients_total"]
+
+
+async def test_feed_resumes_after_restart_without_loss(
+    hospital: dict[str, int],
+    serve: Serve,
+    connect: Connect,
+    token: Any,
+    sqlite_writer: Write,
+    database_path: Path,
+    settings: Settings,
+) -> None:
+    first = await serve()
+    client = await connect(first, token())
+    await client.call("subscribe_metrics", ["patients_total"])
+    await sqlite_writer(
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (?, 'before', 'registered', 0, ?)",
+        (hospital["ED"], _now()),
+    )
+    await client.next("dashboard_update", _is("patients_total", "ED", 2))
+    await first.stop()
+
+    for name in ("while down 1", "while down 2"):
+        await sqlite_writer(
+            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+            "VALUES (?, ?, 'registered', 0, ?)",
+            (hospital["CARD"], name, _now()),
+        )
+    second = await serve()
+    again = await connect(second, token())
+    await again.call("subscribe_metrics", ["patients_total"])
+    snapshot = snapshot_values((await again.next("metrics_snapshot"))["values"])
+    assert snapshot["patients_total", "CARD"] == 3
+    assert snapshot["patients_total", None] == 5
+    await sqlite_writer("DELETE FROM patients WHERE name = 'before'", ())
+    await again.next("dashboard_update", _is("patients_total", "ED", 1))
+    await _until_equal(again, database_path, settings)
