@@ -1,0 +1,62 @@
+# Two commands a user needs: `make demo` and `make test`. Everything else they call.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PIP   := $(VENV)/bin/pip
+PORT  ?= 8000
+VENDOR := src/livedash/web/static/vendor/socket.io.min.js
+
+.PHONY: demo test lint typecheck check system-deps clean
+
+demo: $(VENV)/.installed $(VENDOR)
+	$(VENV)/bin/livedash demo --port $(PORT)
+
+test: $(VENV)/.installed-dev $(VENDOR) system-deps
+	$(PY) -m pytest --cov=livedash --cov-report=term --cov-report=xml -q
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy src
+
+check: lint typecheck test
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+node_modules/socket.io-client/dist/socket.io.min.js: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+$(VENDOR): node_modules/socket.io-client/dist/socket.io.min.js
+	mkdir -p $(dir $@)
+	cp $< $@
+
+# Debian's servers and browser for the tests that use the real things; installed when
+# missing and we are root, otherwise the one apt-get line is printed.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Missing system packages. Run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR) .coverage coverage.xml
