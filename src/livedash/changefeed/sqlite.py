@@ -77,6 +77,8 @@ class SqliteChangeFeed:
         self._settle = settle_seconds
         self._keep_rows = keep_rows
         self._wake = asyncio.Event()
+        self.caught_up = asyncio.Event()
+        """Set while the feed has delivered everything committed and waits for more."""
         self._reader: AsyncEngine | None = None
         self._writer: AsyncEngine | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -110,12 +112,14 @@ class SqliteChangeFeed:
         position = await self.confirmed_position()
         while True:
             self._wake.clear()
-            batch, last_read = await self._fetch(position)
+            batch, last_read = await self.read_after(position)
             if last_read > position:
+                self.caught_up.clear()
                 position = last_read
                 if batch:
                     yield batch
                 continue
+            self.caught_up.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._fallback_poll)
 
@@ -154,7 +158,8 @@ class SqliteChangeFeed:
             raise ChangeFeedError("the change feed is used outside `async with`")
         return engine
 
-    async def _fetch(self, after: int) -> tuple[list[Change], int]:
+    async def read_after(self, after: int) -> tuple[list[Change], int]:
+        """One batch after `after`, without waiting, and the last position it read."""
         async with self._engine(self._reader).connect() as connection:
             result = await connection.execute(_FETCH, {"after": after, "limit": self._batch_size})
             rows = result.all()

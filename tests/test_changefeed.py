@@ -1,0 +1,175 @@
+"""The SQLite change feed: order, decoding, waking on other processes' commits, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from livedash.changefeed import Change, Op, open_change_source
+from livedash.changefeed.sqlite import SqliteChangeFeed
+
+
+def _write(database: Path, *statements: str) -> None:
+    with sqlite3.connect(database, isolation_level=None) as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+async def _drain(feed: SqliteChangeFeed, after: int) -> list[Change]:
+    changes: list[Change] = []
+    while True:
+        batch, last = await feed.read_after(after)
+        if last == after:
+            return changes
+        changes.extend(batch)
+        after = last
+
+
+async def test_changes_arrive_in_commit_order_decoded_to_model_types(
+    database_path: Path, database_url: str
+) -> None:
+    _write(
+        database_path,
+        "INSERT INTO departments (id, code, name) VALUES (1, 'ED', 'Emergency')",
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (1, 'A', 'registered', 1, '2026-03-01 08:00')",
+        "UPDATE patients SET registered_at = '2026-03-01T09:30:00.250000+01:00', emergency = 0",
+        "INSERT INTO users (username, role, departments, active) "
+        "VALUES ('ann', 'admin', '[\"ED\"]', 1)",
+        "DELETE FROM patients",
+    )
+    async with SqliteChangeFeed(database_url, "test") as feed:
+        changes = await _drain(feed, 0)
+    assert [(c.table, c.op) for c in changes] == [
+        ("departments", Op.INSERT),
+        ("patients", Op.INSERT),
+        ("patients", Op.UPDATE),
+        ("users", Op.INSERT),
+        ("patients", Op.DELETE),
+    ]
+    assert [c.position for c in changes] == [1, 2, 3, 4, 5]
+    inserted, updated = changes[1].new, changes[2].new
+    assert inserted is not None
+    assert updated is not None
+    assert inserted["emergency"] is True
+    assert inserted["registered_at"] == datetime(2026, 3, 1, 8, 0)
+    assert updated["emergency"] is False
+    assert updated["registered_at"] == datetime(2026, 3, 1, 8, 30, 0, 250000)  # to UTC
+    assert changes[3].new is not None
+    assert changes[3].new["departments"] == ["ED"]
+    assert changes[4].old is not None
+    assert changes[4].new is None
+
+
+async def test_a_commit_from_another_process_wakes_the_feed_without_polling(
+    database_path: Path, database_url: str
+) -> None:
+    # The fallback read is an hour away: only the inotify wake-up can deliver in time.
+    async with SqliteChangeFeed(database_url, "test", fallback_poll_seconds=3600) as feed:
+        batches = feed.batches()
+        waiting = asyncio.ensure_future(anext(batches))
+        await feed.caught_up.wait()  # it found nothing and waits for a wake-up
+        process = await asyncio.create_subprocess_exec(
+            "sqlite3",
+            str(database_path),
+            "INSERT INTO departments (code, name) VALUES ('ED', 'Emergency');",
+        )
+        assert await process.wait() == 0
+        async with asyncio.timeout(5):
+            batch = await waiting
+        assert batch[0].new is not None
+        assert batch[0].new["code"] == "ED"
+        await batches.aclose()
+
+
+async def test_restart_resumes_after_the_confirmed_position(
+    database_path: Path, database_url: str
+) -> None:
+    _write(
+        database_path,
+        *(f"INSERT INTO departments (code, name) VALUES ('D{n}', 'x')" for n in range(10)),
+    )
+    async with SqliteChangeFeed(database_url, "metrics", batch_size=4) as feed:
+        assert await feed.confirmed_position() == 0
+        batches = feed.batches()
+        first = await anext(batches)
+        assert [c.position for c in first] == [1, 2, 3, 4]
+        await feed.confirm(first[-1].position)
+        second = await anext(batches)  # delivered but never confirmed: must come again
+        assert [c.position for c in second] == [5, 6, 7, 8]
+        await batches.aclose()
+
+    _write(database_path, "INSERT INTO departments (code, name) VALUES ('D10', 'x')")
+    async with SqliteChangeFeed(database_url, "metrics") as feed:
+        assert await feed.confirmed_position() == 4
+        batch = await anext(feed.batches())
+        assert [c.position for c in batch] == list(range(5, 12))
+        await feed.confirm(11)
+        await feed.confirm(7)  # a late, lower confirmation never moves the position back
+        assert await feed.confirmed_position() == 11
+    async with SqliteChangeFeed(database_url, "another-consumer") as feed:
+        assert await feed.confirmed_position() == 0
+
+
+async def test_confirmed_changes_are_pruned_but_positions_continue(
+    database_path: Path, database_url: str
+) -> None:
+    _write(
+        database_path,
+        *(f"INSERT INTO departments (code, name) VALUES ('D{n}', 'x')" for n in range(6)),
+    )
+    async with SqliteChangeFeed(database_url, "metrics", keep_rows=2) as feed:
+        await feed.confirm(6)
+        with sqlite3.connect(database_path) as connection:
+            kept = [row[0] for row in connection.execute("SELECT seq FROM change_log")]
+        assert kept == [5, 6]
+        _write(database_path, "DELETE FROM change_log")
+        engine = feed._engine(feed._reader)
+        async with engine.connect() as connection:
+            assert await feed.position_in(connection) == 6
+        _write(database_path, "INSERT INTO departments (code, name) VALUES ('N', 'x')")
+        changes = await _drain(feed, 6)
+        assert [c.position for c in changes] == [7]
+
+
+async def test_an_unreadable_log_row_is_reported_and_passed_over(
+    database_path: Path, database_url: str
+) -> None:
+    _write(
+        database_path,
+        "INSERT INTO change_log (table_name, op, old_row, new_row, committed_at) "
+        "VALUES ('departments', 'X', NULL, '{not json', 'now')",
+        "INSERT INTO departments (code, name) VALUES ('ED', 'Emergency')",
+    )
+    async with SqliteChangeFeed(database_url, "test") as feed:
+        with capture_logs() as logs:
+            changes = await _drain(feed, 0)
+    assert [c.position for c in changes] == [2]
+    assert any(entry["event"] == "changefeed_unreadable_change" for entry in logs)
+
+
+async def test_garbage_values_from_other_writers_decode_to_missing(
+    database_path: Path, database_url: str
+) -> None:
+    _write(
+        database_path,
+        "INSERT INTO departments (id, code, name) VALUES (1, 'ED', 'Emergency')",
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (1, 'A', 'registered', 'yes', 'yesterday-ish')",
+    )
+    async with SqliteChangeFeed(database_url, "test") as feed:
+        changes = await _drain(feed, 0)
+    patient = changes[1].new
+    assert patient is not None
+    assert patient["registered_at"] is None
+    assert patient["emergency"] is True
+
+
+def test_unknown_backend_is_refused_clearly() -> None:
+    with pytest.raises(NotImplementedError, match="mysql"):
+        open_change_source("mysql+aiomysql://localhost/x", "metrics")

@@ -1,0 +1,64 @@
+"""The schema and its SQLite change capture, checked with plain sqlite3 as an outsider would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from livedash.store.migrate import upgrade
+from livedash.store.models import WATCHED_TABLES
+
+
+def test_migration_creates_schema_wal_and_triggers(database_path: Path) -> None:
+    with sqlite3.connect(database_path) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        assert set(WATCHED_TABLES) | {"change_log", "feed_positions"} <= tables
+        triggers = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
+        }
+        assert len(triggers) == 3 * len(WATCHED_TABLES)
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_migration_is_idempotent(database_path: Path) -> None:
+    upgrade(f"sqlite+aiosqlite:///{database_path}")
+    with sqlite3.connect(database_path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("0001",)
+        ]
+
+
+def test_every_write_from_any_connection_is_captured_with_old_and_new_rows(
+    database_path: Path,
+) -> None:
+    with sqlite3.connect(database_path, isolation_level=None) as connection:
+        connection.execute("INSERT INTO departments (code, name) VALUES ('ED', 'Emergency')")
+        connection.execute("UPDATE departments SET name = 'Emergency Dept' WHERE code = 'ED'")
+        connection.execute("DELETE FROM departments WHERE code = 'ED'")
+        rows = connection.execute(
+            "SELECT seq, table_name, op, old_row, new_row FROM change_log ORDER BY seq"
+        ).fetchall()
+    assert [row[1:3] for row in rows] == [
+        ("departments", "I"),
+        ("departments", "U"),
+        ("departments", "D"),
+    ]
+    assert [row[0] for row in rows] == sorted(row[0] for row in rows)
+    insert, update, delete = rows
+    assert insert[3] is None
+    assert json.loads(insert[4]) == {"id": 1, "code": "ED", "name": "Emergency"}
+    assert json.loads(update[3])["name"] == "Emergency"
+    assert json.loads(update[4])["name"] == "Emergency Dept"
+    assert json.loads(delete[3])["name"] == "Emergency Dept"
+    assert delete[4] is None
+
+
+def test_a_rolled_back_write_leaves_no_change(database_path: Path) -> None:
+    connection = sqlite3.connect(database_path, isolation_level=None)
+    connection.execute("BEGIN")
+    connection.execute("INSERT INTO departments (code, name) VALUES ('ED', 'Emergency')")
+    connection.execute("ROLLBACK")
+    assert connection.execute("SELECT COUNT(*) FROM change_log").fetchone()[0] == 0
+    connection.close()
