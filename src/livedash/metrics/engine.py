@@ -59,9 +59,11 @@ _FAMILY_METRICS: dict[str, tuple[str, ...]] = {
         "beds_out_of_service",
         "bed_occupancy_rate",
     ),
+    "beds_all": ("beds_total", "bed_occupancy_rate"),
     "rooms": ("rooms_total", "rooms_occupied", "room_occupancy_rate"),
     "rooms_occupied": ("rooms_occupied", "room_occupancy_rate"),
     "appointments": ("appointments_today", "appointments_completed_today"),
+    "appointments_other": ("appointments_today",),
     "staff_on_duty": ("staff_on_duty",),
 }
 

@@ -1,0 +1,305 @@
+"""The incremental engine equals a full SQL recompute, whatever the writes and their order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import sqlite3
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from livedash.changefeed import Change, Op
+from livedash.changefeed.sqlite import SqliteChangeFeed
+from livedash.metrics.clock import ManualClock
+from livedash.metrics.definitions import METRIC_NAMES
+from livedash.metrics.engine import MetricEngine
+from livedash.metrics.pipeline import MetricPipeline
+from livedash.store.engine import create_engine
+from livedash.store.migrate import upgrade
+from tests.oracle import Values, recompute
+
+ZONE = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+BED_STATUSES = ("free", "occupied", "cleaning", "out_of_service", "broken")
+PATIENT_STATUSES = ("registered", "active", "discharged")
+APPOINTMENT_STATUSES = ("scheduled", "checked_in", "completed", "cancelled", "no_show", "lost")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def _ids(connection: sqlite3.Connection, table: str) -> list[int]:
+    return [row[0] for row in connection.execute(f"SELECT id FROM {table} ORDER BY id")]
+
+
+def _moment(rng: random.Random) -> str:
+    return (NOW + timedelta(hours=rng.uniform(-40, 30))).replace(tzinfo=None).strftime(FORMAT)
+
+
+def _pick(rng: random.Random, ids: list[int], spare: int = 99) -> int:
+    """An existing id mostly, sometimes one that does not exist (writers skip foreign keys)."""
+    return rng.choice(ids) if ids and rng.random() < 0.9 else spare
+
+
+def apply_operation(connection: sqlite3.Connection, kind: str, seed: int) -> None:
+    """One write as the hospital's application (or a careless script) might make it."""
+    rng = random.Random(seed)
+    departments, rooms = _ids(connection, "departments"), _ids(connection, "rooms")
+    beds, patients = _ids(connection, "beds"), _ids(connection, "patients")
+    appointments, shifts = _ids(connection, "appointments"), _ids(connection, "staff_shifts")
+
+    def execute(sql: str, parameters: tuple[object, ...] = ()) -> None:
+        # A write the database refuses (a duplicate code, a second open shift) changes
+        # nothing, which the engine must see as nothing too.
+        with contextlib.suppress(sqlite3.IntegrityError):
+            connection.execute(sql, parameters)
+
+    if kind == "department":
+        execute("INSERT INTO departments (code, name) VALUES (?, 'x')", (f"D{seed}",))
+    elif kind == "department_delete" and departments:
+        execute("DELETE FROM departments WHERE id = ?", (rng.choice(departments),))
+    elif kind == "room":
+        execute(
+            "INSERT INTO rooms (department_id, number) VALUES (?, '1')", (_pick(rng, departments),)
+        )
+    elif kind == "room_move" and rooms:
+        execute(
+            "UPDATE rooms SET department_id = ? WHERE id = ?",
+            (_pick(rng, departments), rng.choice(rooms)),
+        )
+    elif kind == "room_delete" and rooms:
+        execute("DELETE FROM rooms WHERE id = ?", (rng.choice(rooms),))
+    elif kind == "bed":
+        execute(
+            "INSERT INTO beds (room_id, label, status) VALUES (?, 'A', ?)",
+            (_pick(rng, rooms), rng.choice(BED_STATUSES)),
+        )
+    elif kind == "bed_status" and beds:
+        execute(
+            "UPDATE beds SET status = ? WHERE id = ?", (rng.choice(BED_STATUSES), rng.choice(beds))
+        )
+    elif kind == "bed_move" and beds:
+        execute("UPDATE beds SET room_id = ? WHERE id = ?", (_pick(rng, rooms), rng.choice(beds)))
+    elif kind == "bed_delete" and beds:
+        execute("DELETE FROM beds WHERE id = ?", (rng.choice(beds),))
+    elif kind == "patient":
+        execute(
+            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+            "VALUES (?, 'p', ?, ?, ?)",
+            (
+                _pick(rng, departments),
+                rng.choice(PATIENT_STATUSES),
+                rng.random() < 0.3,
+                _moment(rng),
+            ),
+        )
+    elif kind == "patient_update" and patients:
+        column, value = rng.choice(
+            [
+                ("status", rng.choice(PATIENT_STATUSES)),
+                ("emergency", int(rng.random() < 0.5)),
+                ("department_id", _pick(rng, departments)),
+                ("registered_at", _moment(rng)),
+            ]
+        )
+        execute(f"UPDATE patients SET {column} = ? WHERE id = ?", (value, rng.choice(patients)))
+    elif kind == "patient_delete" and patients:
+        execute("DELETE FROM patients WHERE id = ?", (rng.choice(patients),))
+    elif kind == "appointment":
+        execute(
+            "INSERT INTO appointments (department_id, scheduled_at, status) VALUES (?, ?, ?)",
+            (_pick(rng, departments), _moment(rng), rng.choice(APPOINTMENT_STATUSES)),
+        )
+    elif kind == "appointment_update" and appointments:
+        column, value = rng.choice(
+            [("status", rng.choice(APPOINTMENT_STATUSES)), ("scheduled_at", _moment(rng))]
+        )
+        execute(
+            f"UPDATE appointments SET {column} = ? WHERE id = ?", (value, rng.choice(appointments))
+        )
+    elif kind == "appointment_delete" and appointments:
+        execute("DELETE FROM appointments WHERE id = ?", (rng.choice(appointments),))
+    elif kind == "shift":
+        execute(
+            "INSERT INTO staff_shifts (staff_id, department_id, clock_in_at) VALUES (?, ?, ?)",
+            (seed, _pick(rng, departments), _moment(rng)),
+        )
+    elif kind == "shift_end" and shifts:
+        execute(
+            "UPDATE staff_shifts SET clock_out_at = ? WHERE id = ?",
+            (rng.choice([_moment(rng), None]), rng.choice(shifts)),
+        )
+    elif kind == "shift_delete" and shifts:
+        execute("DELETE FROM staff_shifts WHERE id = ?", (rng.choice(shifts),))
+
+
+OPERATIONS = (
+    *("department", "room", "room", "bed", "bed", "bed", "patient", "patient", "appointment"),
+    *("shift", "bed_status", "bed_status", "patient_update", "patient_update"),
+    *("appointment_update", "shift_end", "bed_move", "room_move", "room_delete", "bed_delete"),
+    *("patient_delete", "appointment_delete", "shift_delete", "department_delete"),
+)
+
+
+def engine_values(engine: MetricEngine) -> Values:
+    return {(value.metric, value.department): value.value for value in engine.snapshot()}
+
+
+async def _check(database: Path, operations: list[tuple[str, int]]) -> None:
+    url = f"sqlite+aiosqlite:///{database}"
+    clock = ManualClock(NOW)
+    incremental = MetricEngine(ZONE, clock)
+    incremental.finish_loading(0)
+    halfway = len(operations) // 2
+    with sqlite3.connect(database, isolation_level=None) as connection:
+        for kind, seed in operations[:halfway]:
+            apply_operation(connection, kind, seed)
+        database_engine = create_engine(url)
+        async with SqliteChangeFeed(url, "test", batch_size=7) as feed:
+            # One engine starts from a recount in the middle of the writes...
+            rebuilt = MetricEngine(ZONE, clock)
+            await MetricPipeline(rebuilt, feed, database_engine).rebuild()
+            for kind, seed in operations[halfway:]:
+                apply_operation(connection, kind, seed)
+            # ...and then both take every change from the start, in small batches.
+            after = 0
+            while True:
+                batch, last = await feed.read_after(after)
+                if last == after:
+                    break
+                incremental.apply(batch)
+                rebuilt.apply(batch)
+                after = last
+        await database_engine.dispose()
+    truth = recompute(database, ZONE, NOW.astimezone(ZONE).date())
+    assert engine_values(incremental) == truth
+    assert engine_values(rebuilt) == truth
+    assert {metric for metric, _ in truth} == set(METRIC_NAMES)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    operations=st.lists(
+        st.tuples(st.sampled_from(OPERATIONS), st.integers(0, 10_000)), min_size=1, max_size=60
+    )
+)
+def test_incremental_engine_equals_sql_recompute(
+    template: Path, operations: list[tuple[str, int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        database = Path(directory) / "case.db"
+        shutil.copy(template, database)
+        asyncio.run(_check(database, operations))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_long_random_histories_equal_sql_recompute(
+    template: Path, tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    operations = [(rng.choice(OPERATIONS), rng.randrange(10_000)) for _ in range(400)]
+    database = tmp_path / "long.db"
+    shutil.copy(template, database)
+    asyncio.run(_check(database, operations))
+
+
+def _change(
+    position: int, table: str, new: dict[str, object], old: dict[str, object] | None = None
+):  # type: ignore[no-untyped-def]
+
+    op = Op.INSERT if old is None else Op.UPDATE
+    return Change(position, table, op, old, new, NOW.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(
+    ("evening", "label"),
+    [
+        (datetime(2026, 11, 23, 22, 30, tzinfo=UTC), "ordinary night"),
+        (datetime(2026, 3, 28, 22, 30, tzinfo=UTC), "clocks go forward at 02:00"),
+        (datetime(2026, 10, 24, 21, 30, tzinfo=UTC), "clocks go back at 03:00"),
+    ],
+)
+def test_day_figures_roll_over_at_local_midnight(evening: datetime, label: str) -> None:
+    clock = ManualClock(evening)  # 23:30 in Berlin either way
+    engine = MetricEngine(ZONE, clock)
+    engine.finish_loading(0)
+    registered = evening.replace(tzinfo=None)
+    updates = engine.apply(
+        [
+            _change(1, "departments", {"id": 1, "code": "ED", "name": "Emergency"}),
+            _change(
+                2,
+                "patients",
+                {"id": 1, "department_id": 1, "status": "registered", "registered_at": registered},
+            ),
+            _change(
+                3,
+                "appointments",
+                {"id": 1, "department_id": 1, "status": "scheduled", "scheduled_at": registered},
+            ),
+        ]
+    )
+    assert engine.value("patients_new_today", "ED") == 1
+    assert {(u.metric, u.department, u.value) for u in updates} >= {
+        ("patients_new_today", "ED", 1),
+        ("appointments_today", None, 1),
+    }
+    clock.advance(timedelta(minutes=29))  # 23:59 local: still the same day
+    assert engine.refresh_time() == []
+    clock.advance(timedelta(minutes=2))  # 00:01 local on the next day
+    rolled = {(u.metric, u.department): u.value for u in engine.refresh_time()}
+    assert rolled == {
+        ("patients_new_today", None): 0,
+        ("patients_new_today", "ED"): 0,
+        ("appointments_today", None): 0,
+        ("appointments_today", "ED"): 0,
+    }, label
+    assert engine.value("patients_total", "ED") == 1
+    assert engine.refresh_time() == []
+
+
+def test_changes_already_counted_are_skipped_and_versions_only_grow() -> None:
+    engine = MetricEngine(ZONE, ManualClock(NOW))
+    first = engine.finish_loading(0)
+    department = _change(1, "departments", {"id": 1, "code": "ED", "name": "Emergency"})
+    bed = {"id": 1, "room_id": 1, "status": "free"}
+    room = _change(2, "rooms", {"id": 1, "department_id": 1, "number": "1"})
+    updates = engine.apply([department, room, _change(3, "beds", bed)])
+    assert engine.value("beds_free", "ED") == 1
+    again = engine.apply([department, room, _change(3, "beds", bed)])  # replayed after a crash
+    assert again == []
+    assert engine.value("beds_free", "ED") == 1
+    occupied = engine.apply([_change(4, "beds", {**bed, "status": "occupied"}, old=bed)])
+    assert {(u.metric, u.value) for u in occupied if u.department == "ED"} >= {
+        ("beds_occupied", 1),
+        ("beds_free", 0),
+        ("bed_occupancy_rate", 1.0),
+        ("rooms_occupied", 1),
+    }
+    versions = [u.version for u in [*first, *updates, *occupied]]
+    assert versions == sorted(versions)
+    assert len(set(versions)) == len(versions)
+
+
+def test_a_new_engine_continues_above_the_old_versions() -> None:
+    old = MetricEngine(ZONE, ManualClock(NOW))
+    last = max(u.version for u in old.finish_loading(0))
+    new = MetricEngine(ZONE, ManualClock(NOW))
+    assert min(u.version for u in new.finish_loading(0)) > last
