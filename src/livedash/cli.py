@@ -131,6 +131,14 @@ def token(
     typer.echo(issue_token(settings, sub, role, department or (), minutes=minutes))
 
 
+@app.command("api-doc")
+def api_doc() -> None:
+    """Print the realtime API reference (Markdown) generated from the wire models."""
+    from livedash.realtime.apidoc import render_api_doc
+
+    typer.echo(render_api_doc(), nl=False)
+
+
 def main() -> None:
     """Entry point of the `livedash` script."""
     app()

@@ -37,6 +37,7 @@ from livedash.realtime.fanout import FanOut
 from livedash.realtime.schemas import (
     Authenticated,
     AuthenticateRequest,
+    ConnectionStatus,
     ErrorPayload,
     MetricSelection,
     MetricsSnapshot,
@@ -146,16 +147,13 @@ class Gateway:
         session = ClientSession(sid)
         self._sessions[sid] = session
         self._arm_timer(session, self._settings.auth_timeout_seconds, _AUTH_TIMEOUT)
-        await self._fanout.to_socket(
-            sid,
-            "connection_status",
-            {
-                "status": "connected",
-                "authenticated": False,
-                "auth_timeout_seconds": self._settings.auth_timeout_seconds,
-                "server_time": datetime.now(UTC).isoformat(),
-            },
+        status = ConnectionStatus(
+            status="connected",
+            authenticated=False,
+            auth_timeout_seconds=self._settings.auth_timeout_seconds,
+            server_time=datetime.now(UTC),
         )
+        await self._fanout.to_socket(sid, "connection_status", status.model_dump(mode="json"))
         if isinstance(auth, dict) and "token" in auth:
             await self._guard("authenticate", self._authenticate)(sid, {"token": auth["token"]})
 

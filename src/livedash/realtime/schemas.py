@@ -70,6 +70,15 @@ class MetricsSnapshot(BaseModel):
     server_time: datetime
 
 
+class ConnectionStatus(BaseModel):
+    """`connection_status`: the state of this connection."""
+
+    status: str
+    authenticated: bool
+    auth_timeout_seconds: float
+    server_time: datetime
+
+
 class Authenticated(BaseModel):
     """`authenticated`: the socket may now subscribe."""
 

@@ -1,0 +1,193 @@
+"""`docs/api.md`, generated from the wire models so the reference cannot drift from the code.
+
+Run `livedash api-doc > docs/api.md` after changing a model; a test fails until you do.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from livedash.metrics.definitions import METRICS
+from livedash.realtime.schemas import (
+    Authenticated,
+    AuthenticateRequest,
+    ConnectionStatus,
+    ErrorPayload,
+    MetricSelection,
+    MetricsSnapshot,
+    MetricUpdate,
+)
+
+_AT = datetime(2026, 11, 23, 9, 30, 0, 125000, tzinfo=UTC)
+_UPDATE = MetricUpdate(
+    metric="beds_occupied", department="CARD", value=41, version=1795426200125001, timestamp=_AT
+)
+
+# (direction, event, model, example, what it means)
+EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
+    (
+        "in",
+        "authenticate",
+        AuthenticateRequest,
+        AuthenticateRequest(token="eyJhbGciOiJIUzI1NiIs..."),
+        "Authenticate (or re-authenticate) the socket. The token can also be sent in the "
+        "handshake as `auth: {token}`, which the socket.io client does on every reconnect. "
+        "Answered by `authenticated` or `auth_error`.",
+    ),
+    (
+        "in",
+        "subscribe_metrics",
+        MetricSelection,
+        MetricSelection(metrics=["beds_occupied", "patients_active"], departments=["CARD"]),
+        "Receive `dashboard_update` for these metrics and departments from now on. "
+        "`metrics` may be sent as a bare list; leaving out `departments` means every department "
+        "the token may see, `null` in it the hospital-wide totals. The server joins the "
+        "subscriptions first, then sends a `metrics_snapshot` of their current values, then the "
+        "acknowledgement (`SubscriptionAck`), so no change after the snapshot can be missed. "
+        "Unknown names, or departments outside the token's scope, are refused as a whole: "
+        "nothing is subscribed.",
+    ),
+    (
+        "in",
+        "unsubscribe_metrics",
+        MetricSelection,
+        MetricSelection(metrics=["patients_active"]),
+        "Stop updates for these metrics (and departments); same payload as `subscribe_metrics`.",
+    ),
+    (
+        "in",
+        "request_snapshot",
+        MetricSelection,
+        MetricSelection(metrics=None, departments=[None]),
+        "Ask for the current values (all visible ones when the payload is left out); answered "
+        "by `metrics_snapshot`.",
+    ),
+    (
+        "out",
+        "connection_status",
+        ConnectionStatus,
+        ConnectionStatus(
+            status="connected", authenticated=False, auth_timeout_seconds=10.0, server_time=_AT
+        ),
+        "Sent on connect. A socket that has not authenticated within `auth_timeout_seconds` "
+        "gets `auth_error` and is disconnected.",
+    ),
+    (
+        "out",
+        "authenticated",
+        Authenticated,
+        Authenticated(
+            sub="alice",
+            role="admin",
+            departments=["CARD"],
+            metrics=["patients_total", "..."],
+            expires_at=_AT,
+        ),
+        "The token was accepted. `departments` lists what this socket may see.",
+    ),
+    (
+        "out",
+        "auth_error",
+        ErrorPayload,
+        ErrorPayload(code="invalid_token", message="the token has expired", event="authenticate"),
+        "Authentication failed, timed out, or the token expired while connected (then the "
+        "socket's subscriptions are dropped and no more data is sent until it authenticates).",
+    ),
+    (
+        "out",
+        "dashboard_update",
+        MetricUpdate,
+        _UPDATE,
+        "A metric's new value for one department (`department: null` is the whole hospital), "
+        "sent as soon as the change is applied. `version` strictly increases; a client keeps "
+        "the value with the highest version for each (metric, department).",
+    ),
+    (
+        "out",
+        "metrics_snapshot",
+        MetricsSnapshot,
+        MetricsSnapshot(values=[_UPDATE], server_time=_AT),
+        "Current values, after `subscribe_metrics` or `request_snapshot`.",
+    ),
+    (
+        "out",
+        "error",
+        ErrorPayload,
+        ErrorPayload(
+            code="unknown_metric",
+            message="unknown metric(s): bed_count",
+            event="subscribe_metrics",
+            details={"unknown": ["bed_count"], "valid": ["patients_total", "..."]},
+        ),
+        "A request was refused and changed nothing. The same payload is the event's "
+        "acknowledgement. Codes: `invalid_payload`, `unknown_event`, `unknown_metric`, "
+        "`forbidden`, `not_authenticated`, `internal`.",
+    ),
+]
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def render_api_doc() -> str:
+    """The realtime API reference as Markdown."""
+    lines = [
+        "# Realtime API",
+        "",
+        "<!-- Generated by `livedash api-doc` from livedash/realtime/schemas.py; do not edit. -->",
+        "",
+        "livedash speaks Socket.IO (protocol v5) at `/socket.io/`, so the stock `socket.io-client`"
+        " works unchanged. Every payload below is validated against, or built from, the pydantic"
+        " model named with it. Requests that the client sends with an acknowledgement callback get"
+        " the answer (or the error payload) as the acknowledgement too.",
+        "",
+        "## Access",
+        "",
+        "- `super_admin` sees every department and the hospital-wide totals (`department: null`).",
+        "- `admin` and `viewer` see only the departments named in their token. The hospital-wide"
+        " totals are not sent to them, since they sum other departments' data.",
+        "",
+        "## Events",
+        "",
+    ]
+    for direction, event, model, example, meaning in EVENTS:
+        arrow = "client → server" if direction == "in" else "server → client"
+        lines += [
+            f"### `{event}` ({arrow})",
+            "",
+            meaning,
+            "",
+            f"Model: `{model.__name__}`. Example:",
+            "",
+            "```json",
+            _json(example.model_dump(mode="json")),
+            "```",
+            "",
+        ]
+    lines += [
+        "## Metrics",
+        "",
+        "Every metric exists for the whole hospital and for each department.",
+        "",
+        "| metric | tier | meaning |",
+        "| --- | --- | --- |",
+        *(f"| `{m.name}` | {m.tier.value} | {m.description} |" for m in METRICS.values()),
+        "",
+        "## Schemas",
+        "",
+    ]
+    for model in dict.fromkeys(model for _, _, model, _, _ in EVENTS):
+        lines += [
+            f"### {model.__name__}",
+            "",
+            "```json",
+            _json(model.model_json_schema()),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
