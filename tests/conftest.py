@@ -1,4 +1,4 @@
-"""Shared fixtures: a migrated SQLite database, settings, a real uvicorn server, real clients."""
+"""Shared fixtures: a migrated SQLite database, settings, real servers and clients, a hospital."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,35 @@ def sqlite_writer(database_path: Path) -> Iterator[Callable[..., Awaitable[int]]
 
     yield write
     connection.close()
+
+
+def sql_now() -> str:
+    """Now, as the hospital's application writes timestamps into SQLite."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@pytest.fixture
+async def hospital(sqlite_writer: Callable[..., Awaitable[int]]) -> dict[str, int]:
+    """Two departments with two rooms of two beds each, one patient in each department."""
+    ids: dict[str, int] = {}
+    for code, name in (("ED", "Emergency"), ("CARD", "Cardiology")):
+        department = await sqlite_writer(
+            "INSERT INTO departments (code, name) VALUES (?, ?)", (code, name)
+        )
+        ids[code] = department
+        for number in ("1", "2"):
+            room = await sqlite_writer(
+                "INSERT INTO rooms (department_id, number) VALUES (?, ?)", (department, number)
+            )
+            for label in ("A", "B"):
+                bed = await sqlite_writer(
+                    "INSERT INTO beds (room_id, label, status) VALUES (?, ?, 'free')",
+                    (room, label),
+                )
+                ids[f"{code}-{number}{label}"] = bed
+        await sqlite_writer(
+            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+            "VALUES (?, ?, 'registered', 0, ?)",
+            (department, f"first patient of {code}", sql_now()),
+        )
+    return ids

@@ -63,6 +63,24 @@ class Recorder:
             found = await self._changed.wait_for(find)
         return found[0]
 
+    def view(self) -> dict[tuple[str, str | None], Any]:
+        """What a screen shows: for each metric and department, the newest value received."""
+        newest: dict[tuple[str, str | None], tuple[int, Any]] = {}
+        for name, data in self.events:
+            values = data["values"] if name == "metrics_snapshot" else [data]
+            if name not in ("metrics_snapshot", "dashboard_update"):
+                continue
+            for value in values:
+                key = (value["metric"], value["department"])
+                if key not in newest or newest[key][0] < value["version"]:
+                    newest[key] = (value["version"], value["value"])
+        return {key: value for key, (_, value) in newest.items()}
+
+    async def until(self, condition: Callable[[], bool], *, within: float = 10.0) -> None:
+        """Wait until `condition` holds, re-checked after every event received."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(condition)
+
     async def call(self, event: str, data: Any = None, *, within: float = 10.0) -> Any:
         """Emit `event` and return the server's acknowledgement."""
         return await self.client.call(event, data, timeout=within)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,43 +14,13 @@ from livedash.metrics.definitions import METRIC_NAMES
 from livedash.settings import Settings
 from livedash.store.models import Role
 from tests.conftest import LiveServer
+from tests.conftest import sql_now as _now
 from tests.oracle import recompute, snapshot_values
 from tests.recorder import Recorder
 
 Write = Callable[..., Awaitable[int]]
 Serve = Callable[..., Awaitable[LiveServer]]
 Connect = Callable[..., Awaitable[Recorder]]
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-@pytest.fixture
-async def hospital(sqlite_writer: Write) -> dict[str, int]:
-    """Two departments with two rooms of two beds each, one patient in each department."""
-    ids: dict[str, int] = {}
-    for code, name in (("ED", "Emergency"), ("CARD", "Cardiology")):
-        department = await sqlite_writer(
-            "INSERT INTO departments (code, name) VALUES (?, ?)", (code, name)
-        )
-        ids[code] = department
-        for number in ("1", "2"):
-            room = await sqlite_writer(
-                "INSERT INTO rooms (department_id, number) VALUES (?, ?)", (department, number)
-            )
-            for label in ("A", "B"):
-                bed = await sqlite_writer(
-                    "INSERT INTO beds (room_id, label, status) VALUES (?, ?, 'free')",
-                    (room, label),
-                )
-                ids[f"{code}-{number}{label}"] = bed
-        await sqlite_writer(
-            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-            "VALUES (?, ?, 'registered', 0, ?)",
-            (department, f"first patient of {code}", _now()),
-        )
-    return ids
 
 
 def _is(metric: str, department: str | None, value: Any = None) -> Callable[[Any], bool]:
@@ -101,7 +71,7 @@ async def test_snapshot_equals_sql_after_many_changes(
     settings: Settings,
 ) -> None:
     client = await connect(server, token())
-    await client.call("subscribe_metrics", {"metrics": ["beds_free"], "departments": ["ED"]})
+    await client.call("subscribe_metrics")
     for bed, status in (("ED-1A", "occupied"), ("ED-1B", "cleaning"), ("ED-2A", "out_of_service")):
         await sqlite_writer("UPDATE beds SET status = ? WHERE id = ?", (status, hospital[bed]))
     await sqlite_writer(
@@ -126,16 +96,14 @@ async def test_snapshot_equals_sql_after_many_changes(
 
 
 async def _until_equal(client: Recorder, database_path: Path, settings: Settings) -> None:
-    """Ask for snapshots until the feed has caught up; fail if it never equals SQL."""
+    """Wait until the client's screen (all metrics subscribed) equals a SQL recompute."""
     truth = recompute(database_path, settings.zone, datetime.now(settings.zone).date())
-    async with asyncio.timeout(10):
-        while True:
-            await client.call("request_snapshot")
-            snapshot = await client.next("metrics_snapshot")
-            seen = snapshot_values(snapshot["values"])
-            if seen == truth:
-                return
-            await client.next("dashboard_update")  # something is still on its way
+    try:
+        await client.until(lambda: client.view() == truth)
+    except TimeoutError:
+        seen = client.view()
+        differences = {k: (seen.get(k), v) for k, v in truth.items() if seen.get(k) != v}
+        pytest.fail(f"the screen never equalled SQL; (screen, sql): {differences}")
 
 
 async def test_admin_sees_only_own_department(
@@ -310,7 +278,7 @@ async def test_feed_resumes_after_restart_without_loss(
         )
     second = await serve()
     again = await connect(second, token())
-    await again.call("subscribe_metrics", ["patients_total"])
+    await again.call("subscribe_metrics")
     snapshot = snapshot_values((await again.next("metrics_snapshot"))["values"])
     assert snapshot["patients_total", "CARD"] == 3
     assert snapshot["patients_total", None] == 5

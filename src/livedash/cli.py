@@ -62,7 +62,7 @@ def demo(
     settings = _settings(db, port=port, host=host)
     _migrate(settings)
     with console.status("Seeding the hospital..."):
-        summary = asyncio.run(seed_hospital(settings.database_url, seed=seed))
+        summary = asyncio.run(seed_hospital(settings.database_url, seed=seed, zone=settings.zone))
     token = issue_token(settings, "demo-admin", Role.SUPER_ADMIN)
     console.print(
         f"[bold]livedash demo[/bold]: {summary.departments} departments, {summary.beds} beds, "
@@ -105,9 +105,11 @@ def simulate(
     _migrate(settings)
 
     async def run() -> int:
-        await seed_hospital(settings.database_url, seed=seed)
+        await seed_hospital(settings.database_url, seed=seed, zone=settings.zone)
         stop = asyncio.Event()
-        async with HospitalSimulator(settings.database_url, seed=seed) as simulator:
+        async with HospitalSimulator(
+            settings.database_url, seed=seed, zone=settings.zone
+        ) as simulator:
             return await simulator.run(speed=speed, stop=stop)
 
     try:

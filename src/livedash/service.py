@@ -38,7 +38,7 @@ async def run_demo(settings: Settings, *, seed: int, speed: float) -> None:
 
     server = _server(settings)
     stop = asyncio.Event()
-    async with HospitalSimulator(settings.database_url, seed=seed) as simulator:
+    async with HospitalSimulator(settings.database_url, seed=seed, zone=settings.zone) as simulator:
         simulation = asyncio.create_task(simulator.run(speed=speed, stop=stop))
         try:
             await server.serve()
