@@ -1,0 +1,350 @@
+// The operations page: one socket, one subscription, cells updated in place.
+// Data only ever reaches the page through textContent, never as markup.
+"use strict";
+
+(() => {
+  // One definition drives both the hospital cards and the department table's columns.
+  // `detail` is a line under the main value; its objects are further metric cells.
+  const COLUMNS = [
+    { title: "Active patients", metric: "patients_active" },
+    { title: "Waiting", metric: "patients_waiting" },
+    { title: "New today", metric: "patients_new_today" },
+    { title: "Emergency", metric: "patients_emergency", alert: true },
+    {
+      title: "Bed occupancy",
+      metric: "bed_occupancy_rate",
+      bar: true,
+      detail: [{ metric: "beds_occupied" }, " / ", { metric: "beds_total" }, " beds"],
+    },
+    {
+      title: "Rooms occupied",
+      metric: "rooms_occupied",
+      detail: ["of ", { metric: "rooms_total" }, " rooms"],
+    },
+    { title: "Staff on duty", metric: "staff_on_duty" },
+    {
+      title: "Appointments today",
+      metric: "appointments_today",
+      detail: [{ metric: "appointments_completed_today" }, " completed"],
+    },
+  ];
+  const RATES = new Set(["bed_occupancy_rate", "room_occupancy_rate"]);
+  const ALERTS = new Set(COLUMNS.filter((column) => column.alert).map((column) => column.metric));
+  const SUBSCRIBED = [
+    ...new Set(
+      COLUMNS.flatMap((column) => [
+        column.metric,
+        ...(column.detail || []).filter((part) => typeof part !== "string").map((p) => p.metric),
+      ]),
+    ),
+  ];
+  const TOKEN_KEY = "livedash.token";
+  const HOSPITAL = ""; // data-department of the hospital-wide totals (null on the wire)
+
+  const counts = new Intl.NumberFormat();
+  const percents = new Intl.NumberFormat(undefined, {
+    style: "percent",
+    minimumFractionDigits: 1,
+    maximumFractionDigits: 1,
+  });
+  const clock = new Intl.DateTimeFormat(undefined, {
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+
+  const byId = (id) => document.getElementById(id);
+  const ui = {
+    login: byId("login"),
+    token: byId("token"),
+    connection: byId("connection"),
+    user: byId("user"),
+    signOut: byId("sign-out"),
+    lastUpdate: byId("last-update"),
+    notice: byId("notice"),
+    hospital: byId("hospital"),
+    cards: byId("cards"),
+    departments: byId("departments"),
+    head: byId("department-head"),
+    rows: byId("department-rows"),
+  };
+
+  const state = {
+    socket: null,
+    departments: null, // codes (and null for the hospital) the current layout shows
+    cells: new Map(), // "metric|department" -> elements showing that value
+    bars: new Map(), // "metric|department" -> bar fills sized by a rate
+    versions: new Map(), // "metric|department" -> version shown
+    newest: 0, // epoch ms of the newest value shown
+  };
+
+  const keyOf = (metric, department) => `${metric}|${department ?? HOSPITAL}`;
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function remember(map, key, node) {
+    if (!map.has(key)) map.set(key, []);
+    map.get(key).push(node);
+  }
+
+  function metricCell(tag, className, metric, department) {
+    const node = element(tag, className, "—");
+    node.dataset.metric = metric;
+    node.dataset.department = department ?? HOSPITAL;
+    remember(state.cells, keyOf(metric, department), node);
+    return node;
+  }
+
+  function detailLine(column, department) {
+    const line = element("span", "detail");
+    for (const part of column.detail) {
+      line.append(
+        typeof part === "string" ? part : metricCell("span", "sub-value", part.metric, department),
+      );
+    }
+    return line;
+  }
+
+  // -- layout ---------------------------------------------------------------------------
+
+  function buildLayout(departments) {
+    state.departments = departments;
+    state.cells.clear();
+    state.bars.clear();
+    state.versions.clear();
+    state.newest = 0;
+    ui.lastUpdate.textContent = "—";
+    ui.lastUpdate.removeAttribute("datetime");
+    ui.cards.replaceChildren();
+    ui.head.replaceChildren();
+    ui.rows.replaceChildren();
+
+    const seesHospital = departments.includes(null);
+    if (seesHospital) {
+      for (const column of COLUMNS) ui.cards.append(card(column));
+    }
+    ui.hospital.hidden = !seesHospital;
+
+    const codes = departments.filter((code) => code !== null);
+    if (codes.length > 0) {
+      const corner = element("th", "department", "Department");
+      corner.scope = "col";
+      ui.head.append(corner);
+      for (const column of COLUMNS) {
+        const th = element("th", "number", column.title);
+        th.scope = "col";
+        ui.head.append(th);
+      }
+      for (const code of codes) ui.rows.append(departmentRow(code));
+    }
+    ui.departments.hidden = codes.length === 0;
+  }
+
+  function card(column) {
+    const node = element("article", "card");
+    node.append(element("h3", "card-title", column.title));
+    node.append(metricCell("p", "card-value", column.metric, null));
+    if (column.bar) {
+      const bar = element("div", "bar");
+      const fill = element("div", "bar-fill");
+      bar.append(fill);
+      remember(state.bars, keyOf(column.metric, null), fill);
+      node.append(bar);
+    }
+    if (column.detail) node.append(detailLine(column, null));
+    return node;
+  }
+
+  function departmentRow(code) {
+    const row = element("tr");
+    row.dataset.department = code;
+    const name = element("th", "department", code);
+    name.scope = "row";
+    row.append(name);
+    for (const column of COLUMNS) {
+      const cell = element("td", "number");
+      cell.append(metricCell("span", "value", column.metric, code));
+      if (column.detail) cell.append(detailLine(column, code));
+      row.append(cell);
+    }
+    return row;
+  }
+
+  function sameDepartments(a, b) {
+    return a !== null && a.length === b.length && a.every((code, i) => code === b[i]);
+  }
+
+  // -- values ---------------------------------------------------------------------------
+
+  function format(metric, value) {
+    return RATES.has(metric) ? percents.format(value) : counts.format(value);
+  }
+
+  function apply(update, highlight) {
+    const key = keyOf(update.metric, update.department);
+    const shown = state.versions.get(key);
+    // Updates may overtake a snapshot (or each other across a reconnect): keep the newest.
+    if (shown !== undefined && update.version <= shown) return;
+    state.versions.set(key, update.version);
+
+    for (const node of state.cells.get(key) || []) {
+      node.textContent = format(update.metric, update.value);
+      node.classList.toggle("alert", ALERTS.has(update.metric) && update.value > 0);
+      if (highlight) flash(node);
+    }
+    for (const fill of state.bars.get(key) || []) {
+      fill.style.width = `${Math.min(Math.max(update.value, 0), 1) * 100}%`;
+      fill.classList.toggle("high", update.value >= 0.9);
+    }
+    showLastUpdate(update.timestamp);
+  }
+
+  function flash(node) {
+    node.classList.remove("changed");
+    void node.offsetWidth; // restart the animation when updates come in quick succession
+    node.classList.add("changed");
+  }
+
+  function showLastUpdate(timestamp) {
+    const at = Date.parse(timestamp);
+    if (Number.isNaN(at) || at <= state.newest) return;
+    state.newest = at;
+    ui.lastUpdate.dateTime = new Date(at).toISOString();
+    ui.lastUpdate.textContent = clock.format(at);
+  }
+
+  // -- connection -----------------------------------------------------------------------
+
+  function setStatus(kind, text) {
+    ui.connection.dataset.state = kind;
+    ui.connection.textContent = text;
+    document.body.classList.toggle("stale", kind !== "live"); // figures shown may be old
+  }
+
+  function showNotice(text) {
+    ui.notice.textContent = text;
+    ui.notice.hidden = !text;
+  }
+
+  function showLogin(show) {
+    ui.login.hidden = !show;
+    ui.signOut.hidden = show;
+    if (show) ui.user.hidden = true;
+  }
+
+  function closeSocket() {
+    if (state.socket === null) return;
+    state.socket.off(); // so that our own disconnect does not overwrite the status shown
+    state.socket.disconnect();
+    state.socket = null;
+  }
+
+  function connect(token) {
+    closeSocket();
+    showNotice("");
+    setStatus("connecting", "Connecting…");
+    const socket = io({ auth: { token }, transports: ["websocket", "polling"], forceNew: true });
+    state.socket = socket;
+
+    socket.on("connect", () => setStatus("connecting", "Authenticating…"));
+    socket.on("authenticated", (info) => onAuthenticated(socket, token, info));
+    socket.on("auth_error", onAuthError);
+    socket.on("metrics_snapshot", (snapshot) => {
+      for (const value of snapshot.values) apply(value, false);
+    });
+    socket.on("dashboard_update", (update) => apply(update, true));
+    socket.on("error", (error) => {
+      showNotice(`The server refused ${error.event || "a request"}: ${error.message}`);
+    });
+    socket.on("disconnect", () => {
+      if (socket.active) setStatus("reconnecting", "Reconnecting…");
+      else setStatus("offline", "Disconnected");
+    });
+    socket.on("connect_error", (error) => {
+      if (socket.active) setStatus("reconnecting", "Reconnecting… (server unreachable)");
+      else setStatus("offline", `Cannot reach the server (${error.message})`);
+    });
+    socket.io.on("reconnect_attempt", (attempt) => {
+      setStatus("reconnecting", `Reconnecting… (attempt ${attempt})`);
+    });
+  }
+
+  function onAuthenticated(socket, token, info) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    showLogin(false);
+    ui.user.textContent = `${info.sub} · ${info.role.replaceAll("_", " ")}`;
+    ui.user.hidden = false;
+    if (!sameDepartments(state.departments, info.departments)) buildLayout(info.departments);
+    if (info.departments.length === 0) {
+      showNotice("This token does not give access to any department.");
+    }
+    setStatus("live", "Live");
+    // Sent on every authentication, so a reconnect (the server forgets subscriptions
+    // with the socket) subscribes again; the snapshot that follows fills any gap.
+    // A refusal comes back as an `error` event, which shows it.
+    socket.emit("subscribe_metrics", { metrics: SUBSCRIBED });
+  }
+
+  function onAuthError(error) {
+    // A refused or expired token will not get better by reconnecting with it.
+    closeSocket();
+    sessionStorage.removeItem(TOKEN_KEY);
+    buildLayout([]);
+    state.departments = null;
+    showLogin(true);
+    setStatus("auth-error", `Authentication failed: ${error.message}`);
+  }
+
+  function signOut() {
+    closeSocket();
+    sessionStorage.removeItem(TOKEN_KEY);
+    buildLayout([]);
+    state.departments = null;
+    ui.token.value = "";
+    showNotice("");
+    showLogin(true);
+    setStatus("idle", "Signed out");
+  }
+
+  function tokenFromHash() {
+    const token = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (token) {
+      // Keep the token out of the address bar, history and screenshots.
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return token;
+  }
+
+  function start() {
+    ui.login.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = ui.token.value.trim();
+      if (token) connect(token);
+    });
+    ui.signOut.addEventListener("click", signOut);
+
+    if (typeof io !== "function") {
+      setStatus("offline", "The socket.io client did not load");
+      return;
+    }
+    // A link with a new #token= opened on this page changes only the hash: no reload.
+    window.addEventListener("hashchange", () => {
+      const token = tokenFromHash();
+      if (token) useToken(token);
+    });
+    const token = tokenFromHash() || sessionStorage.getItem(TOKEN_KEY);
+    if (token) useToken(token);
+  }
+
+  function useToken(token) {
+    ui.token.value = token;
+    connect(token);
+  }
+
+  start();
+})();

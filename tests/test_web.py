@@ -1,0 +1,200 @@
+"""The dashboard page, driven in the system's headless Chromium against a real server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+from livedash.auth.tokens import verify_token
+from livedash.errors import InvalidToken
+from livedash.settings import Settings
+from livedash.store.models import Role
+from tests.conftest import LiveServer, sql_now
+from tests.oracle import Values, recompute
+
+Write = Callable[..., Awaitable[int]]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOT = Path("/tmp/livedash-dashboard.png")
+
+# What the page shows for the hospital and each department row.
+SHOWN_METRICS = (
+    "patients_active",
+    "patients_waiting",
+    "patients_new_today",
+    "patients_emergency",
+    "bed_occupancy_rate",
+    "beds_occupied",
+    "beds_total",
+    "rooms_occupied",
+    "rooms_total",
+    "staff_on_duty",
+    "appointments_today",
+    "appointments_completed_today",
+)
+RATES = {"bed_occupancy_rate", "room_occupancy_rate"}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    # Function-scoped: playwright is bound to the event loop that started it, and the live
+    # server fixtures run on each test's own loop.
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page whose script errors fail the test."""
+    context = await browser.new_context(
+        locale="en-US", timezone_id="Europe/Berlin", viewport={"width": 1280, "height": 800}
+    )
+    page = await context.new_page()
+    script_errors: list[Exception] = []
+    page.on("pageerror", lambda error: script_errors.append(error))
+    yield page
+    await context.close()
+    assert not script_errors, f"the page threw: {script_errors}"
+
+
+def cell(page: Page, metric: str, department: str | None) -> Locator:
+    """The element showing `metric` for `department` (`None`: the hospital-wide totals)."""
+    return page.locator(f'[data-metric="{metric}"][data-department="{department or ""}"]')
+
+
+def shown(metric: str, value: float) -> str:
+    """`value` as the page formats it in the en-US locale."""
+    return f"{value * 100:.1f}%" if metric in RATES else f"{value:,}"
+
+
+async def expect_values(page: Page, truth: Values, department: str | None) -> None:
+    """Wait until every figure shown for `department` equals the SQL recompute."""
+    for metric in SHOWN_METRICS:
+        await expect(cell(page, metric, department)).to_have_text(
+            shown(metric, truth[metric, department])
+        )
+
+
+async def new_patient(write: Write, department_id: int, *, emergency: bool = False) -> None:
+    """Register a patient, as the hospital's own application would."""
+    await write(
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (?, 'walk-in', 'registered', ?, ?)",
+        (department_id, int(emergency), sql_now()),
+    )
+
+
+async def test_page_and_assets_are_served(server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        for asset, kind in (
+            ("/static/vendor/socket.io.min.js", "javascript"),
+            ("/static/dashboard.js", "javascript"),
+            ("/static/dashboard.css", "text/css"),
+        ):
+            response = await client.get(asset)
+            assert response.status_code == 200, asset
+            assert kind in response.headers["content-type"], asset
+            assert f'"{asset}"' in page.text, asset
+    # Ready for a strict CSP: every script is a file, and there is no inline style.
+    assert all("src=" in tag for tag in re.findall(r"<script\b[^>]*>", page.text))
+    assert "<style" not in page.text
+    assert not re.search(r"\sstyle=", page.text)
+    assert not re.search(r"\son[a-z]+=", page.text)
+
+
+async def test_super_admin_sees_hospital_totals_and_live_updates(
+    hospital: dict[str, int],
+    server: LiveServer,
+    page: Page,
+    token: Any,
+    sqlite_writer: Write,
+    database_path: Path,
+    settings: Settings,
+) -> None:
+    await sqlite_writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["ED-1A"],))
+    await sqlite_writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["CARD-2B"],))
+    await sqlite_writer(
+        "INSERT INTO appointments (department_id, scheduled_at, status) VALUES (?, ?, 'completed')",
+        (hospital["CARD"], sql_now()),
+    )
+    await new_patient(sqlite_writer, hospital["ED"], emergency=True)
+
+    await page.goto(f"{server.url}/#token={token()}")
+    await expect(page.locator("#connection")).to_have_text("Live")
+    await expect(page.locator("#login")).to_be_hidden()
+    assert page.url == f"{server.url}/", "the token is left in the address bar"
+    await expect(page.locator("#hospital .card")).to_have_count(8)
+    await expect(page.locator("#department-rows tr")).to_have_count(2)
+
+    truth = recompute(database_path, settings.zone, datetime.now(settings.zone).date())
+    assert truth["bed_occupancy_rate", None] == 0.25
+    for department in (None, "ED", "CARD"):
+        await expect_values(page, truth, department)
+    await expect(page.locator("#last-update")).not_to_have_text("—")
+
+    waiting = cell(page, "patients_waiting", None)
+    await new_patient(sqlite_writer, hospital["ED"])
+    await expect(waiting).to_have_text(str(truth["patients_waiting", None] + 1))
+    await expect(waiting).to_have_class(re.compile(r"\bchanged\b"))
+    await expect(cell(page, "patients_waiting", "ED")).to_have_text(
+        str(truth["patients_waiting", "ED"] + 1)
+    )
+    await expect(cell(page, "patients_waiting", "CARD")).to_have_text(
+        str(truth["patients_waiting", "CARD"])
+    )
+    await page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+async def test_department_admin_sees_only_their_department(
+    hospital: dict[str, int], server: LiveServer, page: Page, token: Any, sqlite_writer: Write
+) -> None:
+    frames: list[str | bytes] = []
+    page.on(
+        "websocket", lambda socket: socket.on("framereceived", lambda frame: frames.append(frame))
+    )
+
+    await page.goto(f"{server.url}/#token={token(Role.ADMIN, ('ED',))}")
+    await expect(page.locator("#connection")).to_have_text("Live")
+    await expect(page.locator("#department-rows tr")).to_have_count(1)
+    await expect(cell(page, "patients_waiting", "ED")).to_have_text("1")
+    await expect(page.locator("#hospital")).to_be_hidden()
+
+    await new_patient(sqlite_writer, hospital["CARD"])
+    await new_patient(sqlite_writer, hospital["ED"])
+    # ED's change comes after CARD's in the feed: had CARD's leaked, it would be here by now.
+    await expect(cell(page, "patients_waiting", "ED")).to_have_text("2")
+
+    await expect(page.locator('[data-department=""]')).to_have_count(0)
+    await expect(page.locator('[data-department="CARD"]')).to_have_count(0)
+    assert "CARD" not in await page.content()
+    assert frames, "no websocket traffic was seen"
+    assert not [frame for frame in frames if "CARD" in str(frame)]
+
+
+async def test_bad_token_shows_the_auth_error(
+    hospital: dict[str, int], server: LiveServer, page: Page, settings: Settings
+) -> None:
+    with pytest.raises(InvalidToken) as refused:
+        verify_token(settings, "not-a-jwt")
+
+    await page.goto(f"{server.url}/#token=not-a-jwt")
+    status = page.locator("#connection")
+    await expect(status).to_have_text(f"Authentication failed: {refused.value.message}")
+    await expect(status).to_have_attribute("data-state", "auth-error")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#token")).to_have_value("not-a-jwt")
+    await expect(page.locator("[data-metric]")).to_have_count(0)
+    assert await page.evaluate("sessionStorage.length") == 0
