@@ -16,6 +16,7 @@ from livedash.metrics.engine import MetricEngine
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
+from livedash.realtime.outbox import Outbox
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.web.routes import install_routes
@@ -34,7 +35,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
         logger=False,
         engineio_logger=False,
     )
-    gateway = Gateway(settings, server, SocketIOFanOut(server))
+    fanout = SocketIOFanOut(server)
+    gateway = Gateway(settings, server, fanout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,9 +55,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             )
             engine = MetricEngine(settings.zone, clock or SystemClock())
             pipeline = MetricPipeline(
-                engine, source, database, time_refresh_seconds=settings.time_refresh_seconds
+                engine,
+                source,
+                database,
+                time_refresh_seconds=settings.time_refresh_seconds,
+                confirm_interval_seconds=settings.feed_confirm_interval_seconds,
             )
-            gateway.attach(pipeline)
+            outbox = await stack.enter_async_context(Outbox(fanout))
+            gateway.attach(pipeline, outbox)
             stack.push_async_callback(gateway.close)
             await stack.enter_async_context(pipeline)
             app.state.pipeline = pipeline

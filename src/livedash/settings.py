@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     feed_batch_size: int = Field(default=500, ge=1)
     feed_fallback_poll_seconds: float = Field(default=1.0, gt=0)
     feed_settle_seconds: float = Field(default=0.02, gt=0)
+    feed_confirm_interval_seconds: float = Field(default=0.5, gt=0)
     feed_keep_rows: int = Field(default=10_000, ge=0)
     time_refresh_seconds: float = Field(default=5.0, gt=0)
 

@@ -2,7 +2,8 @@
 
 At start-up the engine counts every row once, in one read transaction that also tells which
 feed position it reflects; from then on only changes are applied. A position is confirmed
-only after its updates were handed to every listener, so a crash replays rather than skips.
+(periodically, and on shutdown) only after its updates were handed to every listener, so a
+crash replays a few changes rather than skipping any; the engine ignores the replayed ones.
 """
 
 from __future__ import annotations
@@ -57,11 +58,14 @@ class MetricPipeline:
         database: AsyncEngine,
         *,
         time_refresh_seconds: float = 5.0,
+        confirm_interval_seconds: float = 0.5,
     ) -> None:
         self.engine = engine
         self._source = source
         self._database = database
         self._time_refresh_seconds = time_refresh_seconds
+        self._confirm_interval = confirm_interval_seconds
+        self._confirmed = 0
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_change_at: datetime | None = None
@@ -84,6 +88,7 @@ class MetricPipeline:
         self._tasks = [
             asyncio.create_task(self._follow(), name="livedash-feed"),
             asyncio.create_task(self._refresh_time(), name="livedash-clock"),
+            asyncio.create_task(self._confirm_periodically(), name="livedash-confirm"),
         ]
         return self
 
@@ -94,6 +99,8 @@ class MetricPipeline:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(SQLAlchemyError, ChangeFeedError, OSError):
+            await self.confirm()
 
     async def rebuild(self) -> None:
         """Count every row once, at the feed position the same read transaction sees."""
@@ -128,7 +135,23 @@ class MetricPipeline:
             self._last_change_at = batch[-1].committed_at
             self._last_error = None
             await self._notify(updates)
-            await self._source.confirm(self.engine.position)
+
+    async def confirm(self) -> None:
+        """Store the engine's position as applied, if it moved since the last time."""
+        position = self.engine.position
+        if position > self._confirmed:
+            await self._source.confirm(position)
+            self._confirmed = position
+
+    async def _confirm_periodically(self) -> None:
+        # Storing the position is a write transaction that competes with the hospital's own
+        # writers; once per interval is enough, since replaying a few changes is harmless.
+        while True:
+            await asyncio.sleep(self._confirm_interval)
+            try:
+                await self.confirm()
+            except (SQLAlchemyError, ChangeFeedError, OSError) as error:
+                log.warning("changefeed_confirm_failed", error=str(error))
 
     async def _refresh_time(self) -> None:
         while True:

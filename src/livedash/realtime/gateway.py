@@ -1,8 +1,8 @@
 """The Socket.IO gateway: who is connected, what they may see, and what they asked for.
 
-Each subscription is a room per (metric, department); an update is emitted once to its room,
-so the per-update cost does not grow with the number of sockets in Python code. Client errors
-are turned into `error` / `auth_error` events here and nowhere else.
+Each subscription is a room per (metric, department); an update is emitted once to its room
+(by the outbox) and never by looping over sockets here. Client errors are turned into `error`
+/ `auth_error` events here and nowhere else.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from livedash.metrics.definitions import METRIC_NAMES
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import FanOut
+from livedash.realtime.outbox import Outbox, room_name, update_payload
 from livedash.realtime.schemas import (
     Authenticated,
     AuthenticateRequest,
@@ -60,22 +61,6 @@ INCOMING_EVENTS = (
     "unsubscribe_metrics",
     "request_snapshot",
 )
-
-
-def room_name(metric: str, department: str | None) -> str:
-    """The room of one metric's updates for one department (or the hospital)."""
-    return f"metric|{metric}|" + ("hospital" if department is None else f"dept:{department}")
-
-
-def update_payload(value: MetricValue) -> dict[str, Any]:
-    """The wire form of a metric value."""
-    return MetricUpdate(
-        metric=value.metric,
-        department=value.department,
-        value=value.value,
-        version=value.version,
-        timestamp=value.timestamp,
-    ).model_dump(mode="json")
 
 
 @dataclass
@@ -117,17 +102,14 @@ class Gateway:
 
     # -- wiring --------------------------------------------------------------------------
 
-    def attach(self, pipeline: MetricPipeline) -> None:
-        """Serve `pipeline`'s engine and publish its updates."""
+    def attach(self, pipeline: MetricPipeline, outbox: Outbox) -> None:
+        """Serve `pipeline`'s engine; its updates go out through `outbox`."""
         self._engine = pipeline.engine
-        pipeline.add_listener(self.publish)
 
-    async def publish(self, updates: list[MetricValue]) -> None:
-        """Emit each update once, to the room of its metric and department."""
-        for value in updates:
-            await self._fanout.to_room(
-                room_name(value.metric, value.department), "dashboard_update", update_payload(value)
-            )
+        async def publish(updates: list[MetricValue]) -> None:
+            outbox.put(updates)
+
+        pipeline.add_listener(publish)
 
     async def close(self) -> None:
         """Cancel timers and background work."""

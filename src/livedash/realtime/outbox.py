@@ -1,0 +1,98 @@
+"""The outbox between the metric engine and the sockets.
+
+The engine hands over changed values without waiting for any socket. One sender task emits
+them to their rooms, critical tier first; a value that changes again before it was sent is
+replaced, so a slow fan-out (many sockets, a slow network) delays the newest value instead of
+queueing stale ones, and never holds up the change feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from livedash.metrics.definitions import METRICS, Tier
+from livedash.metrics.engine import MetricValue
+from livedash.realtime.fanout import FanOut
+from livedash.realtime.schemas import MetricUpdate
+
+log = structlog.get_logger(__name__)
+
+_TIER_ORDER = {Tier.CRITICAL: 0, Tier.STANDARD: 1, Tier.HISTORICAL: 2}
+
+
+def room_name(metric: str, department: str | None) -> str:
+    """The room of one metric's updates for one department (or the hospital)."""
+    return f"metric|{metric}|" + ("hospital" if department is None else f"dept:{department}")
+
+
+def update_payload(value: MetricValue) -> dict[str, Any]:
+    """The wire form of a metric value."""
+    return MetricUpdate(
+        metric=value.metric,
+        department=value.department,
+        value=value.value,
+        version=value.version,
+        timestamp=value.timestamp,
+    ).model_dump(mode="json")
+
+
+def _priority(value: MetricValue) -> tuple[int, int]:
+    definition = METRICS.get(value.metric)
+    tier = _TIER_ORDER[definition.tier] if definition is not None else len(_TIER_ORDER)
+    return tier, value.version
+
+
+class Outbox:
+    """Latest-value-wins queue of metric updates, drained by one sender task."""
+
+    def __init__(self, fanout: FanOut) -> None:
+        self._fanout = fanout
+        self._pending: dict[tuple[str, str | None], MetricValue] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.superseded = 0
+
+    async def __aenter__(self) -> Outbox:
+        self._task = asyncio.create_task(self._run(), name="livedash-outbox")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._send_pending()
+
+    def put(self, values: Iterable[MetricValue]) -> None:
+        """Queue values for sending; a queued older value of the same metric is dropped."""
+        for value in values:
+            key = (value.metric, value.department)
+            if key in self._pending:
+                self.superseded += 1
+            self._pending[key] = value
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            await self._send_pending()
+
+    async def _send_pending(self) -> None:
+        batch, self._pending = self._pending, {}
+        for value in sorted(batch.values(), key=_priority):
+            try:
+                await self._fanout.to_room(
+                    room_name(value.metric, value.department),
+                    "dashboard_update",
+                    update_payload(value),
+                )
+                self.sent += 1
+            except Exception:
+                log.exception("update_send_failed", metric=value.metric)
