@@ -64,14 +64,17 @@ def demo(
     with console.status("Seeding the hospital..."):
         summary = asyncio.run(seed_hospital(settings.database_url, seed=seed, zone=settings.zone))
     token = issue_token(settings, "demo-admin", Role.SUPER_ADMIN)
-    console.print(
-        f"[bold]livedash demo[/bold]: {summary.departments} departments, {summary.beds} beds, "
-        f"simulator at speed {speed:g}"
-    )
-    console.print(f"Dashboard:   [link]http://{host}:{port}/[/link]")
-    console.print(f"Admin token: {token}")
-    typer.echo(f"http://{host}:{port}/#token={token}")
-    asyncio.run(run_demo(settings, seed=seed, speed=speed))
+
+    def ready() -> None:
+        console.print(
+            f"[bold]livedash demo[/bold]: {summary.departments} departments, "
+            f"{summary.beds} beds, simulator at speed {speed:g}. Open the dashboard "
+            "(signed in as super_admin) at:"
+        )
+        typer.echo(f"http://{host}:{port}/#token={token}")
+        console.print(f"Token for API clients: {token}\nPress Ctrl+C to stop.")
+
+    asyncio.run(run_demo(settings, seed=seed, speed=speed, on_ready=ready))
 
 
 @app.command()
@@ -81,7 +84,11 @@ def serve(port: PortOption = 8000, host: HostOption = "127.0.0.1", db: DbOption 
 
     settings = _settings(db, port=port, host=host)
     _migrate(settings)
-    asyncio.run(run_service(settings))
+
+    def ready() -> None:
+        console.print(f"livedash serving on http://{host}:{port}/ (Ctrl+C to stop)")
+
+    asyncio.run(run_service(settings, on_ready=ready))
 
 
 @app.command()

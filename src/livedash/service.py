@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from collections.abc import Callable
 
 import structlog
 import uvicorn
@@ -14,7 +16,20 @@ from livedash.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-def _server(settings: Settings) -> uvicorn.Server:
+class _Server(uvicorn.Server):
+    """uvicorn, telling its caller once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._on_ready is not None and not self.should_exit:
+            self._on_ready()
+
+
+def _server(settings: Settings, on_ready: Callable[[], None] | None = None) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -24,19 +39,21 @@ def _server(settings: Settings) -> uvicorn.Server:
         lifespan="on",
         proxy_headers=True,
     )
-    return uvicorn.Server(config)
+    return _Server(config, on_ready)
 
 
-async def run_service(settings: Settings) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM)."""
-    await _server(settings).serve()
+async def run_service(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM); `on_ready` runs once it accepts connections."""
+    await _server(settings, on_ready).serve()
 
 
-async def run_demo(settings: Settings, *, seed: int, speed: float) -> None:
+async def run_demo(
+    settings: Settings, *, seed: int, speed: float, on_ready: Callable[[], None] | None = None
+) -> None:
     """Serve, and run the simulator against the same database until interrupted."""
     from livedash.simulator import HospitalSimulator
 
-    server = _server(settings)
+    server = _server(settings, on_ready)
     stop = asyncio.Event()
     async with HospitalSimulator(settings.database_url, seed=seed, zone=settings.zone) as simulator:
         simulation = asyncio.create_task(simulator.run(speed=speed, stop=stop))

@@ -1,0 +1,136 @@
+"""The `livedash` command, as a hospital IT person runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import socketio
+from typer.testing import CliRunner
+
+from livedash.auth.tokens import verify_token
+from livedash.cli import app
+from livedash.settings import Settings
+from livedash.store.models import Role
+from tests.recorder import Recorder
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {"LIVEDASH_JWT_SECRET_FILE": str(tmp_path / "secret")}
+
+
+def test_token_is_signed_with_the_configured_key(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["token", "--role", "admin", "-d", "ED", "-d", "CARD", "--sub", "ann", "--minutes", "5"],
+        env=_env(tmp_path),
+    )
+    assert result.exit_code == 0, result.output
+    settings = Settings(jwt_secret_file=tmp_path / "secret", _env_file=None)  # type: ignore[call-arg]
+    principal = verify_token(settings, result.output.strip())
+    assert principal.subject == "ann"
+    assert principal.role is Role.ADMIN
+    assert principal.departments == {"ED", "CARD"}
+
+
+def test_bad_role_is_refused_with_the_choices(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["token", "--role", "root"], env=_env(tmp_path))
+    assert result.exit_code == 2
+    assert "super_admin" in result.output
+
+
+def test_migrate_creates_the_database(tmp_path: Path) -> None:
+    database = tmp_path / "data" / "hospital.db"
+    result = CliRunner().invoke(app, ["migrate", "--db", str(database)], env=_env(tmp_path))
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+
+
+def test_every_command_explains_itself() -> None:
+    runner = CliRunner()
+    for command in ("demo", "serve", "migrate", "simulate", "token", "api-doc"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0
+        assert len(result.output.splitlines()) > 3
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`livedash demo` in its own process; yields it and the URL it prints."""
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "livedash",
+        "demo",
+        "--port",
+        str(port),
+        "--db",
+        str(tmp_path / "demo.db"),
+        "--speed",
+        "3000",
+        cwd=tmp_path,
+        env={**os.environ, "LIVEDASH_LOG_LEVEL": "warning"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(60):
+        while True:
+            line = (await process.stdout.readline()).decode()
+            assert line, "the demo exited before printing its URL"
+            if line.startswith("http://"):
+                break
+    try:
+        yield process, line.strip()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_demo_serves_a_live_hospital_and_stops_cleanly(
+    demo: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    process, url = demo
+    match = re.fullmatch(r"(http://127\.0\.0\.1:\d+)/#token=(\S+)", url)
+    assert match is not None, url
+    base, token = match.groups()
+    async with httpx.AsyncClient(base_url=base) as http:
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert "socket.io.min.js" in page.text
+        assert (await http.get("/health")).json()["status"] == "ok"
+
+    client = socketio.AsyncClient(reconnection=False)
+    screen = Recorder(client)
+    await client.connect(base, auth={"token": token}, transports=["websocket"])
+    try:
+        assert (await screen.next("authenticated"))["role"] == "super_admin"
+        await client.call("subscribe_metrics", timeout=10)
+        snapshot = await screen.next("metrics_snapshot")
+        beds = {v["value"] for v in snapshot["values"] if v["metric"] == "beds_total"}
+        assert max(beds) >= 250  # the seeded hospital
+        update = await screen.next("dashboard_update", within=30)  # the simulator at work
+        assert update["version"] > 0
+    finally:
+        await client.disconnect()
+
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(20):
+        assert await process.wait() == 0
