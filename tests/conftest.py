@@ -40,7 +40,7 @@ def database_url(database_path: Path) -> str:
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
-        jwt_secret="test-secret-that-is-long-enough-for-hs256",
+        jwt_secret="test-secret-" + "x" * 64,
         jwt_secret_file=tmp_path / "unused-secret",
         timezone="Europe/Berlin",
         auth_timeout_seconds=5.0,

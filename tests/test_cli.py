@@ -24,6 +24,13 @@ from livedash.store.models import Role
 from tests.recorder import Recorder
 
 
+@pytest.fixture(autouse=True)
+def _keep_test_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI configures logging for its process; in here that process is the test run,
+    # whose output streams CliRunner swaps out and closes.
+    monkeypatch.setattr("livedash.cli.configure_logging", lambda *args, **kwargs: None)
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     return {"LIVEDASH_JWT_SECRET_FILE": str(tmp_path / "secret")}
 
