@@ -171,6 +171,17 @@ def sqlite_writer(database_path: Path) -> Iterator[Callable[..., Awaitable[int]]
     connection.close()
 
 
+async def register_patient(
+    write: Callable[..., Awaitable[int]], department_id: int, name: str, *, emergency: bool = False
+) -> int:
+    """Register a waiting patient the way the hospital's application would."""
+    return await write(
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (?, ?, 'registered', ?, ?)",
+        (department_id, name, int(emergency), sql_now()),
+    )
+
+
 def sql_now() -> str:
     """Now, as the hospital's application writes timestamps into SQLite."""
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -195,9 +206,5 @@ async def hospital(sqlite_writer: Callable[..., Awaitable[int]]) -> dict[str, in
                     (room, label),
                 )
                 ids[f"{code}-{number}{label}"] = bed
-        await sqlite_writer(
-            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-            "VALUES (?, ?, 'registered', 0, ?)",
-            (department, f"first patient of {code}", sql_now()),
-        )
+        await register_patient(sqlite_writer, department, f"first patient of {code}")
     return ids

@@ -13,7 +13,7 @@ import pytest
 from livedash.metrics.definitions import METRIC_NAMES
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, register_patient
 from tests.conftest import sql_now as _now
 from tests.oracle import recompute, snapshot_values
 from tests.recorder import Recorder
@@ -43,11 +43,7 @@ async def test_external_sqlite_write_reaches_subscribed_client(
     snapshot = await client.next("metrics_snapshot")
     assert snapshot_values(snapshot["values"])["patients_total", "ED"] == 1
 
-    await sqlite_writer(
-        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-        "VALUES (?, 'walk-in', 'registered', 1, ?)",
-        (hospital["ED"], _now()),
-    )
+    await register_patient(sqlite_writer, hospital["ED"], "walk-in", emergency=True)
     update = await client.next("dashboard_update", _is("patients_total", "ED"))
     assert update["value"] == 2
     hospital_update = await client.next("dashboard_update", _is("patients_total", None))
@@ -122,11 +118,7 @@ async def test_admin_sees_only_own_department(
     super_admin = await connect(server, token())
     await super_admin.call("subscribe_metrics", ["patients_total"])
     for code in ("ED", "CARD"):
-        await sqlite_writer(
-            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-            "VALUES (?, 'x', 'registered', 0, ?)",
-            (hospital[code], _now()),
-        )
+        await register_patient(sqlite_writer, hospital[code], "x")
     await super_admin.next("dashboard_update", _is("patients_total", "CARD", 2))
     await admin.next("dashboard_update", _is("patients_total", "CARD", 2))
 
@@ -241,11 +233,7 @@ async def test_unsubscribe_stops_updates(
     await client.call("subscribe_metrics", ["patients_total", "patients_waiting"])
     ack = await client.call("unsubscribe_metrics", {"metrics": ["patients_total"]})
     assert ack["metrics"] == ["patients_total"]
-    await sqlite_writer(
-        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-        "VALUES (?, 'x', 'registered', 0, ?)",
-        (hospital["ED"], _now()),
-    )
+    await register_patient(sqlite_writer, hospital["ED"], "x")
     await client.next("dashboard_update", _is("patients_waiting", "ED", 2))
     assert not [u for u in client.received("dashboard_update") if u["metric"] == "patients_total"]
 
@@ -262,20 +250,12 @@ async def test_feed_resumes_after_restart_without_loss(
     first = await serve()
     client = await connect(first, token())
     await client.call("subscribe_metrics", ["patients_total"])
-    await sqlite_writer(
-        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-        "VALUES (?, 'before', 'registered', 0, ?)",
-        (hospital["ED"], _now()),
-    )
+    await register_patient(sqlite_writer, hospital["ED"], "before")
     await client.next("dashboard_update", _is("patients_total", "ED", 2))
     await first.stop()
 
     for name in ("while down 1", "while down 2"):
-        await sqlite_writer(
-            "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-            "VALUES (?, ?, 'registered', 0, ?)",
-            (hospital["CARD"], name, _now()),
-        )
+        await register_patient(sqlite_writer, hospital["CARD"], name)
     second = await serve()
     again = await connect(second, token())
     await again.call("subscribe_metrics")

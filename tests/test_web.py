@@ -16,7 +16,7 @@ from livedash.auth.tokens import verify_token
 from livedash.errors import InvalidToken
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import LiveServer, sql_now
+from tests.conftest import LiveServer, register_patient, sql_now
 from tests.oracle import Values, recompute
 
 Write = Callable[..., Awaitable[int]]
@@ -85,15 +85,6 @@ async def expect_values(page: Page, truth: Values, department: str | None) -> No
         )
 
 
-async def new_patient(write: Write, department_id: int, *, emergency: bool = False) -> None:
-    """Register a patient, as the hospital's own application would."""
-    await write(
-        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-        "VALUES (?, 'walk-in', 'registered', ?, ?)",
-        (department_id, int(emergency), sql_now()),
-    )
-
-
 async def test_page_and_assets_are_served(server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=server.url) as client:
         page = await client.get("/")
@@ -130,7 +121,7 @@ async def test_super_admin_sees_hospital_totals_and_live_updates(
         "INSERT INTO appointments (department_id, scheduled_at, status) VALUES (?, ?, 'completed')",
         (hospital["CARD"], sql_now()),
     )
-    await new_patient(sqlite_writer, hospital["ED"], emergency=True)
+    await register_patient(sqlite_writer, hospital["ED"], "walk-in", emergency=True)
 
     await page.goto(f"{server.url}/#token={token()}")
     await expect(page.locator("#connection")).to_have_text("Live")
@@ -146,7 +137,7 @@ async def test_super_admin_sees_hospital_totals_and_live_updates(
     await expect(page.locator("#last-update")).not_to_have_text("—")
 
     waiting = cell(page, "patients_waiting", None)
-    await new_patient(sqlite_writer, hospital["ED"])
+    await register_patient(sqlite_writer, hospital["ED"], "walk-in")
     await expect(waiting).to_have_text(str(truth["patients_waiting", None] + 1))
     await expect(waiting).to_have_class(re.compile(r"\bchanged\b"))
     await expect(cell(page, "patients_waiting", "ED")).to_have_text(
@@ -172,8 +163,8 @@ async def test_department_admin_sees_only_their_department(
     await expect(cell(page, "patients_waiting", "ED")).to_have_text("1")
     await expect(page.locator("#hospital")).to_be_hidden()
 
-    await new_patient(sqlite_writer, hospital["CARD"])
-    await new_patient(sqlite_writer, hospital["ED"])
+    await register_patient(sqlite_writer, hospital["CARD"], "walk-in")
+    await register_patient(sqlite_writer, hospital["ED"], "walk-in")
     # ED's change comes after CARD's in the feed: had CARD's leaked, it would be here by now.
     await expect(cell(page, "patients_waiting", "ED")).to_have_text("2")
 
