@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-Values = dict[tuple[str, str | None], int | float]
+Values = dict[tuple[str, str | None], int | float | Decimal]
 
 
 def _day_bounds(day: date, zone: ZoneInfo) -> tuple[str, str]:
@@ -26,23 +27,32 @@ def _rate(part: int, whole: int) -> float:
 
 
 def recompute(database: Path, zone: ZoneInfo, today: date) -> Values:
-    """Every metric for the hospital (`None`) and each department code."""
-    start, end = _day_bounds(today, zone)
+    """Every metric about the hospital's data (not the service's own health), per scope."""
+    bounds = {
+        "start": _day_bounds(today, zone)[0],
+        "end": _day_bounds(today, zone)[1],
+        "week": _day_bounds(today - timedelta(days=today.weekday()), zone)[0],
+        "month": _day_bounds(today.replace(day=1), zone)[0],
+        "alos": _day_bounds(today - timedelta(days=29), zone)[0],
+    }
     connection = sqlite3.connect(database)
     try:
         departments = connection.execute("SELECT id, code FROM departments").fetchall()
         values: Values = {}
         for department_id, code in [(None, None), *departments]:
-            values.update(_department(connection, department_id, code, start, end))
+            values.update(_department(connection, department_id, code, bounds))
         return values
     finally:
         connection.close()
 
 
 def _department(
-    connection: sqlite3.Connection, department_id: int | None, key: str | None, start: str, end: str
+    connection: sqlite3.Connection,
+    department_id: int | None,
+    key: str | None,
+    bounds: dict[str, str],
 ) -> Values:
-    parameters: dict[str, Any] = {"d": department_id, "start": start, "end": end}
+    parameters: dict[str, Any] = {"d": department_id, **bounds}
 
     def one(sql: str) -> int:
         return int(connection.execute(sql, parameters).fetchone()[0])
@@ -96,10 +106,37 @@ def _department(
     values["appointments_today", key] = one(
         f"SELECT COUNT(*) FROM appointments WHERE {where} AND " + day.format(col="scheduled_at")
     )
-    values["appointments_completed_today", key] = one(
-        f"SELECT COUNT(*) FROM appointments WHERE {where} AND status = 'completed' AND "
-        + day.format(col="scheduled_at")
+    for status in ("scheduled", "checked_in", "completed", "cancelled", "no_show"):
+        values[f"appointments_{status}_today", key] = one(
+            f"SELECT COUNT(*) FROM appointments WHERE {where} AND status = '{status}' AND "
+            + day.format(col="scheduled_at")
+        )
+    for severity in ("critical", "warning", "info"):
+        values[f"alerts_active_{severity}", key] = one(
+            f"SELECT COUNT(*) FROM alerts WHERE {where} AND status <> 'resolved' "
+            f"AND severity = '{severity}'"
+        )
+    since = "julianday({col}) >= julianday(:{start}) AND julianday({col}) < julianday(:end)"
+    for period, start in (("today", "start"), ("week", "week"), ("month", "month")):
+        cents = one(
+            f"SELECT COALESCE(SUM(amount_cents), 0) FROM payments WHERE {where} AND "
+            + since.format(col="paid_at", start=start)
+        )
+        values[f"revenue_{period}", key] = Decimal(cents) / 100
+    values["admissions_today", key] = one(
+        f"SELECT COUNT(*) FROM admissions WHERE {where} AND " + day.format(col="admitted_at")
     )
+    values["discharges_today", key] = one(
+        f"SELECT COUNT(*) FROM admissions WHERE {where} AND " + day.format(col="discharged_at")
+    )
+    stays, seconds = connection.execute(
+        "SELECT COUNT(*), COALESCE(SUM(MAX(0, CAST(strftime('%s', discharged_at) AS INTEGER) "
+        "- CAST(strftime('%s', admitted_at) AS INTEGER))), 0) FROM admissions "
+        f"WHERE {where} AND admitted_at IS NOT NULL AND "
+        + since.format(col="discharged_at", start="alos"),
+        parameters,
+    ).fetchone()
+    values["average_length_of_stay_hours", key] = round(seconds / 3600 / stays, 2) if stays else 0.0
     return values
 
 

@@ -6,8 +6,14 @@ import json
 import sqlite3
 from pathlib import Path
 
-from livedash.store.migrate import upgrade
-from livedash.store.models import WATCHED_TABLES
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from livedash.store.migrate import alembic_config, upgrade
+from livedash.store.models import WATCHED_TABLES, Base
 
 
 def test_migration_creates_schema_wal_and_triggers(database_path: Path) -> None:
@@ -22,12 +28,36 @@ def test_migration_creates_schema_wal_and_triggers(database_path: Path) -> None:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def head_revision() -> str:
+    """The newest migration's revision."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
 def test_migration_is_idempotent(database_path: Path) -> None:
     upgrade(f"sqlite+aiosqlite:///{database_path}")
     with sqlite3.connect(database_path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            ("0001",)
-        ]
+        versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert versions == [(head_revision(),)]
+
+
+def test_models_and_migrations_describe_the_same_schema(database_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{database_path}")
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_downgrade_removes_everything_it_added(database_path: Path) -> None:
+    command.downgrade(alembic_config(f"sqlite+aiosqlite:///{database_path}"), "base")
+    with sqlite3.connect(database_path) as connection:
+        left = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type != 'index'")
+        }
+    assert left == {"alembic_version", "sqlite_sequence"}  # sqlite_sequence is SQLite's own
 
 
 def test_every_write_from_any_connection_is_captured_with_old_and_new_rows(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -23,16 +23,24 @@ from zoneinfo import ZoneInfo
 from livedash.changefeed.base import Change, Row
 from livedash.changefeed.rows import parse_timestamp
 from livedash.metrics.clock import Clock
-from livedash.metrics.definitions import METRIC_NAMES
-from livedash.store.models import AppointmentStatus, BedStatus, PatientStatus
+from livedash.metrics.contributions import CONTRIBUTIONS
+from livedash.metrics.definitions import (
+    DAILY_METRICS,
+    FAMILY_METRICS,
+    METRIC_NAMES,
+    METRICS,
+    Key,
+    Scope,
+    SystemStatus,
+    Value,
+)
+from livedash.store.models import BedStatus
 
 HOSPITAL: None = None
 """The department key of hospital-wide values."""
 
 DepartmentId = int | None
-Key = tuple[Any, ...]
 MetricKey = tuple[str, DepartmentId]
-Value = int | float
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,36 +54,10 @@ class MetricValue:
     timestamp: datetime
 
 
-_FAMILY_METRICS: dict[str, tuple[str, ...]] = {
-    "patients_total": ("patients_total",),
-    "patients_status": ("patients_active", "patients_waiting"),
-    "patients_emergency": ("patients_emergency",),
-    "patients_registered_on": ("patients_new_today",),
-    "beds": (
-        "beds_total",
-        "beds_occupied",
-        "beds_free",
-        "beds_cleaning",
-        "beds_out_of_service",
-        "bed_occupancy_rate",
-    ),
-    "beds_all": ("beds_total", "bed_occupancy_rate"),
-    "rooms": ("rooms_total", "rooms_occupied", "room_occupancy_rate"),
-    "rooms_occupied": ("rooms_occupied", "room_occupancy_rate"),
-    "appointments": ("appointments_today", "appointments_completed_today"),
-    "appointments_other": ("appointments_today",),
-    "staff_on_duty": ("staff_on_duty",),
-}
+COUNTED_TABLES = ("departments", "rooms", "beds", *CONTRIBUTIONS)
+"""Every table the engine counts; departments and rooms first only make start-up cheaper."""
 
-_DAY_METRICS = ("patients_new_today", "appointments_today", "appointments_completed_today")
-
-
-_APPOINTMENT_STATUSES = frozenset(AppointmentStatus)
 _METRIC_ORDER = {name: index for index, name in enumerate(METRIC_NAMES)}
-
-
-def _rate(part: int, whole: int) -> float:
-    return round(part / whole, 4) if whole > 0 else 0.0
 
 
 class MetricEngine:
@@ -100,6 +82,7 @@ class MetricEngine:
             "beds": self._apply_bed,
         }
         self._touched: set[tuple[str, DepartmentId]] = set()
+        self._system = SystemStatus()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -156,7 +139,7 @@ class MetricEngine:
         keys = {
             (metric, department)
             for family, department in touched
-            for metric in _FAMILY_METRICS.get(family, ())
+            for metric in FAMILY_METRICS.get(family, ())
             if department is HOSPITAL or department in self._departments
         }
         return updates + self._publish(sorted(keys, key=_sort_key))
@@ -167,7 +150,19 @@ class MetricEngine:
         if today == self._today:
             return []
         self._today = today
-        keys = [(metric, department) for metric in _DAY_METRICS for department in self._scopes()]
+        keys = [(metric, department) for metric in DAILY_METRICS for department in self._scopes()]
+        return self._publish(keys)
+
+    def set_system(self, status: SystemStatus) -> list[MetricValue]:
+        """Record the service's own health; publish what changed, in every scope."""
+        if status == self._system:
+            return []
+        self._system = status
+        keys = [
+            (metric, department)
+            for metric in FAMILY_METRICS["system"]
+            for department in self._scopes()
+        ]
         return self._publish(keys)
 
     # -- internals -----------------------------------------------------------------------
@@ -216,73 +211,27 @@ class MetricEngine:
         return updates
 
     def _evaluate(self, metric: str, department: DepartmentId) -> Value:
-        count = self._counters
-
-        def beds(status: str) -> int:
-            return count["beds", department, status]
-
-        match metric:
-            case "patients_total":
-                return count["patients_total", department]
-            case "patients_active":
-                return count["patients_status", department, PatientStatus.ACTIVE]
-            case "patients_waiting":
-                return count["patients_status", department, PatientStatus.REGISTERED]
-            case "patients_new_today":
-                return count["patients_registered_on", department, self._today]
-            case "patients_emergency":
-                return count["patients_emergency", department]
-            case "beds_total":
-                return count["beds_all", department]
-            case "beds_occupied":
-                return beds(BedStatus.OCCUPIED)
-            case "beds_free":
-                return beds(BedStatus.FREE)
-            case "beds_cleaning":
-                return beds(BedStatus.CLEANING)
-            case "beds_out_of_service":
-                return beds(BedStatus.OUT_OF_SERVICE)
-            case "bed_occupancy_rate":
-                in_service = count["beds_all", department] - beds(BedStatus.OUT_OF_SERVICE)
-                return _rate(beds(BedStatus.OCCUPIED), in_service)
-            case "rooms_total":
-                return count["rooms", department]
-            case "rooms_occupied":
-                return count["rooms_occupied", department]
-            case "room_occupancy_rate":
-                return _rate(count["rooms_occupied", department], count["rooms", department])
-            case "staff_on_duty":
-                return count["staff_on_duty", department]
-            case "appointments_today":
-                return (
-                    sum(
-                        count["appointments", department, self._today, status]
-                        for status in AppointmentStatus
-                    )
-                    + count["appointments_other", department, self._today]
-                )
-            case "appointments_completed_today":
-                return count["appointments", department, self._today, AppointmentStatus.COMPLETED]
-        raise KeyError(metric)
+        scope = Scope(self._counters, department, self._today, self._system)
+        return METRICS[metric].compute(scope)
 
     def _dispatch(self, table: str, old: Row | None, new: Row | None) -> None:
         applier = self._appliers.get(table)
         if applier is not None:
             applier(old, new)
             return
-        contributions = _CONTRIBUTIONS.get(table)
+        contributions = CONTRIBUTIONS.get(table)
         if contributions is None:
             return
         if old is not None:
-            self._add(contributions(self, old), old.get("department_id"), -1)
+            self._add(contributions(old, self.local_date), old.get("department_id"), -1)
         if new is not None:
-            self._add(contributions(self, new), new.get("department_id"), +1)
+            self._add(contributions(new, self.local_date), new.get("department_id"), +1)
 
-    def _add(self, keys: Iterable[Key], department: Any, sign: int) -> None:
-        for key in keys:
-            self._bump(key, HOSPITAL, sign)
+    def _add(self, pairs: Iterable[tuple[Key, int]], department: Any, sign: int) -> None:
+        for key, amount in pairs:
+            self._bump(key, HOSPITAL, sign * amount)
             if department is not None:
-                self._bump(key, department, sign)
+                self._bump(key, department, sign * amount)
 
     def _bump(self, key: Key, department: DepartmentId, amount: int) -> None:
         if not amount:
@@ -307,7 +256,7 @@ class MetricEngine:
             department_id = int(new["id"])
             self._departments[department_id] = str(new.get("code") or department_id)
             # A new (or renamed) department publishes all its values once.
-            self._touched.update((family, department_id) for family in _FAMILY_METRICS)
+            self._touched.update((family, department_id) for family in FAMILY_METRICS)
 
     def _apply_room(self, old: Row | None, new: Row | None) -> None:
         if old is not None and old.get("id") is not None:
@@ -366,40 +315,6 @@ class MetricEngine:
             self._bump(("rooms_occupied",), HOSPITAL, step)
             if department is not None:
                 self._bump(("rooms_occupied",), department, step)
-
-
-def _patient_keys(engine: MetricEngine, row: Row) -> Iterator[Key]:
-    status = row.get("status")
-    yield ("patients_total",)
-    yield ("patients_status", status)
-    if row.get("emergency") and status != PatientStatus.DISCHARGED:
-        yield ("patients_emergency",)
-    registered = engine.local_date(row.get("registered_at"))
-    if registered is not None:
-        yield ("patients_registered_on", registered)
-
-
-def _appointment_keys(engine: MetricEngine, row: Row) -> Iterator[Key]:
-    scheduled = engine.local_date(row.get("scheduled_at"))
-    if scheduled is None:
-        return
-    status = row.get("status")
-    if status in _APPOINTMENT_STATUSES:
-        yield ("appointments", scheduled, status)
-    else:
-        yield ("appointments_other", scheduled)
-
-
-def _shift_keys(engine: MetricEngine, row: Row) -> Iterator[Key]:
-    if row.get("clock_out_at") is None:
-        yield ("staff_on_duty",)
-
-
-_CONTRIBUTIONS: Mapping[str, Callable[[MetricEngine, Row], Iterator[Key]]] = {
-    "patients": _patient_keys,
-    "appointments": _appointment_keys,
-    "staff_shifts": _shift_keys,
-}
 
 
 def _sort_key(key: MetricKey) -> tuple[int, int, int]:

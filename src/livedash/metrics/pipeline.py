@@ -23,14 +23,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from livedash.changefeed import ChangeSource
 from livedash.changefeed.rows import decode_row
 from livedash.errors import ChangeFeedError
-from livedash.metrics.engine import MetricEngine, MetricValue
+from livedash.metrics.engine import COUNTED_TABLES, MetricEngine, MetricValue
 
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[list[MetricValue]], Awaitable[None]]
-
-# Rooms before beds and departments first only keeps the start-up cheap; any order is correct.
-_COUNTED_TABLES = ("departments", "rooms", "beds", "patients", "appointments", "staff_shifts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +103,7 @@ class MetricPipeline:
         """Count every row once, at the feed position the same read transaction sees."""
         async with self._database.connect() as connection, connection.begin():
             position = await self._source.position_in(connection)
-            for table in _COUNTED_TABLES:
+            for table in COUNTED_TABLES:
                 result = await connection.stream(text(f'SELECT * FROM "{table}"'))
                 async for partition in result.mappings().partitions(1000):
                     for row in partition:

@@ -34,7 +34,7 @@ from livedash.metrics.definitions import METRIC_NAMES
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import FanOut
-from livedash.realtime.outbox import Outbox, room_name, update_payload
+from livedash.realtime.outbox import Outbox, room_name, to_update
 from livedash.realtime.schemas import (
     Authenticated,
     AuthenticateRequest,
@@ -42,7 +42,6 @@ from livedash.realtime.schemas import (
     ErrorPayload,
     MetricSelection,
     MetricsSnapshot,
-    MetricUpdate,
     SubscriptionAck,
 )
 from livedash.settings import Settings
@@ -303,7 +302,7 @@ class Gateway:
     ) -> MetricsSnapshot:
         values = self._engine_or_fail().snapshot(metrics, departments)
         snapshot = MetricsSnapshot(
-            values=[MetricUpdate.model_validate(update_payload(value)) for value in values],
+            values=[to_update(value) for value in values],
             server_time=datetime.now(UTC),
         )
         await self._fanout.to_socket(

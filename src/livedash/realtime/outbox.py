@@ -30,15 +30,20 @@ def room_name(metric: str, department: str | None) -> str:
     return f"metric|{metric}|" + ("hospital" if department is None else f"dept:{department}")
 
 
-def update_payload(value: MetricValue) -> dict[str, Any]:
-    """The wire form of a metric value."""
+def to_update(value: MetricValue) -> MetricUpdate:
+    """The wire model of a metric value."""
     return MetricUpdate(
         metric=value.metric,
         department=value.department,
         value=value.value,
         version=value.version,
         timestamp=value.timestamp,
-    ).model_dump(mode="json")
+    )
+
+
+def update_payload(value: MetricValue) -> dict[str, Any]:
+    """The wire form (JSON-ready) of a metric value."""
+    return to_update(value).model_dump(mode="json")
 
 
 def _priority(value: MetricValue) -> tuple[int, int]:

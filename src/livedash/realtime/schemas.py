@@ -7,6 +7,7 @@ Incoming payloads are validated against these models; outgoing ones are built fr
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -54,11 +55,14 @@ class MetricSelection(_Incoming):
 
 
 class MetricUpdate(BaseModel):
-    """`dashboard_update`: one metric's new value for one department (`null`: hospital)."""
+    """`dashboard_update`: one metric's new value for one department (`null`: hospital).
+
+    Counts are integers, rates floats from 0 to 1, money an exact decimal string ("1234.50").
+    """
 
     metric: str
     department: str | None
-    value: int | float
+    value: int | float | Decimal | str | None
     version: int
     timestamp: datetime
 

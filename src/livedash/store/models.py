@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -171,6 +172,50 @@ class StaffShift(Base):
     clock_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
 
 
+class AlertSeverity(enum.StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class AlertStatus(enum.StrEnum):
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Alert(Base):
+    """An operational alert; active until resolved (acknowledging does not end it)."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=AlertStatus.ACTIVE.value)
+    title: Mapped[str] = mapped_column(String(256))
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class MetricRollup(Base):
+    """One hour of one historical series for one department (0: the whole hospital).
+
+    Updated incrementally from the change feed, in the same transaction as the feed position,
+    so history is exact across restarts and never needs the raw rows again.
+    """
+
+    __tablename__ = "metric_rollups"
+
+    series: Mapped[str] = mapped_column(String(32), primary_key=True)
+    department_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hour_start: Mapped[datetime] = mapped_column(DateTime(timezone=False), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    weighted: Mapped[float] = mapped_column(Float, default=0.0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    peak: Mapped[float | None] = mapped_column(Float)
+
+
 class User(Base):
     """A dashboard user; `departments` holds department codes."""
 
@@ -219,5 +264,6 @@ WATCHED_TABLES: tuple[str, ...] = (
     "staff",
     "staff_shifts",
     "users",
+    "alerts",
 )
 """Tables whose every insert, update and delete reaches the change feed."""
