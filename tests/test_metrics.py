@@ -216,7 +216,8 @@ OPERATIONS = (
 )
 
 
-SYSTEM_METRICS = set(FAMILY_METRICS["system"])
+# The service's own health and the historical tier do not come from the current rows.
+SYSTEM_METRICS = set(FAMILY_METRICS["system"]) | set(FAMILY_METRICS["historical"])
 
 
 def engine_values(engine: MetricEngine) -> Values:

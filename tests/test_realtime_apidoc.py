@@ -21,7 +21,7 @@ def test_every_event_and_metric_is_documented_with_a_valid_example() -> None:
     document = render_api_doc()
     for _, event, model, example, _ in EVENTS:
         assert f"### `{event}`" in document
-        assert model.model_validate(example.model_dump(mode="json")) == example
+        assert model.model_validate(example.model_dump(mode="json", by_alias=True)) == example
     for metric in METRIC_NAMES:
         assert f"| `{metric}` |" in document
 

@@ -13,6 +13,7 @@ from livedash import __version__
 from livedash.changefeed import open_change_source
 from livedash.metrics.clock import Clock, SystemClock
 from livedash.metrics.engine import MetricEngine
+from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
@@ -58,8 +59,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 engine,
                 source,
                 database,
+                history=HistoryRecorder(settings.zone),
                 time_refresh_seconds=settings.time_refresh_seconds,
                 confirm_interval_seconds=settings.feed_confirm_interval_seconds,
+                history_refresh_seconds=settings.history_refresh_seconds,
             )
             outbox = await stack.enter_async_context(Outbox(fanout))
             gateway.attach(pipeline, outbox)

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     feed_confirm_interval_seconds: float = Field(default=0.5, gt=0)
     feed_keep_rows: int = Field(default=10_000, ge=0)
     time_refresh_seconds: float = Field(default=5.0, gt=0)
+    history_refresh_seconds: float = Field(default=60.0, gt=0)
 
     log_level: str = "info"
     log_json: bool = False

@@ -9,7 +9,7 @@ skipped. Delivery is at-least-once across crashes: consumers skip positions they
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Row = Mapping[str, Any]
+Writer = Callable[[AsyncConnection], Awaitable[None]]
 
 
 class Op(enum.StrEnum):
@@ -49,8 +50,12 @@ class ChangeSource(Protocol):
         """Batches of changes after the confirmed position, waiting for new ones when idle."""
         ...
 
-    async def confirm(self, position: int) -> None:
-        """Store durably that every change up to `position` has been applied."""
+    async def confirm(self, position: int, also: Writer | None = None) -> None:
+        """Store durably that every change up to `position` has been applied.
+
+        `also` writes in the same transaction, so state derived from the changes (the
+        roll-ups) is stored exactly as of the stored position.
+        """
         ...
 
     async def confirmed_position(self) -> int:

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from livedash.changefeed.base import Change, Op
+from livedash.changefeed.base import Change, Op, Writer
 from livedash.changefeed.rows import decode_row, parse_timestamp
 from livedash.errors import ChangeFeedError
 from livedash.store.engine import create_engine
@@ -127,9 +127,11 @@ class SqliteChangeFeed:
         """Read now: for writers in this process that know they just committed."""
         self._wake.set()
 
-    async def confirm(self, position: int) -> None:
-        """Store `position` as applied; prune the log behind every consumer now and then."""
+    async def confirm(self, position: int, also: Writer | None = None) -> None:
+        """Store `position` as applied (with `also`'s writes, atomically); prune now and then."""
         async with self._engine(self._writer).begin() as connection:
+            if also is not None:
+                await also(connection)
             await connection.execute(
                 _STORE_POSITION,
                 {

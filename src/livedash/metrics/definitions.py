@@ -45,6 +45,7 @@ class Scope:
     department: int | None
     today: date
     system: SystemStatus = field(default_factory=SystemStatus)
+    historical: Mapping[tuple[str, int | None], Value] = field(default_factory=dict)
 
     def n(self, family: str, *rest: Any) -> int:
         """One counter of this scope."""
@@ -244,6 +245,49 @@ _DEFINITIONS = (
         daily=True,
     ),
 )
+
+HISTORY_SERIES = (
+    "admissions",
+    "discharges",
+    "emergency_arrivals",
+    "appointments_completed",
+    "revenue",
+    "occupancy",
+)
+GROWTH_PERIODS = ("day", "week", "month")
+
+
+def _historical(name: str, description: str) -> MetricDefinition:
+    return MetricDefinition(
+        name,
+        Tier.HISTORICAL,
+        description,
+        ("historical",),
+        lambda s: s.historical.get((name, s.department)),
+    )
+
+
+_HISTORICAL = tuple(
+    definition
+    for series in HISTORY_SERIES
+    for definition in (
+        *(
+            _historical(
+                f"{series}_growth_{period}",
+                f"{series.replace('_', ' ').capitalize()}: this {period} so far against the "
+                f"same span of the previous {period} (0.1 = 10 % more; null: nothing before)",
+            )
+            for period in GROWTH_PERIODS
+        ),
+        _historical(
+            f"{series}_trend",
+            f"{series.replace('_', ' ').capitalize()} over the last 6 hours against the 6 "
+            "before: increasing, decreasing or stable (within 10 %)",
+        ),
+    )
+)
+
+_DEFINITIONS = (*_DEFINITIONS, *_HISTORICAL)
 
 METRICS: dict[str, MetricDefinition] = {definition.name: definition for definition in _DEFINITIONS}
 """Every metric by name."""

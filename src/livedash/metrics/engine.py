@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -52,6 +52,7 @@ class MetricValue:
     value: Value
     version: int
     timestamp: datetime
+    department_id: int | None = None
 
 
 COUNTED_TABLES = ("departments", "rooms", "beds", *CONTRIBUTIONS)
@@ -83,8 +84,23 @@ class MetricEngine:
         }
         self._touched: set[tuple[str, DepartmentId]] = set()
         self._system = SystemStatus()
+        self._historical: dict[MetricKey, Value] = {}
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The hospital's time zone."""
+        return self._zone
+
+    @property
+    def system(self) -> SystemStatus:
+        """The service's own health as last recorded."""
+        return self._system
+
+    def now(self) -> datetime:
+        """The engine's clock (aware UTC)."""
+        return self._clock.now()
 
     @property
     def departments(self) -> dict[int, str]:
@@ -110,7 +126,7 @@ class MetricEngine:
 
     def value(self, metric: str, department: str | None = None) -> Value:
         """One metric's current value, by department code (`None`: hospital-wide)."""
-        department_id = self._department_id(department)
+        department_id = self.department_id(department)
         return self._evaluate(metric, department_id)
 
     # -- writing -------------------------------------------------------------------------
@@ -153,6 +169,12 @@ class MetricEngine:
         keys = [(metric, department) for metric in DAILY_METRICS for department in self._scopes()]
         return self._publish(keys)
 
+    def set_historical(self, values: Mapping[MetricKey, Value]) -> list[MetricValue]:
+        """Record the historical tier's figures (by metric and department id); publish changes."""
+        self._historical.update(values)
+        keys = [key for key in values if key[1] is HOSPITAL or key[1] in self._departments]
+        return self._publish(sorted(keys, key=_sort_key))
+
     def set_system(self, status: SystemStatus) -> list[MetricValue]:
         """Record the service's own health; publish what changed, in every scope."""
         if status == self._system:
@@ -182,7 +204,8 @@ class MetricEngine:
     def _scopes(self) -> list[DepartmentId]:
         return [HOSPITAL, *sorted(self._departments)]
 
-    def _department_id(self, code: str | None) -> DepartmentId:
+    def department_id(self, code: str | None) -> DepartmentId:
+        """The id of a department code (`None`: the hospital); `KeyError` if unknown."""
         if code is None:
             return HOSPITAL
         for department_id, known in self._departments.items():
@@ -205,13 +228,14 @@ class MetricEngine:
                 value=value,
                 version=self._version,
                 timestamp=now,
+                department_id=department,
             )
             self._published[(metric, department)] = published
             updates.append(published)
         return updates
 
     def _evaluate(self, metric: str, department: DepartmentId) -> Value:
-        scope = Scope(self._counters, department, self._today, self._system)
+        scope = Scope(self._counters, department, self._today, self._system, self._historical)
         return METRICS[metric].compute(scope)
 
     def _dispatch(self, table: str, old: Row | None, new: Row | None) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import text
@@ -24,6 +25,7 @@ from livedash.changefeed import ChangeSource
 from livedash.changefeed.rows import decode_row
 from livedash.errors import ChangeFeedError
 from livedash.metrics.engine import COUNTED_TABLES, MetricEngine, MetricValue
+from livedash.metrics.history import HistoryFigures, HistoryRecorder, Point
 
 log = structlog.get_logger(__name__)
 
@@ -54,15 +56,20 @@ class MetricPipeline:
         source: ChangeSource,
         database: AsyncEngine,
         *,
+        history: HistoryRecorder | None = None,
         time_refresh_seconds: float = 5.0,
         confirm_interval_seconds: float = 0.5,
+        history_refresh_seconds: float = 60.0,
     ) -> None:
         self.engine = engine
         self._source = source
         self._database = database
         self._time_refresh_seconds = time_refresh_seconds
         self._confirm_interval = confirm_interval_seconds
+        self._history_refresh_seconds = history_refresh_seconds
         self._confirmed = 0
+        self.history = history
+        self._figures = HistoryFigures(history, engine.zone) if history is not None else None
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_change_at: datetime | None = None
@@ -87,6 +94,10 @@ class MetricPipeline:
             asyncio.create_task(self._refresh_time(), name="livedash-clock"),
             asyncio.create_task(self._confirm_periodically(), name="livedash-confirm"),
         ]
+        if self.history is not None:
+            self._tasks.append(
+                asyncio.create_task(self._refresh_history(), name="livedash-history")
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -100,17 +111,32 @@ class MetricPipeline:
             await self.confirm()
 
     async def rebuild(self) -> None:
-        """Count every row once, at the feed position the same read transaction sees."""
+        """Count every row once, at the feed position the same read transaction sees.
+
+        The roll-ups are stored, so they are built from the rows only on the very first start
+        (nothing confirmed yet); afterwards they resume from the stored position.
+        """
+        confirmed = await self._source.confirmed_position()
+        self._confirmed = confirmed
+        history = self.history
+        build_history = history is not None and confirmed == 0
         async with self._database.connect() as connection, connection.begin():
             position = await self._source.position_in(connection)
             for table in COUNTED_TABLES:
                 result = await connection.stream(text(f'SELECT * FROM "{table}"'))
                 async for partition in result.mappings().partitions(1000):
                     for row in partition:
-                        self.engine.load(table, decode_row(table, row))
+                        decoded = decode_row(table, row)
+                        self.engine.load(table, decoded)
+                        if history is not None and build_history:
+                            history.load(table, decoded)
+        if history is not None:
+            history.position = position if build_history else confirmed
         updates = self.engine.finish_loading(position)
         log.info("metrics_rebuilt", position=position, values=len(updates))
+        self._observe_occupancy(updates, datetime.now(UTC).replace(tzinfo=None))
         await self._notify(updates)
+        await self.refresh_history()
 
     async def _follow(self) -> None:
         retrying = AsyncRetrying(
@@ -124,21 +150,83 @@ class MetricPipeline:
                     await self._follow_once()
                 except (SQLAlchemyError, ChangeFeedError, OSError) as error:
                     self._last_error = str(error)
+                    await self._set_system(database_up=False)
                     raise
 
     async def _follow_once(self) -> None:
+        self._confirmed = max(self._confirmed, await self._source.confirmed_position())
+        await self._set_system(database_up=True)
         async for batch in self._source.batches():
+            if self.history is not None:
+                self.history.apply(batch)
             updates = self.engine.apply(batch)
+            applied_at = datetime.now(UTC).replace(tzinfo=None)
             self._last_change_at = batch[-1].committed_at
             self._last_error = None
+            self._observe_occupancy(updates, batch[-1].committed_at)
+            lag = max((applied_at - batch[-1].committed_at).total_seconds(), 0.0)
+            updates += self.engine.set_system(
+                replace(self.engine.system, feed_lag_seconds=round(lag, 1))
+            )
             await self._notify(updates)
 
+    def _observe_occupancy(self, updates: list[MetricValue], at: datetime) -> None:
+        if self.history is None:
+            return
+        for update in updates:
+            if update.metric == "bed_occupancy_rate" and isinstance(update.value, float):
+                self.history.observe_occupancy(update.department_id, update.value, at)
+
+    async def _set_system(self, **changes: Any) -> None:
+        await self._notify(self.engine.set_system(replace(self.engine.system, **changes)))
+
     async def confirm(self) -> None:
-        """Store the engine's position as applied, if it moved since the last time."""
+        """Store the applied position (and the roll-ups up to it), if it moved."""
+        history = self.history
         position = self.engine.position
-        if position > self._confirmed:
-            await self._source.confirm(position)
+        if history is not None:
+            position = min(position, history.position)
+        if position <= self._confirmed:
+            return
+        committed = False
+        try:
+            await self._source.confirm(
+                position, also=history.flush if history is not None else None
+            )
+            committed = True
             self._confirmed = position
+        finally:
+            if history is not None:
+                history.settle(committed=committed)
+
+    async def refresh_history(self) -> None:
+        """Recompute the historical tier's growth and trend figures from the roll-ups."""
+        if self._figures is None:
+            return
+        async with self._database.connect() as connection:
+            figures = await self._figures.compute(
+                connection, self.engine.now(), self.engine.departments
+            )
+        await self._notify(self.engine.set_historical(figures))
+
+    async def history_series(
+        self, series: str, department: int | None, start: datetime, end: datetime, granularity: str
+    ) -> list[Point]:
+        """A stored series for `request_historical`."""
+        if self._figures is None:
+            return []
+        async with self._database.connect() as connection:
+            return await self._figures.series(
+                connection, series, department, start, end, granularity
+            )
+
+    async def _refresh_history(self) -> None:
+        while True:
+            await asyncio.sleep(self._history_refresh_seconds)
+            try:
+                await self.refresh_history()
+            except (SQLAlchemyError, OSError) as error:
+                log.warning("history_refresh_failed", error=str(error))
 
     async def _confirm_periodically(self) -> None:
         # Storing the position is a write transaction that competes with the hospital's own

@@ -17,6 +17,9 @@ from livedash.realtime.schemas import (
     AuthenticateRequest,
     ConnectionStatus,
     ErrorPayload,
+    HistoricalData,
+    HistoricalPoint,
+    HistoricalRequest,
     MetricSelection,
     MetricsSnapshot,
     MetricUpdate,
@@ -67,6 +70,24 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         "by `metrics_snapshot`.",
     ),
     (
+        "in",
+        "request_historical",
+        HistoricalRequest,
+        HistoricalRequest.model_validate(
+            {
+                "metric": "admissions",
+                "department": "CARD",
+                "from": "2026-11-22T00:00:00+01:00",
+                "to": "2026-11-23T00:00:00+01:00",
+                "granularity": "hour",
+            }
+        ),
+        "Ask for a stored series (one of `admissions`, `discharges`, `emergency_arrivals`, "
+        "`appointments_completed`, `revenue`, `occupancy`) from the hourly roll-ups; answered "
+        "by `historical_data`. A range that is too long, `from` not before `to`, an unknown "
+        "series or a department outside the token's scope gets `error`.",
+    ),
+    (
         "out",
         "connection_status",
         ConnectionStatus,
@@ -112,6 +133,27 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         MetricsSnapshot,
         MetricsSnapshot(values=[_UPDATE], server_time=_AT),
         "Current values, after `subscribe_metrics` or `request_snapshot`.",
+    ),
+    (
+        "out",
+        "historical_data",
+        HistoricalData,
+        HistoricalData(
+            metric="occupancy",
+            department="CARD",
+            granularity="hour",
+            start=_AT.replace(hour=8, minute=0, second=0, microsecond=0),
+            end=_AT.replace(hour=9, minute=0, second=0, microsecond=0),
+            points=[
+                HistoricalPoint(
+                    start=_AT.replace(hour=8, minute=0, second=0, microsecond=0),
+                    value=0.8312,
+                    peak=0.86,
+                )
+            ],
+        ),
+        "Every hour (or hospital-time day) of the range, with empty ones as 0 (counts) or "
+        "`null` (occupancy). Keys `from` and `to` echo the request.",
     ),
     (
         "out",
@@ -165,7 +207,7 @@ def render_api_doc() -> str:
             f"Model: `{model.__name__}`. Example:",
             "",
             "```json",
-            _json(example.model_dump(mode="json")),
+            _json(example.model_dump(mode="json", by_alias=True)),
             "```",
             "",
         ]

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import socketio
@@ -30,7 +31,7 @@ from livedash.errors import (
     UnknownEvent,
     UnknownMetric,
 )
-from livedash.metrics.definitions import METRIC_NAMES
+from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import FanOut
@@ -40,6 +41,9 @@ from livedash.realtime.schemas import (
     AuthenticateRequest,
     ConnectionStatus,
     ErrorPayload,
+    HistoricalData,
+    HistoricalPoint,
+    HistoricalRequest,
     MetricSelection,
     MetricsSnapshot,
     SubscriptionAck,
@@ -59,6 +63,7 @@ INCOMING_EVENTS = (
     "subscribe_metrics",
     "unsubscribe_metrics",
     "request_snapshot",
+    "request_historical",
 )
 
 
@@ -86,12 +91,14 @@ class Gateway:
         self._fanout = fanout
         self._sessions: dict[str, ClientSession] = {}
         self._engine: MetricEngine | None = None
+        self._pipeline: MetricPipeline | None = None
         self._background: set[asyncio.Task[None]] = set()
         handlers: dict[str, Handler] = {
             "authenticate": self._authenticate,
             "subscribe_metrics": self._subscribe,
             "unsubscribe_metrics": self._unsubscribe,
             "request_snapshot": self._request_snapshot,
+            "request_historical": self._request_historical,
         }
         server.on("connect", self._on_connect)
         server.on("disconnect", self._on_disconnect)
@@ -104,6 +111,7 @@ class Gateway:
     def attach(self, pipeline: MetricPipeline, outbox: Outbox) -> None:
         """Serve `pipeline`'s engine; its updates go out through `outbox`."""
         self._engine = pipeline.engine
+        self._pipeline = pipeline
 
         async def publish(updates: list[MetricValue]) -> None:
             outbox.put(updates)
@@ -199,7 +207,7 @@ class Gateway:
                 except Exception:
                     log.exception("event_failed")
                     return await self._send_error(sid, event, Internal("internal error"))
-            return result.model_dump(mode="json") if result is not None else None
+            return result.model_dump(mode="json", by_alias=True) if result is not None else None
 
         return serve
 
@@ -261,6 +269,48 @@ class Gateway:
     async def _request_snapshot(self, session: ClientSession, data: Any) -> BaseModel:
         metrics, departments = self._select(session, data)
         return await self._send_snapshot(session, metrics, departments)
+
+    async def _request_historical(self, session: ClientSession, data: Any) -> BaseModel:
+        request = _parse(HistoricalRequest, data)
+        if request.metric not in HISTORY_SERIES:
+            raise UnknownMetric(
+                f"no history for {request.metric!r}",
+                unknown=[request.metric],
+                valid=list(HISTORY_SERIES),
+            )
+        start, end = _aware(request.start), _aware(request.end)
+        if start >= end:
+            raise InvalidPayload("`from` must be before `to`")
+        if end - start > request.longest:
+            days = request.longest.days
+            raise InvalidPayload(f"at most {days} days by {request.granularity}")
+        if request.department not in self._visible(session):
+            raise Forbidden("not allowed for this token: " + _label(request.department))
+        engine, pipeline = self._engine_or_fail(), self._pipeline
+        if pipeline is None:
+            raise Internal("the metric engine is not running yet")
+        department_id = engine.department_id(request.department)
+        points = await pipeline.history_series(
+            request.metric, department_id, start, end, request.granularity
+        )
+        reply = HistoricalData(
+            metric=request.metric,
+            department=request.department,
+            granularity=request.granularity,
+            start=start,
+            end=end,
+            points=[
+                HistoricalPoint(
+                    start=point.start,
+                    value=_money(point.value) if request.metric == "revenue" else point.value,
+                    peak=point.peak,
+                )
+                for point in points
+            ],
+        )
+        payload = reply.model_dump(mode="json", by_alias=True)
+        await self._fanout.to_socket(session.sid, "historical_data", payload)
+        return reply
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -333,6 +383,14 @@ def _parse(model: type[ModelT], data: Any) -> ModelT:
             + "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
             problems=problems,
         ) from None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _money(cents: int | float | None) -> Decimal | None:
+    return Decimal(int(cents)).scaleb(-2) if cents is not None else None
 
 
 def _label(department: str | None) -> str:

@@ -6,9 +6,9 @@ Incoming payloads are validated against these models; outgoing ones are built fr
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -52,6 +52,48 @@ class MetricSelection(_Incoming):
             if name is not None and len(name) > MAX_NAME_LENGTH:
                 raise ValueError(f"names are at most {MAX_NAME_LENGTH} characters")
         return self
+
+
+class HistoricalRequest(_Incoming):
+    """`request_historical`: one series over a time range, by hour or by hospital-time day.
+
+    Times without a zone are taken as UTC. At most 31 days by hour, 366 days by day.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    metric: str = Field(max_length=MAX_NAME_LENGTH)
+    department: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    granularity: Literal["hour", "day"] = "hour"
+
+    @property
+    def longest(self) -> timedelta:
+        """The longest range allowed at this granularity."""
+        return timedelta(days=31 if self.granularity == "hour" else 366)
+
+
+class HistoricalPoint(BaseModel):
+    """One hour or day: the total (revenue as an exact decimal string), or for occupancy the
+    time-weighted average rate and its peak (`null` where nothing was observed)."""
+
+    start: datetime
+    value: int | float | Decimal | None
+    peak: float | None = None
+
+
+class HistoricalData(BaseModel):
+    """`historical_data`: the answer to `request_historical`, every bucket of the range."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    metric: str
+    department: str | None
+    granularity: Literal["hour", "day"]
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    points: list[HistoricalPoint]
 
 
 class MetricUpdate(BaseModel):
