@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -366,7 +366,9 @@ def write_changes(
                 connection.execute("COMMIT")
                 connection.execute("BEGIN IMMEDIATE")
         # A room's move re-counts its beds; written last so it can be timed on its own.
-        for room in rng.sample(range(1, plan.counts["rooms"] + 1), min(ROOM_PROBES, plan.counts["rooms"])):
+        for room in rng.sample(
+            range(1, plan.counts["rooms"] + 1), min(ROOM_PROBES, plan.counts["rooms"])
+        ):
             connection.execute("UPDATE rooms SET number = number || 'x' WHERE id = ?", (room,))
             kinds["room_rename"] += 1
         connection.execute("COMMIT")
@@ -414,10 +416,6 @@ class Result:
     check: str = ""
     max_rss_mb: float = 0.0
 
-    @property
-    def single_p50(self) -> float:
-        return statistics.median(self.single_ns)
-
 
 SQL_RECOMPUTE = (
     "SELECT department_id, status, emergency, COUNT(*) FROM patients GROUP BY 1, 2, 3",
@@ -427,16 +425,14 @@ SQL_RECOMPUTE = (
     "GROUP BY 1, 2",
     "SELECT r.department_id, COUNT(DISTINCT r.id) FROM rooms r JOIN beds b ON b.room_id = r.id "
     "WHERE b.status = 'occupied' GROUP BY 1",
-    "SELECT department_id, date(scheduled_at), status, COUNT(*) FROM appointments "
-    "GROUP BY 1, 2, 3",
+    "SELECT department_id, date(scheduled_at), status, COUNT(*) FROM appointments GROUP BY 1, 2, 3",
     "SELECT department_id, COUNT(*) FROM staff_shifts WHERE clock_out_at IS NULL GROUP BY 1",
     "SELECT department_id, date(admitted_at), COUNT(*) FROM admissions GROUP BY 1, 2",
     "SELECT department_id, date(discharged_at), COUNT(*), "
     "SUM(CAST((julianday(discharged_at) - julianday(admitted_at)) * 86400 AS INTEGER)) "
     "FROM admissions WHERE discharged_at IS NOT NULL GROUP BY 1, 2",
     "SELECT department_id, date(paid_at), SUM(amount_cents) FROM payments GROUP BY 1, 2",
-    "SELECT department_id, severity, COUNT(*) FROM alerts WHERE status != 'resolved' "
-    "GROUP BY 1, 2",
+    "SELECT department_id, severity, COUNT(*) FROM alerts WHERE status != 'resolved' GROUP BY 1, 2",
 )
 """The engine's counters as aggregate SQL (dates in UTC: the cost, not the exact values)."""
 
@@ -497,3 +493,338 @@ async def rebuild_breakdown(url: str, path: Path, zone: ZoneInfo, result: Result
         result.finish_ns = time.perf_counter_ns() - started
     finally:
         await database.dispose()
+
+
+def table_counts(path: Path) -> tuple[int, int]:
+    """Patients and occupied beds, counted by SQL: a check that every change was applied."""
+    connection = sqlite3.connect(path)
+    try:
+        patients = connection.execute("SELECT COUNT(*) FROM patients").fetchone()[0]
+        occupied = connection.execute(
+            "SELECT COUNT(*) FROM beds WHERE status = 'occupied'"
+        ).fetchone()[0]
+        return int(patients), int(occupied)
+    finally:
+        connection.close()
+
+
+async def follow(
+    url: str, path: Path, args: argparse.Namespace, rng: random.Random, result: Result
+) -> None:
+    """Rebuild, write the changes, read them from the feed and apply them, timing each part."""
+    zone = ZoneInfo(args.timezone)
+    database = create_engine(url)
+    try:
+        async with SqliteChangeFeed(url, "bench-metrics", batch_size=args.batch_size) as source:
+            engine = MetricEngine(zone, SystemClock())
+            pipeline = MetricPipeline(engine, source, database)
+            gc.collect()
+            started = time.perf_counter_ns()
+            await pipeline.rebuild()
+            result.rebuild_ns = time.perf_counter_ns() - started
+            result.values_published = len(engine.snapshot())
+            progress(f"  rebuild: {result.rebuild_ns / 1e6:,.0f} ms; writing changes")
+
+            now = datetime.now(UTC).replace(tzinfo=None)
+            result.kinds = await asyncio.to_thread(
+                write_changes, path, result.plan, args.changes, rng, now
+            )
+            changes: list[Change] = []
+            position = engine.position
+            while True:
+                started = time.perf_counter_ns()
+                batch, last = await source.read_after(position)
+                elapsed = time.perf_counter_ns() - started
+                if last == position:
+                    break
+                result.feed_ns.append(elapsed)
+                changes.extend(batch)
+                position = last
+            result.feed_changes = len(changes)
+            progress(f"  read {len(changes):,} changes from the feed; applying")
+
+            rooms = result.kinds["room_rename"]
+            mixed, renames = changes[: len(changes) - rooms], changes[len(changes) - rooms :]
+            half = len(mixed) // 2
+            gc.collect()
+            for change in mixed[:half]:
+                started = time.perf_counter_ns()
+                engine.apply([change])
+                result.single_ns.append(time.perf_counter_ns() - started)
+            result.batch_size = args.batch_size
+            for first in range(half, len(mixed), args.batch_size):
+                batch = mixed[first : first + args.batch_size]
+                started = time.perf_counter_ns()
+                engine.apply(batch)
+                result.batched_ns += time.perf_counter_ns() - started
+                result.batched_changes += len(batch)
+            for change in renames:
+                started = time.perf_counter_ns()
+                engine.apply([change])
+                result.room_ns.append(time.perf_counter_ns() - started)
+
+            patients, occupied = await asyncio.to_thread(table_counts, path)
+            seen = (engine.value("patients_total"), engine.value("beds_occupied"))
+            verdict = "ok" if seen == (patients, occupied) else "MISMATCH"
+            result.check = (
+                f"{verdict}: engine patients_total {seen[0]}, beds_occupied {seen[1]}; "
+                f"SQL {patients:,} and {occupied:,}"
+            )
+    finally:
+        await database.dispose()
+
+
+def measure(size: int, args: argparse.Namespace, workdir: Path) -> Result:
+    """Every figure for a hospital of `size` rows; the database is deleted afterwards."""
+    plan = Plan.for_size(size)
+    result = Result(plan)
+    rng = random.Random(f"{args.seed}-{size}")
+    path = workdir / f"hospital-{size}.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    try:
+        progress(f"{size:,} rows: migrating and generating")
+        upgrade(url)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        result.generate_seconds = generate(path, plan, rng, now)
+        result.db_bytes = sum(
+            candidate.stat().st_size
+            for candidate in workdir.glob(f"{path.name}*")
+            if candidate.is_file()
+        )
+        asyncio.run(follow(url, path, args, rng, result))
+        progress("  aggregate SQL")
+        for _ in range(SQL_REPEATS):
+            elapsed, result.sql_rows = sql_recompute(path)
+            result.sql_ns.append(elapsed)
+        progress("  rebuild breakdown")
+        asyncio.run(rebuild_breakdown(url, path, ZoneInfo(args.timezone), result))
+        result.max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    finally:
+        for candidate in workdir.glob(f"{path.name}*"):
+            candidate.unlink()
+    return result
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1e3:,.1f} µs"
+
+
+def _ms(ns: float) -> str:
+    return f"{ns / 1e6:,.1f} ms"
+
+
+def _p(samples: Sequence[int], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def report_size(result: Result) -> Iterator[str]:
+    """The lines for one size."""
+    plan = result.plan
+    yield ""
+    yield f"== {plan.size:,} rows =="
+    yield "rows          " + ", ".join(f"{t} {n:,}" for t, n in plan.counts.items())
+    yield (
+        f"generated     {result.generate_seconds:.1f} s; {result.db_bytes / 2**20:,.0f} MB on "
+        "disk (change_log of the load included)"
+    )
+    yield (
+        f"full recompute  MetricPipeline.rebuild(): {_ms(result.rebuild_ns)} "
+        f"({result.values_published:,} values published)"
+    )
+    yield "  breakdown (the same loop, parts timed; sqlite3 = plain SELECT * for comparison):"
+    yield f"  {'table':<14}{'rows':>10}{'sqlite3':>12}{'fetch':>12}{'decode_row':>12}{'load':>12}"
+    totals = [0, 0, 0, 0, 0]
+    for cost in result.breakdown:
+        parts = (cost.rows, cost.sqlite3_ns, cost.fetch_ns, cost.decode_ns, cost.load_ns)
+        totals = [total + part for total, part in zip(totals, parts, strict=True)]
+        yield (
+            f"  {cost.table:<14}{cost.rows:>10,}{_ms(cost.sqlite3_ns):>12}{_ms(cost.fetch_ns):>12}"
+            f"{_ms(cost.decode_ns):>12}{_ms(cost.load_ns):>12}"
+        )
+    rows, raw, fetch, decode, load = totals
+    yield (
+        f"  {'total':<14}{rows:>10,}{_ms(raw):>12}{_ms(fetch):>12}{_ms(decode):>12}{_ms(load):>12}"
+    )
+    work = fetch + decode + load + result.finish_ns
+    if work and rows:
+        yield (
+            f"  shares        fetch {fetch / work:.0%}, decode_row {decode / work:.0%}, "
+            f"load {load / work:.0%}, finish_loading {result.finish_ns / work:.0%} "
+            f"({_ms(result.finish_ns)}); per row: fetch {_us(fetch / rows)}, "
+            f"decode {_us(decode / rows)}, load {_us(load / rows)}"
+        )
+    yield (
+        f"SQL aggregates  {len(SQL_RECOMPUTE)} GROUP BY queries, plain sqlite3, one read "
+        f"transaction: median {_ms(statistics.median(result.sql_ns))} of {len(result.sql_ns)} "
+        f"({result.sql_rows:,} result rows)"
+    )
+    yield "changes       " + ", ".join(f"{k} {n:,}" for k, n in sorted(result.kinds.items()))
+    if result.feed_ns:
+        yield (
+            f"feed read     read_after, batch {result.batch_size}: {len(result.feed_ns)} reads "
+            f"for {result.feed_changes:,} changes, {_us(sum(result.feed_ns) / result.feed_changes)}"
+            f"/change (median read {_ms(statistics.median(result.feed_ns))})"
+        )
+    if result.single_ns:
+        yield (
+            f"apply alone   {len(result.single_ns):,} changes, one apply([change]) each: "
+            f"p50 {_us(_p(result.single_ns, 0.5))}, p99 {_us(_p(result.single_ns, 0.99))}, "
+            f"mean {_us(statistics.fmean(result.single_ns))}, max {_us(max(result.single_ns))}"
+        )
+    if result.batched_changes:
+        yield (
+            f"apply batched {result.batched_changes:,} changes, apply(batch of "
+            f"{result.batch_size}): {_us(result.batched_ns / result.batched_changes)}/change"
+        )
+    if result.room_ns:
+        yield (
+            f"room rename   {len(result.room_ns)} applied alone (re-counts the room's beds): "
+            f"p50 {_us(_p(result.room_ns, 0.5))}, max {_us(max(result.room_ns))}"
+        )
+    if result.single_ns:
+        p50 = _p(result.single_ns, 0.5)
+        yield (
+            f"ratio         full recompute / apply p50 = {result.rebuild_ns / p50:,.0f}; "
+            f"SQL aggregates / apply p50 = {statistics.median(result.sql_ns) / p50:,.0f}"
+        )
+    yield f"check         {result.check}"
+    yield f"peak RSS      {result.max_rss_mb:,.0f} MB (process so far)"
+
+
+def report_summary(results: Sequence[Result]) -> Iterator[str]:
+    """The table across sizes and the flatness verdict."""
+    yield ""
+    yield "== summary =="
+    yield (
+        f"{'rows':>10}{'rebuild':>12}{'SQL agg':>11}{'feed/chg':>11}{'apply p50':>11}"
+        f"{'p99':>10}{'mean':>10}{'batched':>10}{'room':>10}{'rebuild/p50':>13}"
+    )
+    for result in results:
+        p50 = _p(result.single_ns, 0.5)
+        feed = sum(result.feed_ns) / max(result.feed_changes, 1)
+        batched = result.batched_ns / max(result.batched_changes, 1)
+        room = _p(result.room_ns, 0.5) if result.room_ns else 0
+        yield (
+            f"{result.plan.size:>10,}{_ms(result.rebuild_ns):>12}"
+            f"{_ms(statistics.median(result.sql_ns)):>11}{_us(feed):>11}{_us(p50):>11}"
+            f"{_us(_p(result.single_ns, 0.99)):>10}{_us(statistics.fmean(result.single_ns)):>10}"
+            f"{_us(batched):>10}{_us(room):>10}{result.rebuild_ns / p50:>13,.0f}"
+        )
+    if len(results) < 2:
+        return
+    first, last = results[0], results[-1]
+    growth = _p(last.single_ns, 0.5) / _p(first.single_ns, 0.5)
+    mean_growth = statistics.fmean(last.single_ns) / statistics.fmean(first.single_ns)
+    verdict = "PASS" if growth <= FLAT_FACTOR else "FAIL"
+    yield (
+        f"flat per-change cost: apply p50 at {last.plan.size:,} rows / at {first.plan.size:,} "
+        f"= {growth:.2f}x (mean {mean_growth:.2f}x); target within {FLAT_FACTOR:g}x: {verdict}"
+    )
+
+
+def machine() -> Iterator[str]:
+    """Facts about the machine and interpreter."""
+    model = "unknown"
+    with_cpuinfo = Path("/proc/cpuinfo")
+    if with_cpuinfo.exists():
+        for line in with_cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    yield f"machine:      {os.cpu_count()} CPUs ({usable} usable), {model}"
+    yield f"platform:     {platform.platform()}"
+    yield (
+        f"python:       {platform.python_implementation()} {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
+    yield "load average: " + ", ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def _sizes(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in value.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a list of row counts: {value!r}") from error
+    if not sizes or min(sizes) < 1_000:
+        raise argparse.ArgumentTypeError("sizes must be at least 1000 rows each")
+    return tuple(sorted(sizes))
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description="Time the metric engine's incremental updates against a full recompute, "
+        "on SQLite hospitals of several sizes. Prints figures; asserts nothing."
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=DEFAULT_SIZES,
+        help="comma-separated total row counts (default: 10000,100000,1000000)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="only 10000 and 100000 rows (overrides --sizes)"
+    )
+    parser.add_argument(
+        "--changes", type=int, default=5_000, help="measured mixed writes (default: 5000)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=500, help="feed batch size (default: 500, as served)"
+    )
+    parser.add_argument(
+        "--timezone",
+        default="Europe/Paris",
+        help="the hospital's zone (default: Europe/Paris, one with DST)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to put the databases (default: a temp dir)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes = QUICK_SIZES
+    if args.changes < 2 or args.batch_size < 1:
+        parser.error("--changes must be at least 2 and --batch-size at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    # The pipeline logs through structlog; keep its events off the figures.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    print("command:     ", shlex.join([sys.executable, *sys.argv]), flush=True)
+    for line in machine():
+        print(line)
+    print(
+        f"settings:     sizes {', '.join(f'{s:,}' for s in args.sizes)}; {args.changes:,} "
+        f"mixed changes ({', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}) + "
+        f"{ROOM_PROBES} room renames; feed batch {args.batch_size}; zone {args.timezone}; "
+        f"{DEPARTMENTS} departments; history {HISTORY_DAYS} days; seed {args.seed}",
+        flush=True,
+    )
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="livedash-metrics-", dir=args.dir) as temp:
+        for size in args.sizes:
+            result = measure(size, args, Path(temp))
+            results.append(result)
+            for line in report_size(result):
+                print(line, flush=True)
+    for line in report_summary(results):
+        print(line)
+    progress("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
