@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -275,3 +275,72 @@ async def test_feed_resumes_after_restart_without_loss(
     await sqlite_writer("DELETE FROM patients WHERE name = 'before'", ())
     await again.next("dashboard_update", _is("patients_total", "ED", 1))
     await _until_equal(again, database_path, settings)
+
+
+async def test_request_historical_serves_the_rollups(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+) -> None:
+    client = await connect(server, token())
+    now = datetime.now(UTC)
+    paid = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+    bill = await sqlite_writer(
+        "INSERT INTO bills (department_id, amount_cents, created_at, paid_at) VALUES (?, ?, ?, ?)",
+        (hospital["CARD"], 12345, paid, paid),
+    )
+    await sqlite_writer(
+        "INSERT INTO payments (bill_id, department_id, amount_cents, paid_at) VALUES (?, ?, ?, ?)",
+        (bill, hospital["CARD"], 12345, paid),
+    )
+    await client.call("subscribe_metrics", {"metrics": ["revenue_today"], "departments": ["CARD"]})
+    await client.next("dashboard_update", _is("revenue_today", "CARD", "123.45"))
+    request = {
+        "metric": "revenue",
+        "department": "CARD",
+        "from": (now - timedelta(hours=3)).isoformat(),
+        "to": (now + timedelta(hours=1)).isoformat(),
+    }
+    answer = await client.call("request_historical", request)
+    assert answer == await client.next("historical_data")
+    assert answer["granularity"] == "hour"
+    assert len(answer["points"]) in (4, 5)  # hours touched by the range
+    assert [point["value"] for point in answer["points"]].count("123.45") == 1
+    assert {point["value"] for point in answer["points"]} <= {"0.00", "123.45"}
+
+    by_day = await client.call(
+        "request_historical", {**request, "department": None, "granularity": "day"}
+    )
+    assert "123.45" in [point["value"] for point in by_day["points"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"metric": "bed_count"}, "unknown_metric"),
+        ({"to": "2026-11-01T00:00:00Z"}, "invalid_payload"),  # before `from`
+        ({"from": "2025-01-01T00:00:00Z"}, "invalid_payload"),  # too long by hour
+        ({"granularity": "minute"}, "invalid_payload"),
+        ({"department": "ED"}, "forbidden"),
+        ({"department": None}, "forbidden"),
+        ({"to": "yesterday"}, "invalid_payload"),
+    ],
+)
+async def test_bad_historical_requests_are_refused(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Any,
+    change: dict[str, Any],
+    code: str,
+) -> None:
+    admin = await connect(server, token(Role.ADMIN, ("CARD",)))
+    request = {
+        "metric": "admissions",
+        "department": "CARD",
+        "from": "2026-11-20T00:00:00Z",
+        "to": "2026-11-22T00:00:00Z",
+        **change,
+    }
+    answer = await admin.call("request_historical", request)
+    assert answer["code"] == code, answer
+    assert (await admin.next("error"))["event"] == "request_historical"
+    assert admin.received("historical_data") == []

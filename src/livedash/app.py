@@ -64,7 +64,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 confirm_interval_seconds=settings.feed_confirm_interval_seconds,
                 history_refresh_seconds=settings.history_refresh_seconds,
             )
-            outbox = await stack.enter_async_context(Outbox(fanout))
+            outbox = await stack.enter_async_context(
+                Outbox(fanout, window=settings.coalesce_window_seconds)
+            )
             gateway.attach(pipeline, outbox)
             stack.push_async_callback(gateway.close)
             await stack.enter_async_context(pipeline)

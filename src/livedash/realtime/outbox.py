@@ -4,6 +4,9 @@ The engine hands over changed values without waiting for any socket. One sender 
 them to their rooms, critical tier first; a value that changes again before it was sent is
 replaced, so a slow fan-out (many sockets, a slow network) delays the newest value instead of
 queueing stale ones, and never holds up the change feed.
+
+Coalescing window: an update after a quiet spell leaves at once; during a burst the sender
+sends at most once per `window` seconds, each time the latest value of every metric.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ def _priority(value: MetricValue) -> tuple[int, int]:
 class Outbox:
     """Latest-value-wins queue of metric updates, drained by one sender task."""
 
-    def __init__(self, fanout: FanOut) -> None:
+    def __init__(self, fanout: FanOut, *, window: float = 0.0) -> None:
         self._fanout = fanout
+        self._window = window
+        self._last_sent = float("-inf")
         self._pending: dict[tuple[str, str | None], MetricValue] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,9 +89,14 @@ class Outbox:
         self._ready.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._ready.wait()
+            quiet_until = self._last_sent + self._window
+            if quiet_until > loop.time():
+                await asyncio.sleep(quiet_until - loop.time())  # let the burst coalesce
             self._ready.clear()
+            self._last_sent = loop.time()
             await self._send_pending()
 
     async def _send_pending(self) -> None:
