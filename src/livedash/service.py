@@ -43,6 +43,8 @@ def _server(settings: Settings, on_ready: Callable[[], None] | None = None) -> u
         log_level=settings.log_level.lower(),
         lifespan="on",
         proxy_headers=True,
+        # Past this, connections still open at shutdown are closed rather than waited for.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     return _Server(config, on_ready)
 

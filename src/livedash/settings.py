@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     max_list_length: int = Field(default=100, ge=1)
     max_subscriptions: int = Field(default=2000, ge=1)
+    shutdown_grace_seconds: int = Field(default=5, ge=0)
     coalesce_window_seconds: float = Field(default=0.025, ge=0, le=1.0)
     ping_interval_seconds: float = Field(default=25.0, gt=0)
     ping_timeout_seconds: float = Field(default=20.0, gt=0)
