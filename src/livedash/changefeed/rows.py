@@ -7,8 +7,9 @@ must not care, so every source decodes through the model's column types here.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,37 +34,57 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed
 
 
-def _decode_value(column_type: Any, value: Any) -> Any:
-    if value is None:
+def _boolean(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "t", "yes")
+    return bool(value)
+
+
+def _integer(value: Any) -> int:
+    return value if type(value) is int else int(value)
+
+
+def _json(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
         return None
+
+
+def _decoder(column_type: Any) -> Callable[[Any], Any] | None:
     if isinstance(column_type, DateTime):
-        return parse_timestamp(value)
+        return parse_timestamp
     if isinstance(column_type, Boolean):
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "t", "yes")
-        return bool(value)
+        return _boolean
     if isinstance(column_type, Integer):
-        return int(value)
-    if isinstance(column_type, JSON) and isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    return value
+        return _integer
+    if isinstance(column_type, JSON):
+        return _json
+    return None
+
+
+@functools.cache
+def _decoders(table: str) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    """The columns of `table` that need decoding, with their decoders (worked out once)."""
+    if table not in Base.metadata.tables:
+        return ()
+    pairs = ((column.name, _decoder(column.type)) for column in Base.metadata.tables[table].columns)
+    return tuple((name, decoder) for name, decoder in pairs if decoder is not None)
 
 
 def decode_row(table: str, raw: Mapping[Any, Any]) -> dict[str, Any]:
     """`raw` with each known column converted to its model's Python type."""
-    if table not in Base.metadata.tables:
-        return dict(raw)
-    columns = Base.metadata.tables[table].columns
     decoded = dict(raw)
-    for column in columns:
-        if column.name in decoded:
-            try:
-                decoded[column.name] = _decode_value(column.type, decoded[column.name])
-            except (TypeError, ValueError):
-                # A value no reading can make sense of counts as missing, the same way on
-                # every path (feed and rebuild), so the engine's sums stay consistent.
-                decoded[column.name] = None
+    for name, decode in _decoders(table):
+        value = decoded.get(name)
+        if value is None:
+            continue
+        try:
+            decoded[name] = decode(value)
+        except (TypeError, ValueError):
+            # A value no reading can make sense of counts as missing, the same way on
+            # every path (feed and rebuild), so the engine's sums stay consistent.
+            decoded[name] = None
     return decoded

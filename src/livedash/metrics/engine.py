@@ -68,7 +68,7 @@ class MetricEngine:
         self._zone = zone
         self._clock = clock
         self._counters: Counter[Key] = Counter()
-        self._room_beds: Counter[tuple[int, str]] = Counter()
+        self._room_beds: dict[int, Counter[str]] = {}
         self._room_department: dict[int, DepartmentId] = {}
         self._departments: dict[int, str] = {}
         self._published: dict[MetricKey, MetricValue] = {}
@@ -297,17 +297,17 @@ class MetricEngine:
             return
         department = self._room_department[room_id]
         scopes = [HOSPITAL] if department is None else [HOSPITAL, department]
-        occupied = self._room_beds[room_id, BedStatus.OCCUPIED] > 0
+        beds_by_status = self._room_beds.get(room_id, Counter())
+        occupied = beds_by_status[BedStatus.OCCUPIED] > 0
         for scope in scopes:
             self._bump(("rooms",), scope, sign)
             if occupied:
                 self._bump(("rooms_occupied",), scope, sign)
         if department is None:
             return
-        for (room, status), beds in list(self._room_beds.items()):
-            if room == room_id:
-                self._bump(("beds", status), department, sign * beds)
-                self._bump(("beds_all",), department, sign * beds)
+        for status, beds in beds_by_status.items():
+            self._bump(("beds", status), department, sign * beds)
+            self._bump(("beds_all",), department, sign * beds)
 
     def _apply_bed(self, old: Row | None, new: Row | None) -> None:
         if old is not None:
@@ -323,17 +323,20 @@ class MetricEngine:
         if room_id is None:
             return
         room_id = int(room_id)
-        was_occupied = self._room_beds[room_id, BedStatus.OCCUPIED] > 0
-        self._room_beds[room_id, status] += sign
-        if self._room_beds[room_id, status] == 0:
-            del self._room_beds[room_id, status]
+        beds_by_status = self._room_beds.setdefault(room_id, Counter())
+        was_occupied = beds_by_status[BedStatus.OCCUPIED] > 0
+        beds_by_status[status] += sign
+        if beds_by_status[status] == 0:
+            del beds_by_status[status]
+            if not beds_by_status:
+                del self._room_beds[room_id]
         if room_id not in self._room_department:
             return  # the room is not known yet; its beds join a department when it is
         department = self._room_department[room_id]
         if department is not None:
             self._bump(("beds", status), department, sign)
             self._bump(("beds_all",), department, sign)
-        now_occupied = self._room_beds[room_id, BedStatus.OCCUPIED] > 0
+        now_occupied = beds_by_status[BedStatus.OCCUPIED] > 0
         if was_occupied != now_occupied:
             step = 1 if now_occupied else -1
             self._bump(("rooms_occupied",), HOSPITAL, step)
