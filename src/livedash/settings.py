@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
@@ -27,11 +28,34 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     timezone: str = "UTC"
 
+    # Tokens (RFC 8725): one algorithm, its key, required claims, audience and issuer.
     jwt_secret: SecretStr | None = None
     jwt_secret_file: Path = DEFAULT_DATA_DIR / "jwt-secret"
-    jwt_algorithm: str = "HS256"
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwt_private_key_file: Path | None = None  # PEM, to sign with RS256/ES256
+    jwt_public_key_file: Path | None = None  # PEM, to verify RS256/ES256
+    jwt_jwks_file: Path | None = None  # a JWKS file, to verify RS256/ES256 by `kid`
+    jwt_audience: str = "livedash"
+    jwt_issuer: str = "livedash"
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    check_users: bool = True  # the token's user must exist and be active in `users`
     token_minutes: int = Field(default=60 * 12, ge=1)
+    access_token_minutes: int = Field(default=15, ge=1)
+    refresh_token_days: int = Field(default=7, ge=1)
+    idle_timeout_minutes: int = Field(default=30, ge=1)
     auth_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Rate limits, in the `limits` library's notation ("60/minute;10/second").
+    rate_limit_socket: str = "60/minute;10/second"
+    rate_limit_user: str = "120/minute;20/second"
+    rate_limit_rest: str = "100/minute"
+    rate_limit_api_key: str = "1000/minute"
+    rate_limit_connections_per_ip: str = "60/minute"
+
+    # HTTP and transport.
+    cors_origins: list[str] = Field(default_factory=list)  # empty: same origin only
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
 
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     max_list_length: int = Field(default=100, ge=1)
