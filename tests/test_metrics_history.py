@@ -18,7 +18,8 @@ import pytest
 from livedash.changefeed.sqlite import SqliteChangeFeed
 from livedash.metrics.clock import ManualClock
 from livedash.metrics.engine import MetricEngine
-from livedash.metrics.history import HistoryFigures, HistoryRecorder
+from livedash.metrics.figures import HistoryFigures
+from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.store.engine import create_engine
 from tests.test_metrics import NOW, OPERATIONS, ZONE, apply_operation, template  # noqa: F401

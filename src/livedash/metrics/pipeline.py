@@ -25,7 +25,8 @@ from livedash.changefeed import ChangeSource
 from livedash.changefeed.rows import decode_row
 from livedash.errors import ChangeFeedError
 from livedash.metrics.engine import COUNTED_TABLES, MetricEngine, MetricValue
-from livedash.metrics.history import HistoryFigures, HistoryRecorder, Point
+from livedash.metrics.figures import HistoryFigures, Point
+from livedash.metrics.history import HistoryRecorder
 
 log = structlog.get_logger(__name__)
 
