@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,24 +118,85 @@ async def server(serve: Callable[..., Awaitable[LiveServer]]) -> LiveServer:
     return await serve()
 
 
-@pytest.fixture
-def token(settings: Settings) -> Callable[..., str]:
-    """Sign a token with the test settings."""
+class Users:
+    """Writes `users` rows with plain sqlite3, as the hospital's administrators would."""
 
-    def make(role: Role = Role.SUPER_ADMIN, departments: tuple[str, ...] = (), **kw: Any) -> str:
-        return issue_token(settings, kw.pop("sub", f"test-{role.value}"), role, departments, **kw)
+    def __init__(self, database_path: Path) -> None:
+        self._path = database_path
+        self._worker = ThreadPoolExecutor(max_workers=1)
+        self._pending: list[Future[None]] = []
+
+    def save(self, username: str, role: Role, departments: Iterable[str]) -> None:
+        """Create or update `username` as an active user with `role` and `departments`."""
+        row = (username, role.value, json.dumps(sorted(set(departments))))
+        try:
+            self._write(row, timeout=0)
+        except sqlite3.OperationalError:
+            # A service under test holds the write lock, and releasing it needs the event loop
+            # this synchronous call is blocking: finish the write in a thread instead.
+            self._pending.append(self._worker.submit(self._write, row, 10.0))
+
+    async def settled(self) -> None:
+        """Wait for writes that had to wait for the lock."""
+        pending, self._pending = self._pending, []
+        for write in pending:
+            await asyncio.wrap_future(write)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+
+    def _write(self, row: tuple[str, str, str], timeout: float) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None, timeout=timeout)
+        try:
+            connection.execute(
+                "INSERT INTO users (username, role, departments, active) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (username) DO UPDATE SET role = excluded.role, "
+                "departments = excluded.departments, active = 1",
+                row,
+            )
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def users(database_path: Path) -> Iterator[Users]:
+    """The test database's `users` table, written the way an outsider would."""
+    table = Users(database_path)
+    yield table
+    table.close()
+
+
+@pytest.fixture
+def token(settings: Settings, users: Users) -> Callable[..., str]:
+    """Sign a token with the test settings, for an active user with that role and departments.
+
+    `user=False` signs for a subject that has no row in `users`.
+    """
+
+    def make(
+        role: Role = Role.SUPER_ADMIN,
+        departments: tuple[str, ...] = (),
+        *,
+        user: bool = True,
+        **kw: Any,
+    ) -> str:
+        subject = kw.pop("sub", f"test-{role.value}")
+        if user:
+            users.save(subject, role, departments)
+        return issue_token(settings, subject, role, departments, **kw)
 
     return make
 
 
 @pytest.fixture
-async def connect() -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
+async def connect(users: Users) -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
     """Connect real socket.io clients; each is disconnected afterwards."""
     clients: list[socketio.AsyncClient] = []
 
     async def open_client(
         server: LiveServer, token: str | None = None, *, wait_auth: bool = True
     ) -> Recorder:
+        await users.settled()
         client = socketio.AsyncClient(reconnection=False)
         recorder = Recorder(client)
         clients.append(client)
@@ -155,8 +219,6 @@ def sqlite_writer(database_path: Path) -> Iterator[Callable[..., Awaitable[int]]
     The write runs in a worker thread, as it would in the hospital's own process: blocking
     the test's event loop would also stall the service under test while it holds a lock.
     """
-    import sqlite3
-
     connection = sqlite3.connect(
         database_path, isolation_level=None, timeout=10, check_same_thread=False
     )

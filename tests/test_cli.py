@@ -65,9 +65,36 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     assert version == (head_revision(),)
 
 
+def test_revoke_signs_a_user_out_or_refuses_one_token(tmp_path: Path) -> None:
+    database = tmp_path / "hospital.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["migrate", "--db", str(database)], env=_env(tmp_path)).exit_code == 0
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "INSERT INTO users (username, role, departments, active) "
+            "VALUES ('ann', 'admin', '[]', 1)"
+        )
+
+    def revoke(*args: str) -> int:
+        return runner.invoke(
+            app, ["revoke", *args, "--db", str(database)], env=_env(tmp_path)
+        ).exit_code
+
+    assert revoke("--user", "ann") == 0
+    assert revoke("--jti", "token-1", "--reason", "laptop stolen") == 0
+    assert revoke("--user", "nobody") == 1
+    assert revoke() == 2
+    assert revoke("--user", "ann", "--jti", "token-1") == 2
+    with sqlite3.connect(database) as connection:
+        signed_out = connection.execute("SELECT tokens_valid_after FROM users").fetchone()[0]
+        revoked = connection.execute("SELECT jti, reason FROM revoked_tokens").fetchall()
+    assert signed_out is not None
+    assert revoked == [("token-1", "laptop stolen")]
+
+
 def test_every_command_explains_itself() -> None:
     runner = CliRunner()
-    for command in ("demo", "serve", "migrate", "simulate", "token", "api-doc"):
+    for command in ("demo", "serve", "migrate", "simulate", "token", "revoke", "api-doc"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert len(result.output.splitlines()) > 3
@@ -130,7 +157,8 @@ async def test_demo_serves_a_live_hospital_and_stops_cleanly(
     screen = Recorder(client)
     await client.connect(base, auth={"token": token}, transports=["websocket"])
     try:
-        assert (await screen.next("authenticated"))["role"] == "super_admin"
+        authenticated = await screen.next("authenticated")
+        assert (authenticated["sub"], authenticated["role"]) == ("admin", "super_admin")
         await client.call("subscribe_metrics", timeout=10)
         snapshot = await screen.next("metrics_snapshot")
         beds = {v["value"] for v in snapshot["values"] if v["metric"] == "beds_total"}

@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import socketio
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from livedash import __version__
@@ -20,16 +21,25 @@ from livedash.realtime.gateway import Gateway
 from livedash.realtime.outbox import Outbox
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
+from livedash.web.api import install_api
+from livedash.web.ratelimit import RateLimiter
 from livedash.web.routes import install_routes
+from livedash.web.security import OriginPolicy, SecurityHeaders
 
 FEED_CONSUMER = "metrics"
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     """The whole service as one ASGI app; resources open and close in its lifespan."""
+    origins = OriginPolicy(settings.cors_origins)
+    rest_limiter = RateLimiter(settings.rate_limit_rest, namespace="rest")
     server = socketio.AsyncServer(
         async_mode="asgi",
         always_connect=True,
+        # A handshake whose Origin is neither ours nor listed is refused (cross-site WebSocket
+        # hijacking); one without Origin comes from a program, not a browser, and is let in.
+        cors_allowed_origins=origins.engineio_check,
+        cors_credentials=False,
         max_http_buffer_size=settings.max_payload_bytes,
         ping_interval=settings.ping_interval_seconds,
         ping_timeout=settings.ping_timeout_seconds,
@@ -42,6 +52,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(rest_limiter)
             database = create_engine(settings.database_url)
             stack.push_async_callback(database.dispose)
             source = await stack.enter_async_context(
@@ -73,8 +84,22 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             app.state.pipeline = pipeline
             yield
 
-    api = FastAPI(title="livedash", version=__version__, lifespan=lifespan)
+    # No Swagger UI or ReDoc: they load scripts from a CDN, which the page's CSP refuses.
+    api = FastAPI(
+        title="livedash", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    api.state.settings = settings
     api.state.gateway = gateway
+    api.state.rest_limiter = rest_limiter
+    if origins.origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(origins.origins),
+            allow_methods=["GET"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+        )
     install_routes(api)
-    app: ASGIApp = socketio.ASGIApp(server, other_asgi_app=api)
+    install_api(api)
+    app: ASGIApp = SecurityHeaders(socketio.ASGIApp(server, other_asgi_app=api))
     return app

@@ -63,7 +63,7 @@ def demo(
     _migrate(settings)
     with console.status("Seeding the hospital..."):
         summary = asyncio.run(seed_hospital(settings.database_url, seed=seed, zone=settings.zone))
-    token = issue_token(settings, "demo-admin", Role.SUPER_ADMIN)
+    token = issue_token(settings, "admin", Role.SUPER_ADMIN)
 
     def ready() -> None:
         console.print(
@@ -138,6 +138,32 @@ def token(
     """Print a signed access token for the configured signing key."""
     settings = _settings(db)
     typer.echo(issue_token(settings, sub, role, department or (), minutes=minutes))
+
+
+@app.command()
+def revoke(
+    user: Annotated[
+        str | None, typer.Option(help="Sign this user out: refuse every token they hold now.")
+    ] = None,
+    jti: Annotated[
+        str | None, typer.Option(help="Refuse the one token with this ID (its jti claim).")
+    ] = None,
+    reason: Annotated[
+        str, typer.Option(help="Why, kept with a revoked token ID.")
+    ] = "revoked with livedash revoke",
+    db: DbOption = None,
+) -> None:
+    """Revoke access tokens: all of a user's, or one by its ID; refused from their next use."""
+    from livedash.auth.users import run_revoke
+
+    if (user is None) == (jti is None):
+        raise typer.BadParameter("give either --user or --jti")
+    settings = _settings(db)
+    _migrate(settings)
+    if not asyncio.run(run_revoke(settings, user=user, jti=jti, reason=reason)):
+        console.print(f"There is no user named {user!r}.")
+        raise typer.Exit(1)
+    console.print(f"Revoked the tokens of {user!r}." if user else f"Revoked token {jti!r}.")
 
 
 @app.command("api-doc")

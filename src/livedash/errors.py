@@ -10,6 +10,7 @@
         ├── UnknownMetric        a metric name that does not exist
         ├── Forbidden            a department or action outside the client's scope
         ├── NotAuthenticated     an event that needs authentication came first
+        ├── RateLimited          too many events or connections; says when to retry
         ├── Internal             an unexpected failure while serving the event
         └── AuthError            turned into `auth_error` instead of `error`
             └── InvalidToken     a token that is malformed, expired or badly signed
@@ -90,6 +91,16 @@ class NotAuthenticated(ClientError):
     """An event that needs authentication arrived before it."""
 
     code = "not_authenticated"
+
+
+class RateLimited(ClientError):
+    """Too many events (per socket or user) or connection attempts (per address)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class InvalidToken(AuthError):

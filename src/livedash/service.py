@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import gc
 import socket
+import ssl
 from collections.abc import Callable
 
 import structlog
 import uvicorn
 
 from livedash.app import create_app
+from livedash.errors import ConfigurationError
 from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -34,7 +36,31 @@ class _Server(uvicorn.Server):
             self._on_ready()
 
 
-def _server(settings: Settings, on_ready: Callable[[], None] | None = None) -> uvicorn.Server:
+def _no_password() -> bytes:
+    raise ConfigurationError("the TLS key file is encrypted; give livedash an unencrypted key")
+
+
+def tls_files(settings: Settings) -> tuple[str, str] | tuple[None, None]:
+    """The TLS certificate and key, checked to load as a pair, or neither (plain HTTP)."""
+    certfile, keyfile = settings.tls_certfile, settings.tls_keyfile
+    if certfile is None and keyfile is None:
+        return None, None
+    if certfile is None or keyfile is None:
+        missing = "LIVEDASH_TLS_CERTFILE" if certfile is None else "LIVEDASH_TLS_KEYFILE"
+        raise ConfigurationError(f"TLS needs a certificate and its key: {missing} is not set")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile, keyfile, password=_no_password)
+    except OSError as error:  # ssl.SSLError is one too: not PEM, or a key of another certificate
+        raise ConfigurationError(
+            f"cannot use the TLS certificate {certfile} with the key {keyfile}: {error}"
+        ) from error
+    return str(certfile), str(keyfile)
+
+
+def build_server(settings: Settings, on_ready: Callable[[], None] | None = None) -> uvicorn.Server:
+    """The uvicorn server for `settings` (over TLS when its files are set), not yet started."""
+    certfile, keyfile = tls_files(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -45,13 +71,15 @@ def _server(settings: Settings, on_ready: Callable[[], None] | None = None) -> u
         proxy_headers=True,
         # Past this, connections still open at shutdown are closed rather than waited for.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
     return _Server(config, on_ready)
 
 
 async def run_service(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
     """Serve until interrupted (SIGINT/SIGTERM); `on_ready` runs once it accepts connections."""
-    await _server(settings, on_ready).serve()
+    await build_server(settings, on_ready).serve()
 
 
 async def run_demo(
@@ -60,7 +88,7 @@ async def run_demo(
     """Serve, and run the simulator against the same database until interrupted."""
     from livedash.simulator import HospitalSimulator
 
-    server = _server(settings, on_ready)
+    server = build_server(settings, on_ready)
     stop = asyncio.Event()
     async with HospitalSimulator(settings.database_url, seed=seed, zone=settings.zone) as simulator:
         simulation = asyncio.create_task(simulator.run(speed=speed, stop=stop))

@@ -232,7 +232,6 @@ def _contributions(table: str, row: Row) -> Iterator[tuple[str, Any, int]]:
             yield "revenue", row.get("paid_at"), amount
 
 
-
 def utc(moment: datetime) -> datetime:
     """A naive UTC datetime (how the roll-ups store hours) from an aware one."""
     if moment.tzinfo is None:

@@ -95,7 +95,9 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
             status="connected", authenticated=False, auth_timeout_seconds=10.0, server_time=_AT
         ),
         "Sent on connect. A socket that has not authenticated within `auth_timeout_seconds` "
-        "gets `auth_error` and is disconnected.",
+        "gets `auth_error` and is disconnected. A client address over its connection-attempt "
+        'limit gets `error` (`rate_limited`, `event: "connect"`) instead, and is '
+        "disconnected.",
     ),
     (
         "out",
@@ -167,7 +169,10 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         ),
         "A request was refused and changed nothing. The same payload is the event's "
         "acknowledgement. Codes: `invalid_payload`, `unknown_event`, `unknown_metric`, "
-        "`forbidden`, `not_authenticated`, `internal`.",
+        "`forbidden`, `not_authenticated`, `rate_limited`, `internal`. Every event counts "
+        "against its socket's limit and, once authenticated, its user's (all of that user's "
+        "sockets together); past either, events get `rate_limited` with `retry_after`, the "
+        "seconds until one would be served again.",
     ),
 ]
 

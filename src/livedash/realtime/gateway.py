@@ -3,6 +3,9 @@
 Each subscription is a room per (metric, department); an update is emitted once to its room
 (by the outbox) and never by looping over sockets here. Client errors are turned into `error`
 / `auth_error` events here and nowhere else.
+
+Every incoming event, known or not, counts against its socket's and its user's rate limits
+before anything else is looked at; connection attempts count against the client's address.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from livedash.errors import (
     Internal,
     InvalidPayload,
     NotAuthenticated,
+    RateLimited,
     UnknownEvent,
     UnknownMetric,
 )
@@ -35,8 +39,10 @@ from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import FanOut
+from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.outbox import Outbox, room_name, to_update
 from livedash.realtime.schemas import (
+    MAX_NAME_LENGTH,
     Authenticated,
     AuthenticateRequest,
     ConnectionStatus,
@@ -85,10 +91,17 @@ class ClientSession:
 class Gateway:
     """Serves the realtime API on a python-socketio server."""
 
-    def __init__(self, settings: Settings, server: socketio.AsyncServer, fanout: FanOut) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        server: socketio.AsyncServer,
+        fanout: FanOut,
+        limiter: SocketLimiter | None = None,
+    ) -> None:
         self._settings = settings
         self._server = server
         self._fanout = fanout
+        self._limiter = limiter or SocketLimiter(settings)
         self._sessions: dict[str, ClientSession] = {}
         self._engine: MetricEngine | None = None
         self._pipeline: MetricPipeline | None = None
@@ -103,7 +116,7 @@ class Gateway:
         server.on("connect", self._on_connect)
         server.on("disconnect", self._on_disconnect)
         for event, handler in handlers.items():
-            server.on(event, self._guard(event, handler))
+            server.on(event, self._guard(event, handler, public=event == "authenticate"))
         server.on("*", self._on_unknown_event)
 
     # -- wiring --------------------------------------------------------------------------
@@ -124,6 +137,7 @@ class Gateway:
             session.cancel_timer()
         for task in list(self._background):
             task.cancel()
+        await self._limiter.aclose()
 
     @property
     def connected(self) -> int:
@@ -132,9 +146,26 @@ class Gateway:
 
     # -- connection lifecycle ------------------------------------------------------------
 
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def _on_connect(
+        self, sid: str, environ: Any = None, auth: Any = None, *extra: Any
+    ) -> dict[str, Any] | None:
+        if sid in self._sessions:
+            # python-socketio dispatches a client's *event* named "connect" here too.
+            return await self._on_unknown_event("connect", sid, environ)
+        # Registered before the first await, so that a forged "connect" racing this one (the
+        # client may send events as soon as it is connected) is refused as above.
         session = ClientSession(sid)
         self._sessions[sid] = session
+        try:
+            await self._limiter.connection(_client_address(environ))
+        except RateLimited as error:
+            # The server runs with always_connect, so the socket is open at this point and the
+            # `error` event reaches the client; the refusal then disconnects it (or, without
+            # always_connect, turns into a `connect_error` carrying the same payload). Either
+            # way python-socketio calls no disconnect handler: forget the session here.
+            del self._sessions[sid]
+            payload = await self._send_error(sid, "connect", error)
+            raise socketio.exceptions.ConnectionRefusedError(error.message, payload) from None
         self._arm_timer(session, self._settings.auth_timeout_seconds, _AUTH_TIMEOUT)
         status = ConnectionStatus(
             status="connected",
@@ -144,12 +175,20 @@ class Gateway:
         )
         await self._fanout.to_socket(sid, "connection_status", status.model_dump(mode="json"))
         if isinstance(auth, dict) and "token" in auth:
-            await self._guard("authenticate", self._authenticate)(sid, {"token": auth["token"]})
+            authenticate = self._guard("authenticate", self._authenticate, public=True)
+            await authenticate(sid, {"token": auth["token"]})
+        return None
 
-    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _on_disconnect(self, sid: str, *args: Any) -> dict[str, Any] | None:
+        if self._server.manager.is_connected(sid, "/"):
+            # A client's event named "disconnect": a real disconnect is no longer "connected"
+            # when its handler runs. Obeying it would forget the session (and its token's
+            # expiry) while the socket stays in its rooms.
+            return await self._on_unknown_event("disconnect", sid, *args[:1])
         session = self._sessions.pop(sid, None)
         if session is not None:
             session.cancel_timer()
+        return None
 
     def _arm_timer(self, session: ClientSession, delay: float, reason: str) -> None:
         session.cancel_timer()
@@ -188,7 +227,7 @@ class Gateway:
     # -- events --------------------------------------------------------------------------
 
     def _guard(
-        self, event: str, handler: Handler
+        self, event: str, handler: Handler, *, public: bool = False
     ) -> Callable[..., Awaitable[dict[str, Any] | None]]:
         async def serve(sid: str, *args: Any) -> dict[str, Any] | None:
             session = self._sessions.get(sid)
@@ -197,9 +236,10 @@ class Gateway:
             user = session.principal.subject if session.principal else None
             with structlog.contextvars.bound_contextvars(sid=sid, user=user, event=event):
                 try:
+                    await self._limiter.event(sid, user)
                     if len(args) > 1:
                         raise InvalidPayload(f"{event} takes a single payload argument")
-                    if event != "authenticate" and session.principal is None:
+                    if not public and session.principal is None:
                         raise NotAuthenticated(f"authenticate before sending {event}")
                     result = await handler(session, args[0] if args else None)
                 except ClientError as error:
@@ -211,15 +251,22 @@ class Gateway:
 
         return serve
 
-    async def _on_unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any] | None:
-        if sid not in self._sessions:
-            return None
-        error = UnknownEvent(f"unknown event {event[:64]!r}", known=list(INCOMING_EVENTS))
-        return await self._send_error(sid, event[:64], error)
+    async def _on_unknown_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any] | None:
+        # A raw packet can name its event with any hashable JSON value, not only a string.
+        name = event[:64] if isinstance(event, str) else repr(event)[:64]
+
+        async def refuse(session: ClientSession, data: Any) -> BaseModel | None:
+            raise UnknownEvent(f"unknown event {name!r}", known=list(INCOMING_EVENTS))
+
+        return await self._guard(name, refuse, public=True)(sid, *args[:1])
 
     async def _send_error(self, sid: str, event: str | None, error: ClientError) -> dict[str, Any]:
         payload = ErrorPayload(
-            code=error.code, message=error.message, event=event, details=error.details
+            code=error.code,
+            message=error.message,
+            event=event,
+            details=error.details,
+            retry_after=error.retry_after if isinstance(error, RateLimited) else None,
         ).model_dump(mode="json")
         name = "auth_error" if isinstance(error, AuthError) else "error"
         log.info("client_refused", sid=sid, code=error.code, reason=error.message)
@@ -252,7 +299,13 @@ class Gateway:
         new = wanted - session.subscriptions
         limit = self._settings.max_subscriptions
         if len(session.subscriptions) + len(new) > limit:
-            raise InvalidPayload(f"at most {limit} subscriptions per socket")
+            raise InvalidPayload(
+                f"at most {limit} subscriptions per socket: {len(session.subscriptions)} held, "
+                f"{len(new)} more asked for",
+                limit=limit,
+                held=len(session.subscriptions),
+                asked=len(new),
+            )
         for metric, department in sorted(new, key=_scope_order):
             await self._fanout.join(session.sid, room_name(metric, department))
             session.subscriptions.add((metric, department))
@@ -373,7 +426,9 @@ def _parse(model: type[ModelT], data: Any) -> ModelT:
     except ValidationError as error:
         problems = [
             {
-                "field": ".".join(str(part) for part in issue["loc"]) or "payload",
+                # Keys come from the client (an unexpected field is named by its key): cut short.
+                "field": ".".join(str(part)[:MAX_NAME_LENGTH] for part in issue["loc"])
+                or "payload",
                 "problem": issue["msg"],
             }
             for issue in error.errors(include_input=False, include_url=False)[:10]
@@ -383,6 +438,17 @@ def _parse(model: type[ModelT], data: Any) -> ModelT:
             + "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
             problems=problems,
         ) from None
+
+
+def _client_address(environ: Any) -> str:
+    """The client's IP address; under ASGI python-socketio passes the scope along."""
+    if not isinstance(environ, dict):
+        return "unknown"
+    scope = environ.get("asgi.scope")
+    client = scope.get("client") if isinstance(scope, dict) else None
+    if client:
+        return str(client[0])
+    return str(environ.get("REMOTE_ADDR", "unknown"))
 
 
 def _aware(moment: datetime) -> datetime:

@@ -144,10 +144,14 @@ class SubscriptionAck(BaseModel):
 
 
 class ErrorPayload(BaseModel):
-    """`error` and `auth_error`: what was refused, and why. Nothing changed."""
+    """`error` and `auth_error`: what was refused, and why. Nothing changed.
+
+    `retry_after` (seconds) is set with `rate_limited`: when the same request would be served.
+    """
 
     ok: bool = False
     code: str
     message: str
     event: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    retry_after: float | None = None

@@ -226,6 +226,19 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32))
     departments: Mapped[list[str]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    """Tokens issued before this moment (UTC) are refused: signing a user out everywhere."""
+
+
+class RevokedToken(Base):
+    """A token refused before it expires, by its `jti`; kept until `expires_at` (if known)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    reason: Mapped[str] = mapped_column(String(256))
 
 
 class ChangeLog(Base):

@@ -1,0 +1,188 @@
+"""Tokens checked against the database: the `users` table and the revoked tokens.
+
+With `check_users`, a token speaks for its user only while the user exists and is active, and
+never for more than the user's row allows: the role is the lesser of the token's and the
+row's (super_admin > admin > viewer) and the departments are those both name, a super_admin
+side naming every department. A token issued before the user's `tokens_valid_after` is
+refused. Whatever `check_users` says, a token whose `jti` is in `revoked_tokens` is refused.
+
+Nothing is cached: a change to a user or a revocation applies to the next authentication.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from livedash.auth.tokens import Principal, verify_token
+from livedash.errors import ConfigurationError, InvalidToken, StoreError
+from livedash.settings import Settings
+from livedash.store.engine import create_engine
+from livedash.store.models import RevokedToken, Role, User
+
+PRIVILEGE = {Role.VIEWER: 0, Role.ADMIN: 1, Role.SUPER_ADMIN: 2}
+
+# Longer than any leeway the settings allow: past it, an expired token is refused anyway.
+REVOCATION_KEPT_AFTER_EXPIRY = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class _UserRow:
+    role: str
+    departments: Any
+    active: bool
+    tokens_valid_after: datetime | None
+
+
+class Authenticator:
+    """Verifies tokens and checks them against the database (one for the whole service)."""
+
+    def __init__(self, settings: Settings, database: AsyncEngine) -> None:
+        self._settings = settings
+        self._database = database
+
+    async def authenticate(self, token: object) -> Principal:
+        """The principal `token` speaks for right now; `InvalidToken` says why it cannot."""
+        principal = verify_token(self._settings, token)
+        user, revoked = await self._look_up(principal)
+        if revoked:
+            raise InvalidToken("the token has been revoked")
+        if not self._settings.check_users:
+            return principal
+        if user is None:
+            raise InvalidToken("the token's user does not exist")
+        if not user.active:
+            raise InvalidToken("the token's user is inactive")
+        valid_after = user.tokens_valid_after
+        if valid_after is not None and principal.issued_at < valid_after.replace(tzinfo=UTC):
+            raise InvalidToken("the token has been revoked (the user was signed out)")
+        try:
+            role = Role(user.role)
+        except ValueError as error:
+            raise InvalidToken("the user's role is not one livedash knows") from error
+        return _narrowed(principal, role, _codes(user.departments))
+
+    async def _look_up(self, principal: Principal) -> tuple[_UserRow | None, bool]:
+        """The token's user row (with `check_users`) and whether its `jti` is revoked."""
+        try:
+            async with self._database.connect() as connection:
+                user = None
+                if self._settings.check_users:
+                    user = await _user(connection, principal.subject)
+                revoked = principal.token_id is not None and (
+                    await connection.scalar(
+                        select(RevokedToken.jti).where(RevokedToken.jti == principal.token_id)
+                    )
+                    is not None
+                )
+        except (SQLAlchemyError, OSError, ValueError) as error:
+            # ValueError: a value written by another program that cannot be read.
+            raise StoreError(f"cannot check the token against the database: {error}") from error
+        return user, revoked
+
+
+async def revoke_token(
+    database: AsyncEngine,
+    jti: str,
+    expires_at: datetime | None,
+    reason: str,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Refuse the token `jti` from now on; kept until it expires (`None`: for good)."""
+    moment = now or datetime.now(UTC)
+    try:
+        async with database.begin() as connection:
+            insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+            await connection.execute(
+                insert(RevokedToken)
+                .values(
+                    jti=jti,
+                    revoked_at=_naive(moment),
+                    expires_at=_naive(expires_at) if expires_at is not None else None,
+                    reason=reason[:256],
+                )
+                .on_conflict_do_nothing(index_elements=["jti"])
+            )
+            # Records of tokens refused anyway (expired) are dropped as new ones arrive.
+            await connection.execute(
+                delete(RevokedToken).where(
+                    RevokedToken.expires_at < _naive(moment - REVOCATION_KEPT_AFTER_EXPIRY)
+                )
+            )
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreError(f"cannot revoke the token: {error}") from error
+
+
+async def revoke_user_tokens(database: AsyncEngine, username: str, now: datetime) -> bool:
+    """Refuse every token of `username` issued before `now`; False if there is no such user."""
+    try:
+        async with database.begin() as connection:
+            result = await connection.execute(
+                update(User).where(User.username == username).values(tokens_valid_after=_naive(now))
+            )
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreError(f"cannot revoke the tokens of {username!r}: {error}") from error
+    return bool(result.rowcount)
+
+
+async def run_revoke(
+    settings: Settings, *, user: str | None = None, jti: str | None = None, reason: str = ""
+) -> bool:
+    """Revoke every token of `user`, or the token `jti`; False if `user` does not exist."""
+    database = create_engine(settings.database_url, writer=True)
+    try:
+        if user is not None:
+            return await revoke_user_tokens(database, user, datetime.now(UTC))
+        if jti is None:
+            raise ConfigurationError("name the user or the token id (jti) to revoke")
+        await revoke_token(database, jti, None, reason)
+        return True
+    finally:
+        await database.dispose()
+
+
+async def _user(connection: AsyncConnection, username: str) -> _UserRow | None:
+    row = (
+        await connection.execute(
+            select(User.role, User.departments, User.active, User.tokens_valid_after).where(
+                User.username == username
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return _UserRow(str(row.role), row.departments, bool(row.active), row.tokens_valid_after)
+
+
+def _narrowed(principal: Principal, role: Role, departments: frozenset[str]) -> Principal:
+    """`principal` with no more than the user's `role` and `departments` allow."""
+    least = min(principal.role, role, key=PRIVILEGE.__getitem__)
+    # A super_admin side names every department, so it narrows nothing.
+    scopes = [
+        codes
+        for side, codes in ((principal.role, principal.departments), (role, departments))
+        if side is not Role.SUPER_ADMIN
+    ]
+    narrowed = frozenset.intersection(*scopes) if scopes else principal.departments
+    return replace(principal, role=least, departments=narrowed)
+
+
+def _codes(value: object) -> frozenset[str]:
+    """Department codes from a `users.departments` value; anything but a list names none."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    return frozenset()
+
+
+def _naive(moment: datetime) -> datetime:
+    """`moment` in UTC without its zone, as the schema stores time."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)

@@ -1,0 +1,106 @@
+"""The REST API under `/api`: bearer tokens, per-user rate limits, one JSON error shape.
+
+Every route on the router needs a valid access token and counts against its user's
+`rate_limit_rest`; the page, its static files and `/health` are outside the router and
+neither authenticated nor limited.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from livedash.auth.tokens import Principal, verify_token
+from livedash.errors import (
+    AuthError,
+    ClientError,
+    Forbidden,
+    InvalidPayload,
+    NotAuthenticated,
+    RateLimited,
+    UnknownMetric,
+)
+from livedash.metrics.definitions import METRICS, Tier
+
+
+class ApiError(BaseModel):
+    """Every REST error body: a code for programs and a message for people."""
+
+    code: str
+    message: str
+    retry_after: int | None = Field(
+        default=None, description="With `rate_limited`: seconds until a request is accepted."
+    )
+
+
+class MetricInfo(BaseModel):
+    """One metric livedash serves."""
+
+    name: str
+    tier: Tier
+    description: str
+
+
+_STATUS: tuple[tuple[type[ClientError], int], ...] = (
+    (NotAuthenticated, 401),
+    (AuthError, 401),
+    (Forbidden, 403),
+    (UnknownMetric, 404),
+    (InvalidPayload, 422),
+    (RateLimited, 429),
+)
+_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ApiError} for status in (401, 429)}
+_bearer = HTTPBearer(auto_error=False, description="An access token, as `livedash token` prints.")
+
+
+async def authenticated_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, once its token is verified and its user's rate limit allows the request."""
+    if credentials is None:
+        raise NotAuthenticated("send an access token as `Authorization: Bearer <token>`")
+    principal = verify_token(request.app.state.settings, credentials.credentials)
+    await request.app.state.rest_limiter.hit(principal.subject)
+    return principal
+
+
+async def client_error_response(_: Request, error: ClientError) -> JSONResponse:
+    """A `ClientError` as the API's JSON error, with its HTTP status and headers."""
+    status = next((code for kind, code in _STATUS if isinstance(error, kind)), 400)
+    body = ApiError(
+        code=error.code,
+        message=error.message,
+        # HTTP's Retry-After counts whole seconds.
+        retry_after=math.ceil(error.retry_after) if isinstance(error, RateLimited) else None,
+    )
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = (
+            'Bearer error="invalid_token"' if error.code == "invalid_token" else "Bearer"
+        )
+    if body.retry_after is not None:
+        headers["Retry-After"] = str(body.retry_after)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def install_api(app: FastAPI) -> None:
+    """Add the `/api` routes to `app`; it needs `settings` and `rest_limiter` on its state."""
+    router = APIRouter(prefix="/api", dependencies=[Depends(authenticated_user)], responses=_ERRORS)
+
+    metric_list = [
+        MetricInfo(name=d.name, tier=d.tier, description=d.description) for d in METRICS.values()
+    ]
+
+    @router.get("/metrics")
+    async def metrics() -> list[MetricInfo]:
+        """Every metric: its name, tier and meaning."""
+        return metric_list
+
+    app.include_router(router)
+    app.exception_handler(ClientError)(client_error_response)

@@ -1,0 +1,363 @@
+"""The gateway's defences, end to end: who may see what, rate limits, size limits, forged events.
+
+Every test captures everything each client receives and checks that no payload holds data of
+a department outside that client's scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from livedash.errors import RateLimited
+from livedash.realtime.limiter import SocketLimiter
+from livedash.realtime.schemas import (
+    ErrorPayload,
+    HistoricalData,
+    MetricsSnapshot,
+    SubscriptionAck,
+)
+from livedash.settings import Settings
+from livedash.store.models import Role
+from tests.conftest import LiveServer, register_patient
+from tests.recorder import Recorder
+
+Write = Callable[..., Awaitable[int]]
+Serve = Callable[..., Awaitable[LiveServer]]
+Connect = Callable[..., Awaitable[Recorder]]
+
+EVERYONE = frozenset({"ED", "CARD", None})
+INCOMING = ("subscribe_metrics", "unsubscribe_metrics", "request_snapshot", "request_historical")
+TARGETS: tuple[str | None, ...] = ("ED", "CARD", None)
+GENEROUS = {"rate_limit_socket": "10000/minute", "rate_limit_user": "10000/minute"}
+
+
+def departments_in(event: str, payload: Any) -> set[str | None]:
+    """The departments whose data (or scope) a received payload carries."""
+    if event in ("dashboard_update", "historical_data"):
+        return {payload["department"]}
+    if event == "metrics_snapshot":
+        return {value["department"] for value in payload["values"]}
+    if event == "authenticated":
+        return set(payload["departments"])
+    return set()
+
+
+def assert_no_foreign_data(client: Recorder, allowed: Iterable[str | None]) -> None:
+    """No payload this client received carries a department outside `allowed`."""
+    scope = set(allowed)
+    for event, payload in client.events:
+        foreign = departments_in(event, payload) - scope
+        assert not foreign, f"{event} carried {foreign} to a client limited to {scope}"
+
+
+def _is(metric: str, department: str | None, value: Any = None) -> Callable[[Any], bool]:
+    def match(update: Any) -> bool:
+        return (
+            update["metric"] == metric
+            and update["department"] == department
+            and (value is None or update["value"] == value)
+        )
+
+    return match
+
+
+def _request(event: str, department: str | None) -> dict[str, Any]:
+    if event == "request_historical":
+        now = datetime.now(UTC)
+        return {
+            "metric": "admissions",
+            "department": department,
+            "from": (now - timedelta(hours=2)).isoformat(),
+            "to": now.isoformat(),
+        }
+    return {"metrics": ["patients_total"], "departments": [department]}
+
+
+def _served(event: str, department: str | None, answer: Any) -> bool:
+    """Whether `answer` is the event's proper answer for `department` (not a refusal)."""
+    if answer.get("ok") is False:
+        return False
+    if event == "request_historical":
+        return HistoricalData.model_validate(answer).department == department
+    if event == "request_snapshot":
+        snapshot = MetricsSnapshot.model_validate(answer)
+        return {value.department for value in snapshot.values} == {department}
+    return SubscriptionAck.model_validate(answer).departments == [department]
+
+
+async def test_authorization_matrix(
+    hospital: dict[str, int],
+    serve: Serve,
+    settings: Settings,
+    connect: Connect,
+    token: Any,
+    sqlite_writer: Write,
+) -> None:
+    server = await serve(settings.model_copy(update=GENEROUS))
+    roles: dict[str, tuple[Recorder, frozenset[str | None]]] = {
+        "super_admin": (await connect(server, token()), EVERYONE),
+        "admin of ED": (await connect(server, token(Role.ADMIN, ("ED",))), frozenset({"ED"})),
+        "viewer of CARD": (
+            await connect(server, token(Role.VIEWER, ("CARD",))),
+            frozenset({"CARD"}),
+        ),
+    }
+    expected: dict[tuple[str, str, str | None], str] = {}
+    seen: dict[tuple[str, str, str | None], str] = {}
+    for role, (client, visible) in roles.items():
+        for event in INCOMING:
+            for department in TARGETS:
+                cell = (role, event, department)
+                expected[cell] = "served" if department in visible else "forbidden"
+                answer = await client.call(event, _request(event, department))
+                seen[cell] = "served" if _served(event, department, answer) else answer["code"]
+                if answer.get("ok") is False:
+                    assert await client.next("error", lambda e, a=answer: e == a) == answer
+    assert seen == expected
+
+    # Everyone subscribes to all they may see, then both departments change.
+    for client, _ in roles.values():
+        assert (await client.call("subscribe_metrics", ["patients_total"]))["ok"] is True
+    for code in ("ED", "CARD"):
+        await register_patient(sqlite_writer, hospital[code], f"matrix {code}")
+    super_admin = roles["super_admin"][0]
+    for department, total in (("ED", 2), ("CARD", 2), (None, 4)):
+        await super_admin.next("dashboard_update", _is("patients_total", department, total))
+    await roles["admin of ED"][0].next("dashboard_update", _is("patients_total", "ED", 2))
+    await roles["viewer of CARD"][0].next("dashboard_update", _is("patients_total", "CARD", 2))
+    # One more round trip each, so that anything sent before it has arrived.
+    for client, visible in roles.values():
+        await client.call("request_snapshot")
+        assert_no_foreign_data(client, visible)
+
+
+# -- rate limits -------------------------------------------------------------------------------
+
+
+async def _burst(client: Recorder, n: int, event: str = "request_snapshot") -> list[Any]:
+    return list(
+        await asyncio.gather(*(client.call(event, {"metrics": ["beds_free"]}) for _ in range(n)))
+    )
+
+
+def _limited(answers: Iterable[Any], per: str) -> list[ErrorPayload]:
+    refusals = [ErrorPayload.model_validate(a) for a in answers if a.get("ok") is False]
+    for refusal in refusals:
+        assert refusal.code == "rate_limited", refusal
+        assert refusal.details["per"] == per
+        assert refusal.retry_after is not None
+        assert 0 < refusal.retry_after <= 60
+    return refusals
+
+
+async def test_socket_rate_limit_refuses_the_excess_and_changes_nothing(
+    hospital: dict[str, int],
+    serve: Serve,
+    settings: Settings,
+    connect: Connect,
+    token: Any,
+    sqlite_writer: Write,
+) -> None:
+    limited = settings.model_copy(
+        update={"rate_limit_socket": "5/minute;1000/second", "rate_limit_user": "1000/minute"}
+    )
+    server = await serve(limited)
+    noisy = await connect(server, token(Role.ADMIN, ("ED",), sub="noisy"))  # handshake: 1 event
+    answers = await _burst(noisy, 10)
+    assert len(_limited(answers, per="socket")) == 6
+    assert len([a for a in answers if "values" in a]) == 4
+
+    # Over the limit, a subscription is refused and nothing is subscribed.
+    refused = await noisy.call("subscribe_metrics", {"metrics": ["patients_total"]})
+    assert refused["code"] == "rate_limited"
+    assert (await noisy.next("error", lambda e: e["event"] == "subscribe_metrics")) == refused
+    assert "retry after" in refused["message"]
+
+    # Another user, and another socket of the same user, are not affected.
+    other = await connect(server, token(Role.ADMIN, ("ED",), sub="quiet"))
+    same_user = await connect(server, token(Role.ADMIN, ("ED",), sub="noisy"))
+    assert (await same_user.call("request_snapshot"))["values"]
+    assert (await other.call("subscribe_metrics", ["patients_total"]))["ok"] is True
+    await register_patient(sqlite_writer, hospital["ED"], "after the burst")
+    await other.next("dashboard_update", _is("patients_total", "ED", 2))
+    # The update went to its room in one emit; a later answer to `noisy` arrives after it.
+    assert (await noisy.call("request_snapshot"))["code"] == "rate_limited"
+    assert noisy.received("dashboard_update") == []
+    assert_no_foreign_data(noisy, {"ED"})
+
+
+async def test_user_rate_limit_counts_all_of_a_users_sockets(
+    hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
+) -> None:
+    limited = settings.model_copy(
+        update={"rate_limit_socket": "1000/minute", "rate_limit_user": "6/minute;1000/second"}
+    )
+    server = await serve(limited)
+    first = await connect(server, token(Role.VIEWER, ("CARD",), sub="carol"))
+    second = await connect(server, token(Role.VIEWER, ("CARD",), sub="carol"))
+    stranger = await connect(server, token(Role.VIEWER, ("CARD",), sub="dave"))
+    assert len(_limited(await _burst(first, 4), per="user")) == 0
+    assert len(_limited(await _burst(second, 4), per="user")) == 2
+    assert len(_limited(await _burst(first, 1), per="user")) == 1
+    assert len(_limited(await _burst(stranger, 6), per="user")) == 0
+
+
+async def test_events_before_authentication_count_against_the_socket_only(
+    hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
+) -> None:
+    limited = settings.model_copy(
+        update={"rate_limit_socket": "5/minute", "rate_limit_user": "3/minute"}
+    )
+    server = await serve(limited)
+    anonymous = await connect(server)
+    for _ in range(4):
+        assert (await anonymous.call("request_snapshot"))["code"] == "not_authenticated"
+    authenticated = await anonymous.call("authenticate", {"token": token(sub="erin")})
+    assert authenticated["sub"] == "erin"  # the 5th event on this socket
+    assert (await anonymous.call("request_snapshot"))["details"]["per"] == "socket"
+
+    # None of those five counted against erin: her three events on another socket pass.
+    again = await connect(server, token(sub="erin"))
+    assert len(_limited(await _burst(again, 4), per="user")) == 1
+
+
+async def test_connection_attempts_per_address_are_refused_with_a_reason(
+    hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
+) -> None:
+    server = await serve(settings.model_copy(update={"rate_limit_connections_per_ip": "3/minute"}))
+    accepted = [await connect(server, token()) for _ in range(3)]
+    refused = await connect(server, token(), wait_auth=False)
+    error = ErrorPayload.model_validate(await refused.next("error"))
+    assert (error.code, error.event, error.details["per"]) == ("rate_limited", "connect", "address")
+    assert error.retry_after is not None
+    assert 0 < error.retry_after <= 60
+    async with asyncio.timeout(5):
+        await refused.disconnected.wait()
+    assert [event for event, _ in refused.events] == ["error"]  # no status, no data
+    for client in accepted:
+        assert (await client.call("request_snapshot", ["beds_free"]))["values"]
+
+
+async def test_limiter_keeps_addresses_and_users_apart(settings: Settings) -> None:
+    limiter = SocketLimiter(
+        settings.model_copy(
+            update={
+                "rate_limit_connections_per_ip": "2/minute",
+                "rate_limit_user": "2/minute",
+                "rate_limit_socket": "100/minute",
+            }
+        )
+    )
+    for _ in range(2):
+        await limiter.connection("10.0.0.1")
+        await limiter.event("sid-1", "alice")
+    with pytest.raises(RateLimited):
+        await limiter.connection("10.0.0.1")
+    with pytest.raises(RateLimited):
+        await limiter.event("sid-2", "alice")
+    await limiter.connection("10.0.0.2")
+    await limiter.event("sid-1", "bob")
+    await limiter.aclose()
+
+
+# -- size limits -------------------------------------------------------------------------------
+
+
+async def test_oversized_payload_closes_only_that_socket_and_changes_nothing(
+    hospital: dict[str, int],
+    server: LiveServer,
+    settings: Settings,
+    connect: Connect,
+    token: Any,
+    sqlite_writer: Write,
+) -> None:
+    bystander = await connect(server, token(Role.ADMIN, ("ED",), sub="bystander"))
+    await bystander.call("subscribe_metrics", {"metrics": ["patients_total"]})
+    sender = await connect(server, token(Role.ADMIN, ("ED",), sub="sender"))
+    await sender.call("subscribe_metrics", {"metrics": ["beds_free"]})
+
+    # Just under the buffer size: validated and refused, the socket stays.
+    names = ["m" * 60] * (settings.max_payload_bytes // 70)
+    answer = await sender.call("subscribe_metrics", {"metrics": names})
+    assert answer["code"] == "invalid_payload"
+    assert len(json.dumps(answer)) < 4096  # the refusal does not echo the payload
+
+    # Over it: Engine.IO drops the connection before anything parses the payload.
+    huge = {"metrics": ["patients_total"], "departments": ["ED"] * settings.max_payload_bytes}
+    await sender.client.emit("subscribe_metrics", huge)
+    async with asyncio.timeout(5):
+        await sender.disconnected.wait()
+
+    await register_patient(sqlite_writer, hospital["ED"], "after the flood")
+    await bystander.next("dashboard_update", _is("patients_total", "ED", 2))
+    assert (await bystander.call("request_snapshot", ["patients_total"]))["values"]
+    again = await connect(server, token(Role.ADMIN, ("ED",), sub="sender"))
+    assert (await again.call("subscribe_metrics", ["beds_free"]))["ok"] is True
+    for client in (bystander, sender, again):
+        assert_no_foreign_data(client, {"ED"})
+
+
+async def test_subscriptions_per_socket_are_capped(
+    hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
+) -> None:
+    server = await serve(settings.model_copy(update={"max_subscriptions": 5}))
+    client = await connect(server, token())
+    three = {"metrics": ["beds_free", "beds_total", "beds_occupied"], "departments": ["ED"]}
+    assert (await client.call("subscribe_metrics", three))["ok"] is True
+    too_many = {**three, "departments": ["CARD"]}
+    refused = await client.call("subscribe_metrics", too_many)
+    assert refused["code"] == "invalid_payload"
+    assert refused["details"] == {"limit": 5, "held": 3, "asked": 3}
+    assert "at most 5 subscriptions per socket" in refused["message"]
+    # Nothing of the refused request was joined: two more fit, and the same three are no news.
+    assert (await client.call("subscribe_metrics", three))["ok"] is True
+    two = {"metrics": ["beds_free", "beds_total"], "departments": [None]}
+    assert (await client.call("subscribe_metrics", two))["ok"] is True
+    full = await client.call("subscribe_metrics", {"metrics": ["rooms_total"]})
+    assert full["details"]["held"] == 5
+
+
+# -- forged events -----------------------------------------------------------------------------
+
+
+async def test_forged_connect_and_disconnect_events_are_refused(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Any,
+    sqlite_writer: Write,
+) -> None:
+    """A client's *event* named "connect" or "disconnect" must not reach the lifecycle.
+
+    python-socketio dispatches such events to the connect and disconnect handlers. Obeyed, a
+    forged "disconnect" would make the gateway forget the socket (and its token's expiry)
+    while it stays in its rooms, receiving updates forever.
+    """
+    client = await connect(server, token(Role.ADMIN, ("ED",)))
+    await client.call("subscribe_metrics", ["patients_total"])
+    forged = [
+        ["disconnect", "client namespace disconnect"],
+        ["connect", {"asgi.scope": {"client": ["203.0.113.9", 1]}}, {"token": token()}],
+        [7, {}],
+        [None],
+    ]
+    for packet in forged:
+        await client.client.eio.send("2" + json.dumps(packet))  # a raw Socket.IO EVENT
+        refusal = await client.next("error")
+        assert refusal["code"] == "unknown_event", refusal
+    # An event name python-socketio cannot even look up fails inside the library: no answer,
+    # but the server and this socket carry on.
+    await client.client.eio.send('2[["a"],{}]')
+
+    assert (await client.call("request_snapshot"))["values"]
+    await register_patient(sqlite_writer, hospital["ED"], "still watched")
+    await client.next("dashboard_update", _is("patients_total", "ED", 2))
+    assert client.received("authenticated")[-1]["role"] == "admin"
+    assert len(client.received("authenticated")) == 1
+    assert_no_foreign_data(client, {"ED"})
