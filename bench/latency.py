@@ -658,6 +658,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             jwt_secret_file=workdir / "unused-secret",
             _env_file=None,
         )
+        with sqlite3.connect(db) as connection:  # the users the tokens speak for
+            connection.executemany(
+                "INSERT INTO users (username, role, departments, active) VALUES (?, ?, ?, 1)",
+                [(f"bench-{index}", "viewer", f'["{WATCHED}"]') for index in range(args.clients)],
+            )
         tokens = [
             issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED])
             for index in range(args.clients)

@@ -11,6 +11,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from livedash import __version__
+from livedash.auth.keys import token_keys
+from livedash.auth.users import Authenticator
 from livedash.changefeed import open_change_source
 from livedash.metrics.clock import Clock, SystemClock
 from livedash.metrics.engine import MetricEngine
@@ -31,6 +33,7 @@ FEED_CONSUMER = "metrics"
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     """The whole service as one ASGI app; resources open and close in its lifespan."""
+    token_keys(settings)  # a bad key configuration fails at start, not at the first login
     origins = OriginPolicy(settings.cors_origins)
     rest_limiter = RateLimiter(settings.rate_limit_rest, namespace="rest")
     server = socketio.AsyncServer(
@@ -78,7 +81,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             outbox = await stack.enter_async_context(
                 Outbox(fanout, window=settings.coalesce_window_seconds)
             )
-            gateway.attach(pipeline, outbox)
+            authenticator = Authenticator(settings, database)
+            app.state.authenticator = authenticator
+            gateway.attach(pipeline, outbox, authenticator)
             stack.push_async_callback(gateway.close)
             await stack.enter_async_context(pipeline)
             app.state.pipeline = pipeline

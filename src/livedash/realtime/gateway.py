@@ -23,7 +23,8 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from livedash.auth.scope import visible_departments
-from livedash.auth.tokens import Principal, verify_token
+from livedash.auth.tokens import Principal
+from livedash.auth.users import Authenticator
 from livedash.errors import (
     AuthError,
     ClientError,
@@ -105,6 +106,7 @@ class Gateway:
         self._sessions: dict[str, ClientSession] = {}
         self._engine: MetricEngine | None = None
         self._pipeline: MetricPipeline | None = None
+        self._authenticator: Authenticator | None = None
         self._background: set[asyncio.Task[None]] = set()
         handlers: dict[str, Handler] = {
             "authenticate": self._authenticate,
@@ -121,10 +123,14 @@ class Gateway:
 
     # -- wiring --------------------------------------------------------------------------
 
-    def attach(self, pipeline: MetricPipeline, outbox: Outbox) -> None:
-        """Serve `pipeline`'s engine; its updates go out through `outbox`."""
+    def attach(
+        self, pipeline: MetricPipeline, outbox: Outbox, authenticator: Authenticator
+    ) -> None:
+        """Serve `pipeline`'s engine; updates go out through `outbox`; tokens are checked by
+        `authenticator` (signature, claims, and the users table)."""
         self._engine = pipeline.engine
         self._pipeline = pipeline
+        self._authenticator = authenticator
 
         async def publish(updates: list[MetricValue]) -> None:
             outbox.put(updates)
@@ -275,8 +281,10 @@ class Gateway:
 
     async def _authenticate(self, session: ClientSession, data: Any) -> BaseModel:
         request = _parse(AuthenticateRequest, data)
-        principal = verify_token(self._settings, request.token)
-        if session.principal is not None and session.principal != principal:
+        if self._authenticator is None:
+            raise Internal("the service is still starting")
+        principal = await self._authenticator.authenticate(request.token)
+        if session.principal is not None and _identity(session.principal) != _identity(principal):
             # A different identity keeps nothing of the previous one's subscriptions.
             await self._drop_subscriptions(session, set(session.subscriptions))
         session.principal = principal
@@ -449,6 +457,11 @@ def _client_address(environ: Any) -> str:
     if client:
         return str(client[0])
     return str(environ.get("REMOTE_ADDR", "unknown"))
+
+
+def _identity(principal: Principal) -> tuple[str, str, frozenset[str]]:
+    """What a socket may see: a refreshed token for the same identity keeps subscriptions."""
+    return principal.subject, principal.role.value, principal.departments
 
 
 def _aware(moment: datetime) -> datetime:

@@ -15,11 +15,13 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from livedash.auth.tokens import Principal, verify_token
+from livedash.auth.tokens import Principal
+from livedash.auth.users import Authenticator
 from livedash.errors import (
     AuthError,
     ClientError,
     Forbidden,
+    Internal,
     InvalidPayload,
     NotAuthenticated,
     RateLimited,
@@ -65,7 +67,10 @@ async def authenticated_user(
     """The caller, once its token is verified and its user's rate limit allows the request."""
     if credentials is None:
         raise NotAuthenticated("send an access token as `Authorization: Bearer <token>`")
-    principal = verify_token(request.app.state.settings, credentials.credentials)
+    authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
+    if authenticator is None:
+        raise Internal("the service is still starting")
+    principal = await authenticator.authenticate(credentials.credentials)
     await request.app.state.rest_limiter.hit(principal.subject)
     return principal
 
