@@ -247,6 +247,8 @@ class ServerProcess:
             "LIVEDASH_JWT_SECRET": secret,
             "LIVEDASH_LOG_LEVEL": "warning",
             "LIVEDASH_JWT_SECRET_FILE": str(workdir / "unused-secret"),
+            # Every bench client connects from 127.0.0.1 at once.
+            "LIVEDASH_RATE_LIMIT_CONNECTIONS_PER_IP": "100000/minute",
         }
         self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     rate_limit_user: str = "120/minute;20/second"
     rate_limit_rest: str = "100/minute"
     rate_limit_api_key: str = "1000/minute"
-    rate_limit_connections_per_ip: str = "60/minute"
+    # Generous: a hospital's screens often reach us through one proxy or NAT address, and all
+    # reconnect together after a restart.
+    rate_limit_connections_per_ip: str = "1000/minute"
 
     # HTTP and transport.
     cors_origins: list[str] = Field(default_factory=list)  # empty: same origin only
