@@ -228,6 +228,41 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
     """Tokens issued before this moment (UTC) are refused: signing a user out everywhere."""
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    """For the dashboard's own sign-in; never captured into `change_log`."""
+
+
+class RefreshToken(Base):
+    """One refresh token of a sign-in session (`family_id`); each use replaces it by a new one.
+
+    Only a hash is stored. Using a token that was already used revokes its whole family.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    username: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class ApiKey(Base):
+    """A machine writer's key (the hospital's main application): stored hashed, scoped."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
 
 
 class RevokedToken(Base):
