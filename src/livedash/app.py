@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from livedash import __version__
 from livedash.auth.keys import token_keys
+from livedash.auth.sessions import SessionService
 from livedash.auth.users import Authenticator
 from livedash.changefeed import open_change_source
 from livedash.metrics.clock import Clock, SystemClock
@@ -24,6 +25,8 @@ from livedash.realtime.outbox import Outbox
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.web.api import install_api
+from livedash.web.auth_api import LoginLimits, install_auth_api
+from livedash.web.ingest import Ingest, install_ingest
 from livedash.web.ratelimit import RateLimiter
 from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
@@ -36,6 +39,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     token_keys(settings)  # a bad key configuration fails at start, not at the first login
     origins = OriginPolicy(settings.cors_origins)
     rest_limiter = RateLimiter(settings.rate_limit_rest, namespace="rest")
+    ingest = Ingest(settings)
+    login_limits = LoginLimits()
     server = socketio.AsyncServer(
         async_mode="asgi",
         always_connect=True,
@@ -56,6 +61,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(rest_limiter)
+            await stack.enter_async_context(ingest)
+            await stack.enter_async_context(login_limits)
             database = create_engine(settings.database_url)
             stack.push_async_callback(database.dispose)
             source = await stack.enter_async_context(
@@ -83,6 +90,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             )
             authenticator = Authenticator(settings, database)
             app.state.authenticator = authenticator
+            # Its own engine: on SQLite a refresh reads and writes in one transaction, which
+            # must hold the write lock from its start.
+            sessions_database = create_engine(settings.database_url, writer=True)
+            stack.push_async_callback(sessions_database.dispose)
+            app.state.sessions = SessionService(settings, sessions_database)
             gateway.attach(pipeline, outbox, authenticator)
             stack.push_async_callback(gateway.close)
             await stack.enter_async_context(pipeline)
@@ -96,6 +108,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     api.state.settings = settings
     api.state.gateway = gateway
     api.state.rest_limiter = rest_limiter
+    api.state.ingest = ingest
     if origins.origins:
         api.add_middleware(
             CORSMiddleware,
@@ -106,5 +119,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
         )
     install_routes(api)
     install_api(api)
+    install_ingest(api)
+    install_auth_api(api, login_limits)
     app: ASGIApp = SecurityHeaders(socketio.ASGIApp(server, other_asgi_app=api))
     return app

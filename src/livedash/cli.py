@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from livedash.auth.tokens import issue_token
+from livedash.errors import LivedashError
 from livedash.observability.logging import configure_logging
 from livedash.settings import Settings
 from livedash.store.models import Role
@@ -27,6 +28,7 @@ DbOption = Annotated[
 ]
 PortOption = Annotated[int, typer.Option(help="TCP port to listen on.")]
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
+DEMO_PASSWORD = "admin"  # a local demo's sign-in; set only when admin has no password yet
 
 
 def _settings(db: Path | None = None, **overrides: object) -> Settings:
@@ -56,6 +58,7 @@ def demo(
     host: HostOption = "127.0.0.1",
 ) -> None:
     """Run the whole thing on SQLite: a seeded hospital, the simulator and the dashboard."""
+    from livedash.auth.sessions import run_set_password
     from livedash.service import run_demo
     from livedash.simulator import seed_hospital
 
@@ -64,6 +67,9 @@ def demo(
     with console.status("Seeding the hospital..."):
         summary = asyncio.run(seed_hospital(settings.database_url, seed=seed, zone=settings.zone))
     token = issue_token(settings, "admin", Role.SUPER_ADMIN)
+    demo_password = asyncio.run(
+        run_set_password(settings, "admin", DEMO_PASSWORD, only_if_unset=True)
+    )
 
     def ready() -> None:
         console.print(
@@ -72,6 +78,8 @@ def demo(
             "(signed in as super_admin) at:"
         )
         typer.echo(f"http://{host}:{port}/#token={token}")
+        if demo_password:
+            console.print(f"Or sign in as admin with the password {DEMO_PASSWORD!r} (demo only).")
         console.print(f"Token for API clients: {token}\nPress Ctrl+C to stop.")
 
     asyncio.run(run_demo(settings, seed=seed, speed=speed, on_ready=ready))
@@ -164,6 +172,116 @@ def revoke(
         console.print(f"There is no user named {user!r}.")
         raise typer.Exit(1)
     console.print(f"Revoked the tokens of {user!r}." if user else f"Revoked token {jti!r}.")
+
+
+user_app = typer.Typer(help="Manage the dashboard's users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("password")
+def user_password(
+    username: Annotated[str, typer.Argument(help="The user (a row of the users table).")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Set a user's password for the dashboard's sign-in (asks for it twice)."""
+    import sys
+
+    from livedash.auth.sessions import run_set_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise typer.BadParameter("the password is empty")
+    settings = _settings(db)
+    _migrate(settings)
+    try:
+        done = asyncio.run(run_set_password(settings, username, password))
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    if not done:
+        console.print(f"There is no user named {username!r}.")
+        raise typer.Exit(1)
+    console.print(f"Set the password of {username!r}.")
+
+
+api_key_app = typer.Typer(
+    help="API keys for machine writers (the hospital's main application posting to ingest).",
+    no_args_is_help=True,
+)
+app.add_typer(api_key_app, name="api-key")
+
+
+@api_key_app.command("create")
+def api_key_create(
+    name: Annotated[str, typer.Argument(help="A name for the key, such as the writer's.")],
+    scope: Annotated[
+        list[str] | None, typer.Option(help="What the key may do (repeatable): ingest.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Create an API key and print it once: store it in the writer's configuration now."""
+    from livedash.auth.api_keys import run_create_api_key
+
+    settings = _settings(db)
+    _migrate(settings)
+    try:
+        key = asyncio.run(run_create_api_key(settings, name, scope or ["ingest"]))
+    except LivedashError as error:
+        console.print(f"Cannot create the key: {error}")
+        raise typer.Exit(1) from None
+    typer.echo(key)
+    console.print(
+        f"API key {name!r} created. It is shown only this once and cannot be shown again; "
+        "if it is lost, revoke it and create another."
+    )
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name, as `livedash api-key list` shows.")],
+    db: DbOption = None,
+) -> None:
+    """Revoke an API key: requests using it are refused from now on."""
+    from livedash.auth.api_keys import run_revoke_api_key
+
+    settings = _settings(db)
+    _migrate(settings)
+    if not asyncio.run(run_revoke_api_key(settings, name)):
+        console.print(f"There is no active API key named {name!r}.")
+        raise typer.Exit(1)
+    console.print(f"Revoked the API key {name!r}.")
+
+
+@api_key_app.command("list")
+def api_key_list(db: DbOption = None) -> None:
+    """List the API keys (never their secrets): name, prefix, scopes and when last used."""
+    from rich.table import Table
+
+    from livedash.auth.api_keys import run_list_api_keys
+
+    settings = _settings(db)
+    _migrate(settings)
+    table = Table()
+    table.add_column("name", overflow="fold")  # a name is what `revoke` takes: never cut
+    table.add_column("prefix", no_wrap=True)
+    table.add_column("scopes", overflow="fold")
+    for heading in ("created", "last used", "revoked"):
+        table.add_column(f"{heading} (UTC)")
+    for key in asyncio.run(run_list_api_keys(settings)):
+        table.add_row(
+            key.name,
+            key.prefix,
+            ", ".join(key.scopes),
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never",
+            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+        )
+    Console().print(table)
 
 
 @app.command("api-doc")

@@ -39,6 +39,10 @@
     ),
   ];
   const TOKEN_KEY = "livedash.token";
+  const REFRESH_KEY = "livedash.refresh"; // a signed-in session's refresh token
+  const REFRESH_AHEAD_S = 60; // refresh the access token this long before it expires
+  const RETRY_REFRESH_S = 15; // after a network failure
+  const SESSION_ENDED = "Session ended — sign in again";
   const HOSPITAL = ""; // data-department of the hospital-wide totals (null on the wire)
 
   const counts = new Intl.NumberFormat();
@@ -56,6 +60,11 @@
   const byId = (id) => document.getElementById(id);
   const ui = {
     login: byId("login"),
+    passwordLogin: byId("password-login"),
+    username: byId("username"),
+    password: byId("password"),
+    tokenDetails: byId("token-details"),
+    tokenLogin: byId("token-login"),
     token: byId("token"),
     connection: byId("connection"),
     user: byId("user"),
@@ -71,6 +80,9 @@
 
   const state = {
     socket: null,
+    accessToken: null, // kept in memory only
+    signedIn: false, // true for a username/password session (with a refresh token)
+    refreshTimer: null,
     departments: null, // codes (and null for the hospital) the current layout shows
     cells: new Map(), // "metric|department" -> elements showing that value
     bars: new Map(), // "metric|department" -> bar fills sized by a rate
@@ -248,11 +260,17 @@
     closeSocket();
     showNotice("");
     setStatus("connecting", "Connecting…");
-    const socket = io({ auth: { token }, transports: ["websocket", "polling"], forceNew: true });
+    state.accessToken = token;
+    // A function, so that a reconnect after a refresh sends the newest access token.
+    const socket = io({
+      auth: (send) => send({ token: state.accessToken }),
+      transports: ["websocket", "polling"],
+      forceNew: true,
+    });
     state.socket = socket;
 
     socket.on("connect", () => setStatus("connecting", "Authenticating…"));
-    socket.on("authenticated", (info) => onAuthenticated(socket, token, info));
+    socket.on("authenticated", (info) => onAuthenticated(socket, info));
     socket.on("auth_error", onAuthError);
     socket.on("metrics_snapshot", (snapshot) => {
       for (const value of snapshot.values) apply(value, false);
@@ -274,8 +292,9 @@
     });
   }
 
-  function onAuthenticated(socket, token, info) {
-    sessionStorage.setItem(TOKEN_KEY, token);
+  function onAuthenticated(socket, info) {
+    // A pasted token is kept for reloads; a session keeps its refresh token instead.
+    if (!state.signedIn) sessionStorage.setItem(TOKEN_KEY, state.accessToken);
     showLogin(false);
     ui.user.textContent = `${info.sub} · ${info.role.replaceAll("_", " ")}`;
     ui.user.hidden = false;
@@ -292,23 +311,124 @@
 
   function onAuthError(error) {
     // A refused or expired token will not get better by reconnecting with it.
-    closeSocket();
-    sessionStorage.removeItem(TOKEN_KEY);
-    buildLayout([]);
-    state.departments = null;
-    showLogin(true);
+    const signedIn = state.signedIn;
+    endSession();
+    if (!signedIn) ui.tokenDetails.open = true; // show the token that was refused
     setStatus("auth-error", `Authentication failed: ${error.message}`);
   }
 
-  function signOut() {
+  // Forget every credential and the figures shown; show the sign-in.
+  function endSession() {
     closeSocket();
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = null;
+    state.accessToken = null;
+    state.signedIn = false;
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(REFRESH_KEY);
     buildLayout([]);
     state.departments = null;
-    ui.token.value = "";
-    showNotice("");
     showLogin(true);
+  }
+
+  function signOut() {
+    const refreshToken = sessionStorage.getItem(REFRESH_KEY);
+    if (refreshToken) {
+      // Ends the session on the server too; signing out here does not wait for it.
+      postJson("/api/auth/logout", { refresh_token: refreshToken }).catch(() => {});
+    }
+    endSession();
+    ui.token.value = "";
+    ui.password.value = "";
+    showNotice("");
     setStatus("idle", "Signed out");
+  }
+
+  // -- sign-in sessions -----------------------------------------------------------------
+
+  async function postJson(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  async function signIn(username, password) {
+    setStatus("connecting", "Signing in…");
+    let answer;
+    try {
+      answer = await postJson("/api/auth/login", { username, password });
+    } catch {
+      setStatus("offline", "Cannot reach the server");
+      return;
+    }
+    ui.password.value = "";
+    if (!answer.ok) {
+      const message = answer.data && answer.data.message ? answer.data.message : "sign-in failed";
+      setStatus("auth-error", `Sign-in failed: ${message}`);
+      return;
+    }
+    startSession(answer.data);
+    connect(answer.data.access_token);
+  }
+
+  function startSession(tokens) {
+    state.signedIn = true;
+    state.accessToken = tokens.access_token;
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.setItem(REFRESH_KEY, tokens.refresh_token);
+    scheduleRefresh(Math.max(tokens.expires_in - REFRESH_AHEAD_S, 5));
+  }
+
+  function scheduleRefresh(seconds) {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = setTimeout(refreshSession, seconds * 1000);
+  }
+
+  // Trade the refresh token for new tokens; the open socket re-authenticates with the new
+  // access token and keeps its subscriptions. Returns whether the session goes on.
+  async function refreshSession() {
+    const refreshToken = sessionStorage.getItem(REFRESH_KEY);
+    if (!refreshToken) return false;
+    let answer;
+    try {
+      answer = await postJson("/api/auth/refresh", { refresh_token: refreshToken });
+    } catch {
+      scheduleRefresh(RETRY_REFRESH_S);
+      return true;
+    }
+    if (answer.status === 401 || answer.status === 422) {
+      endSession(); // idle timeout, reuse, sign-out elsewhere: the session cannot continue
+      showNotice(SESSION_ENDED);
+      setStatus("auth-error", SESSION_ENDED);
+      return false;
+    }
+    if (!answer.ok) {
+      scheduleRefresh(RETRY_REFRESH_S);
+      return true;
+    }
+    startSession(answer.data);
+    if (state.socket !== null && state.socket.connected) {
+      state.socket.emit("authenticate", { token: state.accessToken });
+    }
+    return true;
+  }
+
+  async function resumeSession() {
+    setStatus("connecting", "Resuming the session…");
+    if (await refreshSession()) {
+      if (state.accessToken) connect(state.accessToken);
+    }
   }
 
   function tokenFromHash() {
@@ -321,10 +441,15 @@
   }
 
   function start() {
-    ui.login.addEventListener("submit", (event) => {
+    ui.tokenLogin.addEventListener("submit", (event) => {
       event.preventDefault();
       const token = ui.token.value.trim();
-      if (token) connect(token);
+      if (token) useToken(token);
+    });
+    ui.passwordLogin.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const username = ui.username.value.trim();
+      if (username && ui.password.value) signIn(username, ui.password.value);
     });
     ui.signOut.addEventListener("click", signOut);
 
@@ -339,9 +464,16 @@
     });
     const token = tokenFromHash() || sessionStorage.getItem(TOKEN_KEY);
     if (token) useToken(token);
+    else if (sessionStorage.getItem(REFRESH_KEY)) resumeSession();
   }
 
+  // A pasted or linked access token replaces any signed-in session.
   function useToken(token) {
+    const refreshToken = sessionStorage.getItem(REFRESH_KEY);
+    if (refreshToken) postJson("/api/auth/logout", { refresh_token: refreshToken }).catch(() => {});
+    clearTimeout(state.refreshTimer);
+    state.signedIn = false;
+    sessionStorage.removeItem(REFRESH_KEY);
     ui.token.value = token;
     connect(token);
   }

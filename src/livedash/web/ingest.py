@@ -1,0 +1,322 @@
+"""`POST /api/ingest`: machine writers write the hospital's operational tables with an API key.
+
+The writes land in the database exactly as the main application's own do, so the change
+capture picks them up and dashboards update; there is no separate path. One request is one
+transaction: if any operation fails, none is written, and the error names the operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import Boolean, Column, DateTime, Float, Integer, String, Table, delete, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from livedash.auth.api_keys import ApiKeyAuthenticator, ApiKeyInfo, Scope
+from livedash.changefeed.rows import parse_timestamp
+from livedash.errors import ClientError, Internal, InvalidPayload, NotAuthenticated, StoreError
+from livedash.settings import Settings
+from livedash.store.engine import create_engine
+from livedash.store.models import Base
+from livedash.web.api import ApiError
+from livedash.web.ratelimit import RateLimiter
+
+log = structlog.get_logger(__name__)
+
+MAX_OPERATIONS = 500
+
+IngestTable = Literal[
+    "departments",
+    "rooms",
+    "beds",
+    "patients",
+    "admissions",
+    "appointments",
+    "bills",
+    "payments",
+    "staff",
+    "staff_shifts",
+    "alerts",
+]
+"""The hospital's operational tables; users, keys and livedash's own tables are not writable."""
+
+
+class Operation(BaseModel):
+    """One write: `row` holds column values; update and delete find the row by its `id`."""
+
+    table: IngestTable
+    op: Literal["insert", "update", "delete"]
+    row: dict[str, Any] = Field(
+        description="Column values: timestamps in ISO 8601 (converted to UTC), money in cents."
+    )
+
+
+class IngestRequest(BaseModel):
+    """A batch of writes, applied all together or not at all."""
+
+    operations: list[Operation] = Field(min_length=1, max_length=MAX_OPERATIONS)
+
+
+class IngestResult(BaseModel):
+    """What was written: how many operations, and each one's row `id`."""
+
+    applied: int
+    ids: list[int]
+
+
+class Ingest:
+    """The ingest service: a writer engine, the key checks and the per-key rate limit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.database_url
+        self.max_bytes = settings.max_payload_bytes
+        self._limiter = RateLimiter(settings.rate_limit_api_key, namespace="api_key")
+        self._reader: AsyncEngine | None = None
+        self._writer: AsyncEngine | None = None
+        self._keys: ApiKeyAuthenticator | None = None
+
+    async def __aenter__(self) -> Ingest:
+        await self._limiter.__aenter__()
+        self._reader = create_engine(self._url)
+        self._writer = create_engine(self._url, writer=True)
+        self._keys = ApiKeyAuthenticator(self._reader)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        reader, writer, self._reader, self._writer, self._keys = (
+            self._reader,
+            self._writer,
+            None,
+            None,
+            None,
+        )
+        for engine in (reader, writer):
+            if engine is not None:
+                await engine.dispose()
+        await self._limiter.__aexit__(exc_type, exc, traceback)
+
+    async def admit(self, key: str) -> ApiKeyInfo:
+        """The key's details once it is valid for ingest and its rate limit allows a request."""
+        if self._keys is None:
+            raise Internal("the service is still starting")
+        info = await self._keys.authenticate(key, Scope.INGEST)
+        await self._limiter.hit(info.name)
+        return info
+
+    async def apply(self, key: ApiKeyInfo, request: IngestRequest) -> IngestResult:
+        """Write every operation in one transaction; the first failure writes none of them."""
+        if self._writer is None:
+            raise Internal("the service is still starting")
+        tables = sorted({operation.table for operation in request.operations})
+        ids: list[int] = []
+        index = 0
+        try:
+            async with self._writer.begin() as connection:
+                for index, operation in enumerate(request.operations):
+                    ids.append(await _apply(connection, index, operation))
+        except ClientError as error:
+            log.info("ingest_refused", key=key.name, index=index, reason=error.message)
+            raise
+        except IntegrityError as error:
+            log.info("ingest_refused", key=key.name, index=index, reason="integrity")
+            raise ClientError(
+                f"operation {index}: the database refused it ({_reason(error)}); "
+                "nothing was written",
+                index=index,
+            ) from error
+        except (SQLAlchemyError, OSError) as error:
+            raise StoreError(f"cannot write the ingested operations: {error}") from error
+        log.info("ingest_applied", key=key.name, operations=len(ids), tables=tables)
+        return IngestResult(applied=len(ids), ids=ids)
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key, as `livedash api-key` prints.")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+
+
+async def ingest_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> ApiKeyInfo:
+    """The calling key, once it is valid for ingest and within its rate limit."""
+    key = credentials.credentials if credentials is not None else header
+    if not key:
+        raise NotAuthenticated(
+            "send an API key as `Authorization: Bearer ldk_...` or `X-API-Key: ldk_...`"
+        )
+    ingest: Ingest = request.app.state.ingest
+    return await ingest.admit(key)
+
+
+def install_ingest(app: FastAPI) -> None:
+    """Add `POST /api/ingest` to `app`; it needs an entered `Ingest` as `app.state.ingest`."""
+    router = APIRouter(prefix="/api", responses={401: {"model": ApiError}})
+
+    @router.post(
+        "/ingest",
+        responses={s: {"model": ApiError} for s in (400, 403, 422, 429)},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _inlined(IngestRequest)}},
+            }
+        },
+    )
+    async def ingest(
+        request: Request, key: Annotated[ApiKeyInfo, Depends(ingest_key)]
+    ) -> IngestResult:
+        """Apply a batch of inserts, updates and deletes in one transaction: all or nothing."""
+        # The body is read and validated here rather than by FastAPI, so that its size is
+        # capped while it arrives and every refusal takes the API's one error shape.
+        service: Ingest = request.app.state.ingest
+        body = await _read_body(request, service.max_bytes)
+        try:
+            parsed = IngestRequest.model_validate_json(body)
+        except ValidationError as error:
+            message = _validation_message(error)
+            log.info("ingest_refused", key=key.name, reason=message)
+            raise InvalidPayload(message) from error
+        return await service.apply(key, parsed)
+
+    app.include_router(router)
+
+
+def _inlined(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its definitions written in place, to embed in OpenAPI."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return inline(definitions[reference.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it grows past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InvalidPayload(f"the body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InvalidPayload(f"the body is larger than {limit} bytes")
+    return bytes(body)
+
+
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = first["loc"]
+    if len(location) >= 2 and location[0] == "operations" and isinstance(location[1], int):
+        where = ".".join(str(part) for part in location[2:])
+        return f"operation {location[1]}: {where + ': ' if where else ''}{first['msg']}"
+    return f"{'.'.join(str(part) for part in location) or 'body'}: {first['msg']}"
+
+
+async def _apply(connection: AsyncConnection, index: int, operation: Operation) -> int:
+    """Write one operation; the id of its row."""
+    table = Base.metadata.tables[operation.table]
+    values = _values(table, index, operation.row)
+    if operation.op == "insert":
+        result = await connection.execute(table.insert().values(values))
+        key = result.inserted_primary_key
+        return int(key[0]) if key is not None else 0
+    row_id = values.pop("id", None)
+    if not isinstance(row_id, int):
+        raise InvalidPayload(f"operation {index}: {operation.op} needs the row's id", index=index)
+    if operation.op == "update":
+        if not values:
+            raise InvalidPayload(f"operation {index}: update names no column to set", index=index)
+        result = await connection.execute(update(table).where(table.c.id == row_id).values(values))
+    else:
+        if values:
+            raise InvalidPayload(f"operation {index}: delete takes only the id", index=index)
+        result = await connection.execute(delete(table).where(table.c.id == row_id))
+    if not result.rowcount:
+        raise ClientError(
+            f"operation {index}: there is no {operation.table} row with id {row_id}", index=index
+        )
+    return row_id
+
+
+def _values(table: Table, index: int, row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` decoded with the model's column types; unknown columns and bad values refused."""
+    values: dict[str, Any] = {}
+    for name, value in row.items():
+        column = table.columns.get(name)
+        if column is None:
+            raise InvalidPayload(
+                f"operation {index}: {table.name} has no column {name[:64]!r}", index=index
+            )
+        try:
+            values[name] = _decode(column, value)
+        except ValueError as error:
+            raise InvalidPayload(
+                f"operation {index}: {table.name}.{name} {error}", index=index
+            ) from error
+    return values
+
+
+def _decode(column: Column[Any], value: Any) -> Any:
+    """`value` as `column` stores it; `ValueError` says what was expected."""
+    if value is None:
+        if not column.nullable:
+            raise ValueError("must not be null")
+        return None
+    kind = column.type
+    if isinstance(kind, DateTime):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be an ISO 8601 timestamp")
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 timestamp") from None
+    if isinstance(kind, Boolean):
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    if isinstance(kind, Integer):
+        if type(value) is not int:
+            unit = " (cents)" if column.name.endswith("_cents") else ""
+            raise ValueError(f"must be an integer{unit}")
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("is out of range")
+        return value
+    if isinstance(kind, Float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+        return float(value)
+    if isinstance(kind, String):
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if kind.length is not None and len(value) > kind.length:
+            raise ValueError(f"must be at most {kind.length} characters")
+        return value
+    raise ValueError("cannot be written through ingest")
+
+
+def _reason(error: IntegrityError) -> str:
+    """The database's reason, without the statement and its parameters."""
+    return str(error.orig).splitlines()[0][:200] if error.orig is not None else "constraint"
