@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
@@ -101,9 +103,18 @@ async def test_last_use_is_recorded_at_most_once_a_minute(database: AsyncEngine)
 
 
 @pytest.fixture(autouse=True)
-def _keep_test_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    # CliRunner swaps out and closes the streams the CLI would configure logging on.
-    monkeypatch.setattr("livedash.cli.configure_logging", lambda *args, **kwargs: None)
+def _logs_on_stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # As in production, log events go to stderr; CliRunner swaps (and closes) the streams, so
+    # the logger looks the stream up at each event instead of holding on to one.
+    def configure(*args: object, **kwargs: object) -> None:
+        structlog.configure(
+            logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+            cache_logger_on_first_use=False,
+        )
+
+    monkeypatch.setattr("livedash.cli.configure_logging", configure)
+    yield
+    structlog.reset_defaults()
 
 
 def test_the_command_creates_lists_and_revokes_keys(tmp_path: Path) -> None:

@@ -537,3 +537,43 @@ def test_scope_rules() -> None:
     assert visible_departments(_principal(Role.ADMIN, "ED", "GONE"), known) == {"ED"}
     assert visible_departments(_principal(Role.VIEWER, "CARD"), known) == {"CARD"}
     assert visible_departments(_principal(Role.VIEWER), known) == set()
+
+
+async def test_administrative_actions_are_audited_without_secrets(
+    database_url: str, database_path: Path
+) -> None:
+    import sqlite3
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from structlog.testing import capture_logs
+
+    from livedash.auth.api_keys import create_api_key, revoke_api_key
+    from livedash.auth.sessions import set_password
+    from livedash.auth.users import revoke_token, revoke_user_tokens
+
+    with sqlite3.connect(database_path) as connection:
+        connection.execute(
+            "INSERT INTO users (username, role, departments, active) "
+            "VALUES ('ann', 'admin', '[]', 1)"
+        )
+    database = create_async_engine(database_url)
+    try:
+        with capture_logs() as logs:
+            key = await create_api_key(database, "main-app")
+            await revoke_api_key(database, "main-app")
+            await set_password(database, "ann", "correct horse battery staple")
+            await revoke_user_tokens(database, "ann", datetime.now(UTC))
+            await revoke_token(database, "jti-1", None, "stolen laptop")
+    finally:
+        await database.dispose()
+    events = [entry["event"] for entry in logs]
+    assert events == [
+        "audit_api_key_created",
+        "audit_api_key_revoked",
+        "audit_password_set",
+        "audit_user_signed_out",
+        "audit_token_revoked",
+    ]
+    flattened = repr(logs)
+    assert key not in flattened
+    assert "correct horse" not in flattened

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +27,8 @@ from livedash.errors import AuthError, ConfigurationError, Forbidden, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import ApiKey
+
+log = structlog.get_logger(__name__)
 
 KEY_MARK = "ldk_"
 PREFIX_LENGTH = 8
@@ -87,6 +90,7 @@ async def create_api_key(
         raise StoreError(f"an API key named {name!r} already exists") from error
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot store the API key: {error}") from error
+    log.info("audit_api_key_created", name=name, prefix=prefix, scopes=granted)
     return key
 
 
@@ -101,6 +105,7 @@ async def revoke_api_key(database: AsyncEngine, name: str, *, now: datetime | No
             )
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot revoke the API key {name!r}: {error}") from error
+    log.info("audit_api_key_revoked", name=name, found=bool(result.rowcount))
     return bool(result.rowcount)
 
 

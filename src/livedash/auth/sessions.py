@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -33,6 +34,8 @@ from livedash.errors import InvalidToken, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import RefreshToken, Role, User
+
+log = structlog.get_logger(__name__)
 
 # scrypt with n=2**14, r=8, p=1 (RFC 7914's interactive figures): about 16 MiB and tens of ms.
 SCRYPT_N = 2**14
@@ -92,6 +95,7 @@ async def set_password(database: AsyncEngine, username: str, password: str) -> b
             )
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot set the password of {username!r}: {error}") from error
+    log.info("audit_password_set", user=username, found=bool(result.rowcount))
     return bool(result.rowcount)
 
 

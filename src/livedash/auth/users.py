@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +26,8 @@ from livedash.errors import ConfigurationError, InvalidToken, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import RevokedToken, Role, User
+
+log = structlog.get_logger(__name__)
 
 PRIVILEGE = {Role.VIEWER: 0, Role.ADMIN: 1, Role.SUPER_ADMIN: 2}
 
@@ -118,6 +121,7 @@ async def revoke_token(
             )
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot revoke the token: {error}") from error
+    log.info("audit_token_revoked", jti=jti, reason=reason[:256])
 
 
 async def revoke_user_tokens(database: AsyncEngine, username: str, now: datetime) -> bool:
@@ -129,6 +133,7 @@ async def revoke_user_tokens(database: AsyncEngine, username: str, now: datetime
             )
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot revoke the tokens of {username!r}: {error}") from error
+    log.info("audit_user_signed_out", user=username, found=bool(result.rowcount))
     return bool(result.rowcount)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,6 +29,8 @@ from livedash.errors import (
     UnknownMetric,
 )
 from livedash.metrics.definitions import METRICS, Tier
+
+log = structlog.get_logger(__name__)
 
 
 class ApiError(BaseModel):
@@ -75,9 +78,18 @@ async def authenticated_user(
     return principal
 
 
-async def client_error_response(_: Request, error: ClientError) -> JSONResponse:
+async def client_error_response(request: Request, error: ClientError) -> JSONResponse:
     """A `ClientError` as the API's JSON error, with its HTTP status and headers."""
     status = next((code for kind, code in _STATUS if isinstance(error, kind)), 400)
+    client = request.client.host if request.client else None
+    log.info(
+        "api_refused",
+        path=request.url.path,
+        status=status,
+        code=error.code,
+        address=client,
+        reason=error.message,
+    )
     body = ApiError(
         code=error.code,
         message=error.message,
