@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from livedash import __version__
 from livedash.auth.keys import token_keys
+from livedash.auth.ratelimit import RateLimiter
 from livedash.auth.sessions import SessionService
 from livedash.auth.users import Authenticator
 from livedash.changefeed import open_change_source
@@ -27,7 +28,6 @@ from livedash.store.engine import create_engine
 from livedash.web.api import install_api
 from livedash.web.auth_api import LoginLimits, install_auth_api
 from livedash.web.ingest import Ingest, install_ingest
-from livedash.web.ratelimit import RateLimiter
 from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
 

@@ -15,6 +15,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from livedash.auth.ratelimit import RateLimiter
 from livedash.auth.sessions import (
     MAX_PASSWORD_LENGTH,
     MAX_REFRESH_TOKEN_LENGTH,
@@ -23,7 +24,6 @@ from livedash.auth.sessions import (
 )
 from livedash.errors import Internal, InvalidPayload, InvalidToken
 from livedash.web.api import ApiError
-from livedash.web.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
 

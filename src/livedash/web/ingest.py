@@ -20,13 +20,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.auth.api_keys import ApiKeyAuthenticator, ApiKeyInfo, Scope
+from livedash.auth.ratelimit import RateLimiter
 from livedash.changefeed.rows import parse_timestamp
 from livedash.errors import ClientError, Internal, InvalidPayload, NotAuthenticated, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Base
 from livedash.web.api import ApiError
-from livedash.web.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,113 @@
+"""Rate limits: moving windows over a `limits` storage, one limiter per thing counted.
+
+The storage is named by URI: in memory (`async+memory://`) for one process; when several
+instances serve the same users, a shared one (`async+redis://host:6379`) so that counts add up
+wherever a client lands. A refused request is not counted, so a client that waits
+`retry_after` seconds gets through again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError as LimitsConfigurationError
+from limits.storage import storage_from_string
+
+from livedash.errors import ConfigurationError, RateLimited
+
+MEMORY = "async+memory://"
+
+
+class RateLimiter:
+    """Limits such as "100/minute;10/second", counted per key within one `namespace`."""
+
+    def __init__(
+        self,
+        limits: str,
+        *,
+        namespace: str,
+        counted: str = "requests",
+        storage_uri: str = MEMORY,
+    ) -> None:
+        try:
+            self._items = parse_many(limits)
+        except ValueError as error:
+            raise ConfigurationError(f"bad {namespace} rate limit {limits!r}: {error}") from error
+        if not storage_uri.startswith("async+"):
+            raise ConfigurationError(
+                f"rate limit storage {storage_uri!r} must be an async one, such as {MEMORY}"
+            )
+        try:
+            storage = storage_from_string(storage_uri)
+        except LimitsConfigurationError as error:
+            raise ConfigurationError(f"rate limit storage: {error}") from error
+        self._strategy = MovingWindowRateLimiter(storage)
+        self._namespace = namespace
+        self._counted = counted
+
+    async def __aenter__(self) -> RateLimiter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Let the memory storage's expiry task finish before its event loop goes away."""
+        timer = getattr(self._strategy.storage, "timer", None)
+        if isinstance(timer, asyncio.Task):
+            await asyncio.gather(timer, return_exceptions=True)
+
+    async def hit(self, key: str) -> None:
+        """Count one request for `key`, or raise `RateLimited` saying when to retry."""
+        await hit_together([(self, key)])
+
+    async def refusal(self, key: str) -> RateLimited | None:
+        """Why one more request for `key` would be refused now, or None (nothing counted)."""
+        for item in self._items:
+            if not await self._strategy.test(item, self._namespace, key):
+                return await self._refused(item, key)
+        return None
+
+    async def count(self, key: str) -> RateLimited | None:
+        """Count one request for `key`; the refusal if a concurrent one took the last slot."""
+        for item in self._items:
+            if not await self._strategy.hit(item, self._namespace, key):
+                return await self._refused(item, key)
+        return None
+
+    async def _refused(self, item: RateLimitItem, key: str) -> RateLimited:
+        stats = await self._strategy.get_window_stats(item, self._namespace, key)
+        retry_after = math.ceil(max(stats.reset_time - time.time(), 0.0) * 1000) / 1000
+        return RateLimited(
+            f"too many {self._counted}: at most {item}; retry after {retry_after:g} s",
+            retry_after=retry_after,
+            limit=str(item),
+            per=self._namespace,
+        )
+
+
+async def hit_together(pairs: Sequence[tuple[RateLimiter, str]]) -> None:
+    """Count one request against several limiters, or none of them if any refuses.
+
+    Every limit is tested before any is counted, so a request refused by one (a socket's
+    excess, say) does not use up another (its user's quota).
+    """
+    for limiter, key in pairs:
+        refusal = await limiter.refusal(key)
+        if refusal is not None:
+            raise refusal
+    for limiter, key in pairs:
+        refusal = await limiter.count(key)
+        if refusal is not None:
+            raise refusal
