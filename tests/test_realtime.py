@@ -344,3 +344,27 @@ async def test_bad_historical_requests_are_refused(
     assert answer["code"] == code, answer
     assert (await admin.next("error"))["event"] == "request_historical"
     assert admin.received("historical_data") == []
+
+
+async def test_a_token_that_expires_while_connected_stops_the_data(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+) -> None:
+    # A one-minute token issued 58 seconds ago: it runs out while the socket is open.
+    soon = token(Role.ADMIN, ("ED",), minutes=1, now=datetime.now(UTC) - timedelta(seconds=58))
+    expiring = await connect(server, soon)
+    await expiring.call("subscribe_metrics", ["patients_waiting"])
+    watcher = await connect(server, token(sub="watcher"))
+    await watcher.call(
+        "subscribe_metrics", {"metrics": ["patients_waiting"], "departments": ["ED"]}
+    )
+
+    ended = await expiring.next("auth_error", within=10)
+    assert ended["code"] == "auth_failed"
+    assert "expired" in ended["message"]
+    await register_patient(sqlite_writer, hospital["ED"], "after the expiry")
+    await watcher.next("dashboard_update", _is("patients_waiting", "ED", 2))
+    assert not [u for u in expiring.received("dashboard_update") if u["value"] == 2]
+    refused = await expiring.call("request_snapshot")
+    assert refused["code"] == "not_authenticated"
+    renewed = await expiring.call("authenticate", {"token": token(Role.ADMIN, ("ED",))})
+    assert renewed["departments"] == ["ED"]
