@@ -15,7 +15,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from livedash.auth.ratelimit import RateLimiter
+from livedash.auth.ratelimit import RateLimiter, hit_together
 from livedash.auth.sessions import (
     MAX_PASSWORD_LENGTH,
     MAX_REFRESH_TOKEN_LENGTH,
@@ -92,8 +92,7 @@ class LoginLimits:
 
     async def hit(self, address: str, username: str) -> None:
         """Count one attempt, or raise `RateLimited`."""
-        await self._by_address.hit(address)
-        await self._by_user.hit(username.casefold())
+        await hit_together([(self._by_address, address), (self._by_user, username.casefold())])
 
 
 async def _small_body(request: Request, response: Response) -> None:
