@@ -71,6 +71,9 @@ def build_server(settings: Settings, on_ready: Callable[[], None] | None = None)
         proxy_headers=True,
         # Past this, connections still open at shutdown are closed rather than waited for.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # Refuse oversized WebSocket messages while reading them, not after (Engine.IO's own
+        # limit applies only once a whole message has been read).
+        ws_max_size=max(2 * settings.max_payload_bytes, 64 * 1024),
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
     )
