@@ -37,17 +37,47 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_token_is_signed_with_the_configured_key(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
+    database = str(tmp_path / "hospital.db")
+    runner = CliRunner()
+    added = runner.invoke(
         app,
-        ["token", "--role", "admin", "-d", "ED", "-d", "CARD", "--sub", "ann", "--minutes", "5"],
+        ["user", "add", "ann", "--role", "admin", "-d", "CARD", "--db", database],
+        env=_env(tmp_path),
+    )
+    assert added.exit_code == 0, added.output
+    assert "Created 'ann'" in added.output
+    result = runner.invoke(
+        app,
+        [*("token", "--role", "admin", "-d", "ED", "-d", "CARD"), "--sub", "ann", "--db", database],
         env=_env(tmp_path),
     )
     assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # an active user: nothing to warn about
     settings = Settings(jwt_secret_file=tmp_path / "secret", _env_file=None)  # type: ignore[call-arg]
-    principal = verify_token(settings, result.output.strip())
+    principal = verify_token(settings, result.stdout.strip())
     assert principal.subject == "ann"
     assert principal.role is Role.ADMIN
     assert principal.departments == {"ED", "CARD"}
+
+
+def test_a_token_for_an_unknown_or_inactive_user_comes_with_a_warning(tmp_path: Path) -> None:
+    database = str(tmp_path / "hospital.db")
+    runner = CliRunner()
+    ghost = runner.invoke(app, ["token", "--sub", "ghost", "--db", database], env=_env(tmp_path))
+    assert ghost.exit_code == 0
+    assert "not an active user" in ghost.stderr
+    assert "livedash user add ghost" in ghost.stderr
+    assert ghost.stdout.count(".") == 2  # still a token on stdout, for scripts
+    for args in (["--role", "viewer"], ["--role", "viewer", "--inactive"]):
+        saved = runner.invoke(app, ["user", "add", "bob", *args, "--db", database])
+        assert saved.exit_code == 0, saved.output
+    assert "Updated 'bob'" in saved.output
+    with sqlite3.connect(database) as connection:
+        assert connection.execute(
+            "SELECT role, departments, active FROM users WHERE username = 'bob'"
+        ).fetchone() == ("viewer", "[]", 0)
+    inactive = runner.invoke(app, ["token", "--sub", "bob", "--db", database], env=_env(tmp_path))
+    assert "not an active user" in inactive.stderr
 
 
 def test_bad_role_is_refused_with_the_choices(tmp_path: Path) -> None:

@@ -144,7 +144,16 @@ def token(
     db: DbOption = None,
 ) -> None:
     """Print a signed access token for the configured signing key."""
+    from livedash.auth.users import run_find_user
+
     settings = _settings(db)
+    if settings.check_users:
+        _migrate(settings)
+        if not asyncio.run(run_find_user(settings, sub)):
+            console.print(
+                f"Note: {sub!r} is not an active user, so the service will refuse this token; "
+                f"add it with `livedash user add {sub} --role {role.value}` first."
+            )
     typer.echo(issue_token(settings, sub, role, department or (), minutes=minutes))
 
 
@@ -176,6 +185,32 @@ def revoke(
 
 user_app = typer.Typer(help="Manage the dashboard's users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    username: Annotated[str, typer.Argument(help="The user name (the `sub` of its tokens).")],
+    role: Annotated[Role, typer.Option(help="super_admin, admin or viewer.")] = Role.VIEWER,
+    department: Annotated[
+        list[str] | None,
+        typer.Option("--department", "-d", help="Department code it may see (repeatable)."),
+    ] = None,
+    inactive: Annotated[
+        bool, typer.Option("--inactive", help="Keep the user but refuse its tokens.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Create a dashboard user, or update its role, departments and whether it is active."""
+    from livedash.auth.users import run_save_user
+
+    settings = _settings(db)
+    _migrate(settings)
+    departments = department or ()
+    created = asyncio.run(run_save_user(settings, username, role, departments, active=not inactive))
+    console.print(
+        f"{'Created' if created else 'Updated'} {username!r}: {role.value}, "
+        f"departments {', '.join(departments) or '-'}{', inactive' if inactive else ''}."
+    )
 
 
 @user_app.command("password")

@@ -11,12 +11,13 @@ Nothing is cached: a change to a user or a revocation applies to the next authen
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -151,6 +152,65 @@ async def run_revoke(
         return True
     finally:
         await database.dispose()
+
+
+async def save_user(
+    database: AsyncEngine,
+    username: str,
+    role: Role,
+    departments: Iterable[str] = (),
+    *,
+    active: bool = True,
+) -> bool:
+    """Create or update a dashboard user; True if it was created."""
+    codes = sorted(set(departments))
+    try:
+        async with database.begin() as connection:
+            result = await connection.execute(
+                update(User)
+                .where(User.username == username)
+                .values(role=role.value, departments=codes, active=active)
+            )
+            created = not result.rowcount
+            if created:
+                await connection.execute(
+                    insert(User).values(
+                        username=username, role=role.value, departments=codes, active=active
+                    )
+                )
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreError(f"cannot save the user {username!r}: {error}") from error
+    log.info(
+        "audit_user_saved",
+        user=username,
+        role=role.value,
+        departments=codes,
+        active=active,
+        created=created,
+    )
+    return created
+
+
+async def run_save_user(
+    settings: Settings, username: str, role: Role, departments: Iterable[str], *, active: bool
+) -> bool:
+    """`save_user` on the configured database (for the CLI)."""
+    database = create_engine(settings.database_url, writer=True)
+    try:
+        return await save_user(database, username, role, departments, active=active)
+    finally:
+        await database.dispose()
+
+
+async def run_find_user(settings: Settings, username: str) -> bool:
+    """True if `username` exists and is active (for the CLI)."""
+    database = create_engine(settings.database_url)
+    try:
+        async with database.connect() as connection:
+            found = await _user(connection, username)
+    finally:
+        await database.dispose()
+    return found is not None and bool(found.active)
 
 
 async def _user(connection: AsyncConnection, username: str) -> _UserRow | None:
