@@ -416,3 +416,23 @@ async def test_rest_needs_a_token_and_limits_each_user(
 def test_bad_rate_limits_are_refused(settings: Settings) -> None:
     with pytest.raises(ConfigurationError, match="rate limit"):
         create_app(settings.model_copy(update={"rate_limit_rest": "plenty"}))
+
+
+async def test_a_database_failure_is_a_503_in_the_error_shape(
+    hospital: dict[str, int],
+    server: LiveServer,
+    token: Any,
+    sqlite_writer: Callable[..., Awaitable[int]],
+) -> None:
+    bearer = {"Authorization": f"Bearer {token()}"}
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.get("/api/metrics", headers=bearer)).status_code == 200
+        # The users table goes missing under the service, as a broken database would have it.
+        await sqlite_writer("ALTER TABLE users RENAME TO users_away", ())
+        try:
+            failed = await http.get("/api/metrics", headers=bearer)
+        finally:
+            await sqlite_writer("ALTER TABLE users_away RENAME TO users", ())
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["code"] == "unavailable"
+    assert failed.headers["Retry-After"] == "5"

@@ -26,6 +26,7 @@ from livedash.errors import (
     InvalidPayload,
     NotAuthenticated,
     RateLimited,
+    StoreError,
     UnknownMetric,
 )
 from livedash.metrics.definitions import METRICS, Tier
@@ -121,3 +122,13 @@ def install_api(app: FastAPI) -> None:
 
     app.include_router(router)
     app.exception_handler(ClientError)(client_error_response)
+    app.exception_handler(StoreError)(store_error_response)
+
+
+async def store_error_response(request: Request, error: StoreError) -> JSONResponse:
+    """The database failed: 503 in the API's error shape, the details only in the log."""
+    log.warning("api_store_error", path=request.url.path, error=str(error))
+    body = ApiError(code="unavailable", message="the database is not answering; try again")
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "5"}
+    )
