@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import socketio
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
@@ -28,30 +28,26 @@ from livedash.auth.users import Authenticator
 from livedash.errors import (
     AuthError,
     ClientError,
-    Forbidden,
     Internal,
     InvalidPayload,
     NotAuthenticated,
     RateLimited,
     UnknownEvent,
-    UnknownMetric,
 )
-from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES
+from livedash.metrics.definitions import METRIC_NAMES
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.outbox import Outbox, room_name, to_update
+from livedash.realtime.requests import history_query, ordered, parse, select
 from livedash.realtime.schemas import (
-    MAX_NAME_LENGTH,
     Authenticated,
     AuthenticateRequest,
     ConnectionStatus,
     ErrorPayload,
     HistoricalData,
     HistoricalPoint,
-    HistoricalRequest,
-    MetricSelection,
     MetricsSnapshot,
     SubscriptionAck,
 )
@@ -60,7 +56,6 @@ from livedash.settings import Settings
 log = structlog.get_logger(__name__)
 
 Scope = tuple[str, str | None]
-ModelT = TypeVar("ModelT", bound=BaseModel)
 Handler = Callable[["ClientSession", Any], Awaitable[BaseModel | None]]
 
 _AUTH_TIMEOUT = "authentication timed out"
@@ -280,7 +275,7 @@ class Gateway:
         return payload
 
     async def _authenticate(self, session: ClientSession, data: Any) -> BaseModel:
-        request = _parse(AuthenticateRequest, data)
+        request = parse(AuthenticateRequest, data)
         if self._authenticator is None:
             raise Internal("the service is still starting")
         principal = await self._authenticator.authenticate(request.token)
@@ -294,7 +289,7 @@ class Gateway:
         reply = Authenticated(
             sub=principal.subject,
             role=principal.role.value,
-            departments=sorted(self._visible(session), key=lambda d: (d is not None, d or "")),
+            departments=ordered(self._visible(session)),
             metrics=list(METRIC_NAMES),
             expires_at=principal.expires_at,
         )
@@ -319,34 +314,21 @@ class Gateway:
             session.subscriptions.add((metric, department))
         # Joined before reading: an update racing this snapshot is sent, not lost.
         await self._send_snapshot(session, metrics, departments)
-        return SubscriptionAck(metrics=metrics, departments=_ordered(departments))
+        return SubscriptionAck(metrics=metrics, departments=ordered(departments))
 
     async def _unsubscribe(self, session: ClientSession, data: Any) -> BaseModel:
         metrics, departments = self._select(session, data)
         gone = {(metric, department) for metric in metrics for department in departments}
         await self._drop_subscriptions(session, gone & session.subscriptions)
-        return SubscriptionAck(metrics=metrics, departments=_ordered(departments))
+        return SubscriptionAck(metrics=metrics, departments=ordered(departments))
 
     async def _request_snapshot(self, session: ClientSession, data: Any) -> BaseModel:
         metrics, departments = self._select(session, data)
         return await self._send_snapshot(session, metrics, departments)
 
     async def _request_historical(self, session: ClientSession, data: Any) -> BaseModel:
-        request = _parse(HistoricalRequest, data)
-        if request.metric not in HISTORY_SERIES:
-            raise UnknownMetric(
-                f"no history for {request.metric!r}",
-                unknown=[request.metric],
-                valid=list(HISTORY_SERIES),
-            )
-        start, end = _aware(request.start), _aware(request.end)
-        if start >= end:
-            raise InvalidPayload("`from` must be before `to`")
-        if end - start > request.longest:
-            days = request.longest.days
-            raise InvalidPayload(f"at most {days} days by {request.granularity}")
-        if request.department not in self._visible(session):
-            raise Forbidden("not allowed for this token: " + _label(request.department))
+        query = history_query(data, self._visible(session))
+        request, start, end = query.request, query.start, query.end
         engine, pipeline = self._engine_or_fail(), self._pipeline
         if pipeline is None:
             raise Internal("the metric engine is not running yet")
@@ -386,27 +368,7 @@ class Gateway:
         return visible_departments(session.principal, self._engine_or_fail().department_codes())
 
     def _select(self, session: ClientSession, data: Any) -> tuple[list[str], set[str | None]]:
-        selection = _parse(MetricSelection, {} if data is None else data)
-        limit = self._settings.max_list_length
-        for name, given in (("metrics", selection.metrics), ("departments", selection.departments)):
-            if given is not None and len(given) > limit:
-                raise InvalidPayload(f"{name} holds at most {limit} entries")
-        metrics = list(METRIC_NAMES) if selection.metrics is None else selection.metrics
-        unknown = sorted(set(metrics) - set(METRIC_NAMES))
-        if unknown:
-            raise UnknownMetric(
-                f"unknown metric(s): {', '.join(unknown)}",
-                unknown=unknown,
-                valid=list(METRIC_NAMES),
-            )
-        visible = self._visible(session)
-        if selection.departments is None:
-            return list(dict.fromkeys(metrics)), visible
-        refused = [department for department in selection.departments if department not in visible]
-        if refused:
-            # The same answer whether a department exists or not: no probing for names.
-            raise Forbidden("not allowed for this token: " + ", ".join(map(_label, refused)))
-        return list(dict.fromkeys(metrics)), set(selection.departments)
+        return select(data, self._visible(session), self._settings.max_list_length)
 
     async def _send_snapshot(
         self, session: ClientSession, metrics: Iterable[str], departments: set[str | None]
@@ -428,26 +390,6 @@ class Gateway:
             session.subscriptions.discard((metric, department))
 
 
-def _parse(model: type[ModelT], data: Any) -> ModelT:
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        problems = [
-            {
-                # Keys come from the client (an unexpected field is named by its key): cut short.
-                "field": ".".join(str(part)[:MAX_NAME_LENGTH] for part in issue["loc"])
-                or "payload",
-                "problem": issue["msg"],
-            }
-            for issue in error.errors(include_input=False, include_url=False)[:10]
-        ]
-        raise InvalidPayload(
-            f"invalid payload for {model.__name__}: "
-            + "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
-            problems=problems,
-        ) from None
-
-
 def _client_address(environ: Any) -> str:
     """The client's IP address; under ASGI python-socketio passes the scope along."""
     if not isinstance(environ, dict):
@@ -464,20 +406,8 @@ def _identity(principal: Principal) -> tuple[str, str, frozenset[str]]:
     return principal.subject, principal.role.value, principal.departments
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _money(cents: int | float | None) -> Decimal | None:
     return Decimal(int(cents)).scaleb(-2) if cents is not None else None
-
-
-def _label(department: str | None) -> str:
-    return "the hospital-wide totals" if department is None else repr(department)
-
-
-def _ordered(departments: Iterable[str | None]) -> list[str | None]:
-    return sorted(departments, key=lambda d: (d is not None, d or ""))
 
 
 def _scope_order(scope: Scope) -> tuple[str, bool, str]:

@@ -1,0 +1,109 @@
+"""What a client asked for, validated against the wire models and its scope.
+
+Pure functions: no sockets and no engine, so each rule can be read (and tested) on its own.
+Every refusal is a `ClientError` that the gateway turns into an `error` event; nothing has
+changed when one is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from livedash.errors import Forbidden, InvalidPayload, UnknownMetric
+from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES
+from livedash.realtime.schemas import MAX_NAME_LENGTH, HistoricalRequest, MetricSelection
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Departments = set[str | None]
+
+
+def parse(model: type[ModelT], data: Any) -> ModelT:
+    """`data` as `model`, or `InvalidPayload` listing (at most ten of) its problems."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = [
+            {
+                # Keys come from the client (an unexpected field is named by its key): cut short.
+                "field": ".".join(str(part)[:MAX_NAME_LENGTH] for part in issue["loc"])
+                or "payload",
+                "problem": issue["msg"],
+            }
+            for issue in error.errors(include_input=False, include_url=False)[:10]
+        ]
+        raise InvalidPayload(
+            f"invalid payload for {model.__name__}: "
+            + "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+            problems=problems,
+        ) from None
+
+
+def select(data: Any, visible: Departments, max_list_length: int) -> tuple[list[str], Departments]:
+    """The metrics and departments a subscription or snapshot request names (defaults: all)."""
+    selection = parse(MetricSelection, {} if data is None else data)
+    for name, given in (("metrics", selection.metrics), ("departments", selection.departments)):
+        if given is not None and len(given) > max_list_length:
+            raise InvalidPayload(f"{name} holds at most {max_list_length} entries")
+    metrics = list(METRIC_NAMES) if selection.metrics is None else selection.metrics
+    unknown = sorted(set(metrics) - set(METRIC_NAMES))
+    if unknown:
+        raise UnknownMetric(
+            f"unknown metric(s): {', '.join(unknown)}", unknown=unknown, valid=list(METRIC_NAMES)
+        )
+    if selection.departments is None:
+        return list(dict.fromkeys(metrics)), visible
+    check_visible(selection.departments, visible)
+    return list(dict.fromkeys(metrics)), set(selection.departments)
+
+
+def check_visible(departments: Iterable[str | None], visible: Departments) -> None:
+    """Refuse departments outside `visible`, with the same answer whether they exist or not."""
+    refused = [department for department in departments if department not in visible]
+    if refused:
+        raise Forbidden("not allowed for this token: " + ", ".join(map(label, refused)))
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A valid `request_historical`: a series, a scope and an aware time range."""
+
+    request: HistoricalRequest
+    start: datetime
+    end: datetime
+
+
+def history_query(data: Any, visible: Departments) -> HistoryQuery:
+    """A `request_historical` checked for its series, range and scope."""
+    request = parse(HistoricalRequest, data)
+    if request.metric not in HISTORY_SERIES:
+        raise UnknownMetric(
+            f"no history for {request.metric!r}",
+            unknown=[request.metric],
+            valid=list(HISTORY_SERIES),
+        )
+    start, end = _aware(request.start), _aware(request.end)
+    if start >= end:
+        raise InvalidPayload("`from` must be before `to`")
+    if end - start > request.longest:
+        raise InvalidPayload(f"at most {request.longest.days} days by {request.granularity}")
+    check_visible([request.department], visible)
+    return HistoryQuery(request, start, end)
+
+
+def label(department: str | None) -> str:
+    """How a department is named in messages."""
+    return "the hospital-wide totals" if department is None else repr(department)
+
+
+def ordered(departments: Iterable[str | None]) -> list[str | None]:
+    """Departments in display order: the hospital first, then by code."""
+    return sorted(departments, key=lambda d: (d is not None, d or ""))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
