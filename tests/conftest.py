@@ -25,6 +25,13 @@ from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from tests.recorder import Recorder
 
+Write = Callable[..., Awaitable[int]]
+"""The `sqlite_writer` fixture: `await write(sql, parameters)`."""
+Serve = Callable[..., Awaitable["LiveServer"]]
+"""The `serve` fixture: `await serve(settings?, clock?)` starts a server."""
+Connect = Callable[..., Awaitable[Recorder]]
+"""The `connect` fixture: `await connect(server, token?)` opens a recorded client."""
+
 
 @pytest.fixture
 def database_path(tmp_path: Path) -> Path:
@@ -100,7 +107,7 @@ class LiveServer:
 
 
 @pytest.fixture
-async def serve(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
+async def serve(settings: Settings) -> AsyncIterator[Serve]:
     """Start a live server (with `settings`, or others); every one started is stopped."""
     started: list[LiveServer] = []
 
@@ -115,7 +122,7 @@ async def serve(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Liv
 
 
 @pytest.fixture
-async def server(serve: Callable[..., Awaitable[LiveServer]]) -> LiveServer:
+async def server(serve: Serve) -> LiveServer:
     return await serve()
 
 
@@ -190,7 +197,7 @@ def token(settings: Settings, users: Users) -> Callable[..., str]:
 
 
 @pytest.fixture
-async def connect(users: Users) -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
+async def connect(users: Users) -> AsyncIterator[Connect]:
     """Connect real socket.io clients; each is disconnected afterwards."""
     clients: list[socketio.AsyncClient] = []
 
@@ -214,7 +221,7 @@ async def connect(users: Users) -> AsyncIterator[Callable[..., Awaitable[Recorde
 
 
 @pytest.fixture
-def sqlite_writer(database_path: Path) -> Iterator[Callable[..., Awaitable[int]]]:
+def sqlite_writer(database_path: Path) -> Iterator[Write]:
     """Write through a plain sqlite3 connection that knows nothing of livedash.
 
     The write runs in a worker thread, as it would in the hospital's own process: blocking
@@ -235,7 +242,7 @@ def sqlite_writer(database_path: Path) -> Iterator[Callable[..., Awaitable[int]]
 
 
 async def register_patient(
-    write: Callable[..., Awaitable[int]], department_id: int, name: str, *, emergency: bool = False
+    write: Write, department_id: int, name: str, *, emergency: bool = False
 ) -> int:
     """Register a waiting patient the way the hospital's application would."""
     return await write(

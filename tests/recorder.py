@@ -84,3 +84,16 @@ class Recorder:
     async def call(self, event: str, data: Any = None, *, within: float = 10.0) -> Any:
         """Emit `event` and return the server's acknowledgement."""
         return await self.client.call(event, data, timeout=within)
+
+
+def update_of(metric: str, department: str | None, value: Any = None) -> Callable[[Any], bool]:
+    """Matches a `dashboard_update` of `metric` for `department` (and `value`, if given)."""
+
+    def match(update: Any) -> bool:
+        return (
+            update["metric"] == metric
+            and update["department"] == department
+            and (value is None or update["value"] == value)
+        )
+
+    return match

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,8 @@ from livedash.errors import InvalidToken
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Role
-from tests.conftest import LiveServer, Users
+from tests.conftest import LiveServer, Serve, Users
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
-
-Serve = Callable[..., Awaitable[LiveServer]]
 
 
 class Clock:

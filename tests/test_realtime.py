@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,25 +13,10 @@ import pytest
 from livedash.metrics.definitions import METRIC_NAMES
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import LiveServer, register_patient
+from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
 from tests.conftest import sql_now as _now
 from tests.oracle import recompute, snapshot_values
-from tests.recorder import Recorder
-
-Write = Callable[..., Awaitable[int]]
-Serve = Callable[..., Awaitable[LiveServer]]
-Connect = Callable[..., Awaitable[Recorder]]
-
-
-def _is(metric: str, department: str | None, value: Any = None) -> Callable[[Any], bool]:
-    def match(update: Any) -> bool:
-        return (
-            update["metric"] == metric
-            and update["department"] == department
-            and (value is None or update["value"] == value)
-        )
-
-    return match
+from tests.recorder import Recorder, update_of
 
 
 async def test_external_sqlite_write_reaches_subscribed_client(
@@ -45,15 +29,15 @@ async def test_external_sqlite_write_reaches_subscribed_client(
     assert snapshot_values(snapshot["values"])["patients_total", "ED"] == 1
 
     await register_patient(sqlite_writer, hospital["ED"], "walk-in", emergency=True)
-    update = await client.next("dashboard_update", _is("patients_total", "ED"))
+    update = await client.next("dashboard_update", update_of("patients_total", "ED"))
     assert update["value"] == 2
-    hospital_update = await client.next("dashboard_update", _is("patients_total", None))
+    hospital_update = await client.next("dashboard_update", update_of("patients_total", None))
     assert hospital_update["value"] == 3
     assert update["version"] > max(v["version"] for v in snapshot["values"])
     datetime.fromisoformat(update["timestamp"])
 
     await sqlite_writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["CARD-1A"],))
-    occupied = await client.next("dashboard_update", _is("beds_occupied", "CARD"))
+    occupied = await client.next("dashboard_update", update_of("beds_occupied", "CARD"))
     assert occupied["value"] == 1
     assert not [u for u in client.received("dashboard_update") if u["metric"] == "rooms_total"]
 
@@ -88,7 +72,7 @@ async def test_snapshot_equals_sql_after_many_changes(
     )
     await sqlite_writer("DELETE FROM beds WHERE id = ?", (hospital["CARD-2B"],))
     # The last write's effect has arrived once beds_free for ED reached 1; then ask for everything.
-    await client.next("dashboard_update", _is("beds_free", "ED", 1))
+    await client.next("dashboard_update", update_of("beds_free", "ED", 1))
     await _until_equal(client, database_path, settings)
 
 
@@ -129,8 +113,8 @@ async def test_admin_sees_only_own_department(
     await super_admin.call("subscribe_metrics", ["patients_total"])
     for code in ("ED", "CARD"):
         await register_patient(sqlite_writer, hospital[code], "x")
-    await super_admin.next("dashboard_update", _is("patients_total", "CARD", 2))
-    await admin.next("dashboard_update", _is("patients_total", "CARD", 2))
+    await super_admin.next("dashboard_update", update_of("patients_total", "CARD", 2))
+    await admin.next("dashboard_update", update_of("patients_total", "CARD", 2))
 
     departments_seen = {
         value["department"]
@@ -244,7 +228,7 @@ async def test_unsubscribe_stops_updates(
     ack = await client.call("unsubscribe_metrics", {"metrics": ["patients_total"]})
     assert ack["metrics"] == ["patients_total"]
     await register_patient(sqlite_writer, hospital["ED"], "x")
-    await client.next("dashboard_update", _is("patients_waiting", "ED", 2))
+    await client.next("dashboard_update", update_of("patients_waiting", "ED", 2))
     assert not [u for u in client.received("dashboard_update") if u["metric"] == "patients_total"]
 
 
@@ -261,7 +245,7 @@ async def test_feed_resumes_after_restart_without_loss(
     client = await connect(first, token())
     await client.call("subscribe_metrics", ["patients_total"])
     await register_patient(sqlite_writer, hospital["ED"], "before")
-    await client.next("dashboard_update", _is("patients_total", "ED", 2))
+    await client.next("dashboard_update", update_of("patients_total", "ED", 2))
     await first.stop()
 
     for name in ("while down 1", "while down 2"):
@@ -273,7 +257,7 @@ async def test_feed_resumes_after_restart_without_loss(
     assert snapshot["patients_total", "CARD"] == 3
     assert snapshot["patients_total", None] == 5
     await sqlite_writer("DELETE FROM patients WHERE name = 'before'", ())
-    await again.next("dashboard_update", _is("patients_total", "ED", 1))
+    await again.next("dashboard_update", update_of("patients_total", "ED", 1))
     await _until_equal(again, database_path, settings)
 
 
@@ -292,7 +276,7 @@ async def test_request_historical_serves_the_rollups(
         (bill, hospital["CARD"], 12345, paid),
     )
     await client.call("subscribe_metrics", {"metrics": ["revenue_today"], "departments": ["CARD"]})
-    await client.next("dashboard_update", _is("revenue_today", "CARD", "123.45"))
+    await client.next("dashboard_update", update_of("revenue_today", "CARD", "123.45"))
     request = {
         "metric": "revenue",
         "department": "CARD",
@@ -362,7 +346,7 @@ async def test_a_token_that_expires_while_connected_stops_the_data(
     assert ended["code"] == "auth_failed"
     assert "expired" in ended["message"]
     await register_patient(sqlite_writer, hospital["ED"], "after the expiry")
-    await watcher.next("dashboard_update", _is("patients_waiting", "ED", 2))
+    await watcher.next("dashboard_update", update_of("patients_waiting", "ED", 2))
     assert not [u for u in expiring.received("dashboard_update") if u["value"] == 2]
     refused = await expiring.call("request_snapshot")
     assert refused["code"] == "not_authenticated"

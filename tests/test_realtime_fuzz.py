@@ -22,7 +22,7 @@ requests made them, as seen by which updates reach it after a write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,13 +42,8 @@ from livedash.realtime.schemas import (
 )
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import LiveServer, register_patient
-from tests.recorder import Recorder
+from tests.conftest import Connect, Serve, Write, register_patient
 from tests.test_realtime_security import GENEROUS, assert_no_foreign_data
-
-Write = Callable[..., Awaitable[int]]
-Serve = Callable[..., Awaitable[LiveServer]]
-Connect = Callable[..., Awaitable[Recorder]]
 
 EXAMPLES = 300
 SCOPE = frozenset({"ED"})

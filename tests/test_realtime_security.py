@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,12 +24,8 @@ from livedash.realtime.schemas import (
 )
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import LiveServer, register_patient
-from tests.recorder import Recorder
-
-Write = Callable[..., Awaitable[int]]
-Serve = Callable[..., Awaitable[LiveServer]]
-Connect = Callable[..., Awaitable[Recorder]]
+from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
+from tests.recorder import Recorder, update_of
 
 EVERYONE = frozenset({"ED", "CARD", None})
 INCOMING = ("subscribe_metrics", "unsubscribe_metrics", "request_snapshot", "request_historical")
@@ -54,17 +50,6 @@ def assert_no_foreign_data(client: Recorder, allowed: Iterable[str | None]) -> N
     for event, payload in client.events:
         foreign = departments_in(event, payload) - scope
         assert not foreign, f"{event} carried {foreign} to a client limited to {scope}"
-
-
-def _is(metric: str, department: str | None, value: Any = None) -> Callable[[Any], bool]:
-    def match(update: Any) -> bool:
-        return (
-            update["metric"] == metric
-            and update["department"] == department
-            and (value is None or update["value"] == value)
-        )
-
-    return match
 
 
 def _request(event: str, department: str | None) -> dict[str, Any]:
@@ -128,9 +113,11 @@ async def test_authorization_matrix(
         await register_patient(sqlite_writer, hospital[code], f"matrix {code}")
     super_admin = roles["super_admin"][0]
     for department, total in (("ED", 2), ("CARD", 2), (None, 4)):
-        await super_admin.next("dashboard_update", _is("patients_total", department, total))
-    await roles["admin of ED"][0].next("dashboard_update", _is("patients_total", "ED", 2))
-    await roles["viewer of CARD"][0].next("dashboard_update", _is("patients_total", "CARD", 2))
+        await super_admin.next("dashboard_update", update_of("patients_total", department, total))
+    await roles["admin of ED"][0].next("dashboard_update", update_of("patients_total", "ED", 2))
+    await roles["viewer of CARD"][0].next(
+        "dashboard_update", update_of("patients_total", "CARD", 2)
+    )
     # One more round trip each, so that anything sent before it has arrived.
     for client, visible in roles.values():
         await client.call("request_snapshot")
@@ -185,7 +172,7 @@ async def test_socket_rate_limit_refuses_the_excess_and_changes_nothing(
     assert (await same_user.call("request_snapshot"))["values"]
     assert (await other.call("subscribe_metrics", ["patients_total"]))["ok"] is True
     await register_patient(sqlite_writer, hospital["ED"], "after the burst")
-    await other.next("dashboard_update", _is("patients_total", "ED", 2))
+    await other.next("dashboard_update", update_of("patients_total", "ED", 2))
     # The update went to its room in one emit; a later answer to `noisy` arrives after it.
     assert (await noisy.call("request_snapshot"))["code"] == "rate_limited"
     assert noisy.received("dashboard_update") == []
@@ -295,7 +282,7 @@ async def test_oversized_payload_closes_only_that_socket_and_changes_nothing(
         await sender.disconnected.wait()
 
     await register_patient(sqlite_writer, hospital["ED"], "after the flood")
-    await bystander.next("dashboard_update", _is("patients_total", "ED", 2))
+    await bystander.next("dashboard_update", update_of("patients_total", "ED", 2))
     assert (await bystander.call("request_snapshot", ["patients_total"]))["values"]
     again = await connect(server, token(Role.ADMIN, ("ED",), sub="sender"))
     assert (await again.call("subscribe_metrics", ["beds_free"]))["ok"] is True
@@ -357,7 +344,7 @@ async def test_forged_connect_and_disconnect_events_are_refused(
 
     assert (await client.call("request_snapshot"))["values"]
     await register_patient(sqlite_writer, hospital["ED"], "still watched")
-    await client.next("dashboard_update", _is("patients_total", "ED", 2))
+    await client.next("dashboard_update", update_of("patients_total", "ED", 2))
     assert client.received("authenticated")[-1]["role"] == "admin"
     assert len(client.received("authenticated")) == 1
     assert_no_foreign_data(client, {"ED"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,8 @@ from livedash.auth.tokens import verify_token
 from livedash.errors import InvalidToken
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import LiveServer, register_patient, sql_now
+from tests.conftest import LiveServer, Write, register_patient, sql_now
 from tests.oracle import Values, recompute
-
-Write = Callable[..., Awaitable[int]]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
@@ -19,11 +19,7 @@ from livedash.store.engine import create_engine
 from livedash.store.models import WATCHED_TABLES
 from livedash.web.api import ApiError
 from livedash.web.ingest import MAX_OPERATIONS, IngestResult, IngestTable
-from tests.conftest import LiveServer
-from tests.recorder import Recorder
-
-Serve = Callable[..., Awaitable[LiveServer]]
-Connect = Callable[..., Awaitable[Recorder]]
+from tests.conftest import Connect, LiveServer, Serve
 
 
 @pytest.fixture

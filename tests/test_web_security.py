@@ -28,11 +28,10 @@ from livedash.metrics.definitions import METRICS
 from livedash.service import build_server
 from livedash.settings import Settings
 from livedash.web.api import ApiError, MetricInfo
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, Serve, Write
 from tests.recorder import Recorder
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
-Serve = Callable[..., Awaitable[LiveServer]]
 SocketClient = Callable[..., Awaitable[socketio.AsyncClient]]
 
 ALLOWED = "https://dashboard.hospital.example"
@@ -422,7 +421,7 @@ async def test_a_database_failure_is_a_503_in_the_error_shape(
     hospital: dict[str, int],
     server: LiveServer,
     token: Any,
-    sqlite_writer: Callable[..., Awaitable[int]],
+    sqlite_writer: Write,
 ) -> None:
     bearer = {"Authorization": f"Bearer {token()}"}
     async with httpx.AsyncClient(base_url=server.url) as http:
