@@ -49,12 +49,21 @@ system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	ls /usr/lib/postgresql/*/lib/wal2json.so >/dev/null 2>&1 || missing="$$missing postgresql-wal2json"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "Installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      $$(echo $$missing | sed 's/postgresql-wal2json//') >/dev/null; \
+	    case "$$missing" in *wal2json*) \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        postgresql-$$(ls /usr/lib/postgresql | sort -n | tail -1)-wal2json >/dev/null;; esac; \
 	  else \
-	    echo "Missing system packages. Run: sudo apt-get install -y$$missing"; exit 1; \
+	    echo "Missing system packages. Run: sudo apt-get install -y$$missing" \
+	      | sed "s/postgresql-wal2json/postgresql-$$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)-wal2json/"; exit 1; \
 	  fi; \
 	fi
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import itertools
+import os
+import shutil
 import socket
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,21 +17,70 @@ from typing import Any
 import pytest
 import socketio
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from livedash.app import create_app
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import Clock
 from livedash.settings import Settings
-from livedash.store.migrate import upgrade
+from livedash.store.migrate import upgrade, upgrade_async
 from livedash.store.models import Role
 from tests.recorder import Recorder
+from tests.servers import PostgresServer, RedisServer, new_root
+from tests.writers import PostgresWriter, SqliteWriter, Users
+
+BACKENDS = ["sqlite", "postgres"]
+TEMPLATE_DATABASE = "livedash_template"
+_DATABASE_NUMBERS = itertools.count(1)
 
 Write = Callable[..., Awaitable[int]]
-"""The `sqlite_writer` fixture: `await write(sql, parameters)`."""
+"""The `writer` fixture: `await write(sql, parameters)`."""
 Serve = Callable[..., Awaitable["LiveServer"]]
 """The `serve` fixture: `await serve(settings?, clock?)` starts a server."""
 Connect = Callable[..., Awaitable[Recorder]]
 """The `connect` fixture: `await connect(server, token?)` opens a recorded client."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Tests marked `both_backends` run on SQLite (memory fan-out) and PostgreSQL (with Redis).
+    if metafunc.definition.get_closest_marker("both_backends") and (
+        "backend" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this test: "sqlite" unless marked `both_backends`."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster (wal_level=logical) for the session; a database per test."""
+    root = new_root("livedash-pg-")
+    server = PostgresServer(root).init().start()
+    try:
+        # Session fixtures may be set up inside a test's running loop: use a thread's own.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, _prepare_template(server)).result()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _prepare_template(server: PostgresServer) -> None:
+    await server.create_database(TEMPLATE_DATABASE)
+    await upgrade_async(server.url(TEMPLATE_DATABASE))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, so a test may kill it."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -42,14 +92,34 @@ def database_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def database_url(database_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{database_path}"
+async def database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A migrated, empty database of this test's backend."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{request.getfixturevalue('database_path')}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t{next(_DATABASE_NUMBERS)}_{os.getpid()}"
+    url = await server.create_database(name, template=TEMPLATE_DATABASE)
+    yield url
+    await server.drop_database(name)
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(
+    database_url: str, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
+    production: dict[str, Any] = {}
+    if backend == "postgres":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        production = {
+            "redis_url": redis.url,
+            "feed_slot": "slot_" + make_url(database_url).database,  # type: ignore[operator]
+        }
     return Settings(
         database_url=database_url,
+        **production,
         jwt_secret="test-secret-" + "x" * 64,
         jwt_secret_file=tmp_path / "unused-secret",
         timezone="Europe/Berlin",
@@ -126,50 +196,17 @@ async def server(serve: Serve) -> LiveServer:
     return await serve()
 
 
-class Users:
-    """Writes `users` rows with plain sqlite3, as the hospital's administrators would."""
-
-    def __init__(self, database_path: Path) -> None:
-        self._path = database_path
-        self._worker = ThreadPoolExecutor(max_workers=1)
-        self._pending: list[Future[None]] = []
-
-    def save(self, username: str, role: Role, departments: Iterable[str]) -> None:
-        """Create or update `username` as an active user with `role` and `departments`."""
-        row = (username, role.value, json.dumps(sorted(set(departments))))
-        try:
-            self._write(row, timeout=0)
-        except sqlite3.OperationalError:
-            # A service under test holds the write lock, and releasing it needs the event loop
-            # this synchronous call is blocking: finish the write in a thread instead.
-            self._pending.append(self._worker.submit(self._write, row, 10.0))
-
-    async def settled(self) -> None:
-        """Wait for writes that had to wait for the lock."""
-        pending, self._pending = self._pending, []
-        for write in pending:
-            await asyncio.wrap_future(write)
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True)
-
-    def _write(self, row: tuple[str, str, str], timeout: float) -> None:
-        connection = sqlite3.connect(self._path, isolation_level=None, timeout=timeout)
-        try:
-            connection.execute(
-                "INSERT INTO users (username, role, departments, active) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (username) DO UPDATE SET role = excluded.role, "
-                "departments = excluded.departments, active = 1",
-                row,
-            )
-        finally:
-            connection.close()
+def libpq_dsn(database_url: str) -> str:
+    """The asyncpg/libpq form of a SQLAlchemy PostgreSQL URL."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 @pytest.fixture
-def users(database_path: Path) -> Iterator[Users]:
+def users(backend: str, database_url: str, request: pytest.FixtureRequest) -> Iterator[Users]:
     """The test database's `users` table, written the way an outsider would."""
-    table = Users(database_path)
+    table = Users(
+        request.getfixturevalue("database_path") if backend == "sqlite" else libpq_dsn(database_url)
+    )
     yield table
     table.close()
 
@@ -221,24 +258,25 @@ async def connect(users: Users) -> AsyncIterator[Connect]:
 
 
 @pytest.fixture
-def sqlite_writer(database_path: Path) -> Iterator[Write]:
-    """Write through a plain sqlite3 connection that knows nothing of livedash.
-
-    The write runs in a worker thread, as it would in the hospital's own process: blocking
-    the test's event loop would also stall the service under test while it holds a lock.
-    """
-    connection = sqlite3.connect(
-        database_path, isolation_level=None, timeout=10, check_same_thread=False
-    )
-
-    def write_now(sql: str, parameters: tuple[Any, ...]) -> int:
-        return int(connection.execute(sql, parameters).lastrowid or 0)
-
-    async def write(sql: str, parameters: tuple[Any, ...] = ()) -> int:
-        return await asyncio.to_thread(write_now, sql, parameters)
-
+async def writer(
+    backend: str, database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Write]:
+    """Write as a program that knows nothing of livedash: sqlite3, or asyncpg on PostgreSQL."""
+    write: SqliteWriter | PostgresWriter
+    if backend == "sqlite":
+        write = SqliteWriter(request.getfixturevalue("database_path"))
+    else:
+        write = PostgresWriter(libpq_dsn(database_url))
     yield write
-    connection.close()
+    await write.close()
+
+
+@pytest.fixture
+async def sqlite_writer(database_path: Path) -> AsyncIterator[Write]:
+    """Write through a plain sqlite3 connection (tests of SQLite itself)."""
+    write = SqliteWriter(database_path)
+    yield write
+    await write.close()
 
 
 async def register_patient(
@@ -258,23 +296,23 @@ def sql_now() -> str:
 
 
 @pytest.fixture
-async def hospital(sqlite_writer: Callable[..., Awaitable[int]]) -> dict[str, int]:
+async def hospital(writer: Write) -> dict[str, int]:
     """Two departments with two rooms of two beds each, one patient in each department."""
     ids: dict[str, int] = {}
     for code, name in (("ED", "Emergency"), ("CARD", "Cardiology")):
-        department = await sqlite_writer(
+        department = await writer(
             "INSERT INTO departments (code, name) VALUES (?, ?)", (code, name)
         )
         ids[code] = department
         for number in ("1", "2"):
-            room = await sqlite_writer(
+            room = await writer(
                 "INSERT INTO rooms (department_id, number) VALUES (?, ?)", (department, number)
             )
             for label in ("A", "B"):
-                bed = await sqlite_writer(
+                bed = await writer(
                     "INSERT INTO beds (room_id, label, status) VALUES (?, ?, 'free')",
                     (room, label),
                 )
                 ids[f"{code}-{number}{label}"] = bed
-        await register_patient(sqlite_writer, department, f"first patient of {code}")
+        await register_patient(writer, department, f"first patient of {code}")
     return ids

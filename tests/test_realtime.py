@@ -18,9 +18,11 @@ from tests.conftest import sql_now as _now
 from tests.oracle import recompute, snapshot_values
 from tests.recorder import Recorder, update_of
 
+pytestmark = pytest.mark.both_backends
+
 
 async def test_external_sqlite_write_reaches_subscribed_client(
-    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
 ) -> None:
     client = await connect(server, token())
     ack = await client.call("subscribe_metrics", {"metrics": ["patients_total", "beds_occupied"]})
@@ -28,7 +30,7 @@ async def test_external_sqlite_write_reaches_subscribed_client(
     snapshot = await client.next("metrics_snapshot")
     assert snapshot_values(snapshot["values"])["patients_total", "ED"] == 1
 
-    await register_patient(sqlite_writer, hospital["ED"], "walk-in", emergency=True)
+    await register_patient(writer, hospital["ED"], "walk-in", emergency=True)
     update = await client.next("dashboard_update", update_of("patients_total", "ED"))
     assert update["value"] == 2
     hospital_update = await client.next("dashboard_update", update_of("patients_total", None))
@@ -36,7 +38,7 @@ async def test_external_sqlite_write_reaches_subscribed_client(
     assert update["version"] > max(v["version"] for v in snapshot["values"])
     datetime.fromisoformat(update["timestamp"])
 
-    await sqlite_writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["CARD-1A"],))
+    await writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["CARD-1A"],))
     occupied = await client.next("dashboard_update", update_of("beds_occupied", "CARD"))
     assert occupied["value"] == 1
     assert not [u for u in client.received("dashboard_update") if u["metric"] == "rooms_total"]
@@ -47,30 +49,28 @@ async def test_snapshot_equals_sql_after_many_changes(
     server: LiveServer,
     connect: Connect,
     token: Any,
-    sqlite_writer: Write,
+    writer: Write,
     database_path: Path,
     settings: Settings,
 ) -> None:
     client = await connect(server, token())
     await client.call("subscribe_metrics")
     for bed, status in (("ED-1A", "occupied"), ("ED-1B", "cleaning"), ("ED-2A", "out_of_service")):
-        await sqlite_writer("UPDATE beds SET status = ? WHERE id = ?", (status, hospital[bed]))
-    await sqlite_writer(
+        await writer("UPDATE beds SET status = ? WHERE id = ?", (status, hospital[bed]))
+    await writer(
         "INSERT INTO staff (department_id, name, role) VALUES (?, 'Dr. A', 'doctor')",
         (hospital["ED"],),
     )
-    await sqlite_writer(
+    await writer(
         "INSERT INTO staff_shifts (staff_id, department_id, clock_in_at) VALUES (1, ?, ?)",
         (hospital["ED"], _now()),
     )
-    await sqlite_writer(
+    await writer(
         "INSERT INTO appointments (department_id, scheduled_at, status) VALUES (?, ?, 'completed')",
         (hospital["CARD"], _now()),
     )
-    await sqlite_writer(
-        "UPDATE patients SET status = 'active' WHERE department_id = ?", (hospital["ED"],)
-    )
-    await sqlite_writer("DELETE FROM beds WHERE id = ?", (hospital["CARD-2B"],))
+    await writer("UPDATE patients SET status = 'active' WHERE department_id = ?", (hospital["ED"],))
+    await writer("DELETE FROM beds WHERE id = ?", (hospital["CARD-2B"],))
     # The last write's effect has arrived once beds_free for ED reached 1; then ask for everything.
     await client.next("dashboard_update", update_of("beds_free", "ED", 1))
     await _until_equal(client, database_path, settings)
@@ -97,7 +97,7 @@ async def _until_equal(client: Recorder, database_path: Path, settings: Settings
 
 
 async def test_admin_sees_only_own_department(
-    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
 ) -> None:
     admin = await connect(server, token(Role.ADMIN, ("CARD",)))
     authenticated = admin.received("authenticated")[0]
@@ -112,7 +112,7 @@ async def test_admin_sees_only_own_department(
     super_admin = await connect(server, token())
     await super_admin.call("subscribe_metrics", ["patients_total"])
     for code in ("ED", "CARD"):
-        await register_patient(sqlite_writer, hospital[code], "x")
+        await register_patient(writer, hospital[code], "x")
     await super_admin.next("dashboard_update", update_of("patients_total", "CARD", 2))
     await admin.next("dashboard_update", update_of("patients_total", "CARD", 2))
 
@@ -221,13 +221,13 @@ async def test_unauthenticated_socket_is_disconnected_after_timeout(
 
 
 async def test_unsubscribe_stops_updates(
-    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
 ) -> None:
     client = await connect(server, token())
     await client.call("subscribe_metrics", ["patients_total", "patients_waiting"])
     ack = await client.call("unsubscribe_metrics", {"metrics": ["patients_total"]})
     assert ack["metrics"] == ["patients_total"]
-    await register_patient(sqlite_writer, hospital["ED"], "x")
+    await register_patient(writer, hospital["ED"], "x")
     await client.next("dashboard_update", update_of("patients_waiting", "ED", 2))
     assert not [u for u in client.received("dashboard_update") if u["metric"] == "patients_total"]
 
@@ -237,41 +237,41 @@ async def test_feed_resumes_after_restart_without_loss(
     serve: Serve,
     connect: Connect,
     token: Any,
-    sqlite_writer: Write,
+    writer: Write,
     database_path: Path,
     settings: Settings,
 ) -> None:
     first = await serve()
     client = await connect(first, token())
     await client.call("subscribe_metrics", ["patients_total"])
-    await register_patient(sqlite_writer, hospital["ED"], "before")
+    await register_patient(writer, hospital["ED"], "before")
     await client.next("dashboard_update", update_of("patients_total", "ED", 2))
     await first.stop()
 
     for name in ("while down 1", "while down 2"):
-        await register_patient(sqlite_writer, hospital["CARD"], name)
+        await register_patient(writer, hospital["CARD"], name)
     second = await serve()
     again = await connect(second, token())
     await again.call("subscribe_metrics")
     snapshot = snapshot_values((await again.next("metrics_snapshot"))["values"])
     assert snapshot["patients_total", "CARD"] == 3
     assert snapshot["patients_total", None] == 5
-    await sqlite_writer("DELETE FROM patients WHERE name = 'before'", ())
+    await writer("DELETE FROM patients WHERE name = 'before'", ())
     await again.next("dashboard_update", update_of("patients_total", "ED", 1))
     await _until_equal(again, database_path, settings)
 
 
 async def test_request_historical_serves_the_rollups(
-    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
 ) -> None:
     client = await connect(server, token())
     now = datetime.now(UTC)
     paid = now.strftime("%Y-%m-%d %H:%M:%S.%f")
-    bill = await sqlite_writer(
+    bill = await writer(
         "INSERT INTO bills (department_id, amount_cents, created_at, paid_at) VALUES (?, ?, ?, ?)",
         (hospital["CARD"], 12345, paid, paid),
     )
-    await sqlite_writer(
+    await writer(
         "INSERT INTO payments (bill_id, department_id, amount_cents, paid_at) VALUES (?, ?, ?, ?)",
         (bill, hospital["CARD"], 12345, paid),
     )
@@ -331,7 +331,7 @@ async def test_bad_historical_requests_are_refused(
 
 
 async def test_a_token_that_expires_while_connected_stops_the_data(
-    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, sqlite_writer: Write
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
 ) -> None:
     # A one-minute token issued 58 seconds ago: it runs out while the socket is open.
     soon = token(Role.ADMIN, ("ED",), minutes=1, now=datetime.now(UTC) - timedelta(seconds=58))
@@ -345,7 +345,7 @@ async def test_a_token_that_expires_while_connected_stops_the_data(
     ended = await expiring.next("auth_error", within=10)
     assert ended["code"] == "auth_failed"
     assert "expired" in ended["message"]
-    await register_patient(sqlite_writer, hospital["ED"], "after the expiry")
+    await register_patient(writer, hospital["ED"], "after the expiry")
     await watcher.next("dashboard_update", update_of("patients_waiting", "ED", 2))
     assert not [u for u in expiring.received("dashboard_update") if u["value"] == 2]
     refused = await expiring.call("request_snapshot")

@@ -73,6 +73,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                     fallback_poll_seconds=settings.feed_fallback_poll_seconds,
                     settle_seconds=settings.feed_settle_seconds,
                     keep_rows=settings.feed_keep_rows,
+                    slot=settings.feed_slot,
+                    heartbeat_seconds=settings.feed_heartbeat_seconds,
                 )
             )
             engine = MetricEngine(settings.zone, clock or SystemClock())

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     ping_interval_seconds: float = Field(default=25.0, gt=0)
     ping_timeout_seconds: float = Field(default=20.0, gt=0)
 
+    # Production: PostgreSQL's logical decoding slot (wal2json), Redis, several instances.
+    feed_slot: str = Field(default="livedash", pattern=r"^[a-z0-9_]{1,63}$")
+    feed_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    redis_url: str | None = None  # shared cache, fan-out between instances, rate limits
+    leader_lock_key: int = 0x6C697665  # the advisory lock that elects the feed's one reader
+    leader_poll_seconds: float = Field(default=1.0, gt=0)
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For is believed
+
     feed_batch_size: int = Field(default=500, ge=1)
     feed_fallback_poll_seconds: float = Field(default=1.0, gt=0)
     feed_settle_seconds: float = Field(default=0.02, gt=0)

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from livedash.errors import ConfigurationError
+
 Row = Mapping[str, Any]
 Writer = Callable[[AsyncConnection], Awaitable[None]]
 
@@ -37,6 +39,7 @@ class Change:
     old: Row | None
     new: Row | None
     committed_at: datetime
+    transaction: int = 0  # the writer's transaction id, where the backend has one
 
 
 class ChangeSource(Protocol):
@@ -63,7 +66,18 @@ class ChangeSource(Protocol):
         ...
 
     async def position_in(self, connection: AsyncConnection) -> int:
-        """The feed position that the read transaction on `connection` has seen up to."""
+        """The feed position that the read transaction on `connection` has seen up to.
+
+        Called first in the start-up count's transaction, before it reads a row.
+        """
+        ...
+
+    def counted_at_start(self, change: Change) -> bool:
+        """The start-up count already contains `change`, although it comes after the position.
+
+        Where visibility is not a prefix of the feed (PostgreSQL), a few changes after the
+        position were already in the snapshot; they must not be counted twice.
+        """
         ...
 
 
@@ -74,4 +88,8 @@ def open_change_source(database_url: str, consumer: str, **options: Any) -> Chan
         from livedash.changefeed.sqlite import SqliteChangeFeed
 
         return SqliteChangeFeed(database_url, consumer, **options)
-    raise NotImplementedError(f"no change feed for the {backend!r} backend yet")
+    if backend == "postgresql":
+        from livedash.changefeed.postgres import PostgresChangeFeed
+
+        return PostgresChangeFeed(database_url, consumer, **options)
+    raise ConfigurationError(f"no change feed for the {backend!r} backend")

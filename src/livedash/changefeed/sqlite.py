@@ -69,6 +69,7 @@ class SqliteChangeFeed:
         fallback_poll_seconds: float = 1.0,
         settle_seconds: float = 0.02,
         keep_rows: int = 10_000,
+        **_postgres_only: Any,
     ) -> None:
         self._url = database_url
         self._consumer = consumer
@@ -154,6 +155,10 @@ class SqliteChangeFeed:
         """The last sequence number the read transaction on `connection` can see."""
         # sqlite_sequence, not MAX(seq): the log may have been pruned down to nothing.
         return int(await connection.scalar(_SEQUENCE) or 0)
+
+    def counted_at_start(self, change: Change) -> bool:
+        """Never: the start-up count's position is exact on SQLite (one writer at a time)."""
+        return False
 
     def _engine(self, engine: AsyncEngine | None) -> AsyncEngine:
         if engine is None:

@@ -76,6 +76,7 @@ class MetricPipeline:
         self._last_change_at: datetime | None = None
         self._last_error: str | None = None
         self._running = False
+        self._history_from_rows = False
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener` with every batch of changed values, in order."""
@@ -133,6 +134,7 @@ class MetricPipeline:
                             history.load(table, decoded)
         if history is not None:
             history.position = position if build_history else confirmed
+            self._history_from_rows = build_history
         updates = self.engine.finish_loading(position)
         log.info("metrics_rebuilt", position=position, values=len(updates))
         self._observe_occupancy(updates, datetime.now(UTC).replace(tzinfo=None))
@@ -157,15 +159,19 @@ class MetricPipeline:
     async def _follow_once(self) -> None:
         self._confirmed = max(self._confirmed, await self._source.confirmed_position())
         await self._set_system(database_up=True)
-        async for batch in self._source.batches():
+        async for delivered in self._source.batches():
+            batch = [c for c in delivered if not self._source.counted_at_start(c)]
             if self.history is not None:
-                self.history.apply(batch)
+                self.history.apply(batch if self._history_from_rows else delivered)
             updates = self.engine.apply(batch)
+            self.engine.position = max(self.engine.position, delivered[-1].position)
+            if self.history is not None:
+                self.history.position = max(self.history.position, delivered[-1].position)
             applied_at = datetime.now(UTC).replace(tzinfo=None)
-            self._last_change_at = batch[-1].committed_at
+            self._last_change_at = delivered[-1].committed_at
             self._last_error = None
-            self._observe_occupancy(updates, batch[-1].committed_at)
-            lag = max((applied_at - batch[-1].committed_at).total_seconds(), 0.0)
+            self._observe_occupancy(updates, delivered[-1].committed_at)
+            lag = max((applied_at - delivered[-1].committed_at).total_seconds(), 0.0)
             updates += self.engine.set_system(
                 replace(self.engine.system, feed_lag_seconds=round(lag, 1))
             )

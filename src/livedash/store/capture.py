@@ -43,3 +43,13 @@ def capture_trigger_sql(table: str, columns: Sequence[str]) -> list[str]:
 def drop_trigger_sql(table: str) -> list[str]:
     """DDL that removes the capture triggers of `table`."""
     return [f'DROP TRIGGER IF EXISTS "{name}"' for name in trigger_names(table)]
+
+
+NOTIFY_CHANNEL = "livedash_changes"
+"""PostgreSQL: the channel on which a commit to a watched table wakes the change feed."""
+
+# The watched tables as of migration 0005 (a migration must not follow later model edits).
+WATCHED = (
+    "departments", "rooms", "beds", "patients", "admissions", "appointments", "bills",
+    "payments", "staff", "staff_shifts", "users", "alerts",
+)  # fmt: skip

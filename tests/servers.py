@@ -1,0 +1,208 @@
+"""Throwaway PostgreSQL, Redis and nginx processes on free loopback ports.
+
+Started from the binaries installed on the machine, in the test's own directories, so a test
+can kill one on purpose without touching the machine's own services. PostgreSQL refuses to
+run as root, so under root its processes run as the `postgres` system user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Block until `port` accepts connections; fail with the server's log if it died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited ({process.returncode}): {_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"server did not listen on {port} in {timeout}s: {_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-2000:]
+    except OSError:
+        return "(no log)"
+
+
+def postgres_bindir() -> Path:
+    """The newest installed PostgreSQL server's bin directory."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+        key=lambda path: int(Path(path).parent.parent.name),
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("postgres")
+    if found is None:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+    return Path(found).resolve().parent
+
+
+def _as_postgres_user() -> dict[str, object]:
+    if os.geteuid() != 0:
+        return {}
+    account = pwd.getpwnam("postgres")
+    return {"user": account.pw_uid, "group": account.pw_gid}
+
+
+class PostgresServer:
+    """A PostgreSQL cluster with `wal_level=logical`, for one test session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.log = root / "postgres.log"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._bin = postgres_bindir()
+        self._owner = _as_postgres_user()
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy URL of `database` on this server."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def dsn(self, database: str) -> str:
+        """The libpq DSN of `database` (for asyncpg and psql)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def init(self) -> PostgresServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self._owner:
+            os.chown(self.root, self._owner["user"], self._owner["group"])  # type: ignore[arg-type]
+        subprocess.run(
+            [self._bin / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
+             "--no-sync", "-E", "UTF8", "--no-instructions"],
+            check=True, capture_output=True, **self._owner,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return self
+
+    def start(self) -> PostgresServer:
+        options = {
+            "port": str(self.port),
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.root),
+            "wal_level": "logical",
+            "max_replication_slots": "200",
+            "max_wal_senders": "20",
+            "max_connections": "300",
+            "fsync": "off",
+            "full_page_writes": "off",
+            "shared_buffers": "64MB",
+        }
+        arguments: list[str | Path] = [self._bin / "postgres", "-D", self.data]
+        for name, value in options.items():
+            arguments += ["-c", f"{name}={value}"]
+        log = self.log.open("ab")
+        self.process = subprocess.Popen(
+            arguments, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            **self._owner,  # type: ignore[arg-type]
+        )  # fmt: skip
+        wait_for_port(self.port, self.process, self.log, 30)
+        return self
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    async def create_database(self, name: str, template: str = "template1") -> str:
+        connection = await asyncpg.connect(self.admin_dsn)
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        finally:
+            await connection.close()
+        return self.url(name)
+
+    async def drop_database(self, name: str) -> None:
+        connection = await asyncpg.connect(self.admin_dsn)
+        try:
+            await connection.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE database = $1 AND NOT active",
+                name,
+            )
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+class RedisServer:
+    """A Redis server without persistence, on a free port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.log = root / "redis.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("Redis is not installed: apt-get install redis-server")
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root), "--protected-mode", "no"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(self.port, self.process, self.log, 10)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    stop = kill
+
+
+def new_root(prefix: str) -> Path:
+    """A fresh directory that every user may enter (PostgreSQL runs as another user)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
