@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from tests.recorder import Recorder, update_of
 pytestmark = pytest.mark.both_backends
 
 
-async def test_external_sqlite_write_reaches_subscribed_client(
+async def test_external_write_reaches_subscribed_client(
     hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
 ) -> None:
     client = await connect(server, token())
@@ -50,7 +49,6 @@ async def test_snapshot_equals_sql_after_many_changes(
     connect: Connect,
     token: Any,
     writer: Write,
-    database_path: Path,
     settings: Settings,
 ) -> None:
     client = await connect(server, token())
@@ -73,12 +71,14 @@ async def test_snapshot_equals_sql_after_many_changes(
     await writer("DELETE FROM beds WHERE id = ?", (hospital["CARD-2B"],))
     # The last write's effect has arrived once beds_free for ED reached 1; then ask for everything.
     await client.next("dashboard_update", update_of("beds_free", "ED", 1))
-    await _until_equal(client, database_path, settings)
+    await _until_equal(client, settings)
 
 
-async def _until_equal(client: Recorder, database_path: Path, settings: Settings) -> None:
+async def _until_equal(client: Recorder, settings: Settings) -> None:
     """Wait until the client's screen (all metrics subscribed) equals a SQL recompute."""
-    truth = recompute(database_path, settings.zone, datetime.now(settings.zone).date())
+    truth = await recompute(
+        settings.database_url, settings.zone, datetime.now(settings.zone).date()
+    )
 
     def screen() -> dict[Any, Any]:
         # Money arrives as an exact decimal string; the service's own health is not in SQL.
@@ -131,9 +131,10 @@ async def test_handshake_token_and_authenticate_event(
     by_handshake = await connect(server, token(Role.VIEWER, ("ED",)))
     assert by_handshake.received("authenticated")[0]["role"] == "viewer"
 
+    admin_token = token(Role.ADMIN, ("ED",))  # its user is saved before `connect` returns
     by_event = await connect(server)
     assert (await by_event.next("connection_status"))["authenticated"] is False
-    reply = await by_event.call("authenticate", {"token": token(Role.ADMIN, ("ED",))})
+    reply = await by_event.call("authenticate", {"token": admin_token})
     assert reply["departments"] == ["ED"]
     assert (await by_event.next("authenticated"))["sub"] == "test-admin"
 
@@ -238,7 +239,6 @@ async def test_feed_resumes_after_restart_without_loss(
     connect: Connect,
     token: Any,
     writer: Write,
-    database_path: Path,
     settings: Settings,
 ) -> None:
     first = await serve()
@@ -258,7 +258,7 @@ async def test_feed_resumes_after_restart_without_loss(
     assert snapshot["patients_total", None] == 5
     await writer("DELETE FROM patients WHERE name = 'before'", ())
     await again.next("dashboard_update", update_of("patients_total", "ED", 1))
-    await _until_equal(again, database_path, settings)
+    await _until_equal(again, settings)
 
 
 async def test_request_historical_serves_the_rollups(

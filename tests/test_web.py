@@ -110,7 +110,6 @@ async def test_super_admin_sees_hospital_totals_and_live_updates(
     page: Page,
     token: Any,
     sqlite_writer: Write,
-    database_path: Path,
     settings: Settings,
 ) -> None:
     await sqlite_writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["ED-1A"],))
@@ -128,7 +127,9 @@ async def test_super_admin_sees_hospital_totals_and_live_updates(
     await expect(page.locator("#hospital .card")).to_have_count(8)
     await expect(page.locator("#department-rows tr")).to_have_count(2)
 
-    truth = recompute(database_path, settings.zone, datetime.now(settings.zone).date())
+    truth = await recompute(
+        settings.database_url, settings.zone, datetime.now(settings.zone).date()
+    )
     assert truth["bed_occupancy_rate", None] == 0.25
     for department in (None, "ED", "CARD"):
         await expect_values(page, truth, department)
