@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hypothesis
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -44,6 +45,8 @@ from livedash.settings import Settings
 from livedash.store.models import Role
 from tests.conftest import Connect, Serve, Write, register_patient
 from tests.test_realtime_security import GENEROUS, assert_no_foreign_data
+
+pytestmark = pytest.mark.both_backends
 
 EXAMPLES = 300
 SCOPE = frozenset({"ED"})
@@ -157,7 +160,7 @@ async def test_arbitrary_json_to_every_event(
     settings: Settings,
     connect: Connect,
     token: Any,
-    sqlite_writer: Write,
+    writer: Write,
 ) -> None:
     server = await serve(settings.model_copy(update=GENEROUS))
     own_token = token(Role.ADMIN, ("ED",), sub="fuzzed")
@@ -200,8 +203,8 @@ async def test_arbitrary_json_to_every_event(
     watcher = await connect(server, token())
     await watcher.call("subscribe_metrics", {"departments": ["ED"]})
     before = len(admin.events)
-    await register_patient(sqlite_writer, hospital["ED"], "after the fuzz")
-    await register_patient(sqlite_writer, hospital["CARD"], "elsewhere")
+    await register_patient(writer, hospital["ED"], "after the fuzz")
+    await register_patient(writer, hospital["CARD"], "elsewhere")
     for metric in CHANGED_BY_A_PATIENT:
         await watcher.next("dashboard_update", _is(metric, "ED", 2))
     await admin.call("request_snapshot", ["beds_free"])

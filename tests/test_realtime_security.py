@@ -32,6 +32,8 @@ INCOMING = ("subscribe_metrics", "unsubscribe_metrics", "request_snapshot", "req
 TARGETS: tuple[str | None, ...] = ("ED", "CARD", None)
 GENEROUS = {"rate_limit_socket": "10000/minute", "rate_limit_user": "10000/minute"}
 
+pytestmark = pytest.mark.both_backends
+
 
 def departments_in(event: str, payload: Any) -> set[str | None]:
     """The departments whose data (or scope) a received payload carries."""
@@ -82,7 +84,7 @@ async def test_authorization_matrix(
     settings: Settings,
     connect: Connect,
     token: Any,
-    sqlite_writer: Write,
+    writer: Write,
 ) -> None:
     server = await serve(settings.model_copy(update=GENEROUS))
     roles: dict[str, tuple[Recorder, frozenset[str | None]]] = {
@@ -110,7 +112,7 @@ async def test_authorization_matrix(
     for client, _ in roles.values():
         assert (await client.call("subscribe_metrics", ["patients_total"]))["ok"] is True
     for code in ("ED", "CARD"):
-        await register_patient(sqlite_writer, hospital[code], f"matrix {code}")
+        await register_patient(writer, hospital[code], f"matrix {code}")
     super_admin = roles["super_admin"][0]
     for department, total in (("ED", 2), ("CARD", 2), (None, 4)):
         await super_admin.next("dashboard_update", update_of("patients_total", department, total))
@@ -149,7 +151,7 @@ async def test_socket_rate_limit_refuses_the_excess_and_changes_nothing(
     settings: Settings,
     connect: Connect,
     token: Any,
-    sqlite_writer: Write,
+    writer: Write,
 ) -> None:
     limited = settings.model_copy(
         update={"rate_limit_socket": "5/minute;1000/second", "rate_limit_user": "1000/minute"}
@@ -171,7 +173,7 @@ async def test_socket_rate_limit_refuses_the_excess_and_changes_nothing(
     same_user = await connect(server, token(Role.ADMIN, ("ED",), sub="noisy"))
     assert (await same_user.call("request_snapshot"))["values"]
     assert (await other.call("subscribe_metrics", ["patients_total"]))["ok"] is True
-    await register_patient(sqlite_writer, hospital["ED"], "after the burst")
+    await register_patient(writer, hospital["ED"], "after the burst")
     await other.next("dashboard_update", update_of("patients_total", "ED", 2))
     # The update went to its room in one emit; a later answer to `noisy` arrives after it.
     assert (await noisy.call("request_snapshot"))["code"] == "rate_limited"
@@ -202,10 +204,11 @@ async def test_events_before_authentication_count_against_the_socket_only(
         update={"rate_limit_socket": "5/minute", "rate_limit_user": "3/minute"}
     )
     server = await serve(limited)
+    erin = token(sub="erin")  # her user is saved before `connect` returns
     anonymous = await connect(server)
     for _ in range(4):
         assert (await anonymous.call("request_snapshot"))["code"] == "not_authenticated"
-    authenticated = await anonymous.call("authenticate", {"token": token(sub="erin")})
+    authenticated = await anonymous.call("authenticate", {"token": erin})
     assert authenticated["sub"] == "erin"  # the 5th event on this socket
     assert (await anonymous.call("request_snapshot"))["details"]["per"] == "socket"
 
@@ -262,7 +265,7 @@ async def test_oversized_payload_closes_only_that_socket_and_changes_nothing(
     settings: Settings,
     connect: Connect,
     token: Any,
-    sqlite_writer: Write,
+    writer: Write,
 ) -> None:
     bystander = await connect(server, token(Role.ADMIN, ("ED",), sub="bystander"))
     await bystander.call("subscribe_metrics", {"metrics": ["patients_total"]})
@@ -281,7 +284,7 @@ async def test_oversized_payload_closes_only_that_socket_and_changes_nothing(
     async with asyncio.timeout(5):
         await sender.disconnected.wait()
 
-    await register_patient(sqlite_writer, hospital["ED"], "after the flood")
+    await register_patient(writer, hospital["ED"], "after the flood")
     await bystander.next("dashboard_update", update_of("patients_total", "ED", 2))
     assert (await bystander.call("request_snapshot", ["patients_total"]))["values"]
     again = await connect(server, token(Role.ADMIN, ("ED",), sub="sender"))
@@ -318,7 +321,7 @@ async def test_forged_connect_and_disconnect_events_are_refused(
     server: LiveServer,
     connect: Connect,
     token: Any,
-    sqlite_writer: Write,
+    writer: Write,
 ) -> None:
     """A client's *event* named "connect" or "disconnect" must not reach the lifecycle.
 
@@ -343,7 +346,7 @@ async def test_forged_connect_and_disconnect_events_are_refused(
     await client.client.eio.send('2[["a"],{}]')
 
     assert (await client.call("request_snapshot"))["values"]
-    await register_patient(sqlite_writer, hospital["ED"], "still watched")
+    await register_patient(writer, hospital["ED"], "still watched")
     await client.next("dashboard_update", update_of("patients_total", "ED", 2))
     assert client.received("authenticated")[-1]["role"] == "admin"
     assert len(client.received("authenticated")) == 1
