@@ -125,7 +125,19 @@ class PostgresServer:
             **self._owner,  # type: ignore[arg-type]
         )  # fmt: skip
         wait_for_port(self.port, self.process, self.log, 30)
+        self._wait_until_accepting(30)
         return self
+
+    def _wait_until_accepting(self, timeout: float) -> None:
+        # The port opens before recovery ends ("the database system is starting up").
+        deadline = time.monotonic() + timeout
+        ready = [str(self._bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        while subprocess.run(ready, check=False).returncode != 0:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {_tail(self.log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready in {timeout}s: {_tail(self.log)}")
+            time.sleep(0.02)
 
     def kill(self) -> None:
         """Stop the server abruptly (SIGKILL), as a crash would."""
