@@ -8,6 +8,12 @@ applied and stored. Peeking re-decodes the WAL since the last advance, so the po
 advanced every confirm interval. A wake-up comes from `NOTIFY livedash_changes`, which the
 watched tables send at commit (migration 0005); the slot carries the data.
 
+Pages: a peek always starts at the slot's position, so a page of `batch_size` rows is taken
+after the rows already handled since the slot last moved (the peek's row limit grows by one
+page each time). Every transaction in the database is a begin and a commit row in the slot,
+even when it changed no watched table, so a page may decode to no change at all and the next
+one must still be read.
+
 Positions: every change gets `(commit LSN << 16) | ordinal in its transaction`, so positions
 grow in commit order and each change has its own. The slot is advanced to the commit LSN of
 the last applied transaction; PostgreSQL then delivers that transaction once more after a
@@ -34,6 +40,7 @@ import asyncpg
 import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.changefeed.base import Change, Op, Writer
@@ -60,6 +67,12 @@ _STORE_POSITION = text(
     "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, "
     "updated_at = excluded.updated_at WHERE excluded.position > feed_positions.position"
 )
+_SLOT = text(
+    "SELECT slot_type, plugin, database, database = current_database(), "
+    "confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = :slot"
+)
+_DUPLICATE_OBJECT = "42710"
+_UNDEFINED_FILE = "58P01"
 _PEEK = text(
     "SELECT xid::text, data FROM pg_logical_slot_peek_changes("
     "CAST(:slot AS name), CAST(CAST(:upto AS text) AS pg_lsn), :limit, "
@@ -81,6 +94,15 @@ def int_to_lsn(value: int) -> str:
 def commit_lsn(position: int) -> int:
     """The commit LSN of the transaction that `position` belongs to."""
     return position >> ORDINAL_BITS
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    """The SQLSTATE of a database error raised through asyncpg, if it has one."""
+    original = error.orig
+    code = getattr(original, "sqlstate", None) or getattr(
+        getattr(original, "__cause__", None), "sqlstate", None
+    )
+    return str(code) if code is not None else None
 
 
 def _precedes(a: int, b: int) -> bool:
@@ -169,6 +191,12 @@ class PostgresChangeFeed:
         self._delivered = 0
         self._durable = 0
         self._slot_lsn = 0
+        # Rows at the start of the slot already handled, counted while it stood at `_seen_from`.
+        self._seen_rows = 0
+        self._seen_from = -1
+        self._read_rows = 0
+        self._read_from = -1
+        self._read_end = 0  # the commit LSN of the last transaction read
         self._last_heartbeat = time.monotonic()
         self._unflushed = False
 
@@ -195,31 +223,45 @@ class PostgresChangeFeed:
         """Create the replication slot if it does not exist yet."""
         async with self._database().connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            row = (
-                await autocommit.execute(
-                    text(
-                        "SELECT plugin, database = current_database(), "
-                        "confirmed_flush_lsn::text FROM pg_replication_slots "
-                        "WHERE slot_name = :slot"
-                    ),
-                    {"slot": self.slot},
-                )
-            ).first()
-            if row is None:
-                created = await autocommit.scalar(
-                    text("SELECT lsn::text FROM pg_create_logical_replication_slot(:slot, :p)"),
-                    {"slot": self.slot, "p": PLUGIN},
-                )
+            for _attempt in range(2):
+                row = (await autocommit.execute(_SLOT, {"slot": self.slot})).first()
+                if row is not None:
+                    break
+                try:
+                    created = await autocommit.scalar(
+                        text("SELECT lsn::text FROM pg_create_logical_replication_slot(:slot, :p)"),
+                        {"slot": self.slot, "p": PLUGIN},
+                    )
+                except DBAPIError as error:
+                    code = _sqlstate(error)
+                    if code == _DUPLICATE_OBJECT:
+                        continue  # another process created it meanwhile: check whose it is
+                    if code == _UNDEFINED_FILE:
+                        raise ChangeFeedError(
+                            f"the {PLUGIN} output plugin is not installed on the database "
+                            f"server ({error.orig}); install it (Debian/Ubuntu: apt-get install "
+                            f"postgresql-<major version>-{PLUGIN}) and see `livedash doctor`"
+                        ) from error
+                    raise
                 log.info("changefeed_slot_created", slot=self.slot, lsn=created)
                 self._slot_lsn = lsn_to_int(str(created))
                 return
-            plugin, same_database, confirmed = row
-            if plugin != PLUGIN or not same_database:
-                raise ChangeFeedError(
-                    f"replication slot {self.slot!r} belongs to another database or uses "
-                    f"{plugin!r}, not {PLUGIN!r}; set LIVEDASH_FEED_SLOT to another name"
-                )
-            self._slot_lsn = lsn_to_int(confirmed) if confirmed else 0
+            if row is None:
+                raise ChangeFeedError(f"replication slot {self.slot!r} cannot be created")
+            slot_type, plugin, database, same_database, confirmed = row
+            if slot_type != "logical":
+                whose = f"is a {slot_type} replication slot"
+            elif plugin != PLUGIN:
+                whose = f"decodes with {plugin!r}, not {PLUGIN!r}"
+            elif not same_database:
+                whose = f"belongs to database {database!r}"
+            else:
+                self._slot_lsn = lsn_to_int(confirmed) if confirmed else 0
+                return
+            raise ChangeFeedError(
+                f"replication slot {self.slot!r} {whose}: it is not this feed's slot; "
+                "set LIVEDASH_FEED_SLOT to another name (or drop that slot if it is unused)"
+            )
 
     async def _listen(self) -> None:
         url = make_url(self._url).set(drivername="postgresql")
@@ -250,16 +292,23 @@ class PostgresChangeFeed:
             self._wake.clear()
             changes, complete_to = await self.read()
             fresh = [change for change in changes if change.position > self._delivered]
+            # Every row read is now handled: the next page starts after them (while the slot
+            # stays where it was read from).
+            self._seen_rows, self._seen_from = self._read_rows, self._read_from
             if fresh:
                 self.caught_up.clear()
                 self._delivered = fresh[-1].position
                 yield fresh
                 continue
-            if changes and complete_to is None:
-                continue  # a full page of already-delivered changes: read on
+            if complete_to is None:
+                # A full page without anything new (other tables' transactions, or changes
+                # delivered before): read the next one. Once all delivered is stored, the slot
+                # may move past the page, so a long run of them is not decoded over and over.
+                if self._delivered <= self._durable:
+                    await self._advance(self._read_end)
+                continue
             self.caught_up.set()
-            if complete_to is not None:
-                await self._heartbeat_to(complete_to)
+            await self._heartbeat_to(complete_to)
             wait = min(self._fallback_poll, self._heartbeat)
             if self._unflushed:
                 # A transaction committed without waiting for its WAL to reach disk
@@ -269,8 +318,15 @@ class PostgresChangeFeed:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def read(self) -> tuple[list[Change], int | None]:
-        """The changes in the slot now, and the LSN up to which they are complete (if so)."""
+        """The next page of changes in the slot, and the LSN up to which the slot is read.
+
+        The LSN is None when the page is full (more may follow). The page holds the rows that
+        `batches` already handled since the slot last moved, and `batch_size` rows after them.
+        """
         async with self._slot_lock, self._database().connect() as connection:
+            read_from = self._slot_lsn
+            handled = self._seen_rows if self._seen_from == read_from else 0
+            limit = handled + self._batch_size
             written, flushed = (
                 await connection.execute(
                     text(
@@ -285,18 +341,20 @@ class PostgresChangeFeed:
                 {
                     "slot": self.slot,
                     "upto": upto,
-                    "limit": self._batch_size,
+                    "limit": limit,
                     "tables": self._tables,
                 },
             )
             rows = result.all()
             await connection.rollback()
+        self._read_rows, self._read_from = len(rows), read_from
         changes = self._decode(rows)
-        return changes, (lsn_to_int(upto) if len(rows) < self._batch_size else None)
+        return changes, (lsn_to_int(upto) if len(rows) < limit else None)
 
     def _decode(self, rows: Sequence[Any]) -> list[Change]:
         changes: list[Change] = []
         current: _Transaction | None = None
+        self._read_end = 0
         for xid, data in rows:
             try:
                 message = json.loads(data)
@@ -316,8 +374,10 @@ class PostgresChangeFeed:
                             _row(table, message.get("columns")),
                         )
                     )
-                elif action == "C" and current is not None:
-                    changes.extend(self._transaction(current, lsn_to_int(message["lsn"])))
+                elif action == "C":
+                    self._read_end = lsn_to_int(message["lsn"])
+                    if current is not None:
+                        changes.extend(self._transaction(current, self._read_end))
                     current = None
                 elif action == "T":
                     log.error("changefeed_truncate_seen", table=message.get("table"))
@@ -362,6 +422,8 @@ class PostgresChangeFeed:
         if lsn <= self._slot_lsn:
             return
         async with self._slot_lock, self._database().connect() as connection:
+            if lsn <= self._slot_lsn:
+                return  # moved further while this call waited; a slot never moves back
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
             await autocommit.execute(
                 text(
@@ -397,7 +459,10 @@ class PostgresChangeFeed:
         await connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         snapshot, lsn = (
             await connection.execute(
-                text("SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text")
+                # The insert position, not the written one: a transaction committed without
+                # waiting for its WAL (synchronous_commit=off) is visible before its commit
+                # record is written, but never before it is inserted.
+                text("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text")
             )
         ).one()
         self._start = StartSnapshot.parse(snapshot, lsn)
