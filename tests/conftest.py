@@ -84,11 +84,11 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def database_path(tmp_path: Path) -> Path:
-    """A migrated, empty SQLite database file."""
-    path = tmp_path / "hospital.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
+def database_path(database_url: str, backend: str) -> Path:
+    """The migrated, empty SQLite database file of this test (SQLite tests only)."""
+    if backend != "sqlite":
+        raise RuntimeError("database_path is a SQLite file; this test runs on " + backend)
+    return Path(str(make_url(database_url).database))
 
 
 @pytest.fixture
@@ -97,7 +97,9 @@ async def database_url(
 ) -> AsyncIterator[str]:
     """A migrated, empty database of this test's backend."""
     if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{request.getfixturevalue('database_path')}"
+        url = f"sqlite+aiosqlite:///{tmp_path / 'hospital.db'}"
+        await upgrade_async(url)
+        yield url
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
     name = f"t{next(_DATABASE_NUMBERS)}_{os.getpid()}"

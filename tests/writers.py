@@ -103,7 +103,9 @@ class Users:
         """Create or update `username` with `role` and `departments`."""
         row = (username, role.value, json.dumps(sorted(set(departments))), int(active))
         if isinstance(self._database, str):
-            self._pending.append(self._worker.submit(self._write_postgres, row))
+            # Written before returning, as on SQLite: PostgreSQL's row locks never wait for
+            # the service's event loop, so blocking it for the write is safe.
+            self._worker.submit(self._write_postgres, row).result(timeout=30)
             return
         try:
             self._write_sqlite(row, timeout=0)

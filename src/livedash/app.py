@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import socketio
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
@@ -15,23 +18,23 @@ from livedash.auth.keys import token_keys
 from livedash.auth.ratelimit import RateLimiter
 from livedash.auth.sessions import SessionService
 from livedash.auth.users import Authenticator
-from livedash.changefeed import open_change_source
+from livedash.cluster.leader import LeaderElection
+from livedash.cluster.runner import FeedRunner
+from livedash.cluster.state import SharedMetricState
+from livedash.cluster.view import LocalView, MetricView, SharedView
 from livedash.metrics.clock import Clock, SystemClock
-from livedash.metrics.engine import MetricEngine
-from livedash.metrics.history import HistoryRecorder
-from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
 from livedash.realtime.outbox import Outbox
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
+from livedash.store.engine import create_engine, is_sqlite
 from livedash.web.api import install_api
 from livedash.web.auth_api import LoginLimits, install_auth_api
 from livedash.web.ingest import Ingest, install_ingest
 from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
 
-FEED_CONSUMER = "metrics"
+START_TIMEOUT_SECONDS = 30.0
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
@@ -41,8 +44,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     rest_limiter = RateLimiter(settings.rate_limit_rest, namespace="rest")
     ingest = Ingest(settings)
     login_limits = LoginLimits()
+    # With Redis, an emit to a room reaches that room's sockets on every instance.
+    manager = (
+        socketio.AsyncRedisManager(settings.redis_url, channel="livedash-socketio")
+        if settings.redis_url is not None
+        else None
+    )
     server = socketio.AsyncServer(
         async_mode="asgi",
+        client_manager=manager,
         always_connect=True,
         # A handshake whose Origin is neither ours nor listed is refused (cross-site WebSocket
         # hijacking); one without Origin comes from a program, not a browser, and is let in.
@@ -63,33 +73,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             await stack.enter_async_context(rest_limiter)
             await stack.enter_async_context(ingest)
             await stack.enter_async_context(login_limits)
-            database = create_engine(settings.database_url)
+            database = create_engine(settings.database_url, pool_pre_ping=True)
             stack.push_async_callback(database.dispose)
-            source = await stack.enter_async_context(
-                open_change_source(
-                    settings.database_url,
-                    FEED_CONSUMER,
-                    batch_size=settings.feed_batch_size,
-                    fallback_poll_seconds=settings.feed_fallback_poll_seconds,
-                    settle_seconds=settings.feed_settle_seconds,
-                    keep_rows=settings.feed_keep_rows,
-                    slot=settings.feed_slot,
-                    heartbeat_seconds=settings.feed_heartbeat_seconds,
+            state = None
+            if settings.redis_url is not None:
+                redis = Redis.from_url(
+                    settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
                 )
-            )
-            engine = MetricEngine(settings.zone, clock or SystemClock())
-            pipeline = MetricPipeline(
-                engine,
-                source,
-                database,
-                history=HistoryRecorder(settings.zone),
-                time_refresh_seconds=settings.time_refresh_seconds,
-                confirm_interval_seconds=settings.feed_confirm_interval_seconds,
-                history_refresh_seconds=settings.history_refresh_seconds,
-            )
+                stack.push_async_callback(redis.aclose)
+                state = SharedMetricState(redis)
             outbox = await stack.enter_async_context(
                 Outbox(fanout, window=settings.coalesce_window_seconds)
             )
+            runner = FeedRunner(settings, database, outbox, clock or SystemClock(), state)
+            app.state.runner = runner
             authenticator = Authenticator(settings, database)
             app.state.authenticator = authenticator
             # Its own engine: on SQLite a refresh reads and writes in one transaction, which
@@ -97,10 +94,42 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             sessions_database = create_engine(settings.database_url, writer=True)
             stack.push_async_callback(sessions_database.dispose)
             app.state.sessions = SessionService(settings, sessions_database)
-            gateway.attach(pipeline, outbox, authenticator)
-            stack.push_async_callback(gateway.close)
-            await stack.enter_async_context(pipeline)
-            app.state.pipeline = pipeline
+            view: MetricView
+            if is_sqlite(settings.database_url):
+                view = LocalView(lambda: runner.pipeline)
+                gateway.attach(view, authenticator)
+                stack.push_async_callback(gateway.close)
+                await runner.start()
+                stack.push_async_callback(runner.stop)
+                app.state.election = None
+            else:
+                view = SharedView(
+                    database,
+                    state,
+                    settings.zone,
+                    clock or SystemClock(),
+                    leader_pipeline=lambda: runner.pipeline,
+                )
+                gateway.attach(view, authenticator)
+                stack.push_async_callback(gateway.close)
+                election = LeaderElection(
+                    settings.database_url,
+                    settings.leader_lock_key,
+                    poll_seconds=settings.leader_poll_seconds,
+                    on_elected=runner.start,
+                    on_deposed=runner.stop,
+                    name=f"{settings.host}:{settings.port}",
+                )
+                await stack.enter_async_context(election)
+                # Serve once it is known who reads the feed (and the leader has counted), so
+                # the first snapshots come from the engine; a database that is down delays
+                # this by at most the start timeout, then the service runs degraded.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(election.decided.wait(), START_TIMEOUT_SECONDS)
+                app.state.election = election
+            app.state.view = view
+            # Stops the Redis manager's listener with the app, not after Redis has gone.
+            stack.push_async_callback(server.shutdown)
             yield
 
     # No Swagger UI or ReDoc: they load scripts from a CDN, which the page's CSP refuses.

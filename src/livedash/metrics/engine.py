@@ -64,7 +64,7 @@ _METRIC_ORDER = {name: index for index, name in enumerate(METRIC_NAMES)}
 class MetricEngine:
     """Counters for every metric, kept current one change at a time."""
 
-    def __init__(self, zone: ZoneInfo, clock: Clock) -> None:
+    def __init__(self, zone: ZoneInfo, clock: Clock, *, version_floor: int = 0) -> None:
         self._zone = zone
         self._clock = clock
         self._counters: Counter[Key] = Counter()
@@ -73,8 +73,9 @@ class MetricEngine:
         self._departments: dict[int, str] = {}
         self._published: dict[MetricKey, MetricValue] = {}
         # Seeded from the wall clock so that a restarted engine continues above the versions
-        # its predecessor sent; strictly increasing from there.
-        self._version = time.time_ns() // 1000
+        # its predecessor sent (or above `version_floor`, the highest any instance has sent);
+        # strictly increasing from there.
+        self._version = max(time.time_ns() // 1000, version_floor)
         self._today = self._local_today()
         self.position = 0
         self._appliers: dict[str, Callable[[Row | None, Row | None], None]] = {

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from livedash.changefeed import ChangeSource
@@ -41,6 +41,20 @@ class PipelineStatus:
     position: int
     last_change_at: datetime | None
     last_error: str | None
+
+
+async def count_rows(
+    connection: AsyncConnection, engine: MetricEngine, history: HistoryRecorder | None = None
+) -> None:
+    """Count every row of the counted tables into `engine` (and `history`), in one read."""
+    for table in COUNTED_TABLES:
+        result = await connection.stream(text(f'SELECT * FROM "{table}"'))
+        async for partition in result.mappings().partitions(1000):
+            for row in partition:
+                decoded = decode_row(table, row)
+                engine.load(table, decoded)
+                if history is not None:
+                    history.load(table, decoded)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -124,14 +138,9 @@ class MetricPipeline:
         build_history = history is not None and confirmed == 0
         async with self._database.connect() as connection, connection.begin():
             position = await self._source.position_in(connection)
-            for table in COUNTED_TABLES:
-                result = await connection.stream(text(f'SELECT * FROM "{table}"'))
-                async for partition in result.mappings().partitions(1000):
-                    for row in partition:
-                        decoded = decode_row(table, row)
-                        self.engine.load(table, decoded)
-                        if history is not None and build_history:
-                            history.load(table, decoded)
+            await count_rows(
+                connection, self.engine, history if history is not None and build_history else None
+            )
         if history is not None:
             history.position = position if build_history else confirmed
             self._history_from_rows = build_history

@@ -39,4 +39,5 @@ class SocketIOFanOut:
         await self._server.emit(event, payload, room=room)
 
     async def to_socket(self, sid: str, event: str, payload: Any) -> None:
-        await self._server.emit(event, payload, to=sid)
+        # Our own sockets only: no need to publish a reply through Redis to every instance.
+        await self._server.emit(event, payload, to=sid, ignore_queue=True)

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.auth.users import Authenticator
+from livedash.cluster.view import MetricView
 from livedash.errors import (
     AuthError,
     ClientError,
@@ -35,11 +36,9 @@ from livedash.errors import (
     UnknownEvent,
 )
 from livedash.metrics.definitions import METRIC_NAMES
-from livedash.metrics.engine import MetricEngine, MetricValue
-from livedash.metrics.pipeline import MetricPipeline
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
-from livedash.realtime.outbox import Outbox, room_name, to_update
+from livedash.realtime.outbox import room_name, to_update
 from livedash.realtime.requests import history_query, ordered, parse, select
 from livedash.realtime.schemas import (
     Authenticated,
@@ -99,8 +98,7 @@ class Gateway:
         self._fanout = fanout
         self._limiter = limiter or SocketLimiter(settings)
         self._sessions: dict[str, ClientSession] = {}
-        self._engine: MetricEngine | None = None
-        self._pipeline: MetricPipeline | None = None
+        self._view: MetricView | None = None
         self._authenticator: Authenticator | None = None
         self._background: set[asyncio.Task[None]] = set()
         handlers: dict[str, Handler] = {
@@ -118,19 +116,11 @@ class Gateway:
 
     # -- wiring --------------------------------------------------------------------------
 
-    def attach(
-        self, pipeline: MetricPipeline, outbox: Outbox, authenticator: Authenticator
-    ) -> None:
-        """Serve `pipeline`'s engine; updates go out through `outbox`; tokens are checked by
-        `authenticator` (signature, claims, and the users table)."""
-        self._engine = pipeline.engine
-        self._pipeline = pipeline
+    def attach(self, view: MetricView, authenticator: Authenticator) -> None:
+        """Serve values from `view`; tokens are checked by `authenticator` (signature,
+        claims, and the users table)."""
+        self._view = view
         self._authenticator = authenticator
-
-        async def publish(updates: list[MetricValue]) -> None:
-            outbox.put(updates)
-
-        pipeline.add_listener(publish)
 
     async def close(self) -> None:
         """Cancel timers and background work."""
@@ -289,7 +279,7 @@ class Gateway:
         reply = Authenticated(
             sub=principal.subject,
             role=principal.role.value,
-            departments=ordered(self._visible(session)),
+            departments=ordered(await self._visible(session)),
             metrics=list(METRIC_NAMES),
             expires_at=principal.expires_at,
         )
@@ -297,7 +287,7 @@ class Gateway:
         return reply
 
     async def _subscribe(self, session: ClientSession, data: Any) -> BaseModel:
-        metrics, departments = self._select(session, data)
+        metrics, departments = await self._select(session, data)
         wanted = {(metric, department) for metric in metrics for department in departments}
         new = wanted - session.subscriptions
         limit = self._settings.max_subscriptions
@@ -317,24 +307,20 @@ class Gateway:
         return SubscriptionAck(metrics=metrics, departments=ordered(departments))
 
     async def _unsubscribe(self, session: ClientSession, data: Any) -> BaseModel:
-        metrics, departments = self._select(session, data)
+        metrics, departments = await self._select(session, data)
         gone = {(metric, department) for metric in metrics for department in departments}
         await self._drop_subscriptions(session, gone & session.subscriptions)
         return SubscriptionAck(metrics=metrics, departments=ordered(departments))
 
     async def _request_snapshot(self, session: ClientSession, data: Any) -> BaseModel:
-        metrics, departments = self._select(session, data)
+        metrics, departments = await self._select(session, data)
         return await self._send_snapshot(session, metrics, departments)
 
     async def _request_historical(self, session: ClientSession, data: Any) -> BaseModel:
-        query = history_query(data, self._visible(session))
+        query = history_query(data, await self._visible(session))
         request, start, end = query.request, query.start, query.end
-        engine, pipeline = self._engine_or_fail(), self._pipeline
-        if pipeline is None:
-            raise Internal("the metric engine is not running yet")
-        department_id = engine.department_id(request.department)
-        points = await pipeline.history_series(
-            request.metric, department_id, start, end, request.granularity
+        points = await self._view_or_fail().history(
+            request.metric, request.department, start, end, request.granularity
         )
         reply = HistoricalData(
             metric=request.metric,
@@ -357,23 +343,24 @@ class Gateway:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _engine_or_fail(self) -> MetricEngine:
-        if self._engine is None:
+    def _view_or_fail(self) -> MetricView:
+        if self._view is None:
             raise Internal("the metric engine is not running yet")
-        return self._engine
+        return self._view
 
-    def _visible(self, session: ClientSession) -> set[str | None]:
+    async def _visible(self, session: ClientSession) -> set[str | None]:
         if session.principal is None:
             return set()
-        return visible_departments(session.principal, self._engine_or_fail().department_codes())
+        codes = set(await self._view_or_fail().departments())
+        return visible_departments(session.principal, codes)
 
-    def _select(self, session: ClientSession, data: Any) -> tuple[list[str], set[str | None]]:
-        return select(data, self._visible(session), self._settings.max_list_length)
+    async def _select(self, session: ClientSession, data: Any) -> tuple[list[str], set[str | None]]:
+        return select(data, await self._visible(session), self._settings.max_list_length)
 
     async def _send_snapshot(
         self, session: ClientSession, metrics: Iterable[str], departments: set[str | None]
     ) -> MetricsSnapshot:
-        values = self._engine_or_fail().snapshot(metrics, departments)
+        values = await self._view_or_fail().snapshot(metrics, departments)
         snapshot = MetricsSnapshot(
             values=[to_update(value) for value in values],
             server_time=datetime.now(UTC),

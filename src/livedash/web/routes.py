@@ -22,18 +22,35 @@ def install_routes(app: FastAPI) -> None:
 
     @router.get("/health")
     async def health(request: Request) -> JSONResponse:
-        pipeline = getattr(request.app.state, "pipeline", None)
-        if pipeline is None:
+        """Liveness and what an operator needs: role, feed, slot, cache."""
+        runner = getattr(request.app.state, "runner", None)
+        if runner is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        status = pipeline.status()
+        election = getattr(request.app.state, "election", None)
         body: dict[str, Any] = {
-            "status": "ok" if status.running and status.last_error is None else "degraded",
-            "feed_position": status.position,
-            "last_change_at": status.last_change_at.isoformat() if status.last_change_at else None,
-            "last_error": status.last_error,
+            "role": "follower" if election is not None and not election.leading else "leader",
             "sockets": request.app.state.gateway.connected,
         }
-        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+        pipeline = runner.pipeline
+        healthy = True
+        if pipeline is not None:
+            status = pipeline.status()
+            healthy = status.running and status.last_error is None
+            body.update(
+                feed_position=status.position,
+                last_change_at=status.last_change_at.isoformat() if status.last_change_at else None,
+                last_error=status.last_error,
+            )
+            slot = await runner.feed_status()
+            if slot:
+                body["slot"] = slot
+        elif election is None:
+            healthy = False  # the embedded default always reads the feed
+        stats = getattr(getattr(request.app.state, "view", None), "stats", None)
+        if stats is not None:
+            body["cache"] = stats.as_dict()
+        body["status"] = "ok" if healthy else "degraded"
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

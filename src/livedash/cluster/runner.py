@@ -1,0 +1,153 @@
+"""Starting and stopping the feed reader: change source, metric engine and pipeline.
+
+The embedded default runs it for the life of the process; in a deployment the elected leader
+runs it and a deposed one stops it. Every batch of changed values goes to the outbox (this
+instance's and, through the Redis manager, every instance's sockets) and to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import AsyncExitStack
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from livedash.changefeed import ChangeSource, open_change_source
+from livedash.cluster.state import SharedMetricState
+from livedash.metrics.clock import Clock
+from livedash.metrics.engine import MetricEngine, MetricValue
+from livedash.metrics.history import HistoryRecorder
+from livedash.metrics.pipeline import MetricPipeline
+from livedash.realtime.outbox import Outbox
+from livedash.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+FEED_CONSUMER = "metrics"
+SHARE_INTERVAL_SECONDS = 2.0  # well within the critical tier's 5 s TTL
+
+
+class FeedRunner:
+    """The change feed, engine and pipeline, while this instance reads the feed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: AsyncEngine,
+        outbox: Outbox,
+        clock: Clock,
+        state: SharedMetricState | None = None,
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._outbox = outbox
+        self._clock = clock
+        self._state = state
+        self.pipeline: MetricPipeline | None = None
+        self.source: ChangeSource | None = None
+        self._stack: AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._stack is not None:
+                return
+            stack = AsyncExitStack()
+            try:
+                await self._start(stack)
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack = stack
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        settings = self._settings
+        source = await stack.enter_async_context(
+            open_change_source(
+                settings.database_url,
+                FEED_CONSUMER,
+                batch_size=settings.feed_batch_size,
+                fallback_poll_seconds=settings.feed_fallback_poll_seconds,
+                settle_seconds=settings.feed_settle_seconds,
+                keep_rows=settings.feed_keep_rows,
+                slot=settings.feed_slot,
+                heartbeat_seconds=settings.feed_heartbeat_seconds,
+            )
+        )
+        engine = MetricEngine(settings.zone, self._clock, version_floor=await self._version_floor())
+        pipeline = MetricPipeline(
+            engine,
+            source,
+            self._database,
+            history=HistoryRecorder(settings.zone),
+            time_refresh_seconds=settings.time_refresh_seconds,
+            confirm_interval_seconds=settings.feed_confirm_interval_seconds,
+            history_refresh_seconds=settings.history_refresh_seconds,
+        )
+        pipeline.add_listener(self._send)
+        if self._state is not None:
+            pipeline.add_listener(self._share)
+        await stack.enter_async_context(pipeline)
+        self.pipeline, self.source = pipeline, source
+        stack.callback(self._forget)
+        if self._state is not None:
+            task = asyncio.create_task(self._share_periodically(pipeline), name="livedash-share")
+            stack.push_async_callback(_cancel, task)
+
+    def _forget(self) -> None:
+        self.pipeline, self.source = None, None
+
+    async def stop(self) -> None:
+        async with self._lock:
+            stack, self._stack = self._stack, None
+            if stack is not None:
+                await stack.aclose()
+
+    async def _version_floor(self) -> int:
+        if self._state is None:
+            return 0
+        try:
+            return await self._state.version_floor() + 1
+        except (RedisError, OSError) as error:
+            log.warning("version_floor_unavailable", error=str(error))
+            return 0
+
+    async def _send(self, updates: list[MetricValue]) -> None:
+        self._outbox.put(updates)
+
+    async def _share(self, updates: list[MetricValue]) -> None:
+        assert self._state is not None
+        try:
+            await self._state.publish(updates)
+        except (RedisError, OSError) as error:
+            log.warning("shared_state_write_failed", error=str(error))
+
+    async def _share_periodically(self, pipeline: MetricPipeline) -> None:
+        assert self._state is not None
+        while True:
+            try:
+                await self._state.publish(pipeline.engine.snapshot())
+                await self._state.publish_departments(pipeline.engine.departments)
+            except (RedisError, OSError) as error:
+                log.warning("shared_state_write_failed", error=str(error))
+            await asyncio.sleep(SHARE_INTERVAL_SECONDS)
+
+    async def feed_status(self) -> dict[str, Any]:
+        """The slot's lag and WAL status where the source has a slot."""
+        status = getattr(self.source, "slot_status", None)
+        if status is None:
+            return {}
+        try:
+            return dict(await status())
+        except Exception as error:
+            return {"error": str(error)}
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,256 @@
+"""What the gateway reads: current values, departments and history series.
+
+`LocalView` is the embedded default: one process, its own engine. `SharedView` serves an
+instance of a deployment: the leader's values from L1 (in-process, at most 1 s old), then L2
+(Redis, written by the leader), then the database (cache-aside). Reading from the database
+means counting the rows once, which is what a follower does when no leader has written for
+longer than a tier's TTL or Redis is down; such values carry version 0 ("not from the feed"),
+so any later update replaces them on the screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from livedash.cluster.cache import CacheStats, LocalCache
+from livedash.cluster.state import TIER_TTL_SECONDS, SharedMetricState
+from livedash.errors import Internal, StoreError
+from livedash.metrics.clock import Clock
+from livedash.metrics.definitions import METRIC_NAMES, Tier
+from livedash.metrics.engine import MetricEngine, MetricValue
+from livedash.metrics.figures import HistoryFigures, Point
+from livedash.metrics.history import HistoryRecorder
+from livedash.metrics.pipeline import MetricPipeline, count_rows
+
+log = structlog.get_logger(__name__)
+
+MetricKey = tuple[str, str | None]
+PipelineRef = Callable[[], MetricPipeline | None]
+
+
+class MetricView(Protocol):
+    """The gateway's read side."""
+
+    async def departments(self) -> dict[str, int]:
+        """Every department's code and id."""
+        ...
+
+    async def snapshot(
+        self, metrics: Iterable[str], departments: Iterable[str | None]
+    ) -> list[MetricValue]:
+        """Current values of `metrics` for `departments` (None: the hospital)."""
+        ...
+
+    async def history(
+        self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
+    ) -> list[Point]:
+        """A stored series for `request_historical`."""
+        ...
+
+
+class LocalView:
+    """The running pipeline's own engine (one instance, no cache needed)."""
+
+    def __init__(self, pipeline: PipelineRef) -> None:
+        self._pipeline = pipeline
+
+    def _running(self) -> MetricPipeline:
+        pipeline = self._pipeline()
+        if pipeline is None:
+            raise Internal("the metric engine is not running yet")
+        return pipeline
+
+    async def departments(self) -> dict[str, int]:
+        return {code: ident for ident, code in self._running().engine.departments.items()}
+
+    async def snapshot(
+        self, metrics: Iterable[str], departments: Iterable[str | None]
+    ) -> list[MetricValue]:
+        return self._running().engine.snapshot(metrics, departments)
+
+    async def history(
+        self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
+    ) -> list[Point]:
+        pipeline = self._running()
+        department_id = pipeline.engine.department_id(department)
+        return await pipeline.history_series(series, department_id, start, end, granularity)
+
+
+class SharedView:
+    """L1, then Redis, then the database; the leader answers from its own engine."""
+
+    def __init__(
+        self,
+        database: AsyncEngine,
+        state: SharedMetricState | None,
+        zone: ZoneInfo,
+        clock: Clock,
+        *,
+        leader_pipeline: PipelineRef,
+        on_cache_error: Callable[[Exception], None] = lambda _error: None,
+        on_cache_ok: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._database = database
+        self._state = state
+        self._zone = zone
+        self._clock = clock
+        self._leader_pipeline = leader_pipeline
+        self._on_cache_error = on_cache_error
+        self._on_cache_ok = on_cache_ok
+        self.stats = CacheStats()
+        self._values: LocalCache[MetricValue] = LocalCache(1.0)
+        self._other: LocalCache[Any] = LocalCache(1.0)
+        self._counting: asyncio.Lock = asyncio.Lock()
+        self._figures = HistoryFigures(HistoryRecorder(zone), zone)
+
+    # -- departments ---------------------------------------------------------------------
+
+    async def departments(self) -> dict[str, int]:
+        pipeline = self._leader_pipeline()
+        if pipeline is not None:
+            return {code: ident for ident, code in pipeline.engine.departments.items()}
+        cached = self._other.get("departments")
+        if cached is not None:
+            self.stats.hit("l1")
+            return dict(cached)
+        self.stats.miss("l1")
+        found = await self._redis(lambda state: state.departments())
+        if found is not None:
+            self.stats.hit("l2")
+        else:
+            self.stats.miss("l2")
+            found = await self._departments_from_database()
+        self._other.put("departments", found)
+        return dict(found)
+
+    async def _departments_from_database(self) -> dict[str, int]:
+        try:
+            async with self._database.connect() as connection:
+                rows = (await connection.execute(text("SELECT id, code FROM departments"))).all()
+        except SQLAlchemyError as error:
+            raise StoreError("the database is not reachable") from error
+        return {str(code): int(ident) for ident, code in rows}
+
+    # -- values --------------------------------------------------------------------------
+
+    async def snapshot(
+        self, metrics: Iterable[str], departments: Iterable[str | None]
+    ) -> list[MetricValue]:
+        wanted_metrics, wanted_departments = list(metrics), list(departments)
+        pipeline = self._leader_pipeline()
+        if pipeline is not None:
+            return pipeline.engine.snapshot(wanted_metrics, wanted_departments)
+        keys = [(m, d) for m in wanted_metrics for d in wanted_departments]
+        found: dict[MetricKey, MetricValue] = {}
+        missing: list[MetricKey] = []
+        for key in keys:
+            cached = self._values.get(key)
+            if cached is None:
+                missing.append(key)
+            else:
+                found[key] = cached
+        self.stats.hit("l1", len(found))
+        self.stats.miss("l1", len(missing))
+        if missing:
+            stored = await self._redis(lambda state: state.read(missing)) or {}
+            self.stats.hit("l2", len(stored))
+            still = [key for key in missing if key not in stored]
+            self.stats.miss("l2", len(still))
+            if still:
+                stored.update(await self._count_from_database(still))
+            for key, value in stored.items():
+                self._values.put(key, value)
+            found.update(stored)
+        return [found[key] for key in keys if key in found]
+
+    async def _count_from_database(self, keys: list[MetricKey]) -> dict[MetricKey, MetricValue]:
+        # One count at a time: a burst of snapshot requests waits for it and then reads L1.
+        async with self._counting:
+            again = {key: value for key in keys if (value := self._values.get(key)) is not None}
+            if len(again) == len(keys):
+                return again
+            engine = MetricEngine(self._zone, self._clock)
+            try:
+                async with self._database.connect() as connection, connection.begin():
+                    await count_rows(connection, engine)
+            except SQLAlchemyError as error:
+                raise StoreError("the database is not reachable") from error
+            engine.finish_loading(0)
+            counted = {
+                (value.metric, value.department): replace(value, version=0)
+                for value in engine.snapshot(METRIC_NAMES)
+            }
+            self.stats.counts["database_counts"] += 1
+            for key, value in counted.items():
+                self._values.put(key, value)
+        return {key: counted[key] for key in keys if key in counted}
+
+    # -- history -------------------------------------------------------------------------
+
+    async def history(
+        self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
+    ) -> list[Point]:
+        key = f"h:{series}:{department or ''}:{start.isoformat()}:{end.isoformat()}:{granularity}"
+        cached = self._other.get(key)
+        if cached is not None:
+            self.stats.hit("l1")
+            return list(cached)
+        self.stats.miss("l1")
+        stored = await self._redis(lambda state: state.get_json(key))
+        if stored is not None:
+            self.stats.hit("l2")
+            points = [
+                Point(start=datetime.fromisoformat(p["start"]), value=p["value"], peak=p["peak"])
+                for p in stored
+            ]
+        else:
+            self.stats.miss("l2")
+            points = await self._history_from_database(series, department, start, end, granularity)
+            wire = [
+                {"start": p.start.isoformat(), "value": p.value, "peak": p.peak} for p in points
+            ]
+            ttl = TIER_TTL_SECONDS[Tier.HISTORICAL]
+            await self._redis(lambda state: state.put_json(key, wire, ttl))
+        self._other.put(key, points)
+        return points
+
+    async def _history_from_database(
+        self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
+    ) -> list[Point]:
+        pipeline = self._leader_pipeline()
+        if pipeline is not None:  # includes the roll-ups not yet written
+            department_id = pipeline.engine.department_id(department)
+            return await pipeline.history_series(series, department_id, start, end, granularity)
+        department_id = (await self.departments()).get(department) if department else None
+        try:
+            async with self._database.connect() as connection:
+                return await self._figures.series(
+                    connection, series, department_id, start, end, granularity
+                )
+        except SQLAlchemyError as error:
+            raise StoreError("the database is not reachable") from error
+
+    # -- Redis ---------------------------------------------------------------------------
+
+    async def _redis(self, call: Callable[[SharedMetricState], Any]) -> Any:
+        """`call`'s result, or None when there is no Redis or it fails (then: a cache miss)."""
+        if self._state is None:
+            return None
+        try:
+            result = await call(self._state)
+        except (RedisError, OSError) as error:
+            self._on_cache_error(error)
+            return None
+        self._on_cache_ok()
+        return result
