@@ -4,38 +4,39 @@ growth, trend and occupancy figures are right."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-import shutil
-import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from livedash.changefeed.sqlite import SqliteChangeFeed
 from livedash.metrics.clock import ManualClock
 from livedash.metrics.engine import MetricEngine
 from livedash.metrics.figures import HistoryFigures
 from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.store.engine import create_engine
-from tests.test_metrics import NOW, OPERATIONS, ZONE, apply_operation, template  # noqa: F401
+from tests.cases import Case, Cases, CaseWriter, cases_fixture, committed  # noqa: F401
+from tests.test_metrics import NOW, OPERATIONS, ZONE, apply_operation
+
+pytestmark = pytest.mark.both_backends
 
 Rollups = dict[tuple[str, int, datetime], int]
 
 
-def _hour(value: str | None) -> datetime | None:
+def _hour(value: str | datetime | None) -> datetime | None:
     """The UTC start of the Berlin hour holding a stored timestamp (written independently)."""
     if value is None:
         return None
-    moment = datetime.fromisoformat(value).replace(tzinfo=UTC).astimezone(ZONE)
-    return moment.replace(minute=0, second=0, microsecond=0).astimezone(UTC).replace(tzinfo=None)
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = moment.replace(tzinfo=UTC).astimezone(ZONE)
+    return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC).replace(tzinfo=None)
 
 
-def recount(database: Path) -> Rollups:
+async def recount(read: CaseWriter) -> Rollups:
     """Every count series by (series, department or 0, hour), straight from the rows."""
     totals: Counter[tuple[str, int, datetime]] = Counter()
     queries = {
@@ -47,88 +48,121 @@ def recount(database: Path) -> Rollups:
         "WHERE status = 'completed'",
         "revenue": "SELECT department_id, paid_at, amount_cents FROM payments",
     }
-    with sqlite3.connect(database) as connection:
-        for series, sql in queries.items():
-            for department, moment, amount in connection.execute(sql):
-                hour = _hour(moment)
-                if hour is None:
-                    continue
-                totals[series, 0, hour] += amount
-                if department:
-                    totals[series, department, hour] += amount
+    for series, sql in queries.items():
+        for department, moment, amount in await read.fetch(sql):
+            hour = _hour(moment)
+            if hour is None:
+                continue
+            totals[series, 0, hour] += amount
+            if department:
+                totals[series, department, hour] += amount
     return {key: amount for key, amount in totals.items() if amount}
 
 
-def stored(database: Path) -> Rollups:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT series, department_id, hour_start, amount FROM metric_rollups "
-            "WHERE series <> 'occupancy' AND amount <> 0"
-        ).fetchall()
-    return {(s, d, datetime.fromisoformat(h)): a for s, d, h, a in rows}
+async def stored(read: CaseWriter) -> Rollups:
+    rows = await read.fetch(
+        "SELECT series, department_id, hour_start, amount FROM metric_rollups "
+        "WHERE series <> 'occupancy' AND amount <> 0"
+    )
+    # SQLite gives the hour back as text, PostgreSQL as a datetime.
+    return {
+        (s, d, datetime.fromisoformat(h) if isinstance(h, str) else h): a for s, d, h, a in rows
+    }
 
 
-async def _run(database: Path, operations: list[tuple[str, int]], *, crash_at: int) -> None:
-    """Write, follow and confirm like the service; "crash" once (losing what was not stored)
-    and restart from the stored position; the roll-ups must equal a recount."""
-    url = f"sqlite+aiosqlite:///{database}"
-    clock = ManualClock(NOW)
-    with sqlite3.connect(database, isolation_level=None) as writer:
-        for number, (kind, seed) in enumerate(operations):
-            apply_operation(writer, kind, seed)
-            if number in (len(operations) // 3, crash_at, len(operations) - 1):
-                database_engine = create_engine(url)
-                async with SqliteChangeFeed(url, "metrics", batch_size=5) as feed:
-                    pipeline = MetricPipeline(
-                        MetricEngine(ZONE, clock),
-                        feed,
-                        database_engine,
-                        history=HistoryRecorder(ZONE),
-                    )
-                    await pipeline.rebuild()
-                    after = await feed.confirmed_position()
-                    while True:
-                        batch, last = await feed.read_after(after)
-                        if last == after:
-                            break
-                        assert pipeline.history is not None
-                        pipeline.history.apply(batch)
-                        pipeline.engine.apply(batch)
-                        after = last
-                    if number != crash_at:
-                        await pipeline.confirm()
-                await database_engine.dispose()
+CRASH_AFTER_BATCHES = 3
+START, CRASH = ("start", 0), ("crash", 0)
+# The rows written so far predate every captured change: the SQLite log is emptied (on
+# PostgreSQL, no slot exists before the first start).
+FORGET_CHANGES = ("forget_changes", 0)
+
+
+async def _follow(case: Case, clock: ManualClock, *, crash: bool) -> None:
+    """Start like the service, apply what is committed and store the position (with the
+    roll-ups) after each batch and at the end, as `MetricPipeline` does. A crash comes after
+    applying CRASH_AFTER_BATCHES batches, before storing the last one: it loses what was not
+    stored."""
+    database = create_engine(case.url)
+    history = HistoryRecorder(ZONE)
+    async with case.feed("metrics", batch_size=5) as feed:
+        pipeline = MetricPipeline(MetricEngine(ZONE, clock), feed, database, history=history)
+        from_rows = await feed.confirmed_position() == 0  # the roll-ups are counted from rows
+        await pipeline.rebuild()
+        applied = 0
+        async with contextlib.aclosing(committed(feed)) as batches:
+            async for delivered in batches:
+                fresh = [c for c in delivered if not feed.counted_at_start(c)]
+                history.apply(fresh if from_rows else delivered)
+                pipeline.engine.apply(fresh)
+                last = delivered[-1].position
+                pipeline.engine.position = max(pipeline.engine.position, last)
+                history.position = max(history.position, last)
+                applied += 1
+                if crash and applied == CRASH_AFTER_BATCHES:
+                    break
+                await pipeline.confirm()
+        if not crash:
+            await pipeline.confirm()
+    await database.dispose()
+
+
+def _replay(cases: Cases, steps: list[tuple[str, int]]) -> None:
+    """Write each step's operation, or start the service (START, CRASH) and stop it; then the
+    stored roll-ups must equal a recount."""
+
+    async def replay() -> None:
+        clock = ManualClock(NOW)
+        async with cases.new() as case, case.writer() as write:
+            for kind, seed in steps:
+                if (kind, seed) in (START, CRASH):
+                    await _follow(case, clock, crash=(kind, seed) == CRASH)
+                elif (kind, seed) == FORGET_CHANGES:
+                    if case.backend == "sqlite":
+                        await write("DELETE FROM change_log")
+                else:
+                    await apply_operation(write, kind, seed)
+            truth = await recount(write)
+            assert truth, "the operations should have produced some history"
+            assert await stored(write) == truth
+
+    asyncio.run(replay())
+
+
+def _operations(seed: int, count: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    return [(rng.choice(OPERATIONS), rng.randrange(10_000)) for _ in range(count)]
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6])
-def test_rollups_equal_a_recount_across_restarts_and_a_crash(
-    template: Path,  # noqa: F811
-    tmp_path: Path,
-    seed: int,
-) -> None:
-    rng = random.Random(seed)
-    operations = [(rng.choice(OPERATIONS), rng.randrange(10_000)) for _ in range(300)]
-    database = tmp_path / "history.db"
-    shutil.copy(template, database)
-    asyncio.run(_run(database, operations, crash_at=len(operations) // 2))
-    truth = recount(database)
-    assert truth, "the operations should have produced some history"
-    assert stored(database) == truth
+def test_rollups_equal_a_recount_across_restarts_and_a_crash(cases: Cases, seed: int) -> None:
+    # The first start comes before any write: on PostgreSQL the replication slot begins there.
+    writes = _operations(seed, 300)
+    steps = [START, *writes[:100], START, *writes[100:150], CRASH, *writes[150:], START]
+    _replay(cases, steps)
 
 
-def test_first_start_builds_the_rollups_from_the_rows_once(
-    template: Path,  # noqa: F811
-    tmp_path: Path,
+def test_a_crash_while_following_the_first_counts_backlog(
+    cases: Cases, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    database = tmp_path / "history.db"
-    shutil.copy(template, database)
-    rng = random.Random(9)
-    with sqlite3.connect(database, isolation_level=None) as writer:
-        for _ in range(200):
-            apply_operation(writer, rng.choice(OPERATIONS), rng.randrange(10_000))
-        writer.execute("DELETE FROM change_log")  # rows that predate any captured change
-    asyncio.run(_run(database, [("department", 1)], crash_at=-1))
-    assert stored(database) == recount(database)
+    # The crash stores the roll-ups counted from the rows with the position of the last batch
+    # applied before it; the rest of the backlog is in those rows already.
+    if backend == "postgres":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="service bug: after a crash while following the changes that the first "
+                "start's row count already held (on PostgreSQL, counted_at_start), the restart "
+                "counts the rest of them into the roll-ups again",
+            )
+        )
+    _replay(cases, [START, *_operations(7, 200), CRASH, START])
+
+
+def test_first_start_builds_the_rollups_from_the_rows_once(cases: Cases) -> None:
+    steps = [*_operations(9, 200), FORGET_CHANGES]
+    for seed in (1, 2, 3):
+        steps += [("department", seed), START]
+    _replay(cases, steps)
 
 
 def test_occupancy_is_time_weighted_per_hour_with_its_peak() -> None:
