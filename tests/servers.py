@@ -71,8 +71,9 @@ def _as_postgres_user() -> dict[str, object]:
 class PostgresServer:
     """A PostgreSQL cluster with `wal_level=logical`, for one test session."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **overrides: str) -> None:
         self.root = root
+        self.overrides = overrides  # server settings instead of the defaults in `start`
         self.data = root / "data"
         self.log = root / "postgres.log"
         self.port = free_port()
@@ -115,6 +116,7 @@ class PostgresServer:
             "fsync": "off",
             "full_page_writes": "off",
             "shared_buffers": "64MB",
+            **self.overrides,
         }
         arguments: list[str | Path] = [self._bin / "postgres", "-D", self.data]
         for name, value in options.items():

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from livedash.auth.tokens import issue_token
 from livedash.errors import LivedashError
@@ -317,6 +318,31 @@ def api_key_list(db: DbOption = None) -> None:
             f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
         )
     Console().print(table)
+
+
+@app.command()
+def doctor(db: DbOption = None) -> None:
+    """Check that the configured database (and Redis) can run the service; say how to fix it."""
+    from livedash.store.doctor import run_doctor
+
+    settings = _settings(db)
+    report = asyncio.run(run_doctor(settings))
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"livedash doctor: {escape(report.target)}")
+    if report.note:
+        out.print(escape(report.note))
+    width = max((len(check.name) for check in report.checks), default=0)
+    for check in report.checks:
+        status = "[green]OK  [/green]" if check.ok else "[bold red]FAIL[/bold red]"
+        out.print(f"{status}  {escape(check.name.ljust(width))}  {escape(check.detail)}")
+        for number, line in enumerate(check.remedy.splitlines()):
+            lead = "fix:" if number == 0 else "    "
+            out.print(f"      {' ' * width}  {lead} {escape(line)}")
+    failed = len(report.failed)
+    if failed:
+        out.print(f"{failed} of {len(report.checks)} checks failed.")
+        raise typer.Exit(1)
+    out.print(f"All {len(report.checks)} checks passed.")
 
 
 @app.command("api-doc")
