@@ -220,3 +220,73 @@ def new_root(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
+
+
+NGINX_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
+
+
+def render_nginx_config(root: Path, port: int, upstreams: list[int]) -> str:
+    """deploy/nginx.conf with only its "site:" lines set for this test."""
+    lines: list[str] = []
+    upstream_written = False
+    for line in NGINX_CONFIG.read_text().splitlines():
+        if "# site:" not in line:
+            lines.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        setting = line.split()[0]
+        if setting == "pid":
+            lines.append(f"{indent}pid {root / 'nginx.pid'};")
+        elif setting == "error_log":
+            lines.append(f"{indent}error_log {root / 'error.log'} warn;")
+        elif setting == "client_body_temp_path":
+            lines.append(f"{indent}client_body_temp_path {root / 'body'};")
+        elif setting == "proxy_temp_path":
+            lines.append(f"{indent}proxy_temp_path {root / 'proxy'};")
+        elif setting == "listen":
+            lines.append(f"{indent}listen 127.0.0.1:{port};")
+        elif setting == "server" and not upstream_written:
+            upstream_written = True
+            rest = line.split(None, 2)[2].split("#")[0].strip()  # the options after the address
+            lines.extend(f"{indent}server 127.0.0.1:{p} {rest}" for p in upstreams)
+        elif setting != "server":
+            raise ValueError(f"unknown site line in nginx.conf: {line}")
+    return "\n".join(lines) + "\n"
+
+
+class NginxServer:
+    """nginx in the foreground with deploy/nginx.conf pointed at `upstreams`."""
+
+    def __init__(self, root: Path, upstreams: list[int]) -> None:
+        self.root = root
+        self.port = free_port()
+        self.upstreams = upstreams
+        self.log = root / "error.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> NginxServer:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "nginx.conf"
+        config.write_text(render_nginx_config(self.root, self.port, self.upstreams))
+        self.process = subprocess.Popen(
+            [binary, "-c", str(config), "-p", str(self.root), "-e", str(self.log),
+             "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(self.port, self.process, self.log, 10)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None

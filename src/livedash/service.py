@@ -69,6 +69,8 @@ def build_server(settings: Settings, on_ready: Callable[[], None] | None = None)
         log_level=settings.log_level.lower(),
         lifespan="on",
         proxy_headers=True,
+        # Only these proxies (nginx) are believed about the client address (X-Forwarded-For).
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # Past this, connections still open at shutdown are closed rather than waited for.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         # Refuse oversized WebSocket messages while reading them, not after (Engine.IO's own

@@ -1,0 +1,244 @@
+"""Several instances behind a real nginx (deploy/nginx.conf) behave as one service.
+
+Real processes throughout: PostgreSQL with a logical slot, Redis, two `livedash serve`
+processes and nginx in front. nginx pins a client by its full address, so clients bind to
+different loopback addresses (127.0.0.x) to land on different instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from livedash.settings import Settings
+from tests.conftest import Write, register_patient
+from tests.recorder import Recorder, update_of
+from tests.servers import NginxServer, RedisServer, free_port
+
+READY_LINE = "livedash serving on"
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgres"
+
+
+class Instance:
+    """`livedash serve` in its own process."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "LIVEDASH_DATABASE_URL": settings.database_url,
+            "LIVEDASH_REDIS_URL": str(settings.redis_url),
+            "LIVEDASH_FEED_SLOT": settings.feed_slot,
+            "LIVEDASH_JWT_SECRET": settings.signing_key(),
+            "LIVEDASH_TIMEZONE": settings.timezone,
+            "LIVEDASH_LEADER_POLL_SECONDS": "0.2",
+            "LIVEDASH_SHUTDOWN_GRACE_SECONDS": "1",
+        }
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Instance:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "livedash", "serve", "--port", str(self.port),
+            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        seen: list[str] = []
+        async with asyncio.timeout(60):
+            while True:
+                line = (await self.process.stdout.readline()).decode(errors="replace")
+                if not line:
+                    raise RuntimeError("the instance exited during start-up:\n" + "".join(seen))
+                seen.append(line)
+                if READY_LINE in line:
+                    break
+        self._drain = asyncio.create_task(self._keep_reading())
+        return self
+
+    async def _keep_reading(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        with self.log.open("ab") as log:
+            while line := await self.process.stdout.readline():
+                log.write(line)
+
+    async def health(self) -> dict[str, Any]:
+        def get() -> dict[str, Any]:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                    return dict(json.loads(response.read()))
+            except urllib.error.HTTPError as error:
+                return dict(json.loads(error.read()))
+
+        return await asyncio.to_thread(get)
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(20):
+                    await self.process.wait()
+            except TimeoutError:
+                await self.kill()
+
+
+class Cluster:
+    def __init__(self, instances: list[Instance], nginx: NginxServer) -> None:
+        self.instances = instances
+        self.nginx = nginx
+        self._sessions: list[aiohttp.ClientSession] = []
+        self._clients: list[socketio.AsyncClient] = []
+
+    async def leader(self) -> Instance:
+        for instance in self.instances:
+            if instance.process is not None and instance.process.returncode is None:
+                if (await instance.health()).get("role") == "leader":
+                    return instance
+        raise AssertionError("no instance leads")
+
+    async def connect(self, address: str, token: str, transport: str) -> Recorder:
+        """A client from `address`, through nginx only."""
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+        self._sessions.append(session)
+        client = socketio.AsyncClient(reconnection=False, http_session=session)
+        self._clients.append(client)
+        recorder = Recorder(client)
+        await client.connect(
+            self.nginx.url, auth={"token": token}, transports=[transport], wait_timeout=10
+        )
+        await recorder.next("authenticated")
+        return recorder
+
+    async def sockets(self) -> list[int]:
+        return [int((await i.health()).get("sockets", 0)) for i in self.instances]
+
+    async def close(self) -> None:
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+        for session in self._sessions:
+            await session.close()
+
+
+@pytest.fixture
+async def cluster(
+    settings: Settings, redis_server: RedisServer, tmp_path: Path, hospital: dict[str, int]
+) -> AsyncIterator[Cluster]:
+    instances: list[Instance] = []
+    nginx: NginxServer | None = None
+    made: Cluster | None = None
+    try:
+        # The first one to start is the leader; the second waits for the lock.
+        for number in range(2):
+            instances.append(await Instance(settings, tmp_path / f"instance{number}.log").start())
+        nginx = NginxServer(tmp_path / "nginx", [i.port for i in instances]).start()
+        made = Cluster(instances, nginx)
+        yield made
+    finally:
+        if made is not None:
+            await made.close()
+        if nginx is not None:
+            nginx.stop()
+        for instance in instances:
+            await instance.stop()
+
+
+async def _one_client_on_each(
+    cluster: Cluster, token: Callable[..., str]
+) -> tuple[Recorder, Recorder]:
+    """A long-polling client on one instance and a WebSocket client on the other."""
+    polling = await cluster.connect("127.0.0.2", token(), "polling")
+    first = await cluster.sockets()
+    assert sorted(first) == [0, 1]
+    for last_octet in range(3, 60):
+        websocket = await cluster.connect(f"127.0.0.{last_octet}", token(), "websocket")
+        if await cluster.sockets() == [1, 1]:
+            return polling, websocket
+        await websocket.client.disconnect()
+        await asyncio.wait_for(websocket.disconnected.wait(), 10)
+    raise AssertionError("nginx sent every address to the same instance")
+
+
+async def test_one_write_reaches_clients_of_both_instances_with_one_version(
+    cluster: Cluster, token: Callable[..., str], writer: Write, hospital: dict[str, int]
+) -> None:
+    polling, websocket = await _one_client_on_each(cluster, token)
+    for client in (polling, websocket):
+        await client.call("subscribe_metrics", {"metrics": ["patients_total"]})
+        snapshot = await client.next("metrics_snapshot")
+        values = {(v["metric"], v["department"]): v["value"] for v in snapshot["values"]}
+        assert values["patients_total", "ED"] == 1
+
+    # Many polling requests of one session all reached the same instance (or the session
+    # would have been refused as unknown): the pinning works for long-polling.
+    await register_patient(writer, hospital["ED"], "through nginx")
+    first = await polling.next("dashboard_update", update_of("patients_total", "ED", 2))
+    second = await websocket.next("dashboard_update", update_of("patients_total", "ED", 2))
+    assert first["version"] == second["version"]
+    assert first == second
+
+    roles = sorted([(await i.health())["role"] for i in cluster.instances])
+    assert roles == ["follower", "leader"]
+
+
+async def test_the_survivor_takes_over_the_feed_when_the_leader_dies(
+    cluster: Cluster, token: Callable[..., str], writer: Write, hospital: dict[str, int]
+) -> None:
+    leader = await cluster.leader()
+    survivor = next(i for i in cluster.instances if i is not leader)
+    client: Recorder | None = None
+    for last_octet in range(2, 60):
+        candidate = await cluster.connect(f"127.0.0.{last_octet}", token(), "websocket")
+        if (await survivor.health())["sockets"] == 1:
+            client = candidate
+            break
+        await candidate.client.disconnect()
+        await asyncio.wait_for(candidate.disconnected.wait(), 10)
+    assert client is not None, "no address reached the follower"
+    await client.call("subscribe_metrics", {"metrics": ["patients_total"]})
+    await client.next("metrics_snapshot")
+
+    await register_patient(writer, hospital["ED"], "before the crash")
+    before = await client.next("dashboard_update", update_of("patients_total", "ED", 2))
+
+    await leader.kill()
+    # Written while no instance reads the feed: the slot keeps them for the next leader.
+    for number in range(5):
+        await register_patient(writer, hospital["CARD"], f"during the failover {number}")
+    await register_patient(writer, hospital["ED"], "after the crash")
+
+    after = await client.next("dashboard_update", update_of("patients_total", "ED", 3), within=30)
+    cardiology = await client.next(
+        "dashboard_update", update_of("patients_total", "CARD", 6), within=30
+    )
+    hospital_wide = await client.next(
+        "dashboard_update", update_of("patients_total", None, 9), within=30
+    )
+    assert after["version"] > before["version"]
+    assert cardiology["version"] > before["version"]
+    assert hospital_wide["value"] == 9
+    health = await survivor.health()
+    assert health["role"] == "leader"
+    assert health["slot"]["exists"] is True
