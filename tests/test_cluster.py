@@ -74,7 +74,8 @@ class Instance:
         return self
 
     async def _keep_reading(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         with self.log.open("ab") as log:
             while line := await self.process.stdout.readline():
                 log.write(line)
@@ -113,9 +114,9 @@ class Cluster:
 
     async def leader(self) -> Instance:
         for instance in self.instances:
-            if instance.process is not None and instance.process.returncode is None:
-                if (await instance.health()).get("role") == "leader":
-                    return instance
+            alive = instance.process is not None and instance.process.returncode is None
+            if alive and (await instance.health()).get("role") == "leader":
+                return instance
         raise AssertionError("no instance leads")
 
     async def connect(self, address: str, token: str, transport: str) -> Recorder:
