@@ -12,7 +12,7 @@ Pages: a peek always starts at the slot's position, so a page of `batch_size` ro
 after the rows already handled since the slot last moved (the peek's row limit grows by one
 page each time). Every transaction in the database is a begin and a commit row in the slot,
 even when it changed no watched table, so a page may decode to no change at all and the next
-one must still be read.
+one must still be read; when everything delivered is stored, such a page moves the slot on.
 
 Positions: every change gets `(commit LSN << 16) | ordinal in its transaction`, so positions
 grow in commit order and each change has its own. The slot is advanced to the commit LSN of
