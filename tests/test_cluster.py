@@ -243,3 +243,23 @@ async def test_the_survivor_takes_over_the_feed_when_the_leader_dies(
     health = await survivor.health()
     assert health["role"] == "leader"
     assert health["slot"]["exists"] is True
+
+
+async def test_rate_limits_count_across_instances_and_fail_open_without_redis(
+    settings: Settings, serve: Any, token: Callable[..., str], redis_server: RedisServer
+) -> None:
+    limited = settings.model_copy(update={"rate_limit_rest": "3/minute"})
+    first, second = await serve(limited), await serve(limited)
+    headers = {"Authorization": f"Bearer {token()}"}
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for server in (first, second, first, second):
+            async with http.get(server.url + "/api/metrics", headers=headers) as response:
+                statuses.append(response.status)
+        # The user's quota is one, wherever the requests land.
+        assert statuses == [200, 200, 200, 429]
+
+        redis_server.kill()
+        async with http.get(second.url + "/api/metrics", headers=headers) as response:
+            # The shared count is gone with Redis: the request is let through, not refused.
+            assert response.status == 200

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from livedash import __version__
 from livedash.auth.keys import token_keys
-from livedash.auth.ratelimit import RateLimiter
+from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.auth.sessions import SessionService
 from livedash.auth.users import Authenticator
 from livedash.cluster.leader import LeaderElection
@@ -41,9 +41,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     """The whole service as one ASGI app; resources open and close in its lifespan."""
     token_keys(settings)  # a bad key configuration fails at start, not at the first login
     origins = OriginPolicy(settings.cors_origins)
-    rest_limiter = RateLimiter(settings.rate_limit_rest, namespace="rest")
+    shared = shared_storage(settings.redis_url)
+    rest_limiter = RateLimiter(settings.rate_limit_rest, namespace="rest", storage_uri=shared)
     ingest = Ingest(settings)
-    login_limits = LoginLimits()
+    login_limits = LoginLimits(shared)
     # With Redis, an emit to a room reaches that room's sockets on every instance.
     manager = (
         socketio.AsyncRedisManager(settings.redis_url, channel="livedash-socketio")

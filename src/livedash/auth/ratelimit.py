@@ -14,14 +14,23 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+import structlog
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
+from redis.exceptions import RedisError
 
 from livedash.errors import ConfigurationError, RateLimited
 
+log = structlog.get_logger(__name__)
+
 MEMORY = "async+memory://"
+
+
+def shared_storage(redis_url: str | None) -> str:
+    """Where counts shared by every instance live: Redis when configured, else memory."""
+    return "async+" + redis_url if redis_url else MEMORY
 
 
 class RateLimiter:
@@ -44,7 +53,8 @@ class RateLimiter:
                 f"rate limit storage {storage_uri!r} must be an async one, such as {MEMORY}"
             )
         try:
-            storage = storage_from_string(storage_uri)
+            options = {"implementation": "redispy"} if "redis" in storage_uri else {}
+            storage = storage_from_string(storage_uri, **options)
         except LimitsConfigurationError as error:
             raise ConfigurationError(f"rate limit storage: {error}") from error
         self._strategy = MovingWindowRateLimiter(storage)
@@ -103,11 +113,16 @@ async def hit_together(pairs: Sequence[tuple[RateLimiter, str]]) -> None:
     Every limit is tested before any is counted, so a request refused by one (a socket's
     excess, say) does not use up another (its user's quota).
     """
-    for limiter, key in pairs:
-        refusal = await limiter.refusal(key)
-        if refusal is not None:
-            raise refusal
-    for limiter, key in pairs:
-        refusal = await limiter.count(key)
-        if refusal is not None:
-            raise refusal
+    try:
+        for limiter, key in pairs:
+            refusal = await limiter.refusal(key)
+            if refusal is not None:
+                raise refusal
+        for limiter, key in pairs:
+            refusal = await limiter.count(key)
+            if refusal is not None:
+                raise refusal
+    except (RedisError, OSError) as error:
+        # A shared storage that is down must not lock every user out: let the request
+        # through (the per-socket limits, kept in memory, still apply) and say so.
+        log.warning("rate_limit_storage_unavailable", error=str(error))

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from livedash.auth.ratelimit import MEMORY, RateLimiter, hit_together
+from livedash.auth.ratelimit import MEMORY, RateLimiter, hit_together, shared_storage
 from livedash.settings import Settings
 
 
 class SocketLimiter:
     """Counts incoming events and connection attempts; raises `RateLimited` past a limit."""
 
-    def __init__(self, settings: Settings, *, storage_uri: str = MEMORY) -> None:
+    def __init__(self, settings: Settings) -> None:
+        # A socket lives on one instance: its own window stays in memory. Users and client
+        # addresses reach several instances: theirs are shared (Redis) when configured.
+        storage_uri = shared_storage(settings.redis_url)
         self._socket = RateLimiter(
             settings.rate_limit_socket,
             namespace="socket",
             counted="events on this socket",
-            storage_uri=storage_uri,
+            storage_uri=MEMORY,
         )
         self._user = RateLimiter(
             settings.rate_limit_user,

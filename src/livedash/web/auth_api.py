@@ -15,7 +15,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from livedash.auth.ratelimit import RateLimiter, hit_together
+from livedash.auth.ratelimit import MEMORY, RateLimiter, hit_together
 from livedash.auth.sessions import (
     MAX_PASSWORD_LENGTH,
     MAX_REFRESH_TOKEN_LENGTH,
@@ -72,9 +72,13 @@ class TokenResponse(BaseModel):
 class LoginLimits:
     """The sign-in rate limits, per client address and per user name."""
 
-    def __init__(self) -> None:
-        self._by_address = RateLimiter(LOGIN_LIMIT_PER_ADDRESS, namespace="login-address")
-        self._by_user = RateLimiter(LOGIN_LIMIT_PER_USER, namespace="login-user")
+    def __init__(self, storage_uri: str = MEMORY) -> None:
+        self._by_address = RateLimiter(
+            LOGIN_LIMIT_PER_ADDRESS, namespace="login-address", storage_uri=storage_uri
+        )
+        self._by_user = RateLimiter(
+            LOGIN_LIMIT_PER_USER, namespace="login-user", storage_uri=storage_uri
+        )
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> LoginLimits:

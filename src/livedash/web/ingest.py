@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.auth.api_keys import ApiKeyAuthenticator, ApiKeyInfo, Scope
-from livedash.auth.ratelimit import RateLimiter
+from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.changefeed.rows import parse_timestamp
 from livedash.errors import ClientError, Internal, InvalidPayload, NotAuthenticated, StoreError
 from livedash.settings import Settings
@@ -77,7 +77,11 @@ class Ingest:
     def __init__(self, settings: Settings) -> None:
         self._url = settings.database_url
         self.max_bytes = settings.max_payload_bytes
-        self._limiter = RateLimiter(settings.rate_limit_api_key, namespace="api_key")
+        self._limiter = RateLimiter(
+            settings.rate_limit_api_key,
+            namespace="api_key",
+            storage_uri=shared_storage(settings.redis_url),
+        )
         self._reader: AsyncEngine | None = None
         self._writer: AsyncEngine | None = None
         self._keys: ApiKeyAuthenticator | None = None
