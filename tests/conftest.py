@@ -23,7 +23,7 @@ from livedash.app import create_app
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import Clock
 from livedash.settings import Settings
-from livedash.store.migrate import upgrade, upgrade_async
+from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
 from tests.recorder import Recorder
 from tests.servers import PostgresServer, RedisServer, new_root

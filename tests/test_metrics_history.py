@@ -141,20 +141,9 @@ def test_rollups_equal_a_recount_across_restarts_and_a_crash(cases: Cases, seed:
     _replay(cases, steps)
 
 
-def test_a_crash_while_following_the_first_counts_backlog(
-    cases: Cases, backend: str, request: pytest.FixtureRequest
-) -> None:
+def test_a_crash_while_following_the_first_counts_backlog(cases: Cases) -> None:
     # The crash stores the roll-ups counted from the rows with the position of the last batch
     # applied before it; the rest of the backlog is in those rows already.
-    if backend == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="service bug: after a crash while following the changes that the first "
-                "start's row count already held (on PostgreSQL, counted_at_start), the restart "
-                "counts the rest of them into the roll-ups again",
-            )
-        )
     _replay(cases, [START, *_operations(7, 200), CRASH, START])
 
 

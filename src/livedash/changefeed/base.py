@@ -72,6 +72,14 @@ class ChangeSource(Protocol):
         """
         ...
 
+    def start_settled(self) -> bool:
+        """No change that the start-up count holds can be delivered any more.
+
+        Until then a position is not stored for state built from the rows (the roll-ups on
+        a first start): after a crash it would replay those changes without the filter.
+        """
+        ...
+
     def counted_at_start(self, change: Change) -> bool:
         """The start-up count already contains `change`, although it comes after the position.
 

@@ -307,6 +307,8 @@ class PostgresChangeFeed:
                 if self._delivered <= self._durable:
                     await self._advance(self._read_end)
                 continue
+            if self._start is not None and complete_to >= self._start.lsn_after:
+                self._start = None  # everything the start-up snapshot could hold is delivered
             self.caught_up.set()
             await self._heartbeat_to(complete_to)
             wait = min(self._fallback_poll, self._heartbeat)
@@ -467,6 +469,10 @@ class PostgresChangeFeed:
         ).one()
         self._start = StartSnapshot.parse(snapshot, lsn)
         return await self.confirmed_position()
+
+    def start_settled(self) -> bool:
+        """Every change that the start-up count may hold has been delivered (and filtered)."""
+        return self._start is None
 
     def counted_at_start(self, change: Change) -> bool:
         """The start-up count already contains `change` (its transaction was visible)."""

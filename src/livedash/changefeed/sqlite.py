@@ -156,6 +156,10 @@ class SqliteChangeFeed:
         # sqlite_sequence, not MAX(seq): the log may have been pruned down to nothing.
         return int(await connection.scalar(_SEQUENCE) or 0)
 
+    def start_settled(self) -> bool:
+        """Always: the start-up count's position is exact."""
+        return True
+
     def counted_at_start(self, change: Change) -> bool:
         """Never: the start-up count's position is exact on SQLite (one writer at a time)."""
         return False

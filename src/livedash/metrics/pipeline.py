@@ -204,6 +204,8 @@ class MetricPipeline:
             position = min(position, history.position)
         if position <= self._confirmed:
             return
+        if self._history_from_rows and not self._source.start_settled():
+            return
         committed = False
         try:
             await self._source.confirm(
