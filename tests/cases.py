@@ -165,8 +165,8 @@ def cases_fixture(
 async def committed(feed: Feed) -> AsyncIterator[list[Change]]:
     """The feed's batches until it has delivered everything committed so far.
 
-    Confirm each batch before asking for the next: the PostgreSQL feed reads its slot from the
-    last confirmed position. Close it with `contextlib.aclosing` when leaving early.
+    "Everything" is what the feed has when it sets `caught_up`, so drain a feed once, after the
+    writes. Close it with `contextlib.aclosing` when leaving early.
     """
     if feed.caught_up.is_set():
         raise RuntimeError("drain a feed once: it has caught up already")
