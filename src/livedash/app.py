@@ -26,6 +26,7 @@ from livedash.metrics.clock import Clock, SystemClock
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
 from livedash.realtime.outbox import Outbox
+from livedash.realtime.stream import MemoryHistory, RedisHistory
 from livedash.settings import Settings
 from livedash.store.engine import create_engine, is_sqlite
 from livedash.web.api import install_api
@@ -77,16 +78,24 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             database = create_engine(settings.database_url, pool_pre_ping=True)
             stack.push_async_callback(database.dispose)
             state = None
+            history: MemoryHistory | RedisHistory = MemoryHistory(
+                settings.history_size, settings.history_max_age_seconds
+            )
             if settings.redis_url is not None:
                 redis = Redis.from_url(
                     settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
                 )
                 stack.push_async_callback(redis.aclose)
                 state = SharedMetricState(redis)
+                history = RedisHistory(
+                    redis, settings.history_size, settings.history_max_age_seconds
+                )
             outbox = await stack.enter_async_context(
-                Outbox(fanout, window=settings.coalesce_window_seconds)
+                Outbox(fanout, window=settings.coalesce_window_seconds, history=history)
             )
-            runner = FeedRunner(settings, database, outbox, clock or SystemClock(), state)
+            runner = FeedRunner(
+                settings, database, outbox, clock or SystemClock(), state, history=history
+            )
             app.state.runner = runner
             authenticator = Authenticator(settings, database)
             app.state.authenticator = authenticator
@@ -98,7 +107,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             view: MetricView
             if is_sqlite(settings.database_url):
                 view = LocalView(lambda: runner.pipeline)
-                gateway.attach(view, authenticator)
+                gateway.attach(view, authenticator, history)
                 stack.push_async_callback(gateway.close)
                 await runner.start()
                 stack.push_async_callback(runner.stop)
@@ -111,7 +120,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                     clock or SystemClock(),
                     leader_pipeline=lambda: runner.pipeline,
                 )
-                gateway.attach(view, authenticator)
+                gateway.attach(view, authenticator, history)
                 stack.push_async_callback(gateway.close)
                 election = LeaderElection(
                     settings.database_url,

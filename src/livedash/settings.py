@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     leader_poll_seconds: float = Field(default=1.0, gt=0)
     forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For is believed
 
+    # Recovery: the updates kept for clients that reconnect (`since`), by count and by age.
+    history_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    history_max_age_seconds: float = Field(default=300.0, gt=0)
+
     feed_batch_size: int = Field(default=500, ge=1)
     feed_fallback_poll_seconds: float = Field(default=1.0, gt=0)
     feed_settle_seconds: float = Field(default=0.02, gt=0)

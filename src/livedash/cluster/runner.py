@@ -41,12 +41,15 @@ class FeedRunner:
         outbox: Outbox,
         clock: Clock,
         state: SharedMetricState | None = None,
+        *,
+        history: object | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
         self._outbox = outbox
         self._clock = clock
         self._state = state
+        self._history = history
         self.pipeline: MetricPipeline | None = None
         self.source: ChangeSource | None = None
         self._stack: AsyncExitStack | None = None
@@ -88,9 +91,14 @@ class FeedRunner:
             confirm_interval_seconds=settings.feed_confirm_interval_seconds,
             history_refresh_seconds=settings.history_refresh_seconds,
         )
-        pipeline.add_listener(self._send)
+        # Shared state first: a follower's snapshot at a stream position must already hold
+        # the values of every update up to it.
         if self._state is not None:
             pipeline.add_listener(self._share)
+        pipeline.add_listener(self._send)
+        rotate = getattr(self._history, "rotate", None)
+        if rotate is not None:
+            rotate()  # a new leader cannot vouch for what its predecessor sent last
         await stack.enter_async_context(pipeline)
         self.pipeline, self.source = pipeline, source
         stack.callback(self._forget)

@@ -47,9 +47,13 @@ class MetricView(Protocol):
         ...
 
     async def snapshot(
-        self, metrics: Iterable[str], departments: Iterable[str | None]
+        self, metrics: Iterable[str], departments: Iterable[str | None], *, fresh: bool = False
     ) -> list[MetricValue]:
-        """Current values of `metrics` for `departments` (None: the hospital)."""
+        """Current values of `metrics` for `departments` (None: the hospital).
+
+        `fresh`: at least as new as every update sent so far (no in-process cache), for a
+        subscription that follows with the updates after the stream's current position.
+        """
         ...
 
     async def history(
@@ -75,7 +79,7 @@ class LocalView:
         return {code: ident for ident, code in self._running().engine.departments.items()}
 
     async def snapshot(
-        self, metrics: Iterable[str], departments: Iterable[str | None]
+        self, metrics: Iterable[str], departments: Iterable[str | None], *, fresh: bool = False
     ) -> list[MetricValue]:
         return self._running().engine.snapshot(metrics, departments)
 
@@ -145,7 +149,7 @@ class SharedView:
     # -- values --------------------------------------------------------------------------
 
     async def snapshot(
-        self, metrics: Iterable[str], departments: Iterable[str | None]
+        self, metrics: Iterable[str], departments: Iterable[str | None], *, fresh: bool = False
     ) -> list[MetricValue]:
         wanted_metrics, wanted_departments = list(metrics), list(departments)
         pipeline = self._leader_pipeline()
@@ -155,7 +159,7 @@ class SharedView:
         found: dict[MetricKey, MetricValue] = {}
         missing: list[MetricKey] = []
         for key in keys:
-            cached = self._values.get(key)
+            cached = None if fresh else self._values.get(key)
             if cached is None:
                 missing.append(key)
             else:

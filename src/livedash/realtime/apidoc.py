@@ -23,12 +23,20 @@ from livedash.realtime.schemas import (
     MetricSelection,
     MetricsSnapshot,
     MetricUpdate,
+    StreamPosition,
 )
 
 _AT = datetime(2026, 11, 23, 9, 30, 0, 125000, tzinfo=UTC)
+_POSITION = StreamPosition(epoch="9f2c41d07ab3", offset=18342)
 _UPDATE = MetricUpdate(
-    metric="beds_occupied", department="CARD", value=41, version=1795426200125001, timestamp=_AT
+    metric="beds_occupied",
+    department="CARD",
+    value=41,
+    version=1795426200125001,
+    timestamp=_AT,
+    position=_POSITION,
 )
+_VALUE = _UPDATE.model_copy(update={"position": None})
 
 # (direction, event, model, example, what it means)
 EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
@@ -45,12 +53,16 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         "in",
         "subscribe_metrics",
         MetricSelection,
-        MetricSelection(metrics=["beds_occupied", "patients_active"], departments=["CARD"]),
+        MetricSelection(
+            metrics=["beds_occupied", "patients_active"], departments=["CARD"], since=_POSITION
+        ),
         "Receive `dashboard_update` for these metrics and departments from now on. "
+        "`since` (optional): the last stream position this client saw; see Recovery. "
         "`metrics` may be sent as a bare list; leaving out `departments` means every department "
         "the token may see, `null` in it the hospital-wide totals. The server joins the "
-        "subscriptions first, then sends a `metrics_snapshot` of their current values, then the "
-        "acknowledgement (`SubscriptionAck`), so no change after the snapshot can be missed. "
+        "subscriptions first, then sends a `metrics_snapshot` of their current values (or, with "
+        "`since`, the missed updates), then the acknowledgement (`SubscriptionAck`) with the "
+        "stream position P they are current at: every update after P follows. "
         "Unknown names, or departments outside the token's scope, are refused as a whole: "
         "nothing is subscribed.",
     ),
@@ -127,13 +139,14 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         _UPDATE,
         "A metric's new value for one department (`department: null` is the whole hospital), "
         "sent as soon as the change is applied. `version` strictly increases; a client keeps "
-        "the value with the highest version for each (metric, department).",
+        "the value with the highest version for each (metric, department). `position` is the "
+        "update's place in the stream; a client remembers the last one for Recovery.",
     ),
     (
         "out",
         "metrics_snapshot",
         MetricsSnapshot,
-        MetricsSnapshot(values=[_UPDATE], server_time=_AT),
+        MetricsSnapshot(values=[_VALUE], server_time=_AT, position=_POSITION, recovered=False),
         "Current values, after `subscribe_metrics` or `request_snapshot`.",
     ),
     (
@@ -177,6 +190,32 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
 ]
 
 
+RECOVERY = [
+    "## Recovery: never miss an update",
+    "",
+    "Every `dashboard_update` carries `position: {epoch, offset}`. Offsets grow by one per update"
+    " sent by the service (to any room), so a client sees gaps: they are other subscriptions'"
+    " updates, not losses. The service keeps a bounded history of sent updates (in memory on the"
+    " embedded default, a Redis Stream shared by every instance in production;"
+    " `LIVEDASH_HISTORY_SIZE` updates, at most `LIVEDASH_HISTORY_MAX_AGE_SECONDS` old).",
+    "",
+    "1. Remember the `position` of the last `dashboard_update` received (or the `position` of the"
+    " last `metrics_snapshot` / `SubscriptionAck`, whichever is later).",
+    "2. After reconnecting, send it back: as `since` in `subscribe_metrics`, or as `since` in the"
+    " handshake `auth` (`{token, since}`), which the socket's first subscription then uses.",
+    "3. If the history holds every update after `since` in the same epoch, the service sends the"
+    " missed updates of the subscribed metrics and departments as `dashboard_update`, in order,"
+    " each once, then acknowledges with `recovered: true` and the position P they reach.",
+    "4. Otherwise (another epoch: the service restarted, a new leader took over, or Redis lost"
+    " its data; or the gap is older or longer than the history), the client gets a"
+    " `metrics_snapshot` with `recovered: false`: replace everything held with it.",
+    "5. No subscription race: the socket joins its rooms before P is read, so every update after"
+    " P reaches it. An update at or before P may also arrive live right after the answer; drop"
+    " any update whose offset is not above the last one held in the same epoch.",
+    "",
+]
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
@@ -216,6 +255,7 @@ def render_api_doc() -> str:
             "```",
             "",
         ]
+    lines += RECOVERY
     lines += [
         "## Metrics",
         "",

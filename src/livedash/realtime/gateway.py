@@ -20,7 +20,7 @@ from typing import Any
 
 import socketio
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
@@ -47,9 +47,12 @@ from livedash.realtime.schemas import (
     ErrorPayload,
     HistoricalData,
     HistoricalPoint,
+    MetricSelection,
     MetricsSnapshot,
+    StreamPosition,
     SubscriptionAck,
 )
+from livedash.realtime.stream import Position, UpdateHistory
 from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -76,6 +79,7 @@ class ClientSession:
     principal: Principal | None = None
     subscriptions: set[Scope] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
+    since: StreamPosition | None = None  # from the handshake, for the first subscription
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
@@ -99,6 +103,7 @@ class Gateway:
         self._limiter = limiter or SocketLimiter(settings)
         self._sessions: dict[str, ClientSession] = {}
         self._view: MetricView | None = None
+        self._history: UpdateHistory | None = None
         self._authenticator: Authenticator | None = None
         self._background: set[asyncio.Task[None]] = set()
         handlers: dict[str, Handler] = {
@@ -116,11 +121,17 @@ class Gateway:
 
     # -- wiring --------------------------------------------------------------------------
 
-    def attach(self, view: MetricView, authenticator: Authenticator) -> None:
+    def attach(
+        self,
+        view: MetricView,
+        authenticator: Authenticator,
+        history: UpdateHistory | None = None,
+    ) -> None:
         """Serve values from `view`; tokens are checked by `authenticator` (signature,
-        claims, and the users table)."""
+        claims, and the users table); clients recover missed updates from `history`."""
         self._view = view
         self._authenticator = authenticator
+        self._history = history
 
     async def close(self) -> None:
         """Cancel timers and background work."""
@@ -165,6 +176,10 @@ class Gateway:
             server_time=datetime.now(UTC),
         )
         await self._fanout.to_socket(sid, "connection_status", status.model_dump(mode="json"))
+        if isinstance(auth, dict) and isinstance(auth.get("since"), dict):
+            # A reconnecting client's last position: used by its first subscription.
+            with contextlib.suppress(ValidationError):
+                session.since = StreamPosition.model_validate(auth["since"])
         if isinstance(auth, dict) and "token" in auth:
             authenticate = self._guard("authenticate", self._authenticate, public=True)
             await authenticate(sid, {"token": auth["token"]})
@@ -299,12 +314,74 @@ class Gateway:
                 held=len(session.subscriptions),
                 asked=len(new),
             )
+        since = parse(MetricSelection, data).since if isinstance(data, dict) else None
+        if since is None:
+            since, session.since = session.since, None
         for metric, department in sorted(new, key=_scope_order):
             await self._fanout.join(session.sid, room_name(metric, department))
             session.subscriptions.add((metric, department))
-        # Joined before reading: an update racing this snapshot is sent, not lost.
-        await self._send_snapshot(session, metrics, departments)
-        return SubscriptionAck(metrics=metrics, departments=ordered(departments))
+        # Joined before reading the stream's top: every update after it reaches this socket
+        # through its rooms, and everything up to it is in what is sent here.
+        top = await self._stream_top()
+        position = StreamPosition(epoch=top.epoch, offset=top.offset) if top else None
+        if since is not None and top is not None:
+            missed = await self._replay(session, since, top, wanted)
+            if missed is not None:
+                return SubscriptionAck(
+                    metrics=metrics,
+                    departments=ordered(departments),
+                    position=position,
+                    recovered=True,
+                )
+        await self._send_snapshot(
+            session,
+            metrics,
+            departments,
+            position=position,
+            recovered=False if since is not None else None,
+            fresh=True,
+        )
+        return SubscriptionAck(
+            metrics=metrics,
+            departments=ordered(departments),
+            position=position,
+            recovered=False if since is not None else None,
+        )
+
+    async def _stream_top(self) -> Position | None:
+        if self._history is None:
+            return None
+        try:
+            return await self._history.top()
+        except Exception as error:
+            log.warning("update_history_unavailable", error=str(error))
+            return None
+
+    async def _replay(
+        self, session: ClientSession, since: StreamPosition, top: Position, scopes: set[Scope]
+    ) -> int | None:
+        """Send the updates of `scopes` after `since` up to `top`, in order; None if the history
+        no longer holds all of them."""
+        assert self._history is not None
+        try:
+            entries = await self._history.since(Position(since.epoch, since.offset))
+        except Exception as error:
+            log.warning("update_history_unavailable", error=str(error))
+            return None
+        if entries is None:
+            return None
+        sent = 0
+        for entry in entries:
+            if entry.offset > top.offset:
+                break  # after the top: it reaches the socket through its rooms
+            payload = entry.payload
+            if (payload.get("metric"), payload.get("department")) not in scopes:
+                continue
+            replayed = {**payload, "position": {"epoch": top.epoch, "offset": entry.offset}}
+            await self._fanout.to_socket(session.sid, "dashboard_update", replayed)
+            sent += 1
+        log.info("socket_recovered", sid=session.sid, since=since.offset, replayed=sent)
+        return sent
 
     async def _unsubscribe(self, session: ClientSession, data: Any) -> BaseModel:
         metrics, departments = await self._select(session, data)
@@ -358,16 +435,24 @@ class Gateway:
         return select(data, await self._visible(session), self._settings.max_list_length)
 
     async def _send_snapshot(
-        self, session: ClientSession, metrics: Iterable[str], departments: set[str | None]
+        self,
+        session: ClientSession,
+        metrics: Iterable[str],
+        departments: set[str | None],
+        *,
+        position: StreamPosition | None = None,
+        recovered: bool | None = None,
+        fresh: bool = False,
     ) -> MetricsSnapshot:
-        values = await self._view_or_fail().snapshot(metrics, departments)
+        values = await self._view_or_fail().snapshot(metrics, departments, fresh=fresh)
         snapshot = MetricsSnapshot(
             values=[to_update(value) for value in values],
             server_time=datetime.now(UTC),
+            position=position,
+            recovered=recovered,
         )
-        await self._fanout.to_socket(
-            session.sid, "metrics_snapshot", snapshot.model_dump(mode="json")
-        )
+        payload = snapshot.model_dump(mode="json", exclude={"values": {"__all__": {"position"}}})
+        await self._fanout.to_socket(session.sid, "metrics_snapshot", payload)
         return snapshot
 
     async def _drop_subscriptions(self, session: ClientSession, scopes: set[Scope]) -> None:

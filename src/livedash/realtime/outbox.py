@@ -22,6 +22,7 @@ from livedash.metrics.definitions import METRICS, Tier
 from livedash.metrics.engine import MetricValue
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.schemas import MetricUpdate
+from livedash.realtime.stream import UpdateHistory
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +46,8 @@ def to_update(value: MetricValue) -> MetricUpdate:
 
 
 def update_payload(value: MetricValue) -> dict[str, Any]:
-    """The wire form (JSON-ready) of a metric value."""
-    return to_update(value).model_dump(mode="json")
+    """The wire form (JSON-ready) of a metric value (without a stream position)."""
+    return to_update(value).model_dump(mode="json", exclude={"position"})
 
 
 def _priority(value: MetricValue) -> tuple[int, int]:
@@ -58,8 +59,11 @@ def _priority(value: MetricValue) -> tuple[int, int]:
 class Outbox:
     """Latest-value-wins queue of metric updates, drained by one sender task."""
 
-    def __init__(self, fanout: FanOut, *, window: float = 0.0) -> None:
+    def __init__(
+        self, fanout: FanOut, *, window: float = 0.0, history: UpdateHistory | None = None
+    ) -> None:
         self._fanout = fanout
+        self._history = history
         self._window = window
         self._last_sent = float("-inf")
         self._pending: dict[tuple[str, str | None], MetricValue] = {}
@@ -101,12 +105,22 @@ class Outbox:
 
     async def _send_pending(self) -> None:
         batch, self._pending = self._pending, {}
-        for value in sorted(batch.values(), key=_priority):
+        values = sorted(batch.values(), key=_priority)
+        payloads = [update_payload(value) for value in values]
+        if self._history is not None and payloads:
+            try:
+                positions = await self._history.append(payloads)
+            except Exception as error:
+                # Sent without a position: the history has a hole, so it starts a new epoch
+                # and clients that recover across it get a fresh snapshot.
+                log.warning("update_history_unavailable", error=str(error))
+            else:
+                for payload, position in zip(payloads, positions, strict=True):
+                    payload["position"] = position.as_dict()
+        for value, payload in zip(values, payloads, strict=True):
             try:
                 await self._fanout.to_room(
-                    room_name(value.metric, value.department),
-                    "dashboard_update",
-                    update_payload(value),
+                    room_name(value.metric, value.department), "dashboard_update", payload
                 )
                 self.sent += 1
             except Exception:

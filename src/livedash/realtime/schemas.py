@@ -28,6 +28,15 @@ class AuthenticateRequest(_Incoming):
     token: str = Field(min_length=1, max_length=8192)
 
 
+class StreamPosition(BaseModel):
+    """A place in the update stream: the epoch it belongs to and the offset within it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: str = Field(max_length=64)
+    offset: int = Field(ge=0, le=2**62)
+
+
 class MetricSelection(_Incoming):
     """`subscribe_metrics`, `unsubscribe_metrics` and `request_snapshot`.
 
@@ -38,6 +47,8 @@ class MetricSelection(_Incoming):
 
     metrics: list[str] | None = Field(default=None, max_length=MAX_NAMES)
     departments: list[str | None] | None = Field(default=None, max_length=MAX_NAMES)
+    since: StreamPosition | None = None
+    """`subscribe_metrics` only: the last position this client saw; it gets what it missed."""
 
     @model_validator(mode="before")
     @classmethod
@@ -107,13 +118,22 @@ class MetricUpdate(BaseModel):
     value: int | float | Decimal | str | None
     version: int
     timestamp: datetime
+    position: StreamPosition | None = None
+    """Where this update is in the stream (in `dashboard_update`; absent in snapshots)."""
 
 
 class MetricsSnapshot(BaseModel):
-    """`metrics_snapshot`: current values, in answer to `request_snapshot` or a subscription."""
+    """`metrics_snapshot`: current values, in answer to `request_snapshot` or a subscription.
+
+    `position`: the stream position these values are current at; every update after it
+    follows as `dashboard_update`. `recovered: false` answers a `since` that the history could
+    not serve (another epoch, or too far behind): these values replace everything held.
+    """
 
     values: list[MetricUpdate]
     server_time: datetime
+    position: StreamPosition | None = None
+    recovered: bool | None = None
 
 
 class ConnectionStatus(BaseModel):
@@ -141,6 +161,11 @@ class SubscriptionAck(BaseModel):
     ok: bool = True
     metrics: list[str]
     departments: list[str | None]
+    position: StreamPosition | None = None
+    """`subscribe_metrics`: every update after this position is delivered to this socket."""
+    recovered: bool | None = None
+    """`subscribe_metrics` with `since`: true when the missed updates were replayed (before
+    this reply), false when a `metrics_snapshot` with `recovered: false` was sent instead."""
 
 
 class ErrorPayload(BaseModel):

@@ -87,6 +87,7 @@
     cells: new Map(), // "metric|department" -> elements showing that value
     bars: new Map(), // "metric|department" -> bar fills sized by a rate
     versions: new Map(), // "metric|department" -> version shown
+    position: null, // the last stream position seen: {epoch, offset}
     newest: 0, // epoch ms of the newest value shown
   };
 
@@ -197,6 +198,15 @@
     return RATES.has(metric) ? percents.format(value) : counts.format(value);
   }
 
+  function remember(position) {
+    // The newest stream position seen, for recovery after a reconnect.
+    if (!position) return;
+    const held = state.position;
+    if (!held || held.epoch !== position.epoch || position.offset > held.offset) {
+      state.position = position;
+    }
+  }
+
   function apply(update, highlight) {
     const key = keyOf(update.metric, update.department);
     const shown = state.versions.get(key);
@@ -273,9 +283,16 @@
     socket.on("authenticated", (info) => onAuthenticated(socket, info));
     socket.on("auth_error", onAuthError);
     socket.on("metrics_snapshot", (snapshot) => {
+      // Not recovered: the history could not say what was missed; trust this snapshot over
+      // everything held, whatever its versions.
+      if (snapshot.recovered === false) state.versions.clear();
       for (const value of snapshot.values) apply(value, false);
+      remember(snapshot.position);
     });
-    socket.on("dashboard_update", (update) => apply(update, true));
+    socket.on("dashboard_update", (update) => {
+      apply(update, true);
+      remember(update.position);
+    });
     socket.on("error", (error) => {
       showNotice(`The server refused ${error.event || "a request"}: ${error.message}`);
     });
@@ -306,7 +323,12 @@
     // Sent on every authentication, so a reconnect (the server forgets subscriptions
     // with the socket) subscribes again; the snapshot that follows fills any gap.
     // A refusal comes back as an `error` event, which shows it.
-    socket.emit("subscribe_metrics", { metrics: SUBSCRIBED });
+    // With the last stream position seen, the server replays exactly what was missed.
+    const request = { metrics: SUBSCRIBED };
+    if (state.position) request.since = state.position;
+    socket.emit("subscribe_metrics", request, (ack) => {
+      if (ack && ack.ok) remember(ack.position);
+    });
   }
 
   function onAuthError(error) {

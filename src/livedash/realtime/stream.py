@@ -1,0 +1,194 @@
+"""The update stream: every `dashboard_update` sent gets a position (epoch, offset).
+
+A bounded history of sent updates lets a client that reconnects name the last position it saw
+and receive exactly what it missed (Centrifugo's model). The history is an in-memory ring on
+the embedded default and a Redis Stream in a deployment, so any instance can replay what the
+leader sent. Offsets grow by one per update within an epoch; a new epoch starts whenever the
+history may have lost entries (a restart of the embedded service, Redis restarted or
+unreachable while updates were sent), and a client from an older epoch gets a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+Payload = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    epoch: str
+    offset: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    offset: int
+    payload: Payload
+    added_at: float  # wall clock, seconds
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+class UpdateHistory(Protocol):
+    """Where sent updates are kept for recovery."""
+
+    async def append(self, payloads: Sequence[Payload]) -> list[Position]:
+        """Give each payload the next position and keep it; in order."""
+        ...
+
+    async def top(self) -> Position:
+        """The position of the last update sent (offset 0 before the first)."""
+        ...
+
+    async def since(self, position: Position) -> list[Entry] | None:
+        """Every kept update after `position`, or None if the history cannot tell (another
+        epoch, or entries after `position` already dropped for size or age)."""
+        ...
+
+
+class MemoryHistory:
+    """A ring of the last `size` updates, at most `max_age` seconds old (one process)."""
+
+    def __init__(
+        self, size: int, max_age: float, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.epoch = new_epoch()
+        self._entries: deque[Entry] = deque(maxlen=size)
+        self._offset = 0
+        self._max_age = max_age
+        self._clock = clock
+
+    async def append(self, payloads: Sequence[Payload]) -> list[Position]:
+        now = self._clock()
+        positions = []
+        for payload in payloads:
+            self._offset += 1
+            self._entries.append(Entry(self._offset, payload, now))
+            positions.append(Position(self.epoch, self._offset))
+        return positions
+
+    async def top(self) -> Position:
+        return Position(self.epoch, self._offset)
+
+    async def since(self, position: Position) -> list[Entry] | None:
+        return covered(self.epoch, self._offset, list(self._entries), position, self._window())
+
+    def _window(self) -> float:
+        return self._clock() - self._max_age
+
+
+def covered(
+    epoch: str, top: int, entries: list[Entry], position: Position, oldest_allowed: float
+) -> list[Entry] | None:
+    """The entries after `position` if `entries` hold all of them, else None."""
+    if position.epoch != epoch or position.offset > top or position.offset < 0:
+        return None
+    if position.offset == top:
+        return []
+    after = [entry for entry in entries if entry.offset > position.offset]
+    if not after or after[0].offset != position.offset + 1:
+        return None  # the first missed update was already dropped
+    if after[0].added_at < oldest_allowed:
+        return None  # older than the history is meant to keep
+    return after
+
+
+# Appends a batch atomically: rotates the epoch when asked (or when it was lost with Redis's
+# data), numbers the entries, trims to the size, and keeps the keys no longer than the age.
+_APPEND = """
+local epoch = redis.call('GET', KEYS[1])
+if (not epoch) or ARGV[1] == '1' then
+  epoch = ARGV[2]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('SET', KEYS[2], 0)
+  redis.call('DEL', KEYS[3])
+end
+local first = redis.call('INCRBY', KEYS[2], #ARGV - 5) - (#ARGV - 5) + 1
+for i = 6, #ARGV do
+  local id = (first + i - 6) .. '-1'
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], id, 'p', ARGV[i], 't', ARGV[5])
+end
+for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+return {epoch, first}
+"""
+
+
+class RedisHistory:
+    """The history as a Redis Stream shared by every instance (the leader appends)."""
+
+    def __init__(
+        self, redis: Redis, size: int, max_age: float, *, prefix: str = "livedash:"
+    ) -> None:
+        self._redis = redis
+        self._size = size
+        self._max_age = max_age
+        self._keys = [f"{prefix}stream:epoch", f"{prefix}stream:offset", f"{prefix}stream"]
+        self._append = redis.register_script(_APPEND)
+        self._rotate = True  # a new leader starts a new epoch: it cannot vouch for the old one
+
+    def rotate(self) -> None:
+        """Start a new epoch with the next append (entries may have been lost)."""
+        self._rotate = True
+
+    async def append(self, payloads: Sequence[Payload]) -> list[Position]:
+        if not payloads:
+            return []
+        encoded = [json.dumps(payload, separators=(",", ":")) for payload in payloads]
+        try:
+            epoch, first = await self._append(
+                keys=self._keys,
+                args=[
+                    "1" if self._rotate else "0",
+                    new_epoch(),
+                    self._size,
+                    max(int(self._max_age) * 2, 1),
+                    repr(time.time()),
+                    *encoded,
+                ],
+            )
+        except Exception:
+            self._rotate = True  # what was sent meanwhile is not in the history
+            raise
+        self._rotate = False
+        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        return [Position(epoch, int(first) + index) for index in range(len(payloads))]
+
+    async def top(self) -> Position:
+        epoch, offset = await self._redis.mget(self._keys[:2])
+        if epoch is None:
+            return Position("", 0)
+        return Position(_text(epoch), int(offset or 0))
+
+    async def since(self, position: Position) -> list[Entry] | None:
+        top = await self.top()
+        if position.epoch != top.epoch or position.offset >= top.offset:
+            return covered(top.epoch, top.offset, [], position, 0.0)
+        raw: Any = await self._redis.xrange(
+            self._keys[2], min=f"{position.offset + 1}-0", count=self._size
+        )
+        entries = [_entry(entry_id, fields) for entry_id, fields in raw or []]
+        # The epoch may have rotated between the two reads: then the offsets do not match.
+        return covered(top.epoch, top.offset, entries, position, time.time() - self._max_age)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(entry_id: Any, fields: Any) -> Entry:
+    decoded = {_text(key): _text(value) for key, value in dict(fields).items()}
+    return Entry(int(_text(entry_id).split("-")[0]), json.loads(decoded["p"]), float(decoded["t"]))
