@@ -198,7 +198,7 @@
     return RATES.has(metric) ? percents.format(value) : counts.format(value);
   }
 
-  function remember(position) {
+  function rememberPosition(position) {
     // The newest stream position seen, for recovery after a reconnect.
     if (!position) return;
     const held = state.position;
@@ -287,11 +287,11 @@
       // everything held, whatever its versions.
       if (snapshot.recovered === false) state.versions.clear();
       for (const value of snapshot.values) apply(value, false);
-      remember(snapshot.position);
+      rememberPosition(snapshot.position);
     });
     socket.on("dashboard_update", (update) => {
       apply(update, true);
-      remember(update.position);
+      rememberPosition(update.position);
     });
     socket.on("error", (error) => {
       showNotice(`The server refused ${error.event || "a request"}: ${error.message}`);
@@ -327,7 +327,7 @@
     const request = { metrics: SUBSCRIBED };
     if (state.position) request.since = state.position;
     socket.emit("subscribe_metrics", request, (ack) => {
-      if (ack && ack.ok) remember(ack.position);
+      if (ack && ack.ok) rememberPosition(ack.position);
     });
   }
 
