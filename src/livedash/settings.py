@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     max_subscriptions: int = Field(default=2000, ge=1)
     shutdown_grace_seconds: int = Field(default=5, ge=0)
     coalesce_window_seconds: float = Field(default=0.025, ge=0, le=1.0)
+    max_connections: int = Field(default=10_000, ge=1)  # sockets per instance
     ping_interval_seconds: float = Field(default=25.0, gt=0)
     ping_timeout_seconds: float = Field(default=20.0, gt=0)
 
