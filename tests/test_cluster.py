@@ -240,7 +240,11 @@ async def test_the_survivor_takes_over_the_feed_when_the_leader_dies(
     assert after["version"] > before["version"]
     assert cardiology["version"] > before["version"]
     assert hospital_wide["value"] == 9
-    health = await survivor.health()
+    # The values above are published while the new leader finishes starting; its /health
+    # (another process: no event to await) reports the slot once it has.
+    async with asyncio.timeout(10):
+        while "slot" not in (health := await survivor.health()):
+            await asyncio.sleep(0.05)
     assert health["role"] == "leader"
     assert health["slot"]["exists"] is True
 

@@ -10,8 +10,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import socketio
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from livedash import __version__
 from livedash.auth.keys import token_keys
@@ -23,9 +25,12 @@ from livedash.cluster.runner import FeedRunner
 from livedash.cluster.state import SharedMetricState
 from livedash.cluster.view import LocalView, MetricView, SharedView
 from livedash.metrics.clock import Clock, SystemClock
+from livedash.observability.breaker import CircuitBreaker, State
+from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
 from livedash.realtime.outbox import Outbox
+from livedash.realtime.redis_manager import CappedRedisManager
 from livedash.realtime.stream import MemoryHistory, RedisHistory
 from livedash.settings import Settings
 from livedash.store.engine import create_engine, is_sqlite
@@ -36,6 +41,32 @@ from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
 
 START_TIMEOUT_SECONDS = 30.0
+REDIS_PROBE_SECONDS = 1.0
+
+
+async def _probe_redis(redis: Redis, breaker: CircuitBreaker | None) -> None:
+    """Ping Redis every second; while it is down, retry with backoff and jitter."""
+    assert breaker is not None
+    retrying = AsyncRetrying(
+        wait=wait_exponential_jitter(multiplier=0.1, max=2.0),
+        retry=retry_if_exception_type((RedisError, OSError)),
+    )
+    while True:
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    await redis.ping()
+                except (RedisError, OSError) as error:
+                    breaker.failure(error)
+                    raise
+        breaker.success()
+        await asyncio.sleep(REDIS_PROBE_SECONDS)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
@@ -48,7 +79,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     login_limits = LoginLimits(shared)
     # With Redis, an emit to a room reaches that room's sockets on every instance.
     manager = (
-        socketio.AsyncRedisManager(settings.redis_url, channel="livedash-socketio")
+        CappedRedisManager(settings.redis_url, channel="livedash-socketio")
         if settings.redis_url is not None
         else None
     )
@@ -66,8 +97,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
         logger=False,
         engineio_logger=False,
     )
-    fanout = SocketIOFanOut(server)
+    status = ServiceStatus(with_cache=settings.redis_url is not None)
+    cache_breaker = status.cache
+    fanout = SocketIOFanOut(
+        server,
+        local_only=lambda: cache_breaker is not None and cache_breaker.state is not State.CLOSED,
+    )
     gateway = Gateway(settings, server, fanout)
+    gateway.watch(status)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,13 +125,24 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 stack.push_async_callback(redis.aclose)
                 state = SharedMetricState(redis)
                 history = RedisHistory(
-                    redis, settings.history_size, settings.history_max_age_seconds
+                    redis,
+                    settings.history_size,
+                    settings.history_max_age_seconds,
+                    breaker=cache_breaker,
                 )
+                prober = asyncio.create_task(_probe_redis(redis, cache_breaker), name="redis-probe")
+                stack.push_async_callback(_cancel, prober)
             outbox = await stack.enter_async_context(
                 Outbox(fanout, window=settings.coalesce_window_seconds, history=history)
             )
             runner = FeedRunner(
-                settings, database, outbox, clock or SystemClock(), state, history=history
+                settings,
+                database,
+                outbox,
+                clock or SystemClock(),
+                state,
+                history=history,
+                status=status,
             )
             app.state.runner = runner
             authenticator = Authenticator(settings, database)
@@ -119,6 +167,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                     settings.zone,
                     clock or SystemClock(),
                     leader_pipeline=lambda: runner.pipeline,
+                    on_cache_error=cache_breaker.failure if cache_breaker else lambda _e: None,
+                    on_cache_ok=cache_breaker.success if cache_breaker else lambda: None,
                 )
                 gateway.attach(view, authenticator, history)
                 stack.push_async_callback(gateway.close)
@@ -128,6 +178,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                     poll_seconds=settings.leader_poll_seconds,
                     on_elected=runner.start,
                     on_deposed=runner.stop,
+                    breaker=status.database,
                     name=f"{settings.host}:{settings.port}",
                 )
                 await stack.enter_async_context(election)
@@ -138,6 +189,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                     await asyncio.wait_for(election.decided.wait(), START_TIMEOUT_SECONDS)
                 app.state.election = election
             app.state.view = view
+            app.state.status = status
             # Stops the Redis manager's listener with the app, not after Redis has gone.
             stack.push_async_callback(server.shutdown)
             yield

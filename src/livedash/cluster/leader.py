@@ -16,6 +16,8 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
+from livedash.observability.breaker import CircuitBreaker
+
 log = structlog.get_logger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
@@ -44,6 +46,7 @@ class LeaderElection:
         on_elected: Hook,
         on_deposed: Hook,
         name: str = "",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._dsn = libpq_dsn(database_url)
         self._key = key
@@ -51,6 +54,7 @@ class LeaderElection:
         self._on_elected = on_elected
         self._on_deposed = on_deposed
         self._name = name
+        self._breaker = breaker
         self.leading = False
         self.elected = asyncio.Event()
         self.decided = asyncio.Event()
@@ -76,6 +80,8 @@ class LeaderElection:
                 await self._campaign()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
                 log.warning("leader_connection_lost", error=str(error), leading=self.leading)
+                if self._breaker is not None:
+                    self._breaker.failure(error)
             await self._step_down()
             await self._close()
             await asyncio.sleep(self._poll)
@@ -84,6 +90,8 @@ class LeaderElection:
         self._connection = await asyncpg.connect(
             self._dsn, timeout=self._poll * 5, server_settings=_KEEPALIVE
         )
+        if self._breaker is not None:
+            self._breaker.success()
         # Polled rather than blocking in pg_advisory_lock: a blocked call would hide a dead
         # connection until TCP noticed, and the wait must stay cancellable at shutdown.
         while True:

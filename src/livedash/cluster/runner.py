@@ -22,6 +22,7 @@ from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline
+from livedash.observability.status import ServiceStatus
 from livedash.realtime.outbox import Outbox
 from livedash.settings import Settings
 
@@ -43,6 +44,7 @@ class FeedRunner:
         state: SharedMetricState | None = None,
         *,
         history: object | None = None,
+        status: ServiceStatus | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
@@ -50,6 +52,7 @@ class FeedRunner:
         self._clock = clock
         self._state = state
         self._history = history
+        self._status = status
         self.pipeline: MetricPipeline | None = None
         self.source: ChangeSource | None = None
         self._stack: AsyncExitStack | None = None
@@ -90,6 +93,7 @@ class FeedRunner:
             time_refresh_seconds=settings.time_refresh_seconds,
             confirm_interval_seconds=settings.feed_confirm_interval_seconds,
             history_refresh_seconds=settings.history_refresh_seconds,
+            database_breaker=self._status.database if self._status is not None else None,
         )
         # Shared state first: a follower's snapshot at a stream position must already hold
         # the values of every update up to it.
@@ -129,10 +133,18 @@ class FeedRunner:
 
     async def _share(self, updates: list[MetricValue]) -> None:
         assert self._state is not None
+        breaker = self._status.cache if self._status is not None else None
+        if breaker is not None and not breaker.allow():
+            return  # Redis is down: the prober tells when to write again
         try:
             await self._state.publish(updates)
         except (RedisError, OSError) as error:
             log.warning("shared_state_write_failed", error=str(error))
+            if breaker is not None:
+                breaker.failure(error)
+        else:
+            if breaker is not None:
+                breaker.success()
 
     async def _share_periodically(self, pipeline: MetricPipeline) -> None:
         assert self._state is not None

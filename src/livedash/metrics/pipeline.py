@@ -27,6 +27,7 @@ from livedash.errors import ChangeFeedError
 from livedash.metrics.engine import COUNTED_TABLES, MetricEngine, MetricValue
 from livedash.metrics.figures import HistoryFigures, Point
 from livedash.metrics.history import HistoryRecorder
+from livedash.observability.breaker import CircuitBreaker
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,7 @@ class MetricPipeline:
         time_refresh_seconds: float = 5.0,
         confirm_interval_seconds: float = 0.5,
         history_refresh_seconds: float = 60.0,
+        database_breaker: CircuitBreaker | None = None,
     ) -> None:
         self.engine = engine
         self._source = source
@@ -91,6 +93,7 @@ class MetricPipeline:
         self._last_error: str | None = None
         self._running = False
         self._history_from_rows = False
+        self._breaker = database_breaker
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener` with every batch of changed values, in order."""
@@ -162,11 +165,15 @@ class MetricPipeline:
                     await self._follow_once()
                 except (SQLAlchemyError, ChangeFeedError, OSError) as error:
                     self._last_error = str(error)
+                    if self._breaker is not None:
+                        self._breaker.failure(error)
                     await self._set_system(database_up=False)
                     raise
 
     async def _follow_once(self) -> None:
         self._confirmed = max(self._confirmed, await self._source.confirmed_position())
+        if self._breaker is not None:
+            self._breaker.success()
         await self._set_system(database_up=True)
         async for delivered in self._source.batches():
             batch = [c for c in delivered if not self._source.counted_at_start(c)]

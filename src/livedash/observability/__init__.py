@@ -1,1 +1,1 @@
-"""Logging, health and (later) Prometheus metrics."""
+"""The service's own health: circuit breakers and the status told to clients and operators."""

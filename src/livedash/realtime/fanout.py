@@ -6,6 +6,7 @@ broadcaster can replace `SocketIOFanOut` by implementing these four methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import socketio
@@ -26,8 +27,13 @@ class FanOut(Protocol):
 class SocketIOFanOut:
     """Fan-out through python-socketio's rooms (and its manager, local or Redis)."""
 
-    def __init__(self, server: socketio.AsyncServer) -> None:
+    def __init__(
+        self, server: socketio.AsyncServer, *, local_only: Callable[[], bool] = lambda: False
+    ) -> None:
         self._server = server
+        # While Redis is down, publishing to the other instances only fails (and logs) for
+        # every update: send to this instance's sockets alone until it is back.
+        self._local_only = local_only
 
     async def join(self, sid: str, room: str) -> None:
         await self._server.enter_room(sid, room)
@@ -36,7 +42,7 @@ class SocketIOFanOut:
         await self._server.leave_room(sid, room)
 
     async def to_room(self, room: str, event: str, payload: Any) -> None:
-        await self._server.emit(event, payload, room=room)
+        await self._server.emit(event, payload, room=room, ignore_queue=self._local_only())
 
     async def to_socket(self, sid: str, event: str, payload: Any) -> None:
         # Our own sockets only: no need to publish a reply through Redis to every instance.

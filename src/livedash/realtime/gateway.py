@@ -36,6 +36,7 @@ from livedash.errors import (
     UnknownEvent,
 )
 from livedash.metrics.definitions import METRIC_NAMES
+from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.outbox import room_name, to_update
@@ -104,6 +105,7 @@ class Gateway:
         self._sessions: dict[str, ClientSession] = {}
         self._view: MetricView | None = None
         self._history: UpdateHistory | None = None
+        self._status: ServiceStatus | None = None
         self._authenticator: Authenticator | None = None
         self._background: set[asyncio.Task[None]] = set()
         handlers: dict[str, Handler] = {
@@ -141,6 +143,51 @@ class Gateway:
             task.cancel()
         await self._limiter.aclose()
 
+    def watch(self, status: ServiceStatus) -> None:
+        """Tell every client of this instance when the service's state changes."""
+        self._status = status
+
+        def changed(_status: ServiceStatus) -> None:
+            task = asyncio.create_task(self._status_changed())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        status.on_change(changed)
+
+    async def _status_changed(self) -> None:
+        assert self._status is not None
+        healthy = self._status.summary()[0] == "ok"
+        for session in list(self._sessions.values()):
+            with contextlib.suppress(Exception):
+                await self._send_status(session)
+                if healthy and session.principal is not None and session.subscriptions:
+                    # Updates sent while a dependency was down (Redis carries the fan-out
+                    # between instances) may not have reached this socket: resend all.
+                    await self._resync(session)
+
+    async def _resync(self, session: ClientSession) -> None:
+        metrics = sorted({metric for metric, _ in session.subscriptions})
+        departments = {department for _, department in session.subscriptions}
+        top = await self._stream_top()
+        position = StreamPosition(epoch=top.epoch, offset=top.offset) if top else None
+        await self._send_snapshot(
+            session, metrics, departments, position=position, recovered=False, fresh=True
+        )
+
+    async def _send_status(self, session: ClientSession) -> None:
+        service = self._status.for_clients() if self._status is not None else {}
+        state = service.pop("service", "ok")
+        status = ConnectionStatus(
+            status="connected" if state == "ok" else state,
+            authenticated=session.principal is not None,
+            auth_timeout_seconds=self._settings.auth_timeout_seconds,
+            server_time=datetime.now(UTC),
+            **service,
+        )
+        await self._fanout.to_socket(
+            session.sid, "connection_status", status.model_dump(mode="json")
+        )
+
     @property
     def connected(self) -> int:
         """Sockets connected to this instance."""
@@ -169,13 +216,7 @@ class Gateway:
             payload = await self._send_error(sid, "connect", error)
             raise socketio.exceptions.ConnectionRefusedError(error.message, payload) from None
         self._arm_timer(session, self._settings.auth_timeout_seconds, _AUTH_TIMEOUT)
-        status = ConnectionStatus(
-            status="connected",
-            authenticated=False,
-            auth_timeout_seconds=self._settings.auth_timeout_seconds,
-            server_time=datetime.now(UTC),
-        )
-        await self._fanout.to_socket(sid, "connection_status", status.model_dump(mode="json"))
+        await self._send_status(session)
         if isinstance(auth, dict) and isinstance(auth.get("since"), dict):
             # A reconnecting client's last position: used by its first subscription.
             with contextlib.suppress(ValidationError):

@@ -137,12 +137,23 @@ class MetricsSnapshot(BaseModel):
 
 
 class ConnectionStatus(BaseModel):
-    """`connection_status`: the state of this connection."""
+    """`connection_status`: the state of this connection and of the service behind it.
+
+    Sent on connecting and whenever the service's state changes. `status`: `connected`
+    (all well), `degraded` (a dependency is down but data stays current: `degraded` names it,
+    e.g. `cache`, and `reasons` says why), `stale` (the database is unreachable: the values
+    shown are those of `stale_since`, `data_age_seconds` old when this was sent; updates
+    resume, with nothing lost, when it returns).
+    """
 
     status: str
     authenticated: bool
     auth_timeout_seconds: float
     server_time: datetime
+    degraded: list[str] = Field(default_factory=list)
+    reasons: dict[str, str] = Field(default_factory=dict)
+    stale_since: datetime | None = None
+    data_age_seconds: float | None = None
 
 
 class Authenticated(BaseModel):

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from livedash.observability.breaker import CircuitBreaker
+
 Payload = dict[str, Any]
 
 
@@ -131,7 +133,13 @@ class RedisHistory:
     """The history as a Redis Stream shared by every instance (the leader appends)."""
 
     def __init__(
-        self, redis: Redis, size: int, max_age: float, *, prefix: str = "livedash:"
+        self,
+        redis: Redis,
+        size: int,
+        max_age: float,
+        *,
+        prefix: str = "livedash:",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._redis = redis
         self._size = size
@@ -139,6 +147,7 @@ class RedisHistory:
         self._keys = [f"{prefix}stream:epoch", f"{prefix}stream:offset", f"{prefix}stream"]
         self._append = redis.register_script(_APPEND)
         self._rotate = True  # a new leader starts a new epoch: it cannot vouch for the old one
+        self._breaker = breaker
 
     def rotate(self) -> None:
         """Start a new epoch with the next append (entries may have been lost)."""
@@ -148,6 +157,9 @@ class RedisHistory:
         if not payloads:
             return []
         encoded = [json.dumps(payload, separators=(",", ":")) for payload in payloads]
+        if self._breaker is not None and not self._breaker.allow():
+            self._rotate = True
+            raise ConnectionError("Redis is down (circuit open)")
         try:
             epoch, first = await self._append(
                 keys=self._keys,
@@ -160,10 +172,14 @@ class RedisHistory:
                     *encoded,
                 ],
             )
-        except Exception:
+        except Exception as error:
             self._rotate = True  # what was sent meanwhile is not in the history
+            if self._breaker is not None:
+                self._breaker.failure(error)
             raise
         self._rotate = False
+        if self._breaker is not None:
+            self._breaker.success()
         epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         return [Position(epoch, int(first) + index) for index in range(len(payloads))]
 

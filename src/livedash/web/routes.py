@@ -46,6 +46,11 @@ def install_routes(app: FastAPI) -> None:
                 body["slot"] = slot
         elif election is None:
             healthy = False  # the embedded default always reads the feed
+        status = getattr(request.app.state, "status", None)
+        if status is not None:
+            body["dependencies"] = status.for_operators()
+            body["service"] = status.summary()[0]
+            healthy = healthy and status.summary()[0] == "ok"
         stats = getattr(getattr(request.app.state, "view", None), "stats", None)
         if stats is not None:
             body["cache"] = stats.as_dict()
