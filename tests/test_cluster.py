@@ -243,7 +243,7 @@ async def test_the_survivor_takes_over_the_feed_when_the_leader_dies(
     # The values above are published while the new leader finishes starting; its /health
     # (another process: no event to await) reports the slot once it has.
     async with asyncio.timeout(10):
-        while "slot" not in (health := await survivor.health()):
+        while "slot" not in (health := await survivor.health()):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     assert health["role"] == "leader"
     assert health["slot"]["exists"] is True
