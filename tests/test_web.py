@@ -18,6 +18,7 @@ from livedash.settings import Settings
 from livedash.store.models import Role
 from tests.conftest import LiveServer, Write, register_patient, sql_now
 from tests.oracle import Values, recompute
+from tests.servers import RedisServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -188,3 +189,27 @@ async def test_bad_token_shows_the_auth_error(
     await expect(page.locator("#token")).to_have_value("not-a-jwt")
     await expect(page.locator("[data-metric]")).to_have_count(0)
     assert await page.evaluate("sessionStorage.length") == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_the_page_says_when_the_cache_is_down_and_when_it_is_back(
+    hospital: dict[str, int],
+    server: LiveServer,
+    page: Page,
+    token: Any,
+    writer: Write,
+    redis_server: RedisServer,
+) -> None:
+    await page.goto(f"{server.url}/#token={token()}")
+    await expect(page.locator("#connection")).to_have_text("Live")
+
+    redis_server.kill()
+    await expect(page.locator("#connection")).to_have_text(
+        "Live, degraded: cache unavailable", timeout=15_000
+    )
+    # Still live on this instance: a write made during the outage is shown.
+    await register_patient(writer, hospital["ED"], "during the outage")
+    await expect(cell(page, "patients_waiting", "ED")).to_have_text("2")
+
+    redis_server.start()
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=15_000)

@@ -88,6 +88,7 @@
     bars: new Map(), // "metric|department" -> bar fills sized by a rate
     versions: new Map(), // "metric|department" -> version shown
     position: null, // the last stream position seen: {epoch, offset}
+    service: null, // the last connection_status: the service's own state
     newest: 0, // epoch ms of the newest value shown
   };
 
@@ -245,7 +246,23 @@
   function setStatus(kind, text) {
     ui.connection.dataset.state = kind;
     ui.connection.textContent = text;
-    document.body.classList.toggle("stale", kind !== "live"); // figures shown may be old
+    // Figures shown may be old unless live (degraded keeps them current).
+    document.body.classList.toggle("stale", kind !== "live" && kind !== "degraded");
+  }
+
+  function showService(status) {
+    // What the service says about itself: degraded (still current), stale (since when).
+    if (status.status === "stale") {
+      const since = status.stale_since ? new Date(status.stale_since) : null;
+      const at = since ? since.toLocaleTimeString() : "an unknown time";
+      setStatus("stale", `Stale: figures as of ${at} (database unreachable)`);
+    } else if (status.status === "degraded") {
+      setStatus("degraded", `Live, degraded: ${status.degraded.join(", ")} unavailable`);
+    } else if (status.status === "draining") {
+      setStatus("reconnecting", "Server restarting: reconnecting…");
+    } else {
+      setStatus("live", "Live");
+    }
   }
 
   function showNotice(text) {
@@ -289,6 +306,10 @@
       for (const value of snapshot.values) apply(value, false);
       rememberPosition(snapshot.position);
     });
+    socket.on("connection_status", (status) => {
+      state.service = status;
+      if (status.authenticated) showService(status); // before: "Authenticating…" says it
+    });
     socket.on("dashboard_update", (update) => {
       apply(update, true);
       rememberPosition(update.position);
@@ -319,7 +340,7 @@
     if (info.departments.length === 0) {
       showNotice("This token does not give access to any department.");
     }
-    setStatus("live", "Live");
+    showService(state.service || { status: "connected" });
     // Sent on every authentication, so a reconnect (the server forgets subscriptions
     // with the socket) subscribes again; the snapshot that follows fills any gap.
     // A refusal comes back as an `error` event, which shows it.
