@@ -26,6 +26,7 @@ from livedash.cluster.state import SharedMetricState
 from livedash.cluster.view import LocalView, MetricView, SharedView
 from livedash.metrics.clock import Clock, SystemClock
 from livedash.observability.breaker import CircuitBreaker, State
+from livedash.observability.prometheus import install_metrics
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
@@ -190,6 +191,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 app.state.election = election
             app.state.view = view
             app.state.status = status
+            app.state.outbox = outbox
             # Stops the Redis manager's listener with the app, not after Redis has gone.
             stack.push_async_callback(server.shutdown)
             yield
@@ -211,6 +213,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             expose_headers=["Retry-After"],
         )
     install_routes(api)
+    install_metrics(api)
     install_api(api)
     install_ingest(api)
     install_auth_api(api, login_limits)

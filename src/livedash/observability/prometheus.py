@@ -1,0 +1,91 @@
+"""`/metrics` for Prometheus: read from the running service at scrape time.
+
+One registry per app (no module-level state): a collector asks the app's objects for their
+current figures, so nothing has to be updated on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from livedash.observability.breaker import State
+
+_STATE_VALUE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
+class ServiceCollector(Collector):
+    """Breakers, cache, sockets, leadership, feed and fan-out of one app."""
+
+    def __init__(self, state: Callable[[], Any]) -> None:
+        self._state = state  # the app's `state`, read at each scrape
+
+    def collect(self) -> Iterator[Metric]:
+        app = self._state()
+        status = getattr(app, "status", None)
+        breakers = GaugeMetricFamily(
+            "livedash_circuit_breaker_state",
+            "Dependency circuit breaker: 0 closed, 1 half-open, 2 open",
+            labels=["dependency"],
+        )
+        for breaker in status.breakers() if status is not None else []:
+            breakers.add_metric([breaker.name], _STATE_VALUE[breaker.state])
+        yield breakers
+
+        stats = getattr(getattr(app, "view", None), "stats", None)
+        cache = CounterMetricFamily(
+            "livedash_cache_requests",
+            "Cache lookups by layer and result",
+            labels=["layer", "result"],
+        )
+        for name, count in (stats.as_dict() if stats is not None else {}).items():
+            layer, _, result = name.rpartition("_")
+            cache.add_metric([layer or name, result], count)
+        yield cache
+
+        gateway = getattr(app, "gateway", None)
+        yield GaugeMetricFamily(
+            "livedash_sockets", "Sockets connected to this instance",
+            value=gateway.connected if gateway is not None else 0,
+        )  # fmt: skip
+        election = getattr(app, "election", None)
+        runner = getattr(app, "runner", None)
+        pipeline = runner.pipeline if runner is not None else None
+        leading = pipeline is not None and (election is None or election.leading)
+        yield GaugeMetricFamily(
+            "livedash_leader", "1 while this instance reads the change feed", value=int(leading)
+        )
+        if pipeline is not None:
+            feed = pipeline.status()
+            yield GaugeMetricFamily(
+                "livedash_feed_position", "Last change applied", value=feed.position
+            )
+            if feed.last_change_at is not None:
+                yield GaugeMetricFamily(
+                    "livedash_feed_last_change_timestamp_seconds",
+                    "Commit time of the last change applied",
+                    value=feed.last_change_at.timestamp(),
+                )
+        outbox = getattr(app, "outbox", None)
+        if outbox is not None:
+            sent = CounterMetricFamily(
+                "livedash_updates", "dashboard_update events sent to rooms", labels=["result"]
+            )
+            sent.add_metric(["sent"], outbox.sent)
+            sent.add_metric(["superseded"], outbox.superseded)
+            yield sent
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Add `GET /metrics` (Prometheus text format) to `app`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(lambda: app.state))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
