@@ -13,8 +13,6 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-_MISSING = object()
-
 
 class CacheStats:
     """Hits and misses per cache layer ("l1", "l2") and database fallbacks."""
@@ -33,7 +31,12 @@ class CacheStats:
 
 
 class LocalCache(Generic[T]):
-    """Entries that expire `max_age` seconds after they were stored."""
+    """Entries that expire `max_age` seconds after they were stored.
+
+    Kept in the order they were stored (a key stored again moves to the end), so the oldest
+    entries are always first: expired ones are dropped from the front, and when `max_entries`
+    are held the oldest one makes room.
+    """
 
     def __init__(
         self,
@@ -42,10 +45,15 @@ class LocalCache(Generic[T]):
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if max_entries < 1:
+            raise ValueError("a cache holds at least one entry")
         self._max_age = max_age
         self._max_entries = max_entries
         self._clock = clock
         self._entries: dict[Hashable, tuple[float, T]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, key: Hashable) -> T | None:
         entry = self._entries.get(key)
@@ -58,6 +66,7 @@ class LocalCache(Generic[T]):
         return value
 
     def put(self, key: Hashable, value: T) -> None:
+        self._entries.pop(key, None)  # stored again: now the newest, not the oldest
         if len(self._entries) >= self._max_entries:
             self._evict()
         self._entries[key] = (self._clock(), value)
@@ -67,7 +76,9 @@ class LocalCache(Generic[T]):
 
     def _evict(self) -> None:
         now = self._clock()
-        for key in [k for k, (at, _) in self._entries.items() if now - at > self._max_age]:
-            del self._entries[key]
-        while len(self._entries) >= self._max_entries:
-            del self._entries[next(iter(self._entries))]
+        while self._entries:
+            oldest = next(iter(self._entries))
+            expired = now - self._entries[oldest][0] > self._max_age
+            if not expired and len(self._entries) < self._max_entries:
+                return
+            del self._entries[oldest]

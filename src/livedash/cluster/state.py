@@ -24,6 +24,29 @@ TIER_TTL_SECONDS = {Tier.CRITICAL: 5, Tier.STANDARD: 30, Tier.HISTORICAL: 300}
 DEPARTMENTS_TTL_SECONDS = 300
 MetricKey = tuple[str, str | None]
 
+# KEYS: the version floor, then one key per value; ARGV: version, encoded value, TTL per value.
+# Versions stay below 2^53, exact as Lua numbers; the floor is written from its ARGV string.
+_PUBLISH = """
+local floor = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local highest, highest_raw = floor, nil
+for i = 2, #KEYS do
+  local at = (i - 2) * 3
+  local version = tonumber(ARGV[at + 1])
+  local current = redis.call('GET', KEYS[i])
+  local stored = nil
+  if current then
+    local ok, decoded = pcall(cjson.decode, current)
+    if ok and type(decoded) == 'table' then stored = tonumber(decoded['version']) end
+  end
+  if stored == nil or stored <= version then
+    redis.call('SET', KEYS[i], ARGV[at + 2], 'EX', ARGV[at + 3])
+  end
+  if version > highest then highest, highest_raw = version, ARGV[at + 1] end
+end
+if highest_raw then redis.call('SET', KEYS[1], highest_raw) end
+return 1
+"""
+
 
 def value_key(metric: str, department: str | None) -> str:
     return f"{PREFIX}m:{metric}|{department or ''}"
@@ -70,20 +93,22 @@ class SharedMetricState:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._publish = redis.register_script(_PUBLISH)
 
     async def publish(self, values: Sequence[MetricValue]) -> None:
-        """Store `values` (each with its tier's TTL) and raise the version floor."""
+        """Store `values` (each with its tier's TTL) and raise the version floor.
+
+        A stored value is never replaced by an older version of it, nor the floor lowered:
+        the periodic rewrite of every value may reach Redis after a newer update did.
+        """
         if not values:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for value in values:
-                pipe.set(
-                    value_key(value.metric, value.department),
-                    encode(value),
-                    ex=ttl_of(value.metric),
-                )
-            pipe.set(f"{PREFIX}version", max(value.version for value in values))
-            await pipe.execute()
+        keys = [f"{PREFIX}version"]
+        arguments: list[str | int] = []
+        for value in values:
+            keys.append(value_key(value.metric, value.department))
+            arguments += [value.version, encode(value), ttl_of(value.metric)]
+        await self._publish(keys=keys, args=arguments)
 
     async def publish_departments(self, departments: dict[int, str]) -> None:
         await self._redis.set(
@@ -106,7 +131,15 @@ class SharedMetricState:
         if not wanted:
             return {}
         raws = await self._redis.mget([value_key(metric, dept) for metric, dept in wanted])
-        return {key: decode(raw) for key, raw in zip(wanted, raws, strict=True) if raw is not None}
+        found: dict[MetricKey, MetricValue] = {}
+        for key, raw in zip(wanted, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                found[key] = decode(raw)
+            except (ValueError, KeyError, TypeError):  # not ours (another release?): a miss
+                continue
+        return found
 
     async def version_floor(self) -> int:
         """The highest version any leader has published (0 if none)."""

@@ -11,6 +11,7 @@ so any later update replaces them on the screen.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -36,6 +37,7 @@ from livedash.metrics.pipeline import MetricPipeline, count_rows
 log = structlog.get_logger(__name__)
 
 MetricKey = tuple[str, str | None]
+L1_MAX_AGE_SECONDS = 1.0
 PipelineRef = Callable[[], MetricPipeline | None]
 
 
@@ -104,6 +106,7 @@ class SharedView:
         leader_pipeline: PipelineRef,
         on_cache_error: Callable[[Exception], None] = lambda _error: None,
         on_cache_ok: Callable[[], None] = lambda: None,
+        cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._database = database
         self._state = state
@@ -113,9 +116,11 @@ class SharedView:
         self._on_cache_error = on_cache_error
         self._on_cache_ok = on_cache_ok
         self.stats = CacheStats()
-        self._values: LocalCache[MetricValue] = LocalCache(1.0)
-        self._other: LocalCache[Any] = LocalCache(1.0)
+        self._values: LocalCache[MetricValue] = LocalCache(L1_MAX_AGE_SECONDS, clock=cache_clock)
+        self._other: LocalCache[Any] = LocalCache(L1_MAX_AGE_SECONDS, clock=cache_clock)
         self._counting: asyncio.Lock = asyncio.Lock()
+        self._counts_done = 0
+        self._last_count: dict[MetricKey, MetricValue] = {}
         self._figures = HistoryFigures(HistoryRecorder(zone), zone)
 
     # -- departments ---------------------------------------------------------------------
@@ -164,8 +169,9 @@ class SharedView:
                 missing.append(key)
             else:
                 found[key] = cached
-        self.stats.hit("l1", len(found))
-        self.stats.miss("l1", len(missing))
+        if not fresh:  # a fresh read does not look at L1
+            self.stats.hit("l1", len(found))
+            self.stats.miss("l1", len(missing))
         if missing:
             stored = await self._redis(lambda state: state.read(missing)) or {}
             self.stats.hit("l2", len(stored))
@@ -179,26 +185,40 @@ class SharedView:
         return [found[key] for key in keys if key in found]
 
     async def _count_from_database(self, keys: list[MetricKey]) -> dict[MetricKey, MetricValue]:
-        # One count at a time: a burst of snapshot requests waits for it and then reads L1.
+        # One count at a time: a burst of requests waits for it and takes its result. Only a
+        # count that began after this request asked is reused; L1 may hold older values from
+        # Redis, which a `fresh` request must not get.
+        asked_after = self._counts_done
         async with self._counting:
-            again = {key: value for key in keys if (value := self._values.get(key)) is not None}
-            if len(again) == len(keys):
-                return again
-            engine = MetricEngine(self._zone, self._clock)
-            try:
-                async with self._database.connect() as connection, connection.begin():
-                    await count_rows(connection, engine)
-            except SQLAlchemyError as error:
-                raise StoreError("the database is not reachable") from error
-            engine.finish_loading(0)
-            counted = {
-                (value.metric, value.department): replace(value, version=0)
-                for value in engine.snapshot(METRIC_NAMES)
-            }
-            self.stats.counts["database_counts"] += 1
-            for key, value in counted.items():
-                self._values.put(key, value)
+            if self._counts_done == asked_after:
+                self._last_count = await self._count_rows()
+                self._counts_done += 1
+                self.stats.counts["database_counts"] += 1
+                for key, value in self._last_count.items():
+                    self._values.put(key, value)
+            counted = self._last_count
         return {key: counted[key] for key in keys if key in counted}
+
+    async def _count_rows(self) -> dict[MetricKey, MetricValue]:
+        """Every value counted from the rows in one snapshot, with version 0."""
+        engine = MetricEngine(self._zone, self._clock)
+        try:
+            async with self._database.connect() as connection, connection.begin():
+                if connection.dialect.name == "postgresql":  # every table as of one moment
+                    await connection.execute(
+                        text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    )
+                await count_rows(connection, engine)
+                engine.finish_loading(0)
+                # The historical tier is read from the roll-ups, as the leader does.
+                figures = await self._figures.compute(connection, engine.now(), engine.departments)
+                engine.set_historical(figures)
+        except SQLAlchemyError as error:
+            raise StoreError("the database is not reachable") from error
+        return {
+            (value.metric, value.department): replace(value, version=0)
+            for value in engine.snapshot(METRIC_NAMES)
+        }
 
     # -- history -------------------------------------------------------------------------
 
@@ -232,11 +252,13 @@ class SharedView:
     async def _history_from_database(
         self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
     ) -> list[Point]:
+        self.stats.counts["database_series"] += 1
         pipeline = self._leader_pipeline()
         if pipeline is not None:  # includes the roll-ups not yet written
             department_id = pipeline.engine.department_id(department)
             return await pipeline.history_series(series, department_id, start, end, granularity)
-        department_id = (await self.departments()).get(department) if department else None
+        # An unknown department is a KeyError, as on the leader (never the hospital's series).
+        department_id = None if department is None else (await self.departments())[department]
         try:
             async with self._database.connect() as connection:
                 return await self._figures.series(
@@ -254,6 +276,7 @@ class SharedView:
         try:
             result = await call(self._state)
         except (RedisError, OSError) as error:
+            self.stats.counts["l2_errors"] += 1
             self._on_cache_error(error)
             return None
         self._on_cache_ok()
