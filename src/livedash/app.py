@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import socketio
 from fastapi import FastAPI
@@ -43,6 +44,8 @@ from livedash.web.security import OriginPolicy, SecurityHeaders
 
 START_TIMEOUT_SECONDS = 30.0
 REDIS_PROBE_SECONDS = 1.0
+DRAIN = "livedash.drain"
+"""Lifespan state: `await state[DRAIN]()` hands the sockets over before a graceful stop."""
 
 
 async def _probe_redis(redis: Redis, breaker: CircuitBreaker | None) -> None:
@@ -108,7 +111,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     gateway.watch(status)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(rest_limiter)
             await stack.enter_async_context(ingest)
@@ -194,7 +197,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             app.state.outbox = outbox
             # Stops the Redis manager's listener with the app, not after Redis has gone.
             stack.push_async_callback(server.shutdown)
-            yield
+            # Unwound first: clients are handed over before the feed stops (and stores its
+            # position). The server may call it earlier, before it closes the connections.
+            stack.push_async_callback(gateway.drain)
+            yield {DRAIN: gateway.drain}
 
     # No Swagger UI or ReDoc: they load scripts from a CDN, which the page's CSP refuses.
     api = FastAPI(

@@ -11,6 +11,8 @@
         ├── Forbidden            a department or action outside the client's scope
         ├── NotAuthenticated     an event that needs authentication came first
         ├── RateLimited          too many events or connections; says when to retry
+        │   └── TooManyConnections   this instance holds `max_connections` sockets already
+        ├── Draining             this instance is shutting down: connect to another
         ├── Internal             an unexpected failure while serving the event
         └── AuthError            turned into `auth_error` instead of `error`
             └── InvalidToken     a token that is malformed, expired or badly signed
@@ -101,6 +103,19 @@ class RateLimited(ClientError):
     def __init__(self, message: str, *, retry_after: float, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class TooManyConnections(RateLimited):
+    """This instance already holds `max_connections` sockets: try again, another instance
+    behind the load balancer may have room."""
+
+    code = "too_many_connections"
+
+
+class Draining(ClientError):
+    """This instance is shutting down and takes no new sockets: connect to another one."""
+
+    code = "draining"
 
 
 class InvalidToken(AuthError):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 import socket
 import ssl
 from collections.abc import Callable
+from types import FrameType
 
 import structlog
 import uvicorn
 
-from livedash.app import create_app
+from livedash.app import DRAIN, create_app
 from livedash.errors import ConfigurationError
 from livedash.settings import Settings
 
@@ -34,6 +36,26 @@ class _Server(uvicorn.Server):
         gc.freeze()
         if self._on_ready is not None and not self.should_exit:
             self._on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn closes every WebSocket (1012) before the app's lifespan shutdown: the
+        # gateway hands its clients over first, telling them why; the feed stops (and stores
+        # its position) in the lifespan shutdown, after them.
+        drain = getattr(self.lifespan, "state", {}).get(DRAIN)
+        if drain is not None:
+            try:
+                await drain()
+            except Exception:
+                log.exception("drain_failed")
+        await super().shutdown(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM:
+            # How an orchestrator asks for a graceful stop: shut down, then exit with 0 (uvicorn
+            # would raise the signal again afterwards, and the process would die of it).
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
 
 
 def _no_password() -> bytes:

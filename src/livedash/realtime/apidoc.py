@@ -109,7 +109,10 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         "Sent on connect. A socket that has not authenticated within `auth_timeout_seconds` "
         "gets `auth_error` and is disconnected. A client address over its connection-attempt "
         'limit gets `error` (`rate_limited`, `event: "connect"`) instead, and is '
-        "disconnected.",
+        "disconnected; so is a socket beyond the instance's `max_connections` "
+        "(`too_many_connections`, with `details.limit` and `retry_after`) and one that connects "
+        "while the instance shuts down (`draining`): connect again later, the load balancer may "
+        "send it to another instance.",
     ),
     (
         "out",
@@ -182,7 +185,8 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         ),
         "A request was refused and changed nothing. The same payload is the event's "
         "acknowledgement. Codes: `invalid_payload`, `unknown_event`, `unknown_metric`, "
-        "`forbidden`, `not_authenticated`, `rate_limited`, `internal`. Every event counts "
+        "`forbidden`, `not_authenticated`, `rate_limited`, `internal`; on connecting also "
+        "`too_many_connections` and `draining` (see `connection_status`). Every event counts "
         "against its socket's limit and, once authenticated, its user's (all of that user's "
         "sockets together); past either, events get `rate_limited` with `retry_after`, the "
         "seconds until one would be served again.",

@@ -29,10 +29,12 @@ from livedash.cluster.view import MetricView
 from livedash.errors import (
     AuthError,
     ClientError,
+    Draining,
     Internal,
     InvalidPayload,
     NotAuthenticated,
     RateLimited,
+    TooManyConnections,
     UnknownEvent,
 )
 from livedash.metrics.definitions import METRIC_NAMES
@@ -62,6 +64,7 @@ Scope = tuple[str, str | None]
 Handler = Callable[["ClientSession", Any], Awaitable[BaseModel | None]]
 
 _AUTH_TIMEOUT = "authentication timed out"
+_FULL_RETRY_AFTER = 5.0  # seconds: the hint given with too_many_connections
 
 INCOMING_EVENTS = (
     "authenticate",
@@ -206,8 +209,20 @@ class Gateway:
         session = ClientSession(sid)
         self._sessions[sid] = session
         try:
+            if self._draining:
+                raise Draining("this instance is shutting down: connect again to reach another")
+            # Counted before the first await, so that sockets connecting together cannot all
+            # pass (or all fail) the cap.
+            limit = self._settings.max_connections
+            if len(self._sessions) > limit:
+                raise TooManyConnections(
+                    f"this instance serves at most {limit} sockets: try again shortly, another "
+                    "instance may have room",
+                    retry_after=_FULL_RETRY_AFTER,
+                    limit=limit,
+                )
             await self._limiter.connection(_client_address(environ))
-        except RateLimited as error:
+        except (Draining, RateLimited) as error:
             # The server runs with always_connect, so the socket is open at this point and the
             # `error` event reaches the client; the refusal then disconnects it (or, without
             # always_connect, turns into a `connect_error` carrying the same payload). Either
@@ -501,6 +516,60 @@ class Gateway:
             with contextlib.suppress(KeyError, ValueError):
                 await self._fanout.leave(session.sid, room_name(metric, department))
             session.subscriptions.discard((metric, department))
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    _draining = False  # set by drain(): from then on, every connect is refused
+
+    async def drain(self) -> None:
+        """Hand this instance's clients over before it stops (SIGTERM), within the grace.
+
+        From now on a connect is refused (`error` `draining`). Every connected socket gets
+        `connection_status` "draining", then its transport is closed: a Socket.IO client
+        reconnects on its own after that (not after a namespace disconnect, "io server
+        disconnect"), and the load balancer sends it to another instance.
+        """
+        self._draining = True
+        sessions = list(self._sessions.values())
+        if not sessions:
+            return
+        log.info("gateway_draining", sockets=len(sessions))
+
+        async def hand_over(session: ClientSession) -> None:
+            session.cancel_timer()
+            eio_sid = self._server.manager.eio_sid_from_sid(session.sid, "/")
+            transport = self._server.eio.sockets.get(eio_sid) if eio_sid else None
+            status = ConnectionStatus(
+                status="draining",
+                authenticated=session.principal is not None,
+                auth_timeout_seconds=self._settings.auth_timeout_seconds,
+                server_time=datetime.now(UTC),
+            )
+            await self._fanout.to_socket(
+                session.sid, "connection_status", status.model_dump(mode="json")
+            )
+            if transport is None:
+                await self._server.disconnect(session.sid)
+                return
+            # Engine.IO's writer sends what is queued up to this None, then closes the
+            # WebSocket; the queue is joined once all of it went out. No CLOSE packet: after
+            # one, the Python client does not reconnect.
+            transport.queue.put_nowait(None)
+            await transport.queue.join()
+            # Calls the disconnect handler; a polling client fails its next request.
+            await transport.close(wait=False, abort=True)
+
+        try:
+            async with asyncio.timeout(self._settings.shutdown_grace_seconds):
+                results = await asyncio.gather(
+                    *(hand_over(session) for session in sessions), return_exceptions=True
+                )
+        except TimeoutError:
+            log.warning("gateway_drain_timed_out", sockets=len(self._sessions))
+            return
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("gateway_drain_failed", error=repr(result))
 
 
 def _client_address(environ: Any) -> str:

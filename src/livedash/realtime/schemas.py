@@ -143,7 +143,9 @@ class ConnectionStatus(BaseModel):
     (all well), `degraded` (a dependency is down but data stays current: `degraded` names it,
     e.g. `cache`, and `reasons` says why), `stale` (the database is unreachable: the values
     shown are those of `stale_since`, `data_age_seconds` old when this was sent; updates
-    resume, with nothing lost, when it returns).
+    resume, with nothing lost, when it returns), `draining` (this instance is shutting down:
+    the connection is closed right after; a client that reconnects, as the socket.io client
+    does on its own, reaches another instance).
     """
 
     status: str
@@ -182,7 +184,8 @@ class SubscriptionAck(BaseModel):
 class ErrorPayload(BaseModel):
     """`error` and `auth_error`: what was refused, and why. Nothing changed.
 
-    `retry_after` (seconds) is set with `rate_limited`: when the same request would be served.
+    `retry_after` (seconds) is set with `rate_limited`: when the same request would be served;
+    and with `too_many_connections`: when to connect again.
     """
 
     ok: bool = False
