@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import socketio
+import structlog
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -41,6 +42,8 @@ from livedash.web.auth_api import LoginLimits, install_auth_api
 from livedash.web.ingest import Ingest, install_ingest
 from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
+
+log = structlog.get_logger(__name__)
 
 START_TIMEOUT_SECONDS = 30.0
 REDIS_PROBE_SECONDS = 1.0
@@ -109,6 +112,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     )
     gateway = Gateway(settings, server, fanout)
     gateway.watch(status)
+    service_clock = clock or SystemClock()
+
+    def wall_seconds() -> float:
+        # The update history ages by the service's clock too, so that simulated time
+        # (a ManualClock in tests) moves both the metrics and the history's age limit.
+        return service_clock.now().timestamp()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -120,7 +129,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             stack.push_async_callback(database.dispose)
             state = None
             history: MemoryHistory | RedisHistory = MemoryHistory(
-                settings.history_size, settings.history_max_age_seconds
+                settings.history_size, settings.history_max_age_seconds, clock=wall_seconds
             )
             if settings.redis_url is not None:
                 redis = Redis.from_url(
@@ -133,6 +142,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                     settings.history_size,
                     settings.history_max_age_seconds,
                     breaker=cache_breaker,
+                    clock=wall_seconds,
                 )
                 prober = asyncio.create_task(_probe_redis(redis, cache_breaker), name="redis-probe")
                 stack.push_async_callback(_cancel, prober)
@@ -143,7 +153,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 settings,
                 database,
                 outbox,
-                clock or SystemClock(),
+                service_clock,
                 state,
                 history=history,
                 status=status,
@@ -165,14 +175,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 stack.push_async_callback(runner.stop)
                 app.state.election = None
             else:
+                if state is None:
+                    log.warning(
+                        "no_redis_configured",
+                        detail="one instance only: without LIVEDASH_REDIS_URL the clients of "
+                        "other instances would get no live updates",
+                    )
                 view = SharedView(
                     database,
                     state,
                     settings.zone,
-                    clock or SystemClock(),
+                    service_clock,
                     leader_pipeline=lambda: runner.pipeline,
                     on_cache_error=cache_breaker.failure if cache_breaker else lambda _e: None,
                     on_cache_ok=cache_breaker.success if cache_breaker else lambda: None,
+                    cache_allowed=cache_breaker.allow if cache_breaker else lambda: True,
                 )
                 gateway.attach(view, authenticator, history)
                 stack.push_async_callback(gateway.close)
@@ -190,7 +207,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 # the first snapshots come from the engine; a database that is down delays
                 # this by at most the start timeout, then the service runs degraded.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(election.decided.wait(), START_TIMEOUT_SECONDS)
+                    async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                        await election.decided.wait()
                 app.state.election = election
             app.state.view = view
             app.state.status = status

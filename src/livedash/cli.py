@@ -86,8 +86,17 @@ def demo(
     asyncio.run(run_demo(settings, seed=seed, speed=speed, on_ready=ready))
 
 
+ServePortOption = Annotated[
+    int | None, typer.Option(help="TCP port to listen on (default: LIVEDASH_PORT, else 8000).")
+]
+ServeHostOption = Annotated[
+    str | None,
+    typer.Option(help="Address to listen on (default: LIVEDASH_HOST, else 127.0.0.1)."),
+]
+
+
 @app.command()
-def serve(port: PortOption = 8000, host: HostOption = "127.0.0.1", db: DbOption = None) -> None:
+def serve(port: ServePortOption = None, host: ServeHostOption = None, db: DbOption = None) -> None:
     """Run the service (no simulator) against the configured database."""
     from livedash.service import run_service
 
@@ -95,7 +104,9 @@ def serve(port: PortOption = 8000, host: HostOption = "127.0.0.1", db: DbOption 
     _migrate(settings)
 
     def ready() -> None:
-        console.print(f"livedash serving on http://{host}:{port}/ (Ctrl+C to stop)")
+        console.print(
+            f"livedash serving on http://{settings.host}:{settings.port}/ (Ctrl+C to stop)"
+        )
 
     asyncio.run(run_service(settings, on_ready=ready))
 

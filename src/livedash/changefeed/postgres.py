@@ -317,7 +317,10 @@ class PostgresChangeFeed:
                 # (synchronous_commit=off) is visible and notified before it can be decoded.
                 wait = min(wait, FLUSH_RETRY_SECONDS)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+                # that arrives as the event is set, and the reader would wait on forever.
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def read(self) -> tuple[list[Change], int | None]:
         """The next page of changes in the slot, and the LSN up to which the slot is read.

@@ -122,7 +122,10 @@ class SqliteChangeFeed:
                 continue
             self.caught_up.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._fallback_poll)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+                # that arrives as the event is set, and the reader would wait on forever.
+                async with asyncio.timeout(self._fallback_poll):
+                    await self._wake.wait()
 
     def notify(self) -> None:
         """Read now: for writers in this process that know they just committed."""

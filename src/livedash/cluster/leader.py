@@ -108,7 +108,8 @@ class LeaderElection:
             self.decided.set()
         while True:  # hold the lock; notice at once when its connection is gone
             await asyncio.sleep(self._poll)
-            await asyncio.wait_for(self._connection.fetchval("SELECT 1"), self._poll * 3)
+            async with asyncio.timeout(self._poll * 3):
+                await self._connection.fetchval("SELECT 1")
 
     async def _step_down(self) -> None:
         if not self.leading:

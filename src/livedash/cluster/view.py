@@ -107,6 +107,7 @@ class SharedView:
         on_cache_error: Callable[[Exception], None] = lambda _error: None,
         on_cache_ok: Callable[[], None] = lambda: None,
         cache_clock: Callable[[], float] = time.monotonic,
+        cache_allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         self._database = database
         self._state = state
@@ -115,6 +116,9 @@ class SharedView:
         self._leader_pipeline = leader_pipeline
         self._on_cache_error = on_cache_error
         self._on_cache_ok = on_cache_ok
+        # The cache's circuit breaker: while open, Redis is not asked at all (a hung Redis
+        # would cost its timeout on every request).
+        self._cache_allowed = cache_allowed
         self.stats = CacheStats()
         self._values: LocalCache[MetricValue] = LocalCache(L1_MAX_AGE_SECONDS, clock=cache_clock)
         self._other: LocalCache[Any] = LocalCache(L1_MAX_AGE_SECONDS, clock=cache_clock)
@@ -271,7 +275,7 @@ class SharedView:
 
     async def _redis(self, call: Callable[[SharedMetricState], Any]) -> Any:
         """`call`'s result, or None when there is no Redis or it fails (then: a cache miss)."""
-        if self._state is None:
+        if self._state is None or not self._cache_allowed():
             return None
         try:
             result = await call(self._state)

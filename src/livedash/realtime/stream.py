@@ -140,8 +140,10 @@ class RedisHistory:
         *,
         prefix: str = "livedash:",
         breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._clock = clock
         self._size = size
         self._max_age = max_age
         self._keys = [f"{prefix}stream:epoch", f"{prefix}stream:offset", f"{prefix}stream"]
@@ -168,7 +170,7 @@ class RedisHistory:
                     new_epoch(),
                     self._size,
                     max(int(self._max_age) * 2, 1),
-                    repr(time.time()),
+                    repr(self._clock()),
                     *encoded,
                 ],
             )
@@ -198,7 +200,7 @@ class RedisHistory:
         )
         entries = [_entry(entry_id, fields) for entry_id, fields in raw or []]
         # The epoch may have rotated between the two reads: then the offsets do not match.
-        return covered(top.epoch, top.offset, entries, position, time.time() - self._max_age)
+        return covered(top.epoch, top.offset, entries, position, self._clock() - self._max_age)
 
 
 def _text(value: Any) -> str:

@@ -173,7 +173,8 @@ class HospitalSimulator:
                     on_event(kind)
                 delay = self._gap_seconds / speed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+                async with asyncio.timeout(delay):  # not wait_for: see changefeed/sqlite.py
+                    await stop.wait()
         log.info("simulator_stopped", events=performed)
         return performed
 
