@@ -51,6 +51,10 @@ class Instance:
             "LIVEDASH_TIMEZONE": settings.timezone,
             "LIVEDASH_LEADER_POLL_SECONDS": "0.2",
             "LIVEDASH_SHUTDOWN_GRACE_SECONDS": "1",
+            # A long-poll is answered by the next ping at the latest: short ones let a polling
+            # client disconnect (and an instance stop) without waiting 25 s.
+            "LIVEDASH_PING_INTERVAL_SECONDS": "1",
+            "LIVEDASH_PING_TIMEOUT_SECONDS": "2",
         }
         self.log = log
         self.process: asyncio.subprocess.Process | None = None
