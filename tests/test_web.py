@@ -213,3 +213,20 @@ async def test_the_page_says_when_the_cache_is_down_and_when_it_is_back(
 
     redis_server.start()
     await expect(page.locator("#connection")).to_have_text("Live", timeout=15_000)
+
+
+async def test_a_page_refused_by_a_full_instance_retries_and_goes_live(
+    hospital: dict[str, int],
+    serve: Any,
+    settings: Settings,
+    page: Page,
+    token: Any,
+    connect: Any,
+) -> None:
+    server = await serve(settings.model_copy(update={"max_connections": 1}))
+    holder = await connect(server, token())  # takes the only place
+    await page.goto(f"{server.url}/#token={token()}")
+    await expect(page.locator("#connection")).to_contain_text("Reconnecting", timeout=10_000)
+    await holder.client.disconnect()
+    # The refusal said when to come back; the page does, without a reload.
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=20_000)
