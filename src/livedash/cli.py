@@ -334,7 +334,7 @@ def api_key_list(db: DbOption = None) -> None:
 @app.command()
 def doctor(db: DbOption = None) -> None:
     """Check that the configured database (and Redis) can run the service; say how to fix it."""
-    from livedash.store.doctor import run_doctor
+    from livedash.changefeed.doctor import run_doctor
 
     settings = _settings(db)
     report = asyncio.run(run_doctor(settings))

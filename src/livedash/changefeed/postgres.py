@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.changefeed.base import Change, Op, Writer
+from livedash.changefeed.positions import load_position, store_position
 from livedash.changefeed.rows import decode_row, parse_timestamp
 from livedash.errors import ChangeFeedError
 from livedash.store.capture import NOTIFY_CHANNEL
@@ -60,13 +61,6 @@ _OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
 # Never copied out of the WAL: password hashes stay in the users table.
 _NOT_CAPTURED = frozenset({"password_hash"})
 
-_LOAD_POSITION = text("SELECT position FROM feed_positions WHERE consumer = :consumer")
-_STORE_POSITION = text(
-    "INSERT INTO feed_positions (consumer, position, updated_at) "
-    "VALUES (:consumer, :position, :now) "
-    "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, "
-    "updated_at = excluded.updated_at WHERE excluded.position > feed_positions.position"
-)
 _SLOT = text(
     "SELECT slot_type, plugin, database, database = current_database(), "
     "confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = :slot"
@@ -412,14 +406,7 @@ class PostgresChangeFeed:
         async with self._database().begin() as connection:
             if also is not None:
                 await also(connection)
-            await connection.execute(
-                _STORE_POSITION,
-                {
-                    "consumer": self._consumer,
-                    "position": position,
-                    "now": datetime.now(UTC).replace(tzinfo=None),
-                },
-            )
+            await store_position(connection, self._consumer, position)
         self._durable = max(self._durable, position)
         await self._advance(commit_lsn(position))
 
@@ -452,8 +439,7 @@ class PostgresChangeFeed:
     async def confirmed_position(self) -> int:
         """The position last stored by `confirm`, or 0."""
         async with self._database().connect() as connection:
-            stored = await connection.scalar(_LOAD_POSITION, {"consumer": self._consumer})
-        return int(stored or 0)
+            return await load_position(connection, self._consumer)
 
     async def position_in(self, connection: AsyncConnection) -> int:
         """Make `connection`'s transaction one snapshot, and remember what it sees.

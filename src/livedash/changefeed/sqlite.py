@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.changefeed.base import Change, Op, Writer
+from livedash.changefeed.positions import load_position, store_position
 from livedash.changefeed.rows import decode_row, parse_timestamp
 from livedash.errors import ChangeFeedError
 from livedash.store.engine import create_engine
@@ -36,13 +37,6 @@ _OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
 _FETCH = text(
     "SELECT seq, table_name, op, old_row, new_row, committed_at FROM change_log "
     "WHERE seq > :after ORDER BY seq LIMIT :limit"
-)
-_LOAD_POSITION = text("SELECT position FROM feed_positions WHERE consumer = :consumer")
-_STORE_POSITION = text(
-    "INSERT INTO feed_positions (consumer, position, updated_at) "
-    "VALUES (:consumer, :position, :now) "
-    "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, "
-    "updated_at = excluded.updated_at WHERE excluded.position > feed_positions.position"
 )
 _PRUNE = text(
     "DELETE FROM change_log WHERE seq <= (SELECT MIN(position) FROM feed_positions) - :keep"
@@ -136,14 +130,7 @@ class SqliteChangeFeed:
         async with self._engine(self._writer).begin() as connection:
             if also is not None:
                 await also(connection)
-            await connection.execute(
-                _STORE_POSITION,
-                {
-                    "consumer": self._consumer,
-                    "position": position,
-                    "now": datetime.now(UTC).replace(tzinfo=None),
-                },
-            )
+            await store_position(connection, self._consumer, position)
             if position - self._last_pruned >= self._keep_rows:
                 await connection.execute(_PRUNE, {"keep": self._keep_rows})
                 self._last_pruned = position
@@ -151,8 +138,7 @@ class SqliteChangeFeed:
     async def confirmed_position(self) -> int:
         """The position last stored by `confirm`, or 0."""
         async with self._engine(self._reader).connect() as connection:
-            stored = await connection.scalar(_LOAD_POSITION, {"consumer": self._consumer})
-        return int(stored or 0)
+            return await load_position(connection, self._consumer)
 
     async def position_in(self, connection: AsyncConnection) -> int:
         """The last sequence number the read transaction on `connection` can see."""
