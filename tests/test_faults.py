@@ -455,13 +455,18 @@ async def screens() -> AsyncIterator[Screens]:
 
 
 async def all_equal_sql(
-    screens: Iterable[Screen], database_url: str, zone: Any, today: date | None = None
+    screens: Iterable[Screen],
+    database_url: str,
+    zone: Any,
+    today: date | None = None,
+    *,
+    within: float = SETTLE_SECONDS,
 ) -> Values:
     """Wait until every screen shows what a SQL recompute says; fail with the differences."""
     truth = await recompute(database_url, zone, today or datetime.now(zone).date())
     for number, screen in enumerate(screens):
         try:
-            await screen.until(lambda s=screen: not s.differences(truth), within=SETTLE_SECONDS)  # type: ignore[misc]
+            await screen.until(lambda s=screen: not s.differences(truth), within=within)  # type: ignore[misc]
         except TimeoutError:
             differences = screen.differences(truth)
             pytest.fail(
@@ -532,6 +537,34 @@ async def until_true(check: Callable[[], Awaitable[bool]], what: str) -> None:
                 await asyncio.sleep(0.05)
     except TimeoutError:
         pytest.fail(f"never happened: {what}")
+
+
+async def health(url: str) -> dict[str, Any]:
+    """A service's /health (it answers 503 while degraded; the body is the same)."""
+    async with aiohttp.ClientSession() as http, http.get(url + "/health") as response:
+        return dict(await response.json())
+
+
+async def feed_caught_up(url: str, rows: Rows) -> int:
+    """Wait until the stored feed position reaches what the service at `url` has applied."""
+    applied = int((await health(url))["feed_position"])
+
+    async def stored_enough() -> bool:
+        return await rows.stored_position() >= applied
+
+    await until_true(stored_enough, f"the feed position {applied} stored")
+    return await rows.stored_position()
+
+
+async def assert_rollups_exact(url: str, rows: Rows) -> int:
+    """Once what the service applied is stored, the hourly roll-ups (kept from the change
+    feed, resumed from the stored position after any restart) equal a recount of the rows:
+    no change lost or counted twice. Returns the stored position."""
+    position = await feed_caught_up(url, rows)
+    truth = await recount(rows)
+    assert truth, "the writes should have made some history"
+    assert await stored(rows) == truth
+    return position
 
 
 # -- Redis ------------------------------------------------------------------------------------
@@ -610,9 +643,35 @@ async def own_postgres() -> AsyncIterator[PostgresServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def test_postgres_killed_and_restarted(
+class Deployment:
+    """The service in-process on a PostgreSQL server of the test's own, with Redis."""
+
+    def __init__(self, postgres: PostgresServer, settings: Settings) -> None:
+        self.postgres = postgres
+        self.settings = settings
+        self.url = settings.database_url
+        self.writer = PostgresWriter(postgres.dsn("hospital"))
+        self.hospital: dict[str, int] = {}
+        self.token = ""
+        self.server: LiveServer | None = None
+
+    @property
+    def service_url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    async def new_writer(self) -> PostgresWriter:
+        """A writer on a new connection (the old one died with the server)."""
+        with contextlib.suppress(Exception):
+            await self.writer.close()
+        self.writer = PostgresWriter(self.postgres.dsn("hospital"))
+        return self.writer
+
+
+@pytest.fixture
+async def deployment(
     own_postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path, screens: Screens
-) -> None:
+) -> AsyncIterator[Deployment]:
     url = await own_postgres.create_database("hospital")
     await upgrade_async(url)
     settings = Settings(
@@ -622,68 +681,111 @@ async def test_postgres_killed_and_restarted(
         jwt_secret="test-secret-" + "x" * 64,
         jwt_secret_file=tmp_path / "unused-secret",
         timezone="Europe/Berlin",
+        auth_timeout_seconds=5.0,
         leader_poll_seconds=0.2,
         _env_file=None,  # type: ignore[call-arg]
     )
-    writer = PostgresWriter(own_postgres.dsn("hospital"))
+    made = Deployment(own_postgres, settings)
     users = Users(own_postgres.dsn("hospital"))
-    server: LiveServer | None = None
     try:
-        hospital = await seed_hospital(writer)
+        made.hospital = await seed_hospital(made.writer)
         users.save("test-super_admin", Role.SUPER_ADMIN, ())
-        token = issue_token(settings, "test-super_admin", Role.SUPER_ADMIN, ())
-        server = await LiveServer(settings).start()
-        first, second = [await screens.open(server.url, token) for _ in range(2)]
-        activity = Activity(writer, hospital, seed=2)
-        await activity.run(20)
-        truth = await all_equal_sql(screens.all, url, settings.zone)
-
-        # Killed in the middle of a burst: the writes stop with it.
-        burst = asyncio.create_task(activity.run(100, stop_on_error=True))
-        await activity.reached(30)
-        await asyncio.to_thread(own_postgres.kill)
-        await burst
-        assert activity.failed is not None, "the writes should have failed with the database"
-        for screen in (first, second):
-            status = await screen.next(
-                "connection_status", status_of("stale"), within=FAULT_SECONDS
-            )
-            assert isinstance(status["data_age_seconds"], float | int), status
-            assert status["data_age_seconds"] >= 0, status
-            assert datetime.fromisoformat(status["stale_since"]) <= datetime.now(UTC), status
-            assert "database" in status["degraded"], status
-        # Clients keep their values: nothing replaces or removes them while the database is
-        # away (updates of changes committed before the crash may still arrive).
-        held = [set(screen.shown_values(truth)) for screen in (first, second)]
-        assert held == [set(truth)] * 2, "a screen lost values when the database went away"
-        stale_at = [len(screen.events) for screen in (first, second)]
-        # A client connecting now is told so at once (a round trip through the service).
-        probe = await connect_anonymously(server.url)
-        try:
-            status = await probe.next("connection_status")
-            assert status["status"] == "stale", status
-            assert status["data_age_seconds"] >= 0, status
-        finally:
-            await probe.client.disconnect()
-        for screen, since in zip((first, second), stale_at, strict=True):
-            assert set(screen.shown_values(truth)) == set(truth)
-            assert "metrics_snapshot" not in [name for name, _ in screen.events[since:]]
-        await asyncio.to_thread(own_postgres.start)
-        for screen in (first, second):
-            await screen.next("connection_status", status_of("connected"), within=FAULT_SECONDS)
-        # The feed resumes; writes after the restart reach every screen, nothing is lost.
-        with contextlib.suppress(Exception):
-            await writer.close()  # its connection died with the server
-        writer = activity.write = PostgresWriter(own_postgres.dsn("hospital"))
-        await activity.run(30)
-        await all_equal_sql(screens.all, url, settings.zone)
-        assert_none_applied_twice(screens.all)
+        made.token = issue_token(settings, "test-super_admin", Role.SUPER_ADMIN, ())
+        made.server = await LiveServer(settings).start()
+        yield made
     finally:
         await screens.close()  # before the server goes: no screen left reconnecting
-        if server is not None:
-            await server.stop()
+        if made.server is not None:
+            await made.server.stop()
         users.close()
-        await writer.close()
+        with contextlib.suppress(Exception):
+            await made.writer.close()
+
+
+async def test_postgres_killed_and_restarted(deployment: Deployment, screens: Screens) -> None:
+    url, zone = deployment.url, deployment.settings.zone
+    first, second = [await screens.open(deployment.service_url, deployment.token) for _ in range(2)]
+    activity = Activity(deployment.writer, deployment.hospital, seed=2)
+    await activity.run(20)
+    truth = await all_equal_sql(screens.all, url, zone)
+
+    # Killed in the middle of a burst: the writes stop with it.
+    burst = asyncio.create_task(activity.run(100, stop_on_error=True))
+    await activity.reached(30)
+    await asyncio.to_thread(deployment.postgres.kill)
+    await burst
+    assert activity.failed is not None, "the writes should have failed with the database"
+    for screen in (first, second):
+        status = await screen.next("connection_status", status_of("stale"), within=FAULT_SECONDS)
+        assert isinstance(status["data_age_seconds"], float | int), status
+        assert status["data_age_seconds"] >= 0, status
+        assert datetime.fromisoformat(status["stale_since"]) <= datetime.now(UTC), status
+        assert "database" in status["degraded"], status
+    # Clients keep their values: nothing replaces or removes them while the database is
+    # away (updates of changes committed before the crash may still arrive).
+    held = [set(screen.shown_values(truth)) for screen in (first, second)]
+    assert held == [set(truth)] * 2, "a screen lost values when the database went away"
+    stale_at = [len(screen.events) for screen in (first, second)]
+    # A client connecting now is told so at once (a round trip through the service).
+    probe = await connect_anonymously(deployment.service_url)
+    try:
+        status = await probe.next("connection_status")
+        assert status["status"] == "stale", status
+        assert status["data_age_seconds"] >= 0, status
+    finally:
+        await probe.client.disconnect()
+    for screen, since in zip((first, second), stale_at, strict=True):
+        assert set(screen.shown_values(truth)) == set(truth)
+        assert "metrics_snapshot" not in [name for name, _ in screen.events[since:]]
+
+    await asyncio.to_thread(deployment.postgres.start)
+    for screen in (first, second):
+        await screen.next("connection_status", status_of("connected"), within=FAULT_SECONDS)
+    # The feed resumes; writes after the restart reach every screen, nothing is lost.
+    activity.write = await deployment.new_writer()
+    await activity.run(30)
+    await all_equal_sql(screens.all, url, zone)
+    assert_none_applied_twice(screens.all)
+    # The feed resumed from its slot and stored position (both survived the crash): the
+    # roll-ups hold every change once, those replayed after the crash included.
+    await assert_rollups_exact(deployment.service_url, Rows(url))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service bug: a socket that connects while the database is down cannot "
+    "authenticate (the users-table check raises StoreError, answered as `error` internal), "
+    "is never authenticated again when the database returns, and gets `auth_error` "
+    "(authentication timed out) after auth_timeout_seconds; the page then signs out",
+)
+async def test_a_screen_reconnecting_while_postgres_is_down_catches_up_when_it_returns(
+    deployment: Deployment, screens: Screens
+) -> None:
+    url, zone = deployment.url, deployment.settings.zone
+    steady = await screens.open(deployment.service_url, deployment.token)
+    blinking = await screens.open(deployment.service_url, deployment.token)
+    activity = Activity(deployment.writer, deployment.hospital, seed=6)
+    await activity.run(20)
+    await all_equal_sql(screens.all, url, zone)
+
+    await asyncio.to_thread(deployment.postgres.kill)
+    await steady.next("connection_status", status_of("stale"), within=FAULT_SECONDS)
+    # Its network blinks while the database is down: it reconnects, and is told it is stale.
+    await blinking.go_offline()
+    await blinking.client.connect(
+        blinking.url, auth=lambda: {"token": blinking.token}, transports=["websocket"]
+    )
+    status = await blinking.next("connection_status", status_of("stale"), within=FAULT_SECONDS)
+    assert status["data_age_seconds"] >= 0, status
+
+    await asyncio.to_thread(deployment.postgres.start)
+    await steady.next("connection_status", status_of("connected"), within=FAULT_SECONDS)
+    activity.write = await deployment.new_writer()
+    await activity.run(20)
+    # It was not signed out for the database's outage, and catches up once it is back.
+    await all_equal_sql(screens.all, url, zone, within=10.0)
+    assert not blinking.received("auth_error"), blinking.received("auth_error")
+    assert_none_applied_twice(screens.all)
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -707,17 +809,6 @@ async def processes() -> AsyncIterator[list[Service]]:
         await service.stop()
 
 
-async def feed_caught_up(service: Service, rows: Rows) -> int:
-    """Wait until the stored feed position reaches what the service has applied; return it."""
-    applied = int((await service.health())["feed_position"])
-
-    async def stored_enough() -> bool:
-        return await rows.stored_position() >= applied
-
-    await until_true(stored_enough, f"the feed position {applied} stored")
-    return await rows.stored_position()
-
-
 @pytest.mark.both_backends
 async def test_service_killed_in_a_burst_of_writes_and_restarted(
     hospital: dict[str, int],
@@ -736,7 +827,7 @@ async def test_service_killed_in_a_burst_of_writes_and_restarted(
     activity = Activity(writer, hospital, seed=3)
     await activity.run(20)
     await all_equal_sql(clients, settings.database_url, settings.zone)
-    before = await feed_caught_up(service, rows)
+    before = await feed_caught_up(service.url, rows)
 
     # SIGKILL in the middle of a burst; the hospital keeps writing while the service is down.
     burst = asyncio.create_task(activity.run(150))
@@ -756,9 +847,8 @@ async def test_service_killed_in_a_burst_of_writes_and_restarted(
 
     # It resumed its change feed from the stored position (the sequence on SQLite, the slot
     # on PostgreSQL): the roll-ups, which continue from it, hold every change exactly once.
-    after = await feed_caught_up(service, rows)
+    after = await assert_rollups_exact(service.url, rows)
     assert before <= at_kill < after
-    assert await stored(rows) == await recount(rows)
 
 
 # -- a screen offline -------------------------------------------------------------------------
@@ -872,6 +962,9 @@ async def test_leader_killed_while_two_instances_run(
         await until_true(survivor_leads_everyone, "the survivor leads and serves every screen")
         await all_equal_sql(screens.all, settings.database_url, settings.zone)
         assert_none_applied_twice(screens.all)
+        # The survivor took the feed over from the stored position: nothing lost or counted
+        # twice in the roll-ups either.
+        await assert_rollups_exact(survivor.url, Rows(settings.database_url))
         # The leader's screens came back through nginx, recovering what they missed from the
         # shared history (or, once the survivor led, a fresh snapshot of its epoch).
         moved = [screen for screen in screens.all if screen.era > 1]
