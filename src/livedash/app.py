@@ -158,6 +158,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 history=history,
                 status=status,
             )
+            runner.watch(status)
             app.state.runner = runner
             authenticator = Authenticator(settings, database)
             app.state.authenticator = authenticator

@@ -11,6 +11,8 @@ Nothing is cached: a change to a user or a revocation applies to the next authen
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,9 @@ PRIVILEGE = {Role.VIEWER: 0, Role.ADMIN: 1, Role.SUPER_ADMIN: 2}
 
 # Longer than any leeway the settings allow: past it, an expired token is refused anyway.
 REVOCATION_KEPT_AFTER_EXPIRY = timedelta(minutes=10)
+# How long a database answer about a token may stand in for the database while it is down.
+LAST_KNOWN_SECONDS = 15 * 60
+LAST_KNOWN_ENTRIES = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,11 @@ class Authenticator:
     def __init__(self, settings: Settings, database: AsyncEngine) -> None:
         self._settings = settings
         self._database = database
+        # The last answer the database gave per (user, token): while it is unreachable, a
+        # screen that reconnects with a token checked shortly before is let back in (as the
+        # database last said), instead of every screen being locked out by the outage.
+        self._last_known: OrderedDict[tuple[str, str | None], tuple[float, _UserRow | None, bool]]
+        self._last_known = OrderedDict()
 
     async def authenticate(self, token: object) -> Principal:
         """The principal `token` speaks for right now; `InvalidToken` says why it cannot."""
@@ -87,7 +97,16 @@ class Authenticator:
                 )
         except (SQLAlchemyError, OSError, ValueError) as error:
             # ValueError: a value written by another program that cannot be read.
+            known = self._last_known.get((principal.subject, principal.token_id))
+            if known is not None and time.monotonic() - known[0] <= LAST_KNOWN_SECONDS:
+                log.warning("auth_checked_from_memory", user=principal.subject, error=str(error))
+                return known[1], known[2]
             raise StoreError(f"cannot check the token against the database: {error}") from error
+        key = (principal.subject, principal.token_id)
+        self._last_known[key] = (time.monotonic(), user, revoked)
+        self._last_known.move_to_end(key)
+        while len(self._last_known) > LAST_KNOWN_ENTRIES:
+            self._last_known.popitem(last=False)
         return user, revoked
 
 

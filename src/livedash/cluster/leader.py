@@ -21,6 +21,7 @@ from livedash.observability.breaker import CircuitBreaker
 log = structlog.get_logger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+Deposed = Callable[[bool], Awaitable[None]]  # called with True when the database was lost
 # A dead peer (no FIN, e.g. a powered-off machine) is noticed by TCP keepalives in seconds.
 _KEEPALIVE = {
     "tcp_keepalives_idle": "5",
@@ -44,7 +45,7 @@ class LeaderElection:
         *,
         poll_seconds: float,
         on_elected: Hook,
-        on_deposed: Hook,
+        on_deposed: Deposed,
         name: str = "",
         breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -82,6 +83,7 @@ class LeaderElection:
                 log.warning("leader_connection_lost", error=str(error), leading=self.leading)
                 if self._breaker is not None:
                     self._breaker.failure(error)
+                await self._step_down(lost=True)
             await self._step_down()
             await self._close()
             await asyncio.sleep(self._poll)
@@ -111,14 +113,14 @@ class LeaderElection:
             async with asyncio.timeout(self._poll * 3):
                 await self._connection.fetchval("SELECT 1")
 
-    async def _step_down(self) -> None:
+    async def _step_down(self, *, lost: bool = False) -> None:
         if not self.leading:
             return
         self.leading = False
         self.elected.clear()
         log.info("leader_stepped_down", instance=self._name)
         try:
-            await self._on_deposed()
+            await self._on_deposed(lost)
         except Exception:
             log.exception("leader_step_down_failed")
 

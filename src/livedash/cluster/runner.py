@@ -22,6 +22,7 @@ from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline
+from livedash.observability.breaker import State
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.outbox import Outbox
 from livedash.settings import Settings
@@ -57,6 +58,7 @@ class FeedRunner:
         self.source: ChangeSource | None = None
         self._stack: AsyncExitStack | None = None
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         async with self._lock:
@@ -105,6 +107,7 @@ class FeedRunner:
             rotate()  # a new leader cannot vouch for what its predecessor sent last
         await stack.enter_async_context(pipeline)
         self.pipeline, self.source = pipeline, source
+        await self._tell_health()
         stack.callback(self._forget)
         if self._state is not None:
             task = asyncio.create_task(self._share_periodically(pipeline), name="livedash-share")
@@ -113,11 +116,35 @@ class FeedRunner:
     def _forget(self) -> None:
         self.pipeline, self.source = None, None
 
-    async def stop(self) -> None:
+    async def stop(self, database_lost: bool = False) -> None:
+        """Stop reading the feed; `database_lost`: because the database went away, which
+        `database_up` then says while the engine can still publish it (the outbox sends it)."""
+        if database_lost and self.pipeline is not None:
+            await self.pipeline.set_system(database_up=False)
         async with self._lock:
             stack, self._stack = self._stack, None
             if stack is not None:
                 await stack.aclose()
+
+    def watch(self, status: ServiceStatus) -> None:
+        """Keep `database_up` and `cache_up` equal to the breakers while this instance leads."""
+        self._status = status
+        status.on_change(lambda _status: self._spawn(self._tell_health()))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tell_health(self) -> None:
+        pipeline, status = self.pipeline, self._status
+        if pipeline is None or status is None:
+            return
+        cache = status.cache
+        await pipeline.set_system(
+            database_up=status.database.state is State.CLOSED,
+            cache_up=cache is None or cache.state is State.CLOSED,
+        )
 
     async def _version_floor(self) -> int:
         if self._state is None:

@@ -167,14 +167,14 @@ class MetricPipeline:
                     self._last_error = str(error)
                     if self._breaker is not None:
                         self._breaker.failure(error)
-                    await self._set_system(database_up=False)
+                    await self.set_system(database_up=False)
                     raise
 
     async def _follow_once(self) -> None:
         self._confirmed = max(self._confirmed, await self._source.confirmed_position())
         if self._breaker is not None:
             self._breaker.success()
-        await self._set_system(database_up=True)
+        await self.set_system(database_up=True)
         async for delivered in self._source.batches():
             batch = [c for c in delivered if not self._source.counted_at_start(c)]
             if self.history is not None:
@@ -200,7 +200,8 @@ class MetricPipeline:
             if update.metric == "bed_occupancy_rate" and isinstance(update.value, float):
                 self.history.observe_occupancy(update.department_id, update.value, at)
 
-    async def _set_system(self, **changes: Any) -> None:
+    async def set_system(self, **changes: Any) -> None:
+        """Record the service's own health (`database_up`, `cache_up`, ...); publish changes."""
         await self._notify(self.engine.set_system(replace(self.engine.system, **changes)))
 
     async def confirm(self) -> None:
