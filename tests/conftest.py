@@ -8,6 +8,7 @@ import itertools
 import os
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from tests.servers import PostgresServer, RedisServer, new_root
 from tests.writers import PostgresWriter, SqliteWriter, Users
 
 BACKENDS = ["sqlite", "postgres"]
+STOP_TIMEOUT_SECONDS = 30.0
 TEMPLATE_DATABASE = "livedash_template"
 _DATABASE_NUMBERS = itertools.count(1)
 
@@ -173,9 +175,19 @@ class LiveServer:
         if self._task is None:
             return
         self._server.should_exit = True
-        await self._task
-        self._task = None
-        self._socket.close()
+        try:
+            # A server that cannot stop is a bug to see, not a suite that hangs: show what
+            # every task waits on, then fail.
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await asyncio.shield(self._task)
+        except TimeoutError:
+            for task in asyncio.all_tasks():
+                task.print_stack(file=sys.stderr)
+            self._task.cancel()
+            raise AssertionError("the server did not stop") from None
+        finally:
+            self._task = None
+            self._socket.close()
 
 
 @pytest.fixture

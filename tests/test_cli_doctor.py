@@ -18,9 +18,9 @@ from click.testing import Result
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from livedash.changefeed.doctor import Check, SlotState, hide_password, quote_identifier, slot_check
 from livedash.changefeed.postgres import PostgresChangeFeed
 from livedash.cli import app
-from livedash.changefeed.doctor import Check, SlotState, hide_password, quote_identifier, slot_check
 from livedash.store.migrate import upgrade
 from tests.conftest import libpq_dsn
 from tests.servers import PostgresServer, RedisServer, free_port, new_root
