@@ -321,9 +321,9 @@ async def test_the_app_drains_before_its_feed_stops(
         calls.append("drain")
         await drain(self)
 
-    async def stopped(self: FeedRunner) -> None:
+    async def stopped(self: FeedRunner, database_lost: bool = False) -> None:
         calls.append("stop")
-        await stop(self)
+        await stop(self, database_lost)
 
     monkeypatch.setattr(Gateway, "drain", drained)
     monkeypatch.setattr(FeedRunner, "stop", stopped)
