@@ -378,7 +378,7 @@ class Screen(Recorder):
     def duplicates(self) -> tuple[int, list[dict[str, Any]]]:
         """Repeated positions: how many docs/api.md allows (dropped by the version rule),
         and the others (applied twice)."""
-        first: dict[tuple[str, int], dict[str, Any]] = {}
+        first: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}
         allowed, wrong = 0, []
         for era, update in self.updates:
             position = update.get("position")
@@ -386,13 +386,16 @@ class Screen(Recorder):
                 continue  # sent while the history was unavailable: no position to repeat
             at = (position["epoch"], position["offset"])
             if at not in first:
-                first[at] = update
+                first[at] = (era, update)
                 continue
+            # Allowed: both copies answer one subscription (its replay and the live update),
+            # at or below the position it was acknowledged at, and they are the same update.
+            first_era, earlier = first[at]
             ack = self.acks.get(era, {}).get("position") or {}
-            same = {k: update[k] for k in ("metric", "department", "version", "value")} == {
-                k: first[at][k] for k in ("metric", "department", "version", "value")
-            }
-            if same and ack.get("epoch") == at[0] and at[1] <= ack.get("offset", -1):
+            fields = ("metric", "department", "version", "value")
+            same = [update[k] for k in fields] == [earlier[k] for k in fields]
+            acknowledged = ack.get("epoch") == at[0] and at[1] <= ack.get("offset", -1)
+            if same and first_era == era and acknowledged:
                 allowed += 1
             else:
                 wrong.append(update)
@@ -419,6 +422,31 @@ class Screen(Recorder):
 
     def statuses(self) -> list[dict[str, Any]]:
         return self.received("connection_status")
+
+    def mark(self) -> int:
+        """Where the events received so far end: for `arrives(..., after=mark)`."""
+        return len(self.events)
+
+    async def arrives(
+        self, event: str, where: Callable[[Any], bool], *, after: int
+    ) -> dict[str, Any]:
+        """The first `event` matching `where` among those received from index `after` on,
+        waiting for it."""
+
+        def find() -> tuple[dict[str, Any]] | None:
+            for name, data in self.events[after:]:
+                if name == event and where(data):
+                    return (data,)
+            return None
+
+        await self.until(lambda: find() is not None, within=FAULT_SECONDS)
+        found = find()
+        assert found is not None
+        return found[0]
+
+    async def status(self, kind: str, *, after: int) -> dict[str, Any]:
+        """The first `connection_status` saying `kind` from event index `after` on."""
+        return await self.arrives("connection_status", status_of(kind), after=after)
 
 
 class Screens:
@@ -589,9 +617,10 @@ async def test_redis_killed_and_restarted(
     # Killed in the middle of a burst of writes.
     burst = asyncio.create_task(activity.run(40))
     await activity.reached(30)
+    marks = {screen: screen.mark() for screen in (steady, away_during)}
     await asyncio.to_thread(redis_server.kill)
-    for screen in (steady, away_during):
-        status = await screen.next("connection_status", status_of("degraded"), within=FAULT_SECONDS)
+    for screen, mark in marks.items():
+        status = await screen.status("degraded", after=mark)
         assert status["degraded"] == ["cache"], status
         assert status["reasons"]["cache"], status
         assert status["stale_since"] is None, status
@@ -614,13 +643,13 @@ async def test_redis_killed_and_restarted(
     # of the service, and every screen gets a fresh snapshot.
     burst = asyncio.create_task(activity.run(40))
     await activity.reached(activity.done + 10)
+    marks = {screen: screen.mark() for screen in connected}
     await asyncio.to_thread(redis_server.start)
-    for screen in connected:
-        status = await screen.next(
-            "connection_status", status_of("connected"), within=FAULT_SECONDS
-        )
+    for screen, mark in marks.items():
+        status = await screen.status("connected", after=mark)
         assert status["degraded"] == [], status
         assert status["reasons"] == {}, status
+        await screen.arrives("metrics_snapshot", lambda s: s["recovered"] is False, after=mark)
     await burst
     await away_during.come_back()
     await activity.run(10)
@@ -712,11 +741,12 @@ async def test_postgres_killed_and_restarted(deployment: Deployment, screens: Sc
     # Killed in the middle of a burst: the writes stop with it.
     burst = asyncio.create_task(activity.run(100, stop_on_error=True))
     await activity.reached(30)
+    marks = {screen: screen.mark() for screen in (first, second)}
     await asyncio.to_thread(deployment.postgres.kill)
     await burst
     assert activity.failed is not None, "the writes should have failed with the database"
-    for screen in (first, second):
-        status = await screen.next("connection_status", status_of("stale"), within=FAULT_SECONDS)
+    for screen, mark in marks.items():
+        status = await screen.status("stale", after=mark)
         assert isinstance(status["data_age_seconds"], float | int), status
         assert status["data_age_seconds"] >= 0, status
         assert datetime.fromisoformat(status["stale_since"]) <= datetime.now(UTC), status
@@ -738,9 +768,11 @@ async def test_postgres_killed_and_restarted(deployment: Deployment, screens: Sc
         assert set(screen.shown_values(truth)) == set(truth)
         assert "metrics_snapshot" not in [name for name, _ in screen.events[since:]]
 
+    marks = {screen: screen.mark() for screen in (first, second)}
     await asyncio.to_thread(deployment.postgres.start)
-    for screen in (first, second):
-        await screen.next("connection_status", status_of("connected"), within=FAULT_SECONDS)
+    for screen, mark in marks.items():
+        await screen.status("connected", after=mark)
+        await screen.arrives("metrics_snapshot", lambda s: s["recovered"] is False, after=mark)
     # The feed resumes; writes after the restart reach every screen, nothing is lost.
     activity.write = await deployment.new_writer()
     await activity.run(30)
@@ -761,18 +793,21 @@ async def test_a_screen_reconnecting_while_postgres_is_down_catches_up_when_it_r
     await activity.run(20)
     await all_equal_sql(screens.all, url, zone)
 
+    mark = steady.mark()
     await asyncio.to_thread(deployment.postgres.kill)
-    await steady.next("connection_status", status_of("stale"), within=FAULT_SECONDS)
+    await steady.status("stale", after=mark)
     # Its network blinks while the database is down: it reconnects, and is told it is stale.
     await blinking.go_offline()
+    mark = blinking.mark()
     await blinking.client.connect(
         blinking.url, auth=lambda: {"token": blinking.token}, transports=["websocket"]
     )
-    status = await blinking.next("connection_status", status_of("stale"), within=FAULT_SECONDS)
+    status = await blinking.status("stale", after=mark)
     assert status["data_age_seconds"] >= 0, status
 
+    mark = steady.mark()
     await asyncio.to_thread(deployment.postgres.start)
-    await steady.next("connection_status", status_of("connected"), within=FAULT_SECONDS)
+    await steady.status("connected", after=mark)
     activity.write = await deployment.new_writer()
     await activity.run(20)
     # It was not signed out for the database's outage, and catches up once it is back.
@@ -789,18 +824,23 @@ async def test_cache_up_and_database_up_say_what_is_down(
     def shown(metric: str) -> Any:
         return screen.shown.get((metric, None), (0, None))[1]
 
+    assert (shown("cache_up"), shown("database_up")) == (1, 1)
+    mark = screen.mark()
     await asyncio.to_thread(redis_server.kill)
-    await screen.next("connection_status", status_of("degraded"), within=FAULT_SECONDS)
+    await screen.status("degraded", after=mark)
     await screen.until(lambda: shown("cache_up") == 0, within=5.0)
+    mark = screen.mark()
     await asyncio.to_thread(redis_server.start)
-    await screen.next("connection_status", status_of("connected"), within=FAULT_SECONDS)
+    await screen.status("connected", after=mark)
     await screen.until(lambda: shown("cache_up") == 1, within=5.0)
 
+    mark = screen.mark()
     await asyncio.to_thread(deployment.postgres.kill)
-    await screen.next("connection_status", status_of("stale"), within=FAULT_SECONDS)
+    await screen.status("stale", after=mark)
     await screen.until(lambda: shown("database_up") == 0, within=5.0)
+    mark = screen.mark()
     await asyncio.to_thread(deployment.postgres.start)
-    await screen.next("connection_status", status_of("connected"), within=FAULT_SECONDS)
+    await screen.status("connected", after=mark)
     await screen.until(lambda: shown("database_up") == 1, within=5.0)
 
 
@@ -846,13 +886,15 @@ async def test_service_killed_in_a_burst_of_writes_and_restarted(
     before = await feed_caught_up(service.url, rows)
 
     # SIGKILL in the middle of a burst; the hospital keeps writing while the service is down.
-    burst = asyncio.create_task(activity.run(150))
-    await activity.reached(activity.done + 40)
+    start, burst_size = activity.done, 150
+    burst = asyncio.create_task(activity.run(burst_size))
+    await activity.reached(start + 40)
     await service.kill()
+    killed_after = activity.done
     at_kill = await rows.stored_position()
     for client in clients:
         await asyncio.wait_for(client.disconnected.wait(), FAULT_SECONDS)
-    await activity.reached(activity.done + 30)
+    await activity.reached(min(killed_after + 30, start + burst_size))
     await service.start()  # the same port: the screens reconnect by themselves
     for client in clients:
         ack = await client.subscribed(2)
