@@ -69,6 +69,7 @@ class Outbox:
         self._pending: dict[tuple[str, str | None], MetricValue] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.sent = 0
         self.superseded = 0
 
@@ -78,6 +79,11 @@ class Outbox:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._task is not None:
+            # Told by a flag as well as by cancel(): a client library awaited while sending
+            # (redis-py) may swallow the cancellation, and the sender would wait forever
+            # (seen: a test server that never stopped).
+            self._closing = True
+            self._ready.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -94,8 +100,10 @@ class Outbox:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             await self._ready.wait()
+            if self._closing:
+                return
             quiet_until = self._last_sent + self._window
             if quiet_until > loop.time():
                 await asyncio.sleep(quiet_until - loop.time())  # let the burst coalesce
