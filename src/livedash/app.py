@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from livedash import __version__
+from livedash.aio import cancel_and_wait
 from livedash.auth.keys import token_keys
 from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.auth.sessions import SessionService
@@ -71,9 +72,7 @@ async def _probe_redis(redis: Redis, breaker: CircuitBreaker | None) -> None:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:

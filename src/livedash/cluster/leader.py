@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
+from livedash.aio import cancel_and_wait
 from livedash.observability.breaker import CircuitBreaker
 
 log = structlog.get_logger(__name__)
@@ -69,9 +70,7 @@ class LeaderElection:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self._step_down()
         await self._close()
 

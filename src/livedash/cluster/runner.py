@@ -8,7 +8,6 @@ instance's and, through the Redis manager, every instance's sockets) and to Redi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -16,6 +15,7 @@ import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.aio import cancel_and_wait
 from livedash.changefeed import ChangeSource, open_change_source
 from livedash.cluster.state import SharedMetricState
 from livedash.metrics.clock import Clock
@@ -195,6 +195,4 @@ class FeedRunner:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
+from livedash.aio import cancel_and_wait
 from livedash.changefeed import ChangeSource
 from livedash.changefeed.rows import decode_row
 from livedash.errors import ChangeFeedError
@@ -124,8 +125,7 @@ class MetricPipeline:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         with contextlib.suppress(SQLAlchemyError, ChangeFeedError, OSError):
             await self.confirm()
 

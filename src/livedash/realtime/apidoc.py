@@ -214,8 +214,10 @@ RECOVERY = [
     " its data; or the gap is older or longer than the history), the client gets a"
     " `metrics_snapshot` with `recovered: false`: replace everything held with it.",
     "5. No subscription race: the socket joins its rooms before P is read, so every update after"
-    " P reaches it. An update at or before P may also arrive live right after the answer; drop"
-    " any update whose offset is not above the last one held in the same epoch.",
+    " P reaches it. Live updates may interleave with the replay (and an update at or before P"
+    " may arrive again live): keep, per metric and department, the value with the highest"
+    " `version` (as the page does), not the highest offset; remember P from the answer, and"
+    " move past it only with updates received after the answer.",
     "",
 ]
 
