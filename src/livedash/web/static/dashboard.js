@@ -89,6 +89,7 @@
     versions: new Map(), // "metric|department" -> version shown
     position: null, // the last stream position seen: {epoch, offset}
     service: null, // the last connection_status: the service's own state
+    subscribing: false, // a subscription's answer is awaited
     newest: 0, // epoch ms of the newest value shown
   };
 
@@ -312,7 +313,8 @@
     });
     socket.on("dashboard_update", (update) => {
       apply(update, true);
-      rememberPosition(update.position);
+      // During a replay live updates interleave: the position moves only after the answer.
+      if (!state.subscribing) rememberPosition(update.position);
     });
     socket.on("error", (error) => {
       showNotice(`The server refused ${error.event || "a request"}: ${error.message}`);
@@ -347,8 +349,10 @@
     // With the last stream position seen, the server replays exactly what was missed.
     const request = { metrics: SUBSCRIBED };
     if (state.position) request.since = state.position;
+    state.subscribing = true;
     socket.emit("subscribe_metrics", request, (ack) => {
-      if (ack && ack.ok) rememberPosition(ack.position);
+      state.subscribing = false;
+      if (ack && ack.ok && ack.position) state.position = ack.position;
     });
   }
 
