@@ -24,6 +24,7 @@ from livedash.app import create_app
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import Clock
 from livedash.settings import Settings
+from livedash.store.engine import libpq_dsn
 from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
 from tests.recorder import Recorder
@@ -208,11 +209,6 @@ async def serve(settings: Settings) -> AsyncIterator[Serve]:
 @pytest.fixture
 async def server(serve: Serve) -> LiveServer:
     return await serve()
-
-
-def libpq_dsn(database_url: str) -> str:
-    """The asyncpg/libpq form of a SQLAlchemy PostgreSQL URL."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 @pytest.fixture

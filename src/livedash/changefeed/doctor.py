@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from livedash.changefeed.postgres import PLUGIN
 from livedash.settings import Settings
-from livedash.store.engine import is_sqlite
+from livedash.store.engine import is_sqlite, libpq_dsn
 from livedash.store.migrate import alembic_config
 from livedash.store.models import WATCHED_TABLES
 
@@ -215,10 +215,6 @@ def check_sqlite(database_url: str) -> list[Check]:
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------
-
-
-def libpq_dsn(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 @dataclass(slots=True)

@@ -39,7 +39,6 @@ from typing import Any
 import asyncpg
 import structlog
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -48,7 +47,7 @@ from livedash.changefeed.positions import load_position, store_position
 from livedash.changefeed.rows import decode_row, parse_timestamp
 from livedash.errors import ChangeFeedError
 from livedash.store.capture import NOTIFY_CHANNEL
-from livedash.store.engine import create_engine
+from livedash.store.engine import create_engine, libpq_dsn
 from livedash.store.models import WATCHED_TABLES, Base
 
 log = structlog.get_logger(__name__)
@@ -258,9 +257,8 @@ class PostgresChangeFeed:
             )
 
     async def _listen(self) -> None:
-        url = make_url(self._url).set(drivername="postgresql")
         try:
-            self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
+            self._listener = await asyncpg.connect(libpq_dsn(self._url))
             await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError) as error:
             # The fallback read still delivers everything; only latency suffers.

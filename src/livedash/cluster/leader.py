@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
-from sqlalchemy.engine import make_url
 
 from livedash.aio import cancel_and_wait
 from livedash.observability.breaker import CircuitBreaker
+from livedash.store.engine import libpq_dsn
 
 log = structlog.get_logger(__name__)
 
@@ -29,11 +29,6 @@ _KEEPALIVE = {
     "tcp_keepalives_interval": "2",
     "tcp_keepalives_count": "2",
 }
-
-
-def libpq_dsn(database_url: str) -> str:
-    """The plain `postgresql://` form of a SQLAlchemy URL."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 class LeaderElection:

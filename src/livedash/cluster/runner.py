@@ -25,6 +25,7 @@ from livedash.metrics.pipeline import MetricPipeline
 from livedash.observability.breaker import State
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.outbox import Outbox
+from livedash.realtime.stream import UpdateHistory
 from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,7 @@ class FeedRunner:
         clock: Clock,
         state: SharedMetricState | None = None,
         *,
-        history: object | None = None,
+        history: UpdateHistory | None = None,
         status: ServiceStatus | None = None,
     ) -> None:
         self._settings = settings
@@ -102,9 +103,8 @@ class FeedRunner:
         if self._state is not None:
             pipeline.add_listener(self._share)
         pipeline.add_listener(self._send)
-        rotate = getattr(self._history, "rotate", None)
-        if rotate is not None:
-            rotate()  # a new leader cannot vouch for what its predecessor sent last
+        if self._history is not None:
+            self._history.rotate()  # a new leader cannot vouch for what was sent before
         await stack.enter_async_context(pipeline)
         self.pipeline, self.source = pipeline, source
         await self._tell_health()

@@ -48,6 +48,10 @@ def new_epoch() -> str:
 class UpdateHistory(Protocol):
     """Where sent updates are kept for recovery."""
 
+    def rotate(self) -> None:
+        """Start a new epoch with the next append (entries may have been lost)."""
+        ...
+
     async def append(self, payloads: Sequence[Payload]) -> list[Position]:
         """Give each payload the next position and keep it; in order."""
         ...
@@ -73,6 +77,12 @@ class MemoryHistory:
         self._offset = 0
         self._max_age = max_age
         self._clock = clock
+
+    def rotate(self) -> None:
+        """A new epoch now: what this process sent before may not be what it holds."""
+        self.epoch = new_epoch()
+        self._entries.clear()
+        self._offset = 0
 
     async def append(self, payloads: Sequence[Payload]) -> list[Position]:
         now = self._clock()

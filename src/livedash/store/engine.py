@@ -33,6 +33,11 @@ def create_engine(url: str, *, writer: bool = False, **kwargs: Any) -> AsyncEngi
     return engine
 
 
+def libpq_dsn(database_url: str) -> str:
+    """The plain `postgresql://` form of a SQLAlchemy URL (for asyncpg and libpq tools)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """A session factory whose objects stay readable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
