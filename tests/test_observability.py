@@ -46,6 +46,20 @@ def test_breaker_opens_after_failures_tries_once_half_open_and_closes_on_success
     assert breaker.last_error is None
 
 
+def test_a_lost_write_trips_the_breaker_open_at_once() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("cache", failure_threshold=3, reset_timeout=5.0, clock=clock)
+    breaker.trip(ConnectionError("publish given up"))
+    assert breaker.state is State.OPEN
+    assert breaker.last_error == "publish given up"
+    clock.now = 5.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state is State.CLOSED
+    breaker.failure("slow")  # an ordinary failure counts from zero again
+    assert breaker.state is State.CLOSED
+
+
 async def _metrics(server: LiveServer) -> str:
     async with httpx.AsyncClient(base_url=server.url) as http:
         response = await http.get("/metrics")

@@ -111,6 +111,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     )
     gateway = Gateway(settings, server, fanout)
     gateway.watch(status)
+    if manager is not None and cache_breaker is not None:
+        # Messages Redis did not carry to (or from) this instance: resend current values.
+        manager.on_resync(gateway.resync)
+        manager.on_publish_failed(cache_breaker.trip)
     service_clock = clock or SystemClock()
 
     def wall_seconds() -> float:
@@ -156,6 +160,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
                 state,
                 history=history,
                 status=status,
+                announce=manager.announce_resync if manager is not None else None,
             )
             runner.watch(status)
             app.state.runner = runner

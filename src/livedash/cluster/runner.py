@@ -3,11 +3,17 @@
 The embedded default runs it for the life of the process; in a deployment the elected leader
 runs it and a deposed one stops it. Every batch of changed values goes to the outbox (this
 instance's and, through the Redis manager, every instance's sockets) and to Redis.
+
+While Redis is down the leader's updates reach its own sockets only, and Redis keeps older
+values. When it is back the leader writes every value to Redis and then asks the other
+instances to resend current values to their sockets (`announce`): an instance whose own link
+to Redis came back earlier has already resent, before those updates.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -47,6 +53,7 @@ class FeedRunner:
         *,
         history: UpdateHistory | None = None,
         status: ServiceStatus | None = None,
+        announce: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
@@ -55,6 +62,8 @@ class FeedRunner:
         self._state = state
         self._history = history
         self._status = status
+        self._announce = announce
+        self._cache_was_closed = True
         self.pipeline: MetricPipeline | None = None
         self.source: ChangeSource | None = None
         self._stack: AsyncExitStack | None = None
@@ -129,7 +138,44 @@ class FeedRunner:
     def watch(self, status: ServiceStatus) -> None:
         """Keep `database_up` and `cache_up` equal to the breakers while this instance leads."""
         self._status = status
-        status.on_change(lambda _status: self._spawn(self._tell_health()))
+        self._cache_was_closed = self._cache_closed()
+
+        def changed(_status: ServiceStatus) -> None:
+            closed = self._cache_closed()
+            returned = closed and not self._cache_was_closed
+            self._cache_was_closed = closed
+            self._spawn(self._status_changed(cache_returned=returned))
+
+        status.on_change(changed)
+
+    def _cache_closed(self) -> bool:
+        cache = self._status.cache if self._status is not None else None
+        return cache is None or cache.state is State.CLOSED
+
+    async def _status_changed(self, *, cache_returned: bool) -> None:
+        await self._tell_health()
+        if cache_returned:
+            await self._cache_returned()
+
+    async def _cache_returned(self) -> None:
+        pipeline = self.pipeline
+        if pipeline is None or self._state is None:
+            return  # not leading: the leader announces
+        try:
+            await self._state.publish(pipeline.engine.snapshot())
+            await self._state.publish_departments(pipeline.engine.departments)
+            if self._announce is not None:
+                await self._announce()
+        except (RedisError, OSError) as error:
+            log.warning("resync_announce_failed", error=str(error))
+            self._trip_cache(error)
+        else:
+            log.info("resync_announced")
+
+    def _trip_cache(self, error: BaseException) -> None:
+        breaker = self._status.cache if self._status is not None else None
+        if breaker is not None:
+            breaker.trip(error)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -166,9 +212,11 @@ class FeedRunner:
         try:
             await self._state.publish(updates)
         except (RedisError, OSError) as error:
+            # The outbox is about to send values Redis does not hold: a follower's snapshot
+            # would miss them. Open now; the return rewrites everything and resyncs.
             log.warning("shared_state_write_failed", error=str(error))
             if breaker is not None:
-                breaker.failure(error)
+                breaker.trip(error)
         else:
             if breaker is not None:
                 breaker.success()

@@ -9,7 +9,7 @@ few dozen lines of state machine.
 closed: calls go through. After `failure_threshold` failures in a row: open, calls are
 refused at once (fast failure instead of a timeout per request). After `reset_timeout`
 seconds: half-open, one trial call goes through; its success closes the breaker, its failure
-opens it again.
+opens it again. `trip` opens it at once, for a failure that lost a write.
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ class CircuitBreaker:
             if self._state is not State.OPEN:
                 self.down_since = time.time()
                 self._set(State.OPEN)
+
+    def trip(self, error: BaseException | str) -> None:
+        """Open at once: a write was lost (not just slow), and recovery must resend it."""
+        self._failures = max(self._failures, self._threshold - 1)
+        self.failure(error)
 
     def _set(self, state: State) -> None:
         log.warning(

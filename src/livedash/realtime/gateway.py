@@ -38,6 +38,7 @@ from livedash.errors import (
     UnknownEvent,
 )
 from livedash.metrics.definitions import METRIC_NAMES
+from livedash.metrics.engine import MetricValue
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
@@ -111,6 +112,8 @@ class Gateway:
         self._status: ServiceStatus | None = None
         self._authenticator: Authenticator | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._resync_task: asyncio.Task[None] | None = None
+        self._resync_reasons: list[str] = []
         handlers: dict[str, Handler] = {
             "authenticate": self._authenticate,
             "subscribe_metrics": self._subscribe,
@@ -159,23 +162,65 @@ class Gateway:
 
     async def _status_changed(self) -> None:
         assert self._status is not None
-        healthy = self._status.summary()[0] == "ok"
         for session in list(self._sessions.values()):
             with contextlib.suppress(Exception):
                 await self._send_status(session)
-                if healthy and session.principal is not None and session.subscriptions:
-                    # Updates sent while a dependency was down (Redis carries the fan-out
-                    # between instances) may not have reached this socket: resend all.
-                    await self._resync(session)
+        if self._status.summary()[0] == "ok":
+            # Updates sent while a dependency was down (Redis carries the fan-out between
+            # instances) may not have reached these sockets.
+            self.resync("service healthy again")
 
-    async def _resync(self, session: ClientSession) -> None:
-        metrics = sorted({metric for metric, _ in session.subscriptions})
-        departments = {department for _, department in session.subscriptions}
+    def resync(self, reason: str) -> None:
+        """Send every subscribed socket of this instance a fresh snapshot: it may have missed
+        updates (Redis lost messages between instances). Requests during a pass start another
+        pass afterwards, so no request is answered by values read before it."""
+        self._resync_reasons.append(reason)
+        if self._resync_task is None or self._resync_task.done():
+            self._resync_task = asyncio.create_task(self._resync_passes())
+            self._background.add(self._resync_task)
+            self._resync_task.add_done_callback(self._background.discard)
+
+    async def _resync_passes(self) -> None:
+        while self._resync_reasons:
+            reasons, self._resync_reasons = self._resync_reasons, []
+            if self._status is not None and self._status.summary()[0] != "ok":
+                # Reading now would serve stale or uncounted values; the dependency's return
+                # changes the status, which starts a pass.
+                log.info("resync_postponed", reasons=reasons)
+                continue
+            try:
+                sent = await self._resync_all()
+            except Exception as error:
+                log.warning("resync_failed", reasons=reasons, error=str(error))
+            else:
+                log.info("resync", reasons=reasons, sockets=sent)
+
+    async def _resync_all(self) -> int:
+        sessions = [
+            session
+            for session in list(self._sessions.values())
+            if session.principal is not None and session.subscriptions
+        ]
+        if not sessions:
+            return 0
+        # Read before the values: everything up to it is in what is sent.
         top = await self._stream_top()
         position = StreamPosition(epoch=top.epoch, offset=top.offset) if top else None
-        await self._send_snapshot(
-            session, metrics, departments, position=position, recovered=False, fresh=True
-        )
+        read: dict[tuple[frozenset[str], frozenset[str | None]], list[MetricValue]] = {}
+        sent = 0
+        for session in sessions:
+            metrics = frozenset(metric for metric, _ in session.subscriptions)
+            departments = frozenset(department for _, department in session.subscriptions)
+            if (metrics, departments) not in read:
+                read[metrics, departments] = await self._view_or_fail().snapshot(
+                    sorted(metrics), set(departments), fresh=True
+                )
+            with contextlib.suppress(Exception):  # a socket gone meanwhile
+                await self._send_values(
+                    session, read[metrics, departments], position=position, recovered=False
+                )
+                sent += 1
+        return sent
 
     async def _send_status(self, session: ClientSession) -> None:
         service = self._status.for_clients() if self._status is not None else {}
@@ -501,6 +546,16 @@ class Gateway:
         fresh: bool = False,
     ) -> MetricsSnapshot:
         values = await self._view_or_fail().snapshot(metrics, departments, fresh=fresh)
+        return await self._send_values(session, values, position=position, recovered=recovered)
+
+    async def _send_values(
+        self,
+        session: ClientSession,
+        values: Iterable[MetricValue],
+        *,
+        position: StreamPosition | None,
+        recovered: bool | None,
+    ) -> MetricsSnapshot:
         snapshot = MetricsSnapshot(
             values=[to_update(value) for value in values],
             server_time=datetime.now(UTC),

@@ -8,14 +8,22 @@ the message is published first and the local sockets are served while it travels
 Reconnecting: the stock manager doubles its wait after every failed attempt to resubscribe,
 without bound: after a minute without Redis an instance would wait another minute before its
 sockets hear the other instances again. Here the wait grows with jitter to at most 2 s.
+
+Missed messages: Redis pub/sub keeps nothing for a subscriber that is away, and the stock
+manager gives up a publish that failed twice with a log line. Both lose updates for the other
+instances' sockets, so both are reported: `on_resync` listeners hear when this instance's
+subscription is (re)confirmed (whatever was published before it is missed here) and when
+another instance announces that it could not reach the others (`announce_resync`);
+`on_publish_failed` listeners hear of every publish given up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import socketio
@@ -25,8 +33,74 @@ _DEFERRED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
 )
 
 
+RESYNC_METHOD = "livedash_resync"
+
+
 class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     max_wait = 2.0
+    connected: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resync_listeners: list[Callable[[str], None]] = []
+        self._publish_failed_listeners: list[Callable[[BaseException], None]] = []
+
+    def on_resync(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(reason)` whenever this instance's sockets may have missed messages."""
+        self._resync_listeners.append(listener)
+
+    def on_publish_failed(self, listener: Callable[[BaseException], None]) -> None:
+        """Call `listener(error)` when a message could not be published to the others."""
+        self._publish_failed_listeners.append(listener)
+
+    async def announce_resync(self) -> None:
+        """Tell every other instance that its sockets may have missed messages from here."""
+        if not self.connected:
+            self._redis_connect()
+        await self.redis.publish(
+            self.channel, json.dumps({"method": RESYNC_METHOD, "host_id": self.host_id})
+        )
+
+    async def _publish(self, data: Any) -> Any:
+        # The stock manager's two attempts, but a message given up is reported, not only logged.
+        for attempt in (1, 2):
+            try:
+                if not self.connected:
+                    self._redis_connect()
+                return await self.redis.publish(self.channel, self.json.dumps(data))
+            except Exception as error:
+                self.connected = False
+                if attempt == 2:
+                    self._get_logger().error("Cannot publish to redis, giving up (%s)", error)
+                    for listener in self._publish_failed_listeners:
+                        listener(error)
+        return None
+
+    def _redis_connect(self) -> None:
+        super()._redis_connect()
+        # The stock manager ignores subscription confirmations; the confirmation is the moment
+        # from which this instance hears everything published.
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+
+    def _request_resync(self, reason: str) -> None:
+        for listener in self._resync_listeners:
+            listener(reason)
+
+    def _is_resync(self, message: Any) -> bool:
+        data = message.get("data") if message.get("type") == "message" else None
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, bytes) or RESYNC_METHOD.encode() not in data:
+            return False
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            return False
+        return (
+            isinstance(decoded, dict)
+            and decoded.get("method") == RESYNC_METHOD
+            and decoded.get("host_id") != self.host_id
+        )
 
     async def emit(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("ignore_queue") or kwargs.get("callback") is not None:
@@ -58,7 +132,12 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                     subscribed = True
                     wait = 0.1
                 async for message in self.pubsub.listen():
-                    yield message
+                    if message.get("type") == "subscribe":
+                        self._request_resync("subscribed")
+                    elif self._is_resync(message):
+                        self._request_resync("announced")
+                    else:
+                        yield message
             except Exception as error:
                 self._get_logger().warning(
                     "Cannot receive from redis; retrying in %.1f s (%s)", wait, error

@@ -187,7 +187,7 @@ class RedisHistory:
         except Exception as error:
             self._rotate = True  # what was sent meanwhile is not in the history
             if self._breaker is not None:
-                self._breaker.failure(error)
+                self._breaker.trip(error)  # sent without a position: recovery must resync
             raise
         self._rotate = False
         if self._breaker is not None:
