@@ -9,9 +9,11 @@ simulator writes continuously. `--clients` socket.io clients connect through ngi
 loopback source addresses (so that nginx's address hash spreads them over the instances),
 subscribe to every metric of every department and the hospital, and behave as the documented
 client (docs/api.md, Recovery): each keeps a screen (the highest version per metric and
-department; a `recovered: false` snapshot replaces everything), remembers the last stream
-position, drops an update whose offset is not above the one it holds in the same epoch, and
-re-subscribes with `since` on every (re)connection.
+department, from updates and snapshots alike; a version-0 value replaces what is held),
+remembers the last stream position, and re-subscribes with `since` on every (re)connection.
+`--client offset` instead drops an update whose offset is not above the one held in the same
+epoch and lets a `recovered: false` snapshot replace everything (the rules before
+2026-11-24, which lost updates: kept to show it).
 
 Faults at random (seeded) times, one server fault at a time: kill -9 Redis, kill -9 the whole
 PostgreSQL server, or kill -9 one instance (the leader or not), each restarted after a few
@@ -132,11 +134,11 @@ class SoakClient:
         oracle: set[str],
         *,
         trace: bool = False,
-        drop_not_above: bool = True,
+        drop_not_above: bool = False,
     ) -> None:
         self.index = index
         self.drop_not_above = drop_not_above
-        """docs/api.md's Recovery 5; False: as the page (dashboard.js), by version alone."""
+        """The old offset rules (--client offset); False: docs/api.md, by version alone."""
         self.trace: list[tuple[Any, ...]] | None = [] if trace else None
         """With --trace: every event, as (time, connection, kind, ...)."""
         self.token = token
@@ -432,16 +434,22 @@ class SoakClient:
                     # answer's position) overtook.
                     self.counts["not_above_before_answer"] += 1
                 if self.drop_not_above:
-                    # docs/api.md, Recovery 5: not above the last offset held in the epoch.
+                    # The old rule: not above the last offset held in the epoch.
                     self.counts["dropped_not_above"] += 1
                     return
             self._remember((epoch, offset))
         else:
             self.counts["updates_without_position"] += 1
-        shown = self.screen.get(key)
-        if shown is None or data["version"] > shown[0]:
-            self.screen[key] = (int(data["version"]), data["value"])
+        self._keep_newest([data])
         self._produced(now, _moment(data["timestamp"]))
+
+    def _keep_newest(self, values: list[dict[str, Any]]) -> None:
+        """docs/api.md, Recovery 5 and 6: the highest version; version 0 replaces."""
+        for value in values:
+            key = (value["metric"], value["department"])
+            shown = self.screen.get(key)
+            if shown is None or value["version"] == 0 or value["version"] > shown[0]:
+                self.screen[key] = (int(value["version"]), value["value"])
 
     def _on_snapshot(self, data: Any) -> None:
         now = time.time()
@@ -459,17 +467,13 @@ class SoakClient:
             data.get("server_time"),
             [(v["metric"], v["department"], v["version"], v["value"]) for v in data["values"]],
         )
-        if recovered is False or kind == "snapshot_subscription":
+        if self.drop_not_above and (recovered is False or kind == "snapshot_subscription"):
             self.screen = {
                 (value["metric"], value["department"]): (int(value["version"]), value["value"])
                 for value in data["values"]
             }
-        else:  # a plain request_snapshot answer (not sent by this bench): newer versions win
-            for value in data["values"]:
-                key = (value["metric"], value["department"])
-                shown = self.screen.get(key)
-                if shown is None or value["version"] > shown[0]:
-                    self.screen[key] = (int(value["version"]), value["value"])
+        else:
+            self._keep_newest(data["values"])
         position = data.get("position")
         if position is not None:
             self._remember((str(position["epoch"]), int(position["offset"])))
@@ -693,7 +697,7 @@ class ClientProcesses:
         processes: int,
         trace: Path | None = None,
         *,
-        drop_not_above: bool = True,
+        drop_not_above: bool = False,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         addresses = min(len(tokens), CLIENT_ADDRESSES)
@@ -1255,12 +1259,12 @@ def report(
     )
     yield (
         f"  not above the held offset: {counts['dropped_not_above'] or 'none'} dropped "
-        f"(Recovery 5; --client {args.client}), of which "
+        f"(--client {args.client}), of which "
         f"{counts['not_above_before_answer']} arrived before their subscription's answer: "
         "replayed updates that a live one above the answer's position had overtaken"
-        if args.client == "docs"
+        if args.client == "offset"
         else f"  not above the held offset: {counts['not_above_before_answer']} arrived before "
-        "their subscription's answer (kept by version: --client page)"
+        "their subscription's answer (kept by version, docs/api.md Recovery 5)"
     )
 
     wrong_by_client = {r["index"]: differences(r["screen"], truth) for r in results}
@@ -1542,7 +1546,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, root: Path) -> No
             tokens,
             args.client_processes,
             args.trace,
-            drop_not_above=args.client == "docs",
+            drop_not_above=args.client == "offset",
         )
     )
     soak = Soak(args, postgres, redis, instances, clients, simulator, HealthMonitor(instances))
@@ -1587,10 +1591,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--client",
-        choices=("docs", "page"),
+        choices=("docs", "offset"),
         default="docs",
-        help="docs: drop an update not above the offset held (docs/api.md, Recovery 5; the "
-        "default); page: keep the highest version only, as the dashboard page does",
+        help="docs: keep the highest version per value, as docs/api.md Recovery and the page "
+        "do (the default); offset: the old rules (drop an update not above the offset held, a "
+        "recovered: false snapshot replaces everything)",
     )
     parser.add_argument(
         "--faults",

@@ -34,6 +34,7 @@ import asyncpg
 import pytest
 import socketio
 from asyncpg.exceptions import InternalClientError as ClientError
+from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from livedash.auth.tokens import issue_token
@@ -262,9 +263,9 @@ class Screen(Recorder):
     """A dashboard page's socket: reconnects by itself, and on every authentication subscribes
     to every metric with `since` = the last stream position it saw, as the page does.
 
-    What it shows is kept as the page keeps it: for each (metric, department) the value of
-    the highest version received; a `metrics_snapshot` with `recovered: false` replaces
-    everything held.
+    What it shows is kept as the page keeps it (docs/api.md, Recovery 4 and 5): for each
+    (metric, department) the value of the highest version received, snapshots included; a
+    value of version 0 (counted from the database) replaces what is held.
     """
 
     def __init__(
@@ -331,7 +332,8 @@ class Screen(Recorder):
     def _show(self, values: Iterable[dict[str, Any]]) -> None:
         for value in values:
             key = (value["metric"], value["department"])
-            if key not in self.shown or self.shown[key][0] < value["version"]:
+            held = self.shown.get(key)
+            if held is None or value["version"] == 0 or held[0] < value["version"]:
                 self.shown[key] = (value["version"], value["value"])
 
     async def _on_authenticated(self, data: Any) -> None:
@@ -358,8 +360,6 @@ class Screen(Recorder):
 
     async def _on_snapshot(self, snapshot: Any) -> None:
         self.snapshots.append((self.era, snapshot))
-        if snapshot.get("recovered") is False:
-            self.shown.clear()
         self._show(snapshot["values"])
         self._remember(snapshot.get("position"))
         await self._record("metrics_snapshot", snapshot)
@@ -655,6 +655,130 @@ async def test_redis_killed_and_restarted(
     await activity.run(10)
     await all_equal_sql(screens.all, settings.database_url, settings.zone)
     assert_none_applied_twice(screens.all)
+
+
+# -- one instance cut off from Redis ----------------------------------------------------------
+
+
+class RedisUsers:
+    """Redis ACL users, one per instance, so that a test can cut one instance off Redis (or
+    off its pub/sub) while the others and the server go on."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.admin = Redis.from_url(server.url)
+
+    async def add(self, name: str) -> str:
+        """A user allowed everything; the URL to connect as it."""
+        await self.admin.execute_command(
+            "ACL", "SETUSER", name, "on", ">secret", "~*", "&*", "+@all"
+        )
+        return self.server.url.replace("redis://", f"redis://{name}:secret@")
+
+    async def cut_off(self, name: str) -> None:
+        await self.admin.execute_command("ACL", "SETUSER", name, "off")
+        await self.admin.execute_command("CLIENT", "KILL", "USER", name)
+
+    async def let_back(self, name: str) -> None:
+        await self.admin.execute_command("ACL", "SETUSER", name, "on")
+
+    async def deny_channels(self, name: str) -> None:
+        """Commands and keys still work (its breaker stays closed); pub/sub does not."""
+        await self.admin.execute_command("ACL", "SETUSER", name, "resetchannels")
+        await self.admin.execute_command("CLIENT", "KILL", "USER", name, "TYPE", "pubsub")
+
+    async def allow_channels(self, name: str) -> None:
+        await self.admin.execute_command("ACL", "SETUSER", name, "allchannels")
+
+
+@pytest.fixture
+async def redis_users(redis_server: RedisServer) -> AsyncIterator[RedisUsers]:
+    users = RedisUsers(redis_server)
+    yield users
+    await users.admin.aclose()
+
+
+async def leader_and_follower_on(
+    serve: Serve, settings: Settings, redis_users: RedisUsers
+) -> tuple[LiveServer, LiveServer]:
+    base = settings.model_copy(update={"leader_poll_seconds": 0.2})
+    leader = await serve(base.model_copy(update={"redis_url": await redis_users.add("leader")}))
+    follower = await serve(base.model_copy(update={"redis_url": await redis_users.add("follower")}))
+    assert (await health(leader.url))["role"] == "leader"
+    assert (await health(follower.url))["role"] == "follower"
+    return leader, follower
+
+
+async def test_updates_the_leader_sent_while_it_alone_lost_redis_reach_the_followers_screens(
+    hospital: dict[str, int],
+    settings: Settings,
+    serve: Serve,
+    screens: Screens,
+    token: Callable[..., str],
+    writer: Write,
+    redis_users: RedisUsers,
+) -> None:
+    leader, follower = await leader_and_follower_on(serve, settings, redis_users)
+    on_leader = await screens.open(leader.url, token())
+    on_follower = await screens.open(follower.url, token())
+    activity = Activity(writer, hospital, seed=7)
+    await activity.run(10)
+    await all_equal_sql(screens.all, settings.database_url, settings.zone)
+
+    # Only the leader loses Redis: the follower's own link (and breaker) stay up, so it has
+    # no outage of its own to recover from.
+    mark = on_leader.mark()
+    await redis_users.cut_off("leader")
+    await on_leader.status("degraded", after=mark)
+    await activity.run(30)
+    truth = await all_equal_sql([on_leader], settings.database_url, settings.zone)
+    assert on_follower.differences(truth), "the follower's screen should have missed updates"
+    assert not [s for s in on_follower.statuses() if s["status"] != "connected"]
+
+    # Back: the leader rewrites Redis and tells the follower, whose screen gets a snapshot.
+    marks = {screen: screen.mark() for screen in screens.all}
+    await redis_users.let_back("leader")
+    await on_leader.status("connected", after=marks[on_leader])
+    await on_follower.arrives(
+        "metrics_snapshot", lambda s: s["recovered"] is False, after=marks[on_follower]
+    )
+    await all_equal_sql(screens.all, settings.database_url, settings.zone)
+    await activity.run(10)
+    await all_equal_sql(screens.all, settings.database_url, settings.zone)
+    assert_none_applied_twice(screens.all)
+
+
+async def test_a_follower_whose_subscription_to_redis_broke_resends_what_it_missed(
+    hospital: dict[str, int],
+    settings: Settings,
+    serve: Serve,
+    screens: Screens,
+    token: Callable[..., str],
+    writer: Write,
+    redis_users: RedisUsers,
+) -> None:
+    leader, follower = await leader_and_follower_on(serve, settings, redis_users)
+    on_leader = await screens.open(leader.url, token())
+    on_follower = await screens.open(follower.url, token())
+    activity = Activity(writer, hospital, seed=8)
+    await activity.run(10)
+    await all_equal_sql(screens.all, settings.database_url, settings.zone)
+
+    # Redis answers the follower's commands (its breaker stays closed) but it hears nothing
+    # the leader publishes: pub/sub keeps nothing for a subscriber that is away.
+    await redis_users.deny_channels("follower")
+    await activity.run(30)
+    truth = await all_equal_sql([on_leader], settings.database_url, settings.zone)
+    assert on_follower.differences(truth), "the follower's screen should have missed updates"
+
+    mark = on_follower.mark()
+    await redis_users.allow_channels("follower")
+    await on_follower.arrives("metrics_snapshot", lambda s: s["recovered"] is False, after=mark)
+    await all_equal_sql(screens.all, settings.database_url, settings.zone)
+    await activity.run(10)
+    await all_equal_sql(screens.all, settings.database_url, settings.zone)
+    assert_none_applied_twice(screens.all)
+    assert not [s for s in on_follower.statuses() if s["status"] != "connected"]
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------

@@ -212,12 +212,21 @@ RECOVERY = [
     " each once, then acknowledges with `recovered: true` and the position P they reach.",
     "4. Otherwise (another epoch: the service restarted, a new leader took over, or Redis lost"
     " its data; or the gap is older or longer than the history), the client gets a"
-    " `metrics_snapshot` with `recovered: false`: replace everything held with it.",
+    " `metrics_snapshot` with `recovered: false` (the values now, not what was missed).",
     "5. No subscription race: the socket joins its rooms before P is read, so every update after"
     " P reaches it. Live updates may interleave with the replay (and an update at or before P"
     " may arrive again live): keep, per metric and department, the value with the highest"
     " `version` (as the page does), not the highest offset; remember P from the answer, and"
     " move past it only with updates received after the answer.",
+    "6. Snapshots follow the same rule: a live update may arrive before a snapshot whose values"
+    " were read earlier, so keep the held value when its `version` is higher. A value of"
+    " `version` 0 was counted from the database while no instance had the feed's value at hand"
+    " (Redis and the leader out of reach): it replaces what is held.",
+    "7. The service may send a `metrics_snapshot` with `recovered: false` on its own, at the"
+    " current position, when updates may not have reached the socket: after Redis or the"
+    " database was out of reach for this instance or for the instance that reads the change"
+    " feed (Redis carries the updates between instances and keeps nothing for an instance"
+    " that was away). Apply it like any snapshot.",
     "",
 ]
 

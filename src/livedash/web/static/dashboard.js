@@ -213,7 +213,8 @@
     const key = keyOf(update.metric, update.department);
     const shown = state.versions.get(key);
     // Updates may overtake a snapshot (or each other across a reconnect): keep the newest.
-    if (shown !== undefined && update.version <= shown) return;
+    // Version 0 was counted from the database (no feed value at hand): it replaces anything.
+    if (shown !== undefined && update.version !== 0 && update.version <= shown) return;
     state.versions.set(key, update.version);
 
     for (const node of state.cells.get(key) || []) {
@@ -301,9 +302,8 @@
     socket.on("authenticated", (info) => onAuthenticated(socket, info));
     socket.on("auth_error", onAuthError);
     socket.on("metrics_snapshot", (snapshot) => {
-      // Not recovered: the history could not say what was missed; trust this snapshot over
-      // everything held, whatever its versions.
-      if (snapshot.recovered === false) state.versions.clear();
+      // Versions decide here too: a live update that arrived before this snapshot may be
+      // newer than the values read for it.
       for (const value of snapshot.values) apply(value, false);
       rememberPosition(snapshot.position);
     });
