@@ -190,3 +190,58 @@ async def test_no_update_after_the_acknowledged_position_is_missed(
         expected = [offset for offset in everything if offset > acknowledged]
         received = set(_offsets(client))
         assert [o for o in expected if o not in received] == []
+
+
+async def test_a_resync_sends_each_subscribed_socket_its_values_and_retries_a_failed_pass(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Any,
+    writer: Write,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = server.app.app.other_asgi_app  # type: ignore[attr-defined]
+    gateway, view = api.state.gateway, api.state.view
+    emergency = await connect(server, token())
+    await _subscribed(emergency, ED_PATIENTS)
+    both = await connect(server, token())
+    await _subscribed(both, {"metrics": ["beds_total"], "departments": ["ED", "CARD"]})
+    await connect(server, token())  # authenticated, subscribed to nothing: sent nothing
+    await register_patient(writer, hospital["ED"], "before the resync")
+    update = await emergency.next("dashboard_update", update_of("patients_total", "ED", 2))
+
+    reads: list[tuple[list[str], set[str | None]]] = []
+    real_snapshot = view.snapshot
+
+    async def failing_once(metrics: Any, departments: Any, *, fresh: bool = False) -> Any:
+        reads.append((sorted(metrics), set(departments)))
+        if len(reads) == 1:
+            raise ConnectionError("the database went away")
+        return await real_snapshot(metrics, departments, fresh=fresh)
+
+    monkeypatch.setattr(view, "snapshot", failing_once)
+    monkeypatch.setattr("livedash.realtime.gateway.RESYNC_RETRY_SECONDS", 0.0)
+    gateway.resync("asked by the test")
+    gateway.resync("asked again before the pass began: the same pass answers both")
+
+    def resent(snapshot: dict[str, Any]) -> bool:
+        return snapshot["recovered"] is False
+
+    snapshot = await emergency.next("metrics_snapshot", resent)
+    # The stream's top when the pass began: every later update reaches the socket live.
+    assert snapshot["position"]["epoch"] == update["position"]["epoch"]
+    assert snapshot["position"]["offset"] >= update["position"]["offset"]
+    assert [(v["metric"], v["department"], v["value"]) for v in snapshot["values"]] == [
+        ("patients_total", "ED", 2)
+    ]
+    snapshot = await both.next("metrics_snapshot", resent)
+    assert {(v["metric"], v["department"]) for v in snapshot["values"]} == {
+        ("beds_total", "ED"),
+        ("beds_total", "CARD"),
+    }
+    # One read per distinct subscription; the failed pass was retried once.
+    assert len(reads) == 3
+    assert sorted(map(repr, reads[1:])) == sorted(
+        map(repr, [(["patients_total"], {"ED"}), (["beds_total"], {"ED", "CARD"})])
+    )
+    assert len([s for s in emergency.received("metrics_snapshot") if resent(s)]) == 1

@@ -92,6 +92,9 @@ class ClientSession:
             self.timer = None
 
 
+RESYNC_RETRY_SECONDS = 1.0
+
+
 class Gateway:
     """Serves the realtime API on a python-socketio server."""
 
@@ -191,7 +194,10 @@ class Gateway:
             try:
                 sent = await self._resync_all()
             except Exception as error:
+                # Unless a breaker opens (and its closing starts a pass), try again shortly.
                 log.warning("resync_failed", reasons=reasons, error=str(error))
+                self._resync_reasons.append("retry after a failed pass")
+                await asyncio.sleep(RESYNC_RETRY_SECONDS)
             else:
                 log.info("resync", reasons=reasons, sockets=sent)
 
