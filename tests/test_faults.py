@@ -24,6 +24,7 @@ import random
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -698,86 +699,96 @@ async def redis_users(redis_server: RedisServer) -> AsyncIterator[RedisUsers]:
     await users.admin.aclose()
 
 
-async def leader_and_follower_on(
-    serve: Serve, settings: Settings, redis_users: RedisUsers
-) -> tuple[LiveServer, LiveServer]:
+@dataclass
+class LeaderAndFollower:
+    """Two instances, each on its own Redis user, with a screen on each, in a working
+    hospital."""
+
+    on_leader: Screen
+    on_follower: Screen
+    screens: Screens
+    activity: Activity
+    settings: Settings
+
+    async def all_equal_sql(self, only: Iterable[Screen] | None = None) -> Values:
+        chosen = self.screens.all if only is None else only
+        return await all_equal_sql(chosen, self.settings.database_url, self.settings.zone)
+
+
+@pytest.fixture
+async def leader_and_follower(
+    hospital: dict[str, int],
+    settings: Settings,
+    serve: Serve,
+    screens: Screens,
+    token: Callable[..., str],
+    writer: Write,
+    redis_users: RedisUsers,
+) -> LeaderAndFollower:
     base = settings.model_copy(update={"leader_poll_seconds": 0.2})
     leader = await serve(base.model_copy(update={"redis_url": await redis_users.add("leader")}))
     follower = await serve(base.model_copy(update={"redis_url": await redis_users.add("follower")}))
     assert (await health(leader.url))["role"] == "leader"
     assert (await health(follower.url))["role"] == "follower"
-    return leader, follower
+    pair = LeaderAndFollower(
+        on_leader=await screens.open(leader.url, token()),
+        on_follower=await screens.open(follower.url, token()),
+        screens=screens,
+        activity=Activity(writer, hospital, seed=7),
+        settings=settings,
+    )
+    await pair.activity.run(10)
+    await pair.all_equal_sql()
+    return pair
 
 
 async def test_updates_the_leader_sent_while_it_alone_lost_redis_reach_the_followers_screens(
-    hospital: dict[str, int],
-    settings: Settings,
-    serve: Serve,
-    screens: Screens,
-    token: Callable[..., str],
-    writer: Write,
-    redis_users: RedisUsers,
+    leader_and_follower: LeaderAndFollower, redis_users: RedisUsers
 ) -> None:
-    leader, follower = await leader_and_follower_on(serve, settings, redis_users)
-    on_leader = await screens.open(leader.url, token())
-    on_follower = await screens.open(follower.url, token())
-    activity = Activity(writer, hospital, seed=7)
-    await activity.run(10)
-    await all_equal_sql(screens.all, settings.database_url, settings.zone)
-
+    pair = leader_and_follower
+    on_leader, on_follower = pair.on_leader, pair.on_follower
     # Only the leader loses Redis: the follower's own link (and breaker) stay up, so it has
     # no outage of its own to recover from.
     mark = on_leader.mark()
     await redis_users.cut_off("leader")
     await on_leader.status("degraded", after=mark)
-    await activity.run(30)
-    truth = await all_equal_sql([on_leader], settings.database_url, settings.zone)
+    await pair.activity.run(30)
+    truth = await pair.all_equal_sql([on_leader])
     assert on_follower.differences(truth), "the follower's screen should have missed updates"
     assert not [s for s in on_follower.statuses() if s["status"] != "connected"]
 
     # Back: the leader rewrites Redis and tells the follower, whose screen gets a snapshot.
-    marks = {screen: screen.mark() for screen in screens.all}
+    marks = {screen: screen.mark() for screen in (on_leader, on_follower)}
     await redis_users.let_back("leader")
     await on_leader.status("connected", after=marks[on_leader])
     await on_follower.arrives(
         "metrics_snapshot", lambda s: s["recovered"] is False, after=marks[on_follower]
     )
-    await all_equal_sql(screens.all, settings.database_url, settings.zone)
-    await activity.run(10)
-    await all_equal_sql(screens.all, settings.database_url, settings.zone)
-    assert_none_applied_twice(screens.all)
+    await pair.all_equal_sql()
+    await pair.activity.run(10)
+    await pair.all_equal_sql()
+    assert_none_applied_twice(pair.screens.all)
 
 
 async def test_a_follower_whose_subscription_to_redis_broke_resends_what_it_missed(
-    hospital: dict[str, int],
-    settings: Settings,
-    serve: Serve,
-    screens: Screens,
-    token: Callable[..., str],
-    writer: Write,
-    redis_users: RedisUsers,
+    leader_and_follower: LeaderAndFollower, redis_users: RedisUsers
 ) -> None:
-    leader, follower = await leader_and_follower_on(serve, settings, redis_users)
-    on_leader = await screens.open(leader.url, token())
-    on_follower = await screens.open(follower.url, token())
-    activity = Activity(writer, hospital, seed=8)
-    await activity.run(10)
-    await all_equal_sql(screens.all, settings.database_url, settings.zone)
-
+    pair = leader_and_follower
+    on_follower = pair.on_follower
     # Redis answers the follower's commands (its breaker stays closed) but it hears nothing
     # the leader publishes: pub/sub keeps nothing for a subscriber that is away.
     await redis_users.deny_channels("follower")
-    await activity.run(30)
-    truth = await all_equal_sql([on_leader], settings.database_url, settings.zone)
+    await pair.activity.run(30)
+    truth = await pair.all_equal_sql([pair.on_leader])
     assert on_follower.differences(truth), "the follower's screen should have missed updates"
 
     mark = on_follower.mark()
     await redis_users.allow_channels("follower")
     await on_follower.arrives("metrics_snapshot", lambda s: s["recovered"] is False, after=mark)
-    await all_equal_sql(screens.all, settings.database_url, settings.zone)
-    await activity.run(10)
-    await all_equal_sql(screens.all, settings.database_url, settings.zone)
-    assert_none_applied_twice(screens.all)
+    await pair.all_equal_sql()
+    await pair.activity.run(10)
+    await pair.all_equal_sql()
+    assert_none_applied_twice(pair.screens.all)
     assert not [s for s in on_follower.statuses() if s["status"] != "connected"]
 
 
