@@ -73,8 +73,17 @@ class LeaderElection:
         while True:
             try:
                 await self._campaign()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-                log.warning("leader_connection_lost", error=str(error), leading=self.leading)
+            except Exception as error:
+                # Any failure, not only the expected ones: asyncpg raises InternalClientError
+                # on a connection broken mid-query (PostgreSQL killed), and an election task
+                # that died of it kept `leading` set while another instance took the lock
+                # (two feed readers, found by bench/soak.py).
+                log.warning(
+                    "leader_connection_lost",
+                    error=str(error) or type(error).__name__,
+                    kind=type(error).__name__,
+                    leading=self.leading,
+                )
                 if self._breaker is not None:
                     self._breaker.failure(error)
                 await self._step_down(lost=True)
