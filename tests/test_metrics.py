@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
 
-from livedash.changefeed import Change, Op
+from livedash.changefeed import Change, ChangeSource, Op, open_change_source
 from livedash.metrics.clock import ManualClock
 from livedash.metrics.definitions import FAMILY_METRICS, METRIC_NAMES
-from livedash.metrics.engine import MetricEngine
+from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.store.engine import create_engine
 from tests.cases import Cases, CaseWriter, cases_fixture, committed  # noqa: F401
+from tests.conftest import Write, register_patient
 from tests.oracle import Values, recompute
 
 ZONE = ZoneInfo("Europe/Berlin")
@@ -382,3 +386,54 @@ def test_a_new_engine_continues_above_the_old_versions() -> None:
     last = max(u.version for u in old.finish_loading(0))
     new = MetricEngine(ZONE, ManualClock(NOW))
     assert min(u.version for u in new.finish_loading(0)) > last
+
+
+class FailsOnce:
+    """A change source whose first read fails with an error nobody planned for."""
+
+    def __init__(self, source: ChangeSource) -> None:
+        self._source = source
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def batches(self) -> AsyncIterator[list[Change]]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("an error nobody planned for")
+        return self._source.batches()
+
+
+@pytest.mark.both_backends
+async def test_the_feed_goes_on_after_an_unexpected_error(
+    database_url: str, hospital: dict[str, int], writer: Write
+) -> None:
+    received: asyncio.Queue[MetricValue] = asyncio.Queue()
+
+    async def listen(updates: list[MetricValue]) -> None:
+        for update in updates:
+            received.put_nowait(update)
+
+    database = create_engine(database_url)
+    try:
+        slot = "slot_" + str(make_url(database_url).database).replace(".", "_").split("/")[-1]
+        async with open_change_source(database_url, "metrics", slot=slot) as source:
+            failing = FailsOnce(source)
+            pipeline = MetricPipeline(MetricEngine(ZONE, ManualClock(NOW)), failing, database)  # type: ignore[arg-type]
+            pipeline.add_listener(listen)
+            async with pipeline:
+                await register_patient(writer, hospital["ED"], "after the error")
+                async with asyncio.timeout(10):
+                    while True:
+                        update = await received.get()
+                        if (update.metric, update.department, update.value) == (
+                            "patients_total",
+                            "ED",
+                            2,
+                        ):
+                            break
+            assert failing.failed
+            assert pipeline.status().last_error is None  # cleared by the batch that followed
+    finally:
+        await database.dispose()

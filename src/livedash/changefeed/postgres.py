@@ -260,7 +260,7 @@ class PostgresChangeFeed:
         try:
             self._listener = await asyncpg.connect(libpq_dsn(self._url))
             await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError) as error:
+        except Exception as error:  # asyncpg raises more than PostgresError on a bad link
             # The fallback read still delivers everything; only latency suffers.
             log.warning("changefeed_listen_failed", error=str(error))
             self._listener = None

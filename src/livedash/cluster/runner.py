@@ -229,6 +229,8 @@ class FeedRunner:
                 await self._state.publish_departments(pipeline.engine.departments)
             except (RedisError, OSError) as error:
                 log.warning("shared_state_write_failed", error=str(error))
+            except Exception:  # never stop rewriting: the values would expire on followers
+                log.exception("shared_state_write_failed_unexpectedly")
             await asyncio.sleep(SHARE_INTERVAL_SECONDS)
 
     async def feed_status(self) -> dict[str, Any]:

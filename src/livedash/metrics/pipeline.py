@@ -154,8 +154,10 @@ class MetricPipeline:
         await self.refresh_history()
 
     async def _follow(self) -> None:
+        # Any error is retried: a feed task that died of an unexpected one would leave a
+        # leader that reads nothing, silently.
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type((SQLAlchemyError, ChangeFeedError, OSError)),
+            retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
             before_sleep=_log_retry,
         )
@@ -168,6 +170,10 @@ class MetricPipeline:
                     if self._breaker is not None:
                         self._breaker.failure(error)
                     await self.set_system(database_up=False)
+                    raise
+                except Exception as error:
+                    self._last_error = str(error) or type(error).__name__
+                    log.exception("changefeed_failed_unexpectedly")
                     raise
 
     async def _follow_once(self) -> None:
