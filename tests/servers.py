@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -255,12 +256,19 @@ def render_nginx_config(root: Path, port: int, upstreams: list[int]) -> str:
 
 
 class NginxServer:
-    """nginx in the foreground with deploy/nginx.conf pointed at `upstreams`."""
+    """nginx in the foreground with deploy/nginx.conf pointed at `upstreams` (and changed by
+    `changes`, for benchmarks that compare settings)."""
 
-    def __init__(self, root: Path, upstreams: list[int]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        upstreams: list[int],
+        changes: Sequence[Callable[[str], str]] = (),
+    ) -> None:
         self.root = root
         self.port = free_port()
         self.upstreams = upstreams
+        self.changes = changes
         self.log = root / "error.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -272,7 +280,10 @@ class NginxServer:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "nginx.conf"
-        config.write_text(render_nginx_config(self.root, self.port, self.upstreams))
+        text = render_nginx_config(self.root, self.port, self.upstreams)
+        for change in self.changes:
+            text = change(text)
+        config.write_text(text)
         self.process = subprocess.Popen(
             [binary, "-c", str(config), "-p", str(self.root), "-e", str(self.log),
              "-g", "daemon off;"],
