@@ -294,7 +294,10 @@ async def test_a_draining_instance_tells_its_clients_and_refuses_new_ones(
         async with asyncio.timeout(5):
             await client.disconnected.wait()
     assert gateway.connected == 0
-    assert (await health(server.url))["sockets"] == 0
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        answer = await http.get("/health")
+    assert answer.status_code == 503  # a load balancer's check sends new clients elsewhere
+    assert (answer.json()["status"], answer.json()["sockets"]) == ("draining", 0)
 
     # Whoever still reaches it is told so, and refused.
     late = await connect(server, token(), wait_auth=False)

@@ -582,6 +582,11 @@ class Gateway:
 
     _draining = False  # set by drain(): from then on, every connect is refused
 
+    @property
+    def draining(self) -> bool:
+        """Whether this instance is handing its clients over before it stops."""
+        return self._draining
+
     async def drain(self) -> None:
         """Hand this instance's clients over before it stops (SIGTERM), within the grace.
 

@@ -55,10 +55,13 @@ def install_routes(app: FastAPI) -> None:
         if stats is not None:
             body["cache"] = stats.as_dict()
         body["status"] = "ok" if healthy else "degraded"
-        # 503 only when this instance cannot do its job (the embedded feed is not running).
-        # A dependency that is down degrades every instance alike: a load balancer that
-        # took them all out, or restarted them, would only make things worse.
+        # 503 only when this instance cannot do its job (the embedded feed is not running,
+        # or it is draining before it stops: send new clients elsewhere). A dependency that
+        # is down degrades every instance alike: a load balancer that took them all out, or
+        # restarted them, would only make things worse.
         serving = pipeline is not None or election is not None
+        if request.app.state.gateway.draining:
+            body["status"], serving = "draining", False
         return JSONResponse(body, status_code=200 if serving else 503)
 
     app.include_router(router)
