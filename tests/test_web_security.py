@@ -28,7 +28,7 @@ from livedash.metrics.definitions import METRICS
 from livedash.service import build_server
 from livedash.settings import Settings
 from livedash.web.api import ApiError, MetricInfo
-from tests.conftest import LiveServer, Serve, Write
+from tests.conftest import Connect, LiveServer, Serve, Write
 from tests.recorder import Recorder
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
@@ -440,3 +440,29 @@ async def test_a_database_failure_is_a_503_in_the_error_shape(
     assert failed.status_code == 503, failed.text
     assert failed.json()["code"] == "unavailable"
     assert failed.headers["Retry-After"] == "5"
+
+
+async def test_signing_in_while_the_database_is_down_is_refused_as_unavailable(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Any,
+    sqlite_writer: Write,
+) -> None:
+    screen = await connect(server)
+    unseen = token()  # a token the database has not approved yet
+    # The users table goes missing under the service, as a broken database would have it.
+    await sqlite_writer("ALTER TABLE users RENAME TO users_away", ())
+    try:
+        refused = await screen.call("authenticate", {"token": unseen})
+    finally:
+        await sqlite_writer("ALTER TABLE users_away RENAME TO users", ())
+    # Told to come back, not signed out and not "internal": the token may be fine.
+    assert (refused["code"], refused["event"], refused["retry_after"]) == (
+        "unavailable",
+        "authenticate",
+        5.0,
+    )
+    assert screen.received("error") == [refused]
+    assert not screen.received("auth_error")
+    assert (await screen.call("authenticate", {"token": unseen}))["sub"] == "test-super_admin"

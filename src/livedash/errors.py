@@ -46,6 +46,8 @@ class ClientError(LivedashError):
     """Something a client sent that the service refuses; the client is told why."""
 
     code = "bad_request"
+    retry_after: float | None = None
+    """Seconds after which the same request may be served (sent with the refusal)."""
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -101,6 +103,26 @@ class RateLimited(ClientError):
     code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: float, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
+
+
+DATABASE_RETRY_AFTER_SECONDS = 5.0
+"""What a client is told to wait when the database is down (REST and sockets alike)."""
+
+
+class Unavailable(ClientError):
+    """The database, which the request needs, cannot be reached now: ask again shortly."""
+
+    code = "unavailable"
+
+    def __init__(
+        self,
+        message: str = "the database is not answering; try again",
+        *,
+        retry_after: float = DATABASE_RETRY_AFTER_SECONDS,
+        **details: Any,
+    ) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
 

@@ -185,7 +185,8 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         ),
         "A request was refused and changed nothing. The same payload is the event's "
         "acknowledgement. Codes: `invalid_payload`, `unknown_event`, `unknown_metric`, "
-        "`forbidden`, `not_authenticated`, `rate_limited`, `internal`; on connecting also "
+        "`forbidden`, `not_authenticated`, `rate_limited`, `unavailable` (the database "
+        "cannot be reached: ask again after `retry_after`), `internal`; on connecting also "
         "`too_many_connections` and `draining` (see `connection_status`). Every event counts "
         "against its socket's limit and, once authenticated, its user's (all of that user's "
         "sockets together); past either, events get `rate_limited` with `retry_after`, the "

@@ -34,7 +34,9 @@ from livedash.errors import (
     InvalidPayload,
     NotAuthenticated,
     RateLimited,
+    StoreError,
     TooManyConnections,
+    Unavailable,
     UnknownEvent,
 )
 from livedash.metrics.definitions import METRIC_NAMES
@@ -357,6 +359,10 @@ class Gateway:
                     result = await handler(session, args[0] if args else None)
                 except ClientError as error:
                     return await self._send_error(sid, event, error)
+                except StoreError as error:
+                    # The database is down (the status says `stale`): expected, not a bug.
+                    log.warning("event_unavailable", error=str(error))
+                    return await self._send_error(sid, event, Unavailable())
                 except Exception:
                     log.exception("event_failed")
                     return await self._send_error(sid, event, Internal("internal error"))
@@ -379,7 +385,7 @@ class Gateway:
             message=error.message,
             event=event,
             details=error.details,
-            retry_after=error.retry_after if isinstance(error, RateLimited) else None,
+            retry_after=error.retry_after,
         ).model_dump(mode="json")
         name = "auth_error" if isinstance(error, AuthError) else "error"
         log.info("client_refused", sid=sid, code=error.code, reason=error.message)

@@ -185,7 +185,8 @@ class ErrorPayload(BaseModel):
     """`error` and `auth_error`: what was refused, and why. Nothing changed.
 
     `retry_after` (seconds) is set with `rate_limited`: when the same request would be served;
-    and with `too_many_connections`: when to connect again.
+    with `unavailable` (the database cannot be reached): when to ask again; and with
+    `too_many_connections`: when to connect again.
     """
 
     ok: bool = False

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from livedash.auth.tokens import Principal
 from livedash.auth.users import Authenticator
 from livedash.errors import (
+    DATABASE_RETRY_AFTER_SECONDS,
     AuthError,
     ClientError,
     Forbidden,
@@ -27,6 +28,7 @@ from livedash.errors import (
     NotAuthenticated,
     RateLimited,
     StoreError,
+    Unavailable,
     UnknownMetric,
 )
 from livedash.metrics.definitions import METRICS, Tier
@@ -95,7 +97,7 @@ async def client_error_response(request: Request, error: ClientError) -> JSONRes
         code=error.code,
         message=error.message,
         # HTTP's Retry-After counts whole seconds.
-        retry_after=math.ceil(error.retry_after) if isinstance(error, RateLimited) else None,
+        retry_after=math.ceil(error.retry_after) if error.retry_after is not None else None,
     )
     headers: dict[str, str] = {}
     if status == 401:
@@ -128,7 +130,10 @@ def install_api(app: FastAPI) -> None:
 async def store_error_response(request: Request, error: StoreError) -> JSONResponse:
     """The database failed: 503 in the API's error shape, the details only in the log."""
     log.warning("api_store_error", path=request.url.path, error=str(error))
-    body = ApiError(code="unavailable", message="the database is not answering; try again")
+    unavailable = Unavailable()
+    body = ApiError(code=unavailable.code, message=unavailable.message)
     return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "5"}
+        body.model_dump(exclude_none=True),
+        status_code=503,
+        headers={"Retry-After": str(math.ceil(DATABASE_RETRY_AFTER_SECONDS))},
     )
