@@ -58,6 +58,7 @@ from livedash.auth.tokens import issue_token
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
+from processes import WorkerProcesses
 
 METRIC = "patients_total"
 WATCHED = "ED"
@@ -810,25 +811,16 @@ class ClientProcesses:
     """The clients spread over `processes` processes; client i in process i % processes."""
 
     def __init__(self, url: str, tokens: list[str], processes: int, addresses: int) -> None:
-        context = multiprocessing.get_context("spawn")
         self.count = len(tokens)
         self.address_of = [client_address(index, addresses) for index in range(len(tokens))]
-        self._pipes: list[Connection] = []
-        self._processes: list[Any] = []
-        for number in range(processes):
-            slots = [
-                (index, tokens[index], self.address_of[index])
-                for index in range(number, len(tokens), processes)
-            ]
-            mine, theirs = context.Pipe()
-            process = context.Process(
-                target=client_process,
-                args=(url, slots, theirs),
-                name=f"bench-clients-{number}",
-                daemon=True,
-            )
-            self._pipes.append(mine)
-            self._processes.append((process, theirs))
+        slots = list(zip(range(len(tokens)), tokens, self.address_of, strict=True))
+        self._workers = WorkerProcesses(
+            client_process,
+            [(url, slots[number::processes]) for number in range(processes)],
+            "bench-clients",
+            STOP_SECONDS,
+            label="client process",
+        )
         self.roles: dict[str, str] = {}
         self.connect_seconds = 0.0
         self.cpu_seconds: list[float] = []
@@ -837,53 +829,31 @@ class ClientProcesses:
         self.drain_seconds = 0.0
 
     def __enter__(self) -> ClientProcesses:
-        for process, theirs in self._processes:
-            process.start()
-            theirs.close()
+        self._workers.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(("close",))
-        for process, _ in self._processes:
-            process.join(STOP_SECONDS)
-            if process.is_alive():
-                process.kill()
-                process.join()
-
-    async def _receive(self, pipe: Connection, expected: str) -> tuple[Any, ...]:
-        try:
-            message: tuple[Any, ...] = await asyncio.to_thread(pipe.recv)
-        except EOFError:
-            raise RuntimeError("a client process died without a word") from None
-        if message[0] == "error":
-            raise RuntimeError(f"a client process failed: {message[1]}")
-        if message[0] != expected:
-            raise RuntimeError(f"a client process said {message[0]!r}, not {expected!r}")
-        return message
+        self._workers.__exit__(*exc_info)
 
     async def connect(self) -> None:
         """Wait until every process has connected, authenticated and subscribed its clients."""
         started = time.monotonic()
-        answers = await asyncio.gather(*(self._receive(p, "connected") for p in self._pipes))
+        answers = await self._workers.receive_all("connected")
         self.connect_seconds = time.monotonic() - started
         for _, _, roles in answers:
             self.roles.update(roles)
 
     def start(self) -> None:
-        for pipe in self._pipes:
-            pipe.send(("start",))
+        self._workers.send_all(("start",))
 
     async def drain(self, final_value: int, seconds: float) -> None:
         """Wait until every client saw `final_value` (or `seconds` passed)."""
-        for pipe in self._pipes:
-            pipe.send(("drain", final_value, seconds))
-        await asyncio.gather(*(self._receive(p, "drained") for p in self._pipes))
+        self._workers.send_all(("drain", final_value, seconds))
+        await self._workers.receive_all("drained")
 
     async def collect(self) -> Collected:
         """Every process's receipts and figures (after `drain`)."""
-        answers = await asyncio.gather(*(self._receive(p, "result") for p in self._pipes))
+        answers = await self._workers.receive_all("result")
         receipts: list[Receipt] = []
         latest = [0] * self.count
         for _, result in answers:

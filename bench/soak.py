@@ -73,6 +73,7 @@ from livedash.metrics.definitions import METRIC_NAMES, METRICS, Tier
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
+from processes import WorkerProcesses
 
 DATABASE = "hospital"
 FEED_SLOT = "soak"
@@ -675,9 +676,9 @@ def write_traces(directory: Path, clients: list[SoakClient]) -> None:
 def client_process(
     url: str,
     slots: list[tuple[int, str, str]],
-    pipe: Connection,
     trace: str | None,
     drop_not_above: bool,
+    pipe: Connection,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -699,76 +700,40 @@ class ClientProcesses:
         *,
         drop_not_above: bool = False,
     ) -> None:
-        context = multiprocessing.get_context("spawn")
         addresses = min(len(tokens), CLIENT_ADDRESSES)
         self.address_of = [client_address(index, addresses) for index in range(len(tokens))]
         self.processes = processes
-        self._pipes: list[Connection] = []
-        self._processes: list[tuple[Any, Connection]] = []
-        for number in range(processes):
-            slots = [
-                (index, tokens[index], self.address_of[index])
-                for index in range(number, len(tokens), processes)
-            ]
-            mine, theirs = context.Pipe()
-            process = context.Process(
-                target=client_process,
-                args=(
-                    url,
-                    slots,
-                    theirs,
-                    str(trace) if trace is not None else None,
-                    drop_not_above,
-                ),
-                name=f"soak-clients-{number}",
-            )
-            process.daemon = True
-            self._pipes.append(mine)
-            self._processes.append((process, theirs))
+        slots = list(zip(range(len(tokens)), tokens, self.address_of, strict=True))
+        traced = str(trace) if trace is not None else None
+        self._workers = WorkerProcesses(
+            client_process,
+            [(url, slots[n::processes], traced, drop_not_above) for n in range(processes)],
+            "soak-clients",
+            STOP_SECONDS + 5,
+            label="client process",
+        )
         self._lock = asyncio.Lock()
 
     def __enter__(self) -> ClientProcesses:
-        for process, theirs in self._processes:
-            process.start()
-            theirs.close()
+        self._workers.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(("close",))
-        for process, _ in self._processes:
-            process.join(STOP_SECONDS + 5)
-            if process.is_alive():
-                process.kill()
-                process.join()
-
-    @staticmethod
-    async def _receive(pipe: Connection, expected: str) -> tuple[Any, ...]:
-        try:
-            message: tuple[Any, ...] = await asyncio.to_thread(pipe.recv)
-        except EOFError:
-            raise RuntimeError("a client process died without a word") from None
-        if message[0] == "error":
-            raise RuntimeError(f"a client process failed: {message[1]}")
-        if message[0] != expected:
-            raise RuntimeError(f"a client process said {message[0]!r}, not {expected!r}")
-        return message
+        self._workers.__exit__(*exc_info)
 
     async def connected(self) -> None:
-        await asyncio.gather(*(self._receive(pipe, "connected") for pipe in self._pipes))
+        await self._workers.receive_all("connected")
 
     def send(self, index: int, *message: Any) -> None:
-        self._pipes[index % self.processes].send(message)
+        self._workers.send(index % self.processes, message)
 
     def send_all(self, *message: Any) -> None:
-        for pipe in self._pipes:
-            pipe.send(message)
+        self._workers.send_all(message)
 
     async def status(self) -> dict[str, float]:
         async with self._lock:
             self.send_all("status")
-            answers = await asyncio.gather(*(self._receive(p, "status") for p in self._pipes))
+            answers = await self._workers.receive_all("status")
         return {
             "subscribed": sum(a[1]["subscribed"] for a in answers),
             "last_oracle_update": max(a[1]["last_oracle_update"] for a in answers),
@@ -778,7 +743,7 @@ class ClientProcesses:
     async def finish(self, faults: list[tuple[float, float | None]]) -> list[dict[str, Any]]:
         async with self._lock:
             self.send_all("finish", faults)
-            answers = await asyncio.gather(*(self._receive(p, "finished") for p in self._pipes))
+            answers = await self._workers.receive_all("finished")
         results = [result for answer in answers for result in answer[1]]
         return sorted(results, key=lambda result: result["index"])
 
