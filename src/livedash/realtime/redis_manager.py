@@ -13,15 +13,14 @@ Missed messages: Redis pub/sub keeps nothing for a subscriber that is away, and 
 manager gives up a publish that failed twice with a log line. Both lose updates for the other
 instances' sockets, so both are reported: `on_resync` listeners hear when this instance's
 subscription is (re)confirmed (whatever was published before it is missed here) and when
-another instance announces that it could not reach the others (`announce_resync`);
-`on_publish_failed` listeners hear of every publish given up.
+another instance announces, on a channel of its own, that it could not reach the others
+(`announce_resync`); `on_publish_failed` listeners hear of every publish given up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -33,15 +32,14 @@ _DEFERRED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
 )
 
 
-RESYNC_METHOD = "livedash_resync"
-
-
 class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     max_wait = 2.0
     connected: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Its own channel: the updates' channel is read without looking into every payload.
+        self.resync_channel = f"{self.channel}:resync"
         self._resync_listeners: list[Callable[[str], None]] = []
         self._publish_failed_listeners: list[Callable[[BaseException], None]] = []
 
@@ -57,9 +55,7 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         """Tell every other instance that its sockets may have missed messages from here."""
         if not self.connected:
             self._redis_connect()
-        await self.redis.publish(
-            self.channel, json.dumps({"method": RESYNC_METHOD, "host_id": self.host_id})
-        )
+        await self.redis.publish(self.resync_channel, self.host_id)
 
     async def _publish(self, data: Any) -> Any:
         # The stock manager's two attempts, but a message given up is reported, not only logged.
@@ -85,22 +81,6 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     def _request_resync(self, reason: str) -> None:
         for listener in self._resync_listeners:
             listener(reason)
-
-    def _is_resync(self, message: Any) -> bool:
-        data = message.get("data") if message.get("type") == "message" else None
-        if isinstance(data, str):
-            data = data.encode()
-        if not isinstance(data, bytes) or RESYNC_METHOD.encode() not in data:
-            return False
-        try:
-            decoded = json.loads(data)
-        except ValueError:
-            return False
-        return (
-            isinstance(decoded, dict)
-            and decoded.get("method") == RESYNC_METHOD
-            and decoded.get("host_id") != self.host_id
-        )
 
     async def emit(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("ignore_queue") or kwargs.get("callback") is not None:
@@ -128,16 +108,18 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             try:
                 if not subscribed:
                     self._redis_connect()
-                    await self.pubsub.subscribe(self.channel)
+                    # In this order: once the last is confirmed, both are heard.
+                    await self.pubsub.subscribe(self.channel, self.resync_channel)
                     subscribed = True
                     wait = 0.1
                 async for message in self.pubsub.listen():
-                    if message.get("type") == "subscribe":
+                    channel = _text(message.get("channel"))
+                    if channel != self.resync_channel:
+                        yield message  # the stock listener keeps this channel's messages only
+                    elif message.get("type") == "subscribe":
                         self._request_resync("subscribed")
-                    elif self._is_resync(message):
+                    elif _text(message.get("data")) != self.host_id:
                         self._request_resync("announced")
-                    else:
-                        yield message
             except Exception as error:
                 self._get_logger().warning(
                     "Cannot receive from redis; retrying in %.1f s (%s)", wait, error
@@ -145,3 +127,7 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 subscribed = False
                 await asyncio.sleep(wait * random.uniform(0.5, 1.0))
                 wait = min(wait * 2, self.max_wait)
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
