@@ -115,16 +115,10 @@ class Unavailable(ClientError):
     """The database, which the request needs, cannot be reached now: ask again shortly."""
 
     code = "unavailable"
+    retry_after = DATABASE_RETRY_AFTER_SECONDS
 
-    def __init__(
-        self,
-        message: str = "the database is not answering; try again",
-        *,
-        retry_after: float = DATABASE_RETRY_AFTER_SECONDS,
-        **details: Any,
-    ) -> None:
-        super().__init__(message, **details)
-        self.retry_after = retry_after
+    def __init__(self, message: str = "the database is not answering; try again") -> None:
+        super().__init__(message)
 
 
 class TooManyConnections(RateLimited):

@@ -28,7 +28,7 @@ from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline
-from livedash.observability.breaker import State
+from livedash.observability.breaker import CircuitBreaker, State
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.outbox import Outbox
 from livedash.realtime.stream import UpdateHistory
@@ -148,9 +148,12 @@ class FeedRunner:
 
         status.on_change(changed)
 
+    @property
+    def _cache(self) -> CircuitBreaker | None:
+        return self._status.cache if self._status is not None else None
+
     def _cache_closed(self) -> bool:
-        cache = self._status.cache if self._status is not None else None
-        return cache is None or cache.state is State.CLOSED
+        return self._cache is None or self._cache.state is State.CLOSED
 
     async def _status_changed(self, *, cache_returned: bool) -> None:
         await self._tell_health()
@@ -162,20 +165,15 @@ class FeedRunner:
         if pipeline is None or self._state is None:
             return  # not leading: the leader announces
         try:
-            await self._state.publish(pipeline.engine.snapshot())
-            await self._state.publish_departments(pipeline.engine.departments)
+            await self._share_everything(pipeline)
             if self._announce is not None:
                 await self._announce()
         except (RedisError, OSError) as error:
             log.warning("resync_announce_failed", error=str(error))
-            self._trip_cache(error)
+            if self._cache is not None:
+                self._cache.trip(error)
         else:
             log.info("resync_announced")
-
-    def _trip_cache(self, error: BaseException) -> None:
-        breaker = self._status.cache if self._status is not None else None
-        if breaker is not None:
-            breaker.trip(error)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -206,7 +204,7 @@ class FeedRunner:
 
     async def _share(self, updates: list[MetricValue]) -> None:
         assert self._state is not None
-        breaker = self._status.cache if self._status is not None else None
+        breaker = self._cache
         if breaker is not None and not breaker.allow():
             return  # Redis is down: the prober tells when to write again
         try:
@@ -225,13 +223,17 @@ class FeedRunner:
         assert self._state is not None
         while True:
             try:
-                await self._state.publish(pipeline.engine.snapshot())
-                await self._state.publish_departments(pipeline.engine.departments)
+                await self._share_everything(pipeline)
             except (RedisError, OSError) as error:
                 log.warning("shared_state_write_failed", error=str(error))
             except Exception:  # never stop rewriting: the values would expire on followers
                 log.exception("shared_state_write_failed_unexpectedly")
             await asyncio.sleep(SHARE_INTERVAL_SECONDS)
+
+    async def _share_everything(self, pipeline: MetricPipeline) -> None:
+        assert self._state is not None
+        await self._state.publish(pipeline.engine.snapshot())
+        await self._state.publish_departments(pipeline.engine.departments)
 
     async def feed_status(self) -> dict[str, Any]:
         """The slot's lag and WAL status where the source has a slot."""

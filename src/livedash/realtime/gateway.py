@@ -213,7 +213,7 @@ class Gateway:
             return 0
         # Read before the values: everything up to it is in what is sent.
         top = await self._stream_top()
-        position = StreamPosition(epoch=top.epoch, offset=top.offset) if top else None
+        position = _on_the_wire(top)
         read: dict[tuple[frozenset[str], frozenset[str | None]], list[MetricValue]] = {}
         sent = 0
         for session in sessions:
@@ -436,7 +436,7 @@ class Gateway:
         # Joined before reading the stream's top: every update after it reaches this socket
         # through its rooms, and everything up to it is in what is sent here.
         top = await self._stream_top()
-        position = StreamPosition(epoch=top.epoch, offset=top.offset) if top else None
+        position = _on_the_wire(top)
         if since is not None and top is not None:
             missed = await self._replay(session, since, top, wanted)
             if missed is not None:
@@ -642,6 +642,10 @@ class Gateway:
         for result in results:
             if isinstance(result, Exception):
                 log.warning("gateway_drain_failed", error=repr(result))
+
+
+def _on_the_wire(position: Position | None) -> StreamPosition | None:
+    return StreamPosition(epoch=position.epoch, offset=position.offset) if position else None
 
 
 def _client_address(environ: Any) -> str:

@@ -40,6 +40,7 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # Its own channel: the updates' channel is read without looking into every payload.
         self.resync_channel = f"{self.channel}:resync"
+        self._resync_names = (self.resync_channel, self.resync_channel.encode())
         self._resync_listeners: list[Callable[[str], None]] = []
         self._publish_failed_listeners: list[Callable[[BaseException], None]] = []
 
@@ -113,8 +114,7 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                     subscribed = True
                     wait = 0.1
                 async for message in self.pubsub.listen():
-                    channel = _text(message.get("channel"))
-                    if channel != self.resync_channel:
+                    if message.get("channel") not in self._resync_names:
                         yield message  # the stock listener keeps this channel's messages only
                     elif message.get("type") == "subscribe":
                         self._request_resync("subscribed")

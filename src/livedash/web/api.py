@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from livedash.auth.tokens import Principal
 from livedash.auth.users import Authenticator
 from livedash.errors import (
-    DATABASE_RETRY_AFTER_SECONDS,
     AuthError,
     ClientError,
     Forbidden,
@@ -61,6 +60,7 @@ _STATUS: tuple[tuple[type[ClientError], int], ...] = (
     (UnknownMetric, 404),
     (InvalidPayload, 422),
     (RateLimited, 429),
+    (Unavailable, 503),
 )
 _ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ApiError} for status in (401, 429)}
 _bearer = HTTPBearer(auto_error=False, description="An access token, as `livedash token` prints.")
@@ -130,10 +130,4 @@ def install_api(app: FastAPI) -> None:
 async def store_error_response(request: Request, error: StoreError) -> JSONResponse:
     """The database failed: 503 in the API's error shape, the details only in the log."""
     log.warning("api_store_error", path=request.url.path, error=str(error))
-    unavailable = Unavailable()
-    body = ApiError(code=unavailable.code, message=unavailable.message)
-    return JSONResponse(
-        body.model_dump(exclude_none=True),
-        status_code=503,
-        headers={"Retry-After": str(math.ceil(DATABASE_RETRY_AFTER_SECONDS))},
-    )
+    return await client_error_response(request, Unavailable())
