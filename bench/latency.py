@@ -66,6 +66,8 @@ DEPARTMENTS = (("ED", "Emergency"), ("CARD", "Cardiology"), ("ICU", "Intensive C
 ROOMS_PER_DEPARTMENT = 3
 BEDS_PER_ROOM = 4
 PATIENTS_PER_DEPARTMENT = 5
+OPERATOR = "bench-operator"
+"""A super_admin user: /health shows its details (role, sockets, feed) only to such a token."""
 
 CONNECT_CONCURRENCY = 50
 HEALTH_DEADLINE_SECONDS = 30.0
@@ -133,7 +135,8 @@ def _utc_naive() -> datetime:
 
 
 async def seed_hospital_postgres(dsn: str, users: int) -> int:
-    """The same hospital and the tokens' users, on PostgreSQL; the watched department's id."""
+    """The same hospital and the tokens' users (`OPERATOR` too), on PostgreSQL; the watched
+    department's id."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
@@ -165,7 +168,10 @@ async def seed_hospital_postgres(dsn: str, users: int) -> int:
                 )
             await connection.executemany(
                 "INSERT INTO users (username, role, departments, active) VALUES ($1, $2, $3, true)",
-                [(f"bench-{index}", "viewer", f'["{WATCHED}"]') for index in range(users)],
+                [
+                    *((f"bench-{index}", "viewer", f'["{WATCHED}"]') for index in range(users)),
+                    (OPERATOR, "super_admin", "[]"),
+                ],
             )
         return int(await connection.fetchval("SELECT id FROM departments WHERE code = $1", WATCHED))
     finally:
@@ -438,9 +444,12 @@ class ServerProcess:
         *,
         env: dict[str, str] | None = None,
         name: str = "server",
+        health_token: str | None = None,
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.health_headers = {"Authorization": f"Bearer {health_token}"} if health_token else {}
+        """What `GET /health` sends to get the details: a super_admin's (`OPERATOR`) token."""
         self.log_path = workdir / f"{name}.log"
         self._command = [sys.executable, "-c", _SERVER, "serve"]
         if db is not None:
@@ -509,8 +518,9 @@ class ServerProcess:
 
     def health(self) -> dict[str, Any]:
         """GET /health as JSON, whatever its status (blocking)."""
+        request = urllib.request.Request(f"{self.url}/health", headers=self.health_headers)
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 body: dict[str, Any] = json.loads(response.read())
         except urllib.error.HTTPError as error:
             body = json.loads(error.read())
@@ -708,9 +718,9 @@ def client_address(index: int, addresses: int) -> str:
     return f"127.0.{number // 250}.{2 + number % 250}"
 
 
-async def _role_behind(session: Any, url: str) -> str:
+async def _role_behind(session: Any, url: str, headers: dict[str, str]) -> str:
     """The role of the instance that nginx sends this session's source address to."""
-    async with session.get(f"{url}/health") as response:
+    async with session.get(f"{url}/health", headers=headers) as response:
         body = await response.json()
     return str(body.get("role", "?"))
 
@@ -729,7 +739,9 @@ async def _order(pipe: Connection, expected: str) -> tuple[Any, ...]:
     return message
 
 
-async def _serve_clients(url: str, slots: list[tuple[int, str, str]], pipe: Connection) -> None:
+async def _serve_clients(
+    url: str, slots: list[tuple[int, str, str]], health_headers: dict[str, str], pipe: Connection
+) -> None:
     import aiohttp
 
     sessions: dict[str, aiohttp.ClientSession] = {}
@@ -746,7 +758,10 @@ async def _serve_clients(url: str, slots: list[tuple[int, str, str]], pipe: Conn
         started = time.monotonic()
         await clients.connect_all()
         connect_seconds = time.monotonic() - started
-        roles = {address: await _role_behind(session, url) for address, session in sessions.items()}
+        roles = {
+            address: await _role_behind(session, url, health_headers)
+            for address, session in sessions.items()
+        }
         pipe.send(("connected", connect_seconds, roles))
         await _order(pipe, "start")
         gc.collect()
@@ -787,11 +802,13 @@ async def _serve_clients(url: str, slots: list[tuple[int, str, str]], pipe: Conn
             await session.close()
 
 
-def client_process(url: str, slots: list[tuple[int, str, str]], pipe: Connection) -> None:
+def client_process(
+    url: str, slots: list[tuple[int, str, str]], health_headers: dict[str, str], pipe: Connection
+) -> None:
     """A client process: connect `slots` (index, token, source address), then follow orders."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_serve_clients(url, slots, pipe))
+        asyncio.run(_serve_clients(url, slots, health_headers, pipe))
     except _Closed:
         pass
     except Exception as error:
@@ -810,13 +827,20 @@ class Collected:
 class ClientProcesses:
     """The clients spread over `processes` processes; client i in process i % processes."""
 
-    def __init__(self, url: str, tokens: list[str], processes: int, addresses: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        tokens: list[str],
+        processes: int,
+        addresses: int,
+        health_headers: dict[str, str],
+    ) -> None:
         self.count = len(tokens)
         self.address_of = [client_address(index, addresses) for index in range(len(tokens))]
         slots = list(zip(range(len(tokens)), tokens, self.address_of, strict=True))
         self._workers = WorkerProcesses(
             client_process,
-            [(url, slots[number::processes]) for number in range(processes)],
+            [(url, slots[number::processes], health_headers) for number in range(processes)],
             "bench-clients",
             STOP_SECONDS,
             label="client process",
@@ -939,7 +963,9 @@ def _naive_utc_timestamp(stamp: str) -> float:
     return moment.timestamp()
 
 
-async def sample_feed(url: str, samples: list[FeedSample], measuring_from: float) -> None:
+async def sample_feed(
+    server: ServerProcess, samples: list[FeedSample], measuring_from: float
+) -> None:
     """The leader's slot lag and the age of its last applied change, every few hundred ms."""
     import aiohttp
 
@@ -948,7 +974,9 @@ async def sample_feed(url: str, samples: list[FeedSample], measuring_from: float
         while True:
             await asyncio.sleep(FEED_SAMPLE_SECONDS)
             try:
-                async with session.get(f"{url}/health") as response:
+                async with session.get(
+                    f"{server.url}/health", headers=server.health_headers
+                ) as response:
                     body = await response.json()
                 answered = time.time()
             except (aiohttp.ClientError, TimeoutError, ValueError) as error:
@@ -987,7 +1015,9 @@ async def measure_cluster(
 ) -> tuple[Collected, Writes]:
     instances = cluster.instances
     leader = next(instance for instance in instances if instance.role == "leader")
-    with ClientProcesses(url, tokens, cluster.processes, cluster.addresses) as clients:
+    with ClientProcesses(
+        url, tokens, cluster.processes, cluster.addresses, leader.server.health_headers
+    ) as clients:
         await clients.connect()
         run.connect_seconds = clients.connect_seconds
         cluster.client_roles = [clients.roles.get(a, "?") for a in clients.address_of]
@@ -1011,7 +1041,7 @@ async def measure_cluster(
         cpu_others = _cpu_of_others(cluster)
         wall = time.monotonic()
         sampler = asyncio.create_task(
-            sample_feed(leader.server.url, cluster.feed, time.monotonic() + warmup)
+            sample_feed(leader.server, cluster.feed, time.monotonic() + warmup)
         )
         try:
             writes = await writer.run()
@@ -1478,6 +1508,7 @@ def run_postgres(
         issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED])
         for index in range(args.clients)
     ]
+    operator = issue_token(settings, OPERATOR, Role.SUPER_ADMIN)
     environment = {
         "LIVEDASH_DATABASE_URL": url,
         "LIVEDASH_REDIS_URL": redis.url,
@@ -1492,6 +1523,7 @@ def run_postgres(
                 secret,
                 env=environment,
                 name=f"instance-{number}",
+                health_token=operator,
             ),
             number,
         )

@@ -58,6 +58,7 @@ import socketio
 import livedash
 from latency import (
     CLIENT_ADDRESSES,
+    OPERATOR,
     REPO,
     STOP_SECONDS,
     Instance,
@@ -909,7 +910,7 @@ class HealthMonitor:
             while True:
                 at = time.time()
                 answers = await asyncio.gather(
-                    *(self._one(session, i.server.url) for i in self.instances)
+                    *(self._one(session, i.server) for i in self.instances)
                 )
                 leaders = [body for code, body in answers if body.get("role") == "leader"]
                 healthy = (
@@ -923,9 +924,11 @@ class HealthMonitor:
                 await asyncio.sleep(HEALTH_SAMPLE_SECONDS)
 
     @staticmethod
-    async def _one(session: Any, url: str) -> tuple[int, dict[str, Any]]:
+    async def _one(session: Any, server: ServerProcess) -> tuple[int, dict[str, Any]]:
         try:
-            async with session.get(f"{url}/health") as response:
+            async with session.get(
+                f"{server.url}/health", headers=server.health_headers
+            ) as response:
                 return response.status, dict(await response.json())
         except Exception:
             return 0, {}
@@ -1412,7 +1415,10 @@ async def seed(url: str, dsn: str, clients: int, hospital_seed: int) -> None:
     try:
         await connection.executemany(
             "INSERT INTO users (username, role, departments, active) VALUES ($1, $2, '[]', true)",
-            [(f"soak-{index}", Role.SUPER_ADMIN.value) for index in range(clients)],
+            [
+                *((f"soak-{index}", Role.SUPER_ADMIN.value) for index in range(clients)),
+                (OPERATOR, Role.SUPER_ADMIN.value),
+            ],
         )
     finally:
         await connection.close()
@@ -1468,6 +1474,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, root: Path) -> No
     tokens = [
         issue_token(settings, f"soak-{index}", Role.SUPER_ADMIN) for index in range(args.clients)
     ]
+    operator = issue_token(settings, OPERATOR, Role.SUPER_ADMIN)
     environment = {
         "LIVEDASH_DATABASE_URL": url,
         "LIVEDASH_REDIS_URL": redis.url,
@@ -1478,7 +1485,13 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, root: Path) -> No
     instances = [
         Instance(
             CrashableServer(
-                None, free_port(), workdir, secret, env=environment, name=f"instance-{number}"
+                None,
+                free_port(),
+                workdir,
+                secret,
+                env=environment,
+                name=f"instance-{number}",
+                health_token=operator,
             ),
             number,
         )

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from livedash.app import create_app
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import Clock
+from livedash.service import server_config
 from livedash.settings import Settings
 from livedash.store.engine import libpq_dsn
 from livedash.store.migrate import upgrade_async
@@ -158,8 +159,8 @@ class LiveServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
-        self._server = _Server(config)
+        # Production's own configuration (HTTP implementation, limits, proxies); quieter logs.
+        self._server = _Server(server_config(settings, self.app, log_level="warning"))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> LiveServer:

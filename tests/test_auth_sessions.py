@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
+import secrets
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from playwright.async_api import Page, async_playwright, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
+from livedash.auth.ratelimit import shared_storage
 from livedash.auth.sessions import (
+    MAX_PASSWORD_LENGTH,
     SessionService,
     hash_password,
+    needs_rehash,
     run_set_password,
     set_password,
     verify_password,
 )
 from livedash.auth.tokens import verify_token
-from livedash.errors import InvalidToken
+from livedash.errors import InvalidToken, RateLimited
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Role
+from livedash.web.auth_api import (
+    LOGIN_SLOWDOWN_MAX_SECONDS,
+    SESSION_LIMIT_PER_ADDRESS,
+    LoginLimits,
+    login_delay,
+)
 from tests.conftest import LiveServer, Serve, Users
+from tests.servers import RedisServer
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
 
@@ -52,13 +67,22 @@ async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
+async def reader(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
 @pytest.fixture
-async def sessions(settings: Settings, database: AsyncEngine, clock: Clock) -> SessionService:
-    return SessionService(settings, database, now=clock)
+async def sessions(
+    settings: Settings, database: AsyncEngine, reader: AsyncEngine, clock: Clock
+) -> SessionService:
+    return SessionService(settings, database, reader=reader, now=clock)
 
 
 @pytest.fixture
@@ -76,18 +100,53 @@ def execute(database_path: Path, sql: str, parameters: tuple[Any, ...] = ()) -> 
         connection.close()
 
 
+def stored_hash(database_path: Path, username: str) -> str:
+    rows = execute(database_path, "SELECT password_hash FROM users WHERE username = ?", (username,))
+    return str(rows[0][0])
+
+
+def scrypt_hash(password: str) -> str:
+    """A hash in the format livedash wrote before argon2id."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    encoded = (base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (salt, digest))
+    return "$".join(("scrypt", "16384", "8", "1", *encoded))
+
+
+@contextlib.contextmanager
+def write_lock_held(database_path: Path) -> Iterator[None]:
+    """SQLite's write lock, held by another program (as the hospital's application would)."""
+    connection = sqlite3.connect(database_path, isolation_level=None, timeout=0)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
 # -- passwords ------------------------------------------------------------------------------
 
 
 def test_password_hashes_verify_and_differ_per_salt() -> None:
     first, second = hash_password("s3cret"), hash_password("s3cret")
     assert first != second
-    assert first.startswith("scrypt$16384$8$1$")
+    assert first.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert verify_password("s3cret", first)
     assert verify_password("s3cret", second)
     assert not verify_password("s3cret ", first)
     assert not verify_password("s3cret", "not a hash")
     assert not verify_password("s3cret", "bcrypt$1$2$3$aa$bb")
+    assert not verify_password("s3cret", "$argon2id$v=19$m=19456,t=2,p=1$broken")
+    assert not needs_rehash(first)
+
+
+def test_old_scrypt_hashes_still_verify_and_need_a_rehash() -> None:
+    old = scrypt_hash("s3cret")
+    assert verify_password("s3cret", old)
+    assert not verify_password("s3cret ", old)
+    assert not verify_password("s3cret", old.rsplit("$", 1)[0] + "$AAAA")
+    assert needs_rehash(old)
 
 
 # -- login ----------------------------------------------------------------------------------
@@ -127,6 +186,24 @@ async def test_login_failures_say_the_same_thing(
         await sessions.login(ann, "correct horse")
     messages.add(caught.value.message)
     assert messages == {"wrong user name or password"}
+
+
+async def test_outdated_argon2_parameters_are_replaced_at_sign_in(
+    sessions: SessionService, ann: str, database_path: Path
+) -> None:
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash("correct horse")
+    execute(database_path, "UPDATE users SET password_hash = ?", (weak,))
+    with pytest.raises(InvalidToken):
+        await sessions.login(ann, "wrong")
+    assert stored_hash(database_path, ann) == weak  # only a right password is rehashed
+    with capture_logs() as logs:
+        await sessions.login(ann, "correct horse")
+    renewed = stored_hash(database_path, ann)
+    assert renewed.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert verify_password("correct horse", renewed)
+    assert {"event": "audit_password_rehashed", "user": "ann", "log_level": "info"} in logs
+    await sessions.login(ann, "correct horse")
+    assert stored_hash(database_path, ann) == renewed  # a current hash is left alone
 
 
 # -- refresh --------------------------------------------------------------------------------
@@ -180,12 +257,30 @@ async def test_unknown_and_forged_refresh_tokens_are_refused(
     assert await sessions.refresh(pair.refresh_token)  # a forgery did not use it up
 
 
+async def test_made_up_tokens_and_wrong_passwords_are_refused_without_the_write_lock(
+    sessions: SessionService, ann: str, database_path: Path
+) -> None:
+    pair = await sessions.login(ann, "correct horse")
+    forged = pair.refresh_token.split(".")[0] + ".forged"
+    # Were any of these to need SQLite's write lock, it would wait for the other program.
+    with write_lock_held(database_path):
+        for token in ("unknown.token", forged):
+            with pytest.raises(InvalidToken):
+                await sessions.refresh(token)
+            with pytest.raises(InvalidToken):
+                await sessions.logout(token)
+        for username, password in ((ann, "wrong"), ("nobody", "correct horse")):
+            with pytest.raises(InvalidToken):
+                await sessions.login(username, password)
+    assert (await sessions.refresh(pair.refresh_token)).username == "ann"
+
+
 async def test_expired_tokens_are_refused(
-    settings: Settings, database: AsyncEngine, ann: str, clock: Clock
+    settings: Settings, database: AsyncEngine, reader: AsyncEngine, ann: str, clock: Clock
 ) -> None:
     # A long idle timeout, so that only the session's lifetime ends it.
     lasting = settings.model_copy(update={"refresh_token_days": 1, "idle_timeout_minutes": 5000})
-    sessions = SessionService(lasting, database, now=clock)
+    sessions = SessionService(lasting, database, reader=reader, now=clock)
     pair = await sessions.login(ann, "correct horse")
     clock.advance(hours=23)
     pair = await sessions.refresh(pair.refresh_token)  # rotation keeps the session's expiry
@@ -315,8 +410,10 @@ async def _login_refresh_and_reuse(server: LiveServer) -> tuple[dict[str, Any], 
         )
         assert newest.status_code == 401
 
+        # Longer than a password may be, in a body small enough to be read.
         oversized = await client.post(
-            "/api/auth/login", json={"username": "ann", "password": "x" * 5000}
+            "/api/auth/login",
+            json={"username": "ann", "password": "x" * (MAX_PASSWORD_LENGTH + 1)},
         )
         assert oversized.status_code == 422
     return body, new
@@ -335,23 +432,141 @@ async def test_rest_logout(server: LiveServer, ann: str) -> None:
         assert gone.status_code == 401
 
 
-async def test_login_attempts_are_limited_per_user_name(server: LiveServer, ann: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        for _ in range(10):
-            answer = await client.post(
-                "/api/auth/login", json={"username": "ann", "password": "guess"}
-            )
-            assert answer.status_code == 401
-        limited = await client.post(
-            "/api/auth/login", json={"username": "ann", "password": "correct horse"}
-        )
-        assert limited.status_code == 429
-        assert limited.json()["code"] == "rate_limited"
-        assert 0 < limited.json()["retry_after"] <= 60
-        assert limited.headers["retry-after"] == str(limited.json()["retry_after"])
+def client_from(server: LiveServer, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """A client whose connections come from `address` (any of 127.0.0.0/8 on loopback)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(base_url=server.url, transport=transport)
+
+
+async def sign_in_as(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await client.post("/api/auth/login", json={"username": username, "password": password})
+
+
+def expect_rate_limited(answer: httpx.Response, window_seconds: float) -> None:
+    assert answer.status_code == 429, answer.text
+    assert answer.json()["code"] == "rate_limited"
+    assert 0 < answer.json()["retry_after"] <= window_seconds
+    assert answer.headers["retry-after"] == str(answer.json()["retry_after"])
+
+
+async def test_failed_sign_ins_are_limited_per_address_and_user_name(
+    server: LiveServer, ann: str
+) -> None:
+    async with client_from(server) as client:
+        # At once, so that the growing delay of a much-failed name does not slow the test.
+        guesses = await asyncio.gather(*(sign_in_as(client, ann, "guess") for _ in range(10)))
+        assert [answer.status_code for answer in guesses] == [401] * 10
+        # This address has failed too often for ann: even the right password is refused.
+        expect_rate_limited(await sign_in_as(client, ann, "correct horse"), 60)
         # Another user name is still let in from the same address.
-        other = await client.post("/api/auth/login", json={"username": "bob", "password": "x"})
-        assert other.status_code == 401
+        assert (await sign_in_as(client, "bob", "x")).status_code == 401
+
+
+async def test_another_addresss_failures_slow_a_user_down_but_never_lock_them_out(
+    server: LiveServer, ann: str
+) -> None:
+    async with client_from(server, "127.0.0.2") as attacker, client_from(server) as own:
+        guesses = await asyncio.gather(*(sign_in_as(attacker, ann, "guess") for _ in range(10)))
+        assert [answer.status_code for answer in guesses] == [401] * 10
+        expect_rate_limited(await sign_in_as(attacker, ann, "correct horse"), 60)
+
+        started = asyncio.get_running_loop().time()
+        with capture_logs() as logs:
+            signed_in = await sign_in_as(own, ann, "correct horse")
+        took = asyncio.get_running_loop().time() - started
+    assert signed_in.status_code == 200, signed_in.text
+    slowed = [entry for entry in logs if entry["event"] == "login_slowed"]
+    assert [(entry["user"], entry["seconds"]) for entry in slowed] == [
+        (ann, LOGIN_SLOWDOWN_MAX_SECONDS)
+    ]
+    assert took >= LOGIN_SLOWDOWN_MAX_SECONDS
+
+
+async def test_successful_sign_ins_are_not_counted_against_the_user(
+    server: LiveServer, ann: str
+) -> None:
+    async with client_from(server) as client:
+        for _ in range(11):
+            assert (await sign_in_as(client, ann, "correct horse")).status_code == 200
+
+
+async def test_an_old_scrypt_hash_signs_in_and_is_replaced_by_argon2id(
+    server: LiveServer, ann: str, database_path: Path
+) -> None:
+    old = scrypt_hash("correct horse")
+    execute(database_path, "UPDATE users SET password_hash = ?", (old,))
+    async with client_from(server) as client:
+        assert (await sign_in_as(client, ann, "wrong")).status_code == 401
+        assert stored_hash(database_path, ann) == old
+        assert (await sign_in_as(client, ann, "correct horse")).status_code == 200
+        renewed = stored_hash(database_path, ann)
+        assert renewed.startswith("$argon2id$")
+        assert not needs_rehash(renewed)
+        assert verify_password("correct horse", renewed)
+        assert (await sign_in_as(client, ann, "correct horse")).status_code == 200
+    assert stored_hash(database_path, ann) == renewed
+
+
+async def test_sign_in_limits_are_shared_through_redis_and_survive_its_loss(
+    redis_server: RedisServer,
+) -> None:
+    storage = shared_storage(redis_server.url)
+    async with LoginLimits(storage) as one, LoginLimits(storage) as other:
+        for _ in range(6):
+            await one.login_failed("10.0.0.9", "ann")
+        with capture_logs() as logs:
+            await other.admit_login("10.0.0.1", "ANN")  # user names are counted case-blind
+        assert [(entry["event"], entry["seconds"]) for entry in logs] == [("login_slowed", 0.5)]
+        for _ in range(4):
+            await other.login_failed("10.0.0.9", "ann")
+        with pytest.raises(RateLimited):
+            await one.admit_login("10.0.0.9", "ann")
+
+        redis_server.kill()
+        with capture_logs() as logs:
+            await one.login_failed("10.0.0.9", "ann")
+            await one.admit_login("10.0.0.9", "ann")  # let through rather than locked out
+        assert {entry["event"] for entry in logs} == {"rate_limit_storage_unavailable"}
+
+
+def test_the_sign_in_delay_grows_with_a_names_failures_and_is_capped() -> None:
+    delays = [login_delay(failures) for failures in range(12)]
+    assert delays[:5] == [0.0] * 5
+    assert delays[5:] == [0.25, 0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert login_delay(10_000) == LOGIN_SLOWDOWN_MAX_SECONDS
+
+
+async def test_rest_refuses_made_up_tokens_and_wrong_passwords_without_the_write_lock(
+    server: LiveServer, ann: str, database_path: Path
+) -> None:
+    async with client_from(server) as client:
+        signed_in = (await sign_in_as(client, ann, "correct horse")).json()
+        forged = signed_in["refresh_token"].split(".")[0] + ".forged"
+        # Were any of these to need SQLite's write lock, it would wait for the other program.
+        with write_lock_held(database_path):
+            for token in ("unknown.token", forged):
+                for path in ("/api/auth/refresh", "/api/auth/logout"):
+                    answer = await client.post(path, json={"refresh_token": token})
+                    assert answer.status_code == 401, (path, answer.text)
+            for username, password in ((ann, "wrong"), ("nobody", "correct horse")):
+                assert (await sign_in_as(client, username, password)).status_code == 401
+        refreshed = await client.post(
+            "/api/auth/refresh", json={"refresh_token": signed_in["refresh_token"]}
+        )
+        assert refreshed.status_code == 200
+
+
+async def test_refreshes_and_sign_outs_are_limited_per_address(server: LiveServer) -> None:
+    allowed = int(SESSION_LIMIT_PER_ADDRESS.split("/")[0])
+    made_up = {"refresh_token": "unknown.token"}
+    async with client_from(server) as client, client_from(server, "127.0.0.2") as other:
+        for number in range(allowed):
+            path = "/api/auth/refresh" if number % 2 else "/api/auth/logout"
+            assert (await client.post(path, json=made_up)).status_code == 401
+        for path in ("/api/auth/refresh", "/api/auth/logout"):
+            expect_rate_limited(await client.post(path, json=made_up), 60)
+        # Another address is not affected.
+        assert (await other.post("/api/auth/refresh", json=made_up)).status_code == 401
 
 
 # -- the page -------------------------------------------------------------------------------

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import socketio
 
 from livedash.settings import Settings
 from tests.conftest import Write, register_patient
+from tests.probes import health
 from tests.recorder import Recorder, update_of
 from tests.servers import NginxServer, RedisServer, free_port
 
@@ -37,11 +36,12 @@ def backend() -> str:
 
 
 class Instance:
-    """`livedash serve` in its own process."""
+    """`livedash serve` in its own process; `token`, a super_admin's, reads its `/health`."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, token: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
         self.env = {
             **os.environ,
             "LIVEDASH_DATABASE_URL": settings.database_url,
@@ -85,14 +85,7 @@ class Instance:
                 log.write(line)
 
     async def health(self) -> dict[str, Any]:
-        def get() -> dict[str, Any]:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
-                    return dict(json.loads(response.read()))
-            except urllib.error.HTTPError as error:
-                return dict(json.loads(error.read()))
-
-        return await asyncio.to_thread(get)
+        return await health(self.url, self.token)
 
     async def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -149,15 +142,21 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(
-    settings: Settings, redis_server: RedisServer, tmp_path: Path, hospital: dict[str, int]
+    settings: Settings,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    hospital: dict[str, int],
+    token: Callable[..., str],
 ) -> AsyncIterator[Cluster]:
     instances: list[Instance] = []
     nginx: NginxServer | None = None
     made: Cluster | None = None
     try:
         # The first one to start is the leader; the second waits for the lock.
+        operator = token()  # before the feed starts: its `users` row is no change to it
         for number in range(2):
-            instances.append(await Instance(settings, tmp_path / f"instance{number}.log").start())
+            log = tmp_path / f"instance{number}.log"
+            instances.append(await Instance(settings, log, operator).start())
         nginx = NginxServer(tmp_path / "nginx", [i.port for i in instances]).start()
         made = Cluster(instances, nginx)
         yield made

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 from redis.asyncio import Redis
@@ -39,6 +38,7 @@ from livedash.realtime.outbox import update_payload
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from tests.conftest import Connect, LiveServer, Serve, Write, libpq_dsn, register_patient, sql_now
+from tests.probes import health
 from tests.recorder import Recorder
 from tests.servers import RedisServer
 
@@ -97,18 +97,11 @@ async def lock_holder(settings: Settings) -> AsyncIterator[LockHolder]:
     await holder.close()
 
 
-async def health(server: LiveServer) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(server.url + "/health") as response:
-        body: dict[str, Any] = await response.json()
-        body["http_status"] = response.status
-        return body
-
-
-async def leader_and_follower(serve: Serve) -> tuple[LiveServer, LiveServer]:
+async def leader_and_follower(serve: Serve, token: str) -> tuple[LiveServer, LiveServer]:
     leader = await serve()
     follower = await serve()
-    assert (await health(leader))["role"] == "leader"
-    assert (await health(follower))["role"] == "follower"
+    assert (await health(leader.url, token))["role"] == "leader"
+    assert (await health(follower.url, token))["role"] == "follower"
     return leader, follower
 
 
@@ -178,7 +171,7 @@ async def test_a_follower_serves_the_leaders_values_and_versions_from_redis(
     paid: Decimal,
 ) -> None:
     bearer = token()  # before the feed starts: its `users` row is no change to it
-    leader, follower = await leader_and_follower(serve)
+    leader, follower = await leader_and_follower(serve, bearer)
     on_leader = await subscribed(await connect(leader, bearer))
     on_follower = await subscribed(await connect(follower, bearer))
     stored = await in_redis(redis)
@@ -189,7 +182,7 @@ async def test_a_follower_serves_the_leaders_values_and_versions_from_redis(
     assert on_follower["revenue_today", "CARD"]["value"] == str(paid)
     assert on_follower["patients_total", None]["value"] == 2
 
-    cache = (await health(follower))["cache"]
+    cache = (await health(follower.url, bearer))["cache"]
     assert cache["l2_hits"] >= len(on_follower)
     assert cache.get("database_counts", 0) == 0
     # The subscription asked for values at least as new as the stream: not from L1.
@@ -198,7 +191,7 @@ async def test_a_follower_serves_the_leaders_values_and_versions_from_redis(
     # A plain snapshot request within L1's second is served from L1, unchanged.
     again = await requested(await connect(follower, bearer))
     assert again == on_follower
-    assert (await health(follower))["cache"]["l1_hits"] >= len(on_follower)
+    assert (await health(follower.url, bearer))["cache"]["l1_hits"] >= len(on_follower)
 
 
 async def test_a_follower_counts_the_rows_when_redis_holds_nothing(
@@ -213,7 +206,7 @@ async def test_a_follower_counts_the_rows_when_redis_holds_nothing(
     paid: Decimal,
 ) -> None:
     bearer = token()  # before the feed starts: its `users` row is no change to it
-    leader, follower = await leader_and_follower(serve)
+    leader, follower = await leader_and_follower(serve, bearer)
     client = await connect(follower, bearer)
     before = await subscribed(client)
     assert before["patients_total", "ED"]["value"] == 1
@@ -236,7 +229,7 @@ async def test_a_follower_counts_the_rows_when_redis_holds_nothing(
     assert historical_part(fallback) == historical_part(before)
     assert fallback["revenue_trend", "CARD"]["value"] == "stable"
 
-    status = await health(follower)
+    status = await health(follower.url, bearer)
     assert status["role"] == "follower"
     assert status["cache"]["database_counts"] == 1
     assert status["cache"]["l2_misses"] >= len(before)
@@ -283,9 +276,9 @@ async def test_history_is_read_from_the_database_once_then_from_the_caches(
     stored_history: dict[str, Any],
 ) -> None:
     bearer = token()  # before the feed starts: its `users` row is no change to it
-    leader, follower = await leader_and_follower(serve)
+    leader, follower = await leader_and_follower(serve, bearer)
     other = await serve()
-    assert (await health(other))["role"] == "follower"
+    assert (await health(other.url, bearer))["role"] == "follower"
     expected = [
         {
             "start": f"2026-11-19T{hour:02d}:00:00Z",
@@ -298,12 +291,12 @@ async def test_history_is_read_from_the_database_once_then_from_the_caches(
     client = await connect(follower, bearer)
     first = await historical(client, stored_history)
     assert first == expected
-    stats = (await health(follower))["cache"]
+    stats = (await health(follower.url, bearer))["cache"]
     assert stats["database_series"] == 1
 
     second = await historical(client, stored_history)  # within L1's second
     assert second == first
-    after = (await health(follower))["cache"]
+    after = (await health(follower.url, bearer))["cache"]
     assert after["database_series"] == 1
     assert after["l1_hits"] > stats.get("l1_hits", 0)
     assert after["l2_hits"] == stats.get("l2_hits", 0)  # not even Redis was asked
@@ -311,7 +304,7 @@ async def test_history_is_read_from_the_database_once_then_from_the_caches(
     # Another instance finds it in Redis, written by the first.
     elsewhere = await historical(await connect(other, bearer), stored_history)
     assert elsewhere == first
-    other_stats = (await health(other))["cache"]
+    other_stats = (await health(other.url, bearer))["cache"]
     assert other_stats.get("database_series", 0) == 0
     assert other_stats["l2_hits"] >= 1
     assert await redis.ttl(
@@ -322,7 +315,7 @@ async def test_history_is_read_from_the_database_once_then_from_the_caches(
     await redis.flushall()
     on_leader = await historical(await connect(leader, bearer), stored_history)
     assert on_leader == first
-    assert (await health(leader))["cache"]["database_series"] == 1
+    assert (await health(leader.url, bearer))["cache"]["database_series"] == 1
 
 
 # -- L1 ------------------------------------------------------------------------------------------
@@ -575,7 +568,7 @@ async def test_with_redis_gone_a_follower_still_answers_from_the_database(
     paid: Decimal,
 ) -> None:
     bearer = token()  # before the feed starts: its `users` row is no change to it
-    _leader, follower = await leader_and_follower(serve)
+    _leader, follower = await leader_and_follower(serve, bearer)
     client = await connect(follower, bearer)
     before = await subscribed(client)
 
@@ -589,7 +582,7 @@ async def test_with_redis_gone_a_follower_still_answers_from_the_database(
     # The socket that was there keeps working too.
     assert await requested(client) == again
 
-    status = await health(follower)
+    status = await health(follower.url, bearer)
     assert status["role"] == "follower"
     assert status["cache"]["l2_errors"] >= 1
     assert status["cache"]["database_counts"] >= 1

@@ -45,6 +45,7 @@ from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
 from tests.conftest import LiveServer, Serve, Write, libpq_dsn
 from tests.oracle import Values, recompute
+from tests.probes import health
 from tests.recorder import Recorder
 from tests.servers import NginxServer, PostgresServer, RedisServer, new_root
 from tests.test_cluster import Instance
@@ -568,15 +569,10 @@ async def until_true(check: Callable[[], Awaitable[bool]], what: str) -> None:
         pytest.fail(f"never happened: {what}")
 
 
-async def health(url: str) -> dict[str, Any]:
-    """A service's /health (it answers 503 while degraded; the body is the same)."""
-    async with aiohttp.ClientSession() as http, http.get(url + "/health") as response:
-        return dict(await response.json())
-
-
-async def feed_caught_up(url: str, rows: Rows) -> int:
-    """Wait until the stored feed position reaches what the service at `url` has applied."""
-    applied = int((await health(url))["feed_position"])
+async def feed_caught_up(url: str, token: str, rows: Rows) -> int:
+    """Wait until the stored feed position reaches what the service at `url` has applied
+    (`token`, a super_admin's, reads it from its /health)."""
+    applied = int((await health(url, token))["feed_position"])
 
     async def stored_enough() -> bool:
         return await rows.stored_position() >= applied
@@ -585,11 +581,11 @@ async def feed_caught_up(url: str, rows: Rows) -> int:
     return await rows.stored_position()
 
 
-async def assert_rollups_exact(url: str, rows: Rows) -> int:
+async def assert_rollups_exact(url: str, token: str, rows: Rows) -> int:
     """Once what the service applied is stored, the hourly roll-ups (kept from the change
     feed, resumed from the stored position after any restart) equal a recount of the rows:
     no change lost or counted twice. Returns the stored position."""
-    position = await feed_caught_up(url, rows)
+    position = await feed_caught_up(url, token, rows)
     truth = await recount(rows)
     assert truth, "the writes should have made some history"
     assert await stored(rows) == truth
@@ -725,11 +721,12 @@ async def leader_and_follower(
     writer: Write,
     redis_users: RedisUsers,
 ) -> LeaderAndFollower:
+    operator = token()  # before the feed starts: its `users` row is no change to it
     base = settings.model_copy(update={"leader_poll_seconds": 0.2})
     leader = await serve(base.model_copy(update={"redis_url": await redis_users.add("leader")}))
     follower = await serve(base.model_copy(update={"redis_url": await redis_users.add("follower")}))
-    assert (await health(leader.url))["role"] == "leader"
-    assert (await health(follower.url))["role"] == "follower"
+    assert (await health(leader.url, operator))["role"] == "leader"
+    assert (await health(follower.url, operator))["role"] == "follower"
     pair = LeaderAndFollower(
         on_leader=await screens.open(leader.url, token()),
         on_follower=await screens.open(follower.url, token()),
@@ -915,7 +912,7 @@ async def test_postgres_killed_and_restarted(deployment: Deployment, screens: Sc
     assert_none_applied_twice(screens.all)
     # The feed resumed from its slot and stored position (both survived the crash): the
     # roll-ups hold every change once, those replayed after the crash included.
-    await assert_rollups_exact(deployment.service_url, Rows(url))
+    await assert_rollups_exact(deployment.service_url, deployment.token, Rows(url))
 
 
 async def test_a_screen_reconnecting_while_postgres_is_down_catches_up_when_it_returns(
@@ -985,8 +982,8 @@ async def test_cache_up_and_database_up_say_what_is_down(
 class Service(Instance):
     """`livedash serve` in its own process (on SQLite without Redis)."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
-        super().__init__(settings, log)
+    def __init__(self, settings: Settings, log: Path, token: str) -> None:
+        super().__init__(settings, log, token)
         if settings.redis_url is None:
             del self.env["LIVEDASH_REDIS_URL"]
 
@@ -1010,7 +1007,7 @@ async def test_service_killed_in_a_burst_of_writes_and_restarted(
     writer: Write,
     tmp_path: Path,
 ) -> None:
-    service = Service(settings, tmp_path / "service.log")
+    service = Service(settings, tmp_path / "service.log", token())
     processes.append(service)
     await service.start()
     rows = Rows(settings.database_url)
@@ -1018,7 +1015,7 @@ async def test_service_killed_in_a_burst_of_writes_and_restarted(
     activity = Activity(writer, hospital, seed=3)
     await activity.run(20)
     await all_equal_sql(clients, settings.database_url, settings.zone)
-    before = await feed_caught_up(service.url, rows)
+    before = await feed_caught_up(service.url, service.token, rows)
 
     # SIGKILL in the middle of a burst; the hospital keeps writing while the service is down.
     start, burst_size = activity.done, 150
@@ -1040,7 +1037,7 @@ async def test_service_killed_in_a_burst_of_writes_and_restarted(
 
     # It resumed its change feed from the stored position (the sequence on SQLite, the slot
     # on PostgreSQL): the roll-ups, which continue from it, hold every change exactly once.
-    after = await assert_rollups_exact(service.url, rows)
+    after = await assert_rollups_exact(service.url, service.token, rows)
     assert before <= at_kill < after
 
 
@@ -1126,8 +1123,10 @@ async def test_leader_killed_while_two_instances_run(
     writer: Write,
     tmp_path: Path,
 ) -> None:
+    operator = token()
     for number in range(2):  # the first one to start leads; the second waits for the lock
-        processes.append(await Service(settings, tmp_path / f"instance{number}.log").start())
+        log = tmp_path / f"instance{number}.log"
+        processes.append(await Service(settings, log, operator).start())
     leader, survivor = processes
     assert (await leader.health())["role"] == "leader"
     nginx = NginxServer(tmp_path / "nginx", [i.port for i in processes]).start()
@@ -1157,7 +1156,7 @@ async def test_leader_killed_while_two_instances_run(
         assert_none_applied_twice(screens.all)
         # The survivor took the feed over from the stored position: nothing lost or counted
         # twice in the roll-ups either.
-        await assert_rollups_exact(survivor.url, Rows(settings.database_url))
+        await assert_rollups_exact(survivor.url, survivor.token, Rows(settings.database_url))
         # The leader's screens came back through nginx, recovering what they missed from the
         # shared history (or, once the survivor led, a fresh snapshot of its epoch).
         moved = [screen for screen in screens.all if screen.era > 1]

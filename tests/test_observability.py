@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from livedash.observability.breaker import CircuitBreaker, State
+from livedash.observability.logging import ENGINEIO_LOGGER, SOCKETIO_LOGGER, configure_logging
+from tests import probes
 from tests.conftest import Connect, LiveServer, Write, register_patient
 from tests.recorder import update_of
 from tests.servers import RedisServer
@@ -104,11 +109,35 @@ async def test_a_redis_outage_opens_the_cache_breaker_and_its_return_closes_it(
     assert down["reasons"]["cache"]
     text = await _metrics(server)
     assert 'livedash_circuit_breaker_state{dependency="cache"} 2.0' in text
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        health = (await http.get("/health")).json()
+    health = await probes.health(server.url, token())
     assert health["dependencies"]["cache"]["state"] == "open"
     assert health["status"] == "degraded"
 
     redis_server.start()
     await client.next("connection_status", lambda s: s["status"] == "connected", within=15)
     assert 'livedash_circuit_breaker_state{dependency="cache"} 0.0' in await _metrics(server)
+
+
+def test_socket_library_logs_go_through_structlog_and_only_from_errors_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in (SOCKETIO_LOGGER, ENGINEIO_LOGGER)}
+    try:
+        configure_logging("info", json=True)
+        engineio = logging.getLogger(ENGINEIO_LOGGER)
+        engineio.warning("Method PUT not supported")
+        engineio.error("post request handler error")
+        logging.getLogger(SOCKETIO_LOGGER).warning("Cannot receive from redis")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        structlog.reset_defaults()
+    assert [(line["event"], line["level"], line["logger"]) for line in lines] == [
+        ("post request handler error", "error", ENGINEIO_LOGGER),
+        ("Cannot receive from redis", "warning", SOCKETIO_LOGGER),
+    ]

@@ -27,20 +27,15 @@ from livedash.realtime.schemas import ErrorPayload
 from livedash.service import build_server
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade_async
+from tests import probes
 from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
+from tests.probes import RawSocket, health
 from tests.recorder import Recorder, update_of
 
 
 def gateway_of(server: LiveServer) -> Gateway:
-    """The gateway inside a live server's app (security headers, then Socket.IO, then API)."""
-    gateway: Gateway = server.app.app.other_asgi_app.state.gateway  # type: ignore[attr-defined]
-    return gateway
-
-
-async def health(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url) as http:
-        body: dict[str, Any] = (await http.get("/health")).json()
-    return body
+    """The gateway inside a live server's app."""
+    return probes.gateway_of(server.app)
 
 
 class Departures:
@@ -104,7 +99,7 @@ async def test_a_socket_over_the_cap_is_told_why_before_it_is_refused(
         await third.disconnected.wait()
     assert [event for event, _ in third.events] == ["error"]  # no status, no data
     assert gateway.connected == 2
-    assert (await health(server.url))["sockets"] == 2
+    assert (await health(server.url, token()))["sockets"] == 2
     for client in (first, second):
         assert (await client.call("request_snapshot", ["beds_free"]))["values"]
 
@@ -113,42 +108,10 @@ async def test_a_socket_over_the_cap_is_told_why_before_it_is_refused(
     fourth = await connect(server, token())  # waits for `authenticated`
     assert (await fourth.call("request_snapshot", ["beds_free"]))["values"]
     assert fourth.received("connection_status")[0]["status"] == "connected"
-    assert (await health(server.url))["sockets"] == 2
+    assert (await health(server.url, token()))["sockets"] == 2
 
 
 # -- the heartbeat -----------------------------------------------------------------------
-
-
-class RawSocket:
-    """A Socket.IO client written by hand (Engine.IO v4 over a WebSocket), so that it can stop
-    answering the server's pings."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.pings = 0
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(
-        cls, http: aiohttp.ClientSession, url: str, token: str
-    ) -> AsyncIterator[RawSocket]:
-        async with http.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket") as ws:
-            raw = cls(ws)
-            opened = await ws.receive_str()
-            assert opened.startswith("0"), opened  # Engine.IO OPEN
-            await ws.send_str("40" + json.dumps({"token": token}))  # Socket.IO CONNECT, with auth
-            while not (await raw.receive()).startswith('42["authenticated"'):
-                pass
-            yield raw
-
-    async def receive(self) -> str:
-        """The next message that is not a ping; pings are answered."""
-        while True:
-            message = await self.ws.receive_str()
-            if message != "2":
-                return message
-            self.pings += 1
-            await self.ws.send_str("3")
 
 
 async def test_a_client_that_stops_answering_pings_is_forgotten(
@@ -182,7 +145,7 @@ async def test_a_client_that_stops_answering_pings_is_forgotten(
                 )
                 gone_after = time.monotonic() - stopped
             assert gone_after < interval + timeout + 1.0, gone_after  # 1 s for a busy machine
-            assert (await health(server.url))["sockets"] == 1
+            assert (await health(server.url, token()))["sockets"] == 1
             # The one forgotten is the silent one: the other is still served.
             assert alive.pings >= 1
             assert not answering.done()
@@ -297,7 +260,8 @@ async def test_a_draining_instance_tells_its_clients_and_refuses_new_ones(
     async with httpx.AsyncClient(base_url=server.url) as http:
         answer = await http.get("/health")
     assert answer.status_code == 503  # a load balancer's check sends new clients elsewhere
-    assert (answer.json()["status"], answer.json()["sockets"]) == ("draining", 0)
+    assert answer.json() == {"status": "draining"}
+    assert (await health(server.url, token()))["sockets"] == 0
 
     # Whoever still reaches it is told so, and refused.
     late = await connect(server, token(), wait_auth=False)
@@ -393,11 +357,12 @@ async def test_stopping_hands_clients_over_then_stores_the_feed_position(
     writer: Write,
     database_path: Path,
 ) -> None:
-    client = await connect(service, token())
+    signed = token()  # saving its user is a change too: before the position is read
+    client = await connect(service, signed)
     await client.call("subscribe_metrics", ["patients_total"])
     await register_patient(writer, hospital["ED"], "just before the stop")
     await client.next("dashboard_update", update_of("patients_total", "ED", 2))
-    applied = (await health(service.url))["feed_position"]
+    applied = (await health(service.url, signed))["feed_position"]
     assert stored_position(database_path) < applied  # not stored yet: only the stop does
 
     started = time.monotonic()

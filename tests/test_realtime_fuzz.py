@@ -65,6 +65,7 @@ CLIENT_CODES = {
     "invalid_token",
     "auth_failed",
 }
+AUTH_REFUSALS = {"invalid_token", "auth_failed"}
 # Registering a patient changes these three for its department (and the hospital).
 CHANGED_BY_A_PATIENT = ("patients_total", "patients_waiting", "patients_new_today")
 
@@ -184,6 +185,11 @@ async def test_arbitrary_json_to_every_event(
         answer = asyncio.run_coroutine_threadsafe(call, loop).result(timeout=15)
         _check_answer(event, answer)
         _apply(subscriptions, event, answer)
+        if event == "authenticate" and answer.get("code") in AUTH_REFUSALS:
+            # A refused token ends the identity the socket had, subscriptions and all.
+            subscriptions.clear()
+            again = admin.call("authenticate", {"token": own_token}, within=10)
+            assert asyncio.run_coroutine_threadsafe(again, loop).result(15)["sub"] == "fuzzed"
         sent.append(event)
 
     await asyncio.to_thread(exchange)

@@ -11,6 +11,7 @@ import socketio
 
 from livedash.settings import Settings
 from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
+from tests.probes import api_of
 from tests.recorder import Recorder, update_of
 
 pytestmark = pytest.mark.both_backends
@@ -200,7 +201,7 @@ async def test_a_resync_sends_each_subscribed_socket_its_values_and_retries_a_fa
     writer: Write,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    api = server.app.app.other_asgi_app  # type: ignore[attr-defined]
+    api = api_of(server.app)
     gateway, view = api.state.gateway, api.state.view
     emergency = await connect(server, token())
     await _subscribed(emergency, ED_PATIENTS)

@@ -351,3 +351,58 @@ async def test_forged_connect_and_disconnect_events_are_refused(
     assert client.received("authenticated")[-1]["role"] == "admin"
     assert len(client.received("authenticated")) == 1
     assert_no_foreign_data(client, {"ED"})
+
+
+# -- history's cost --------------------------------------------------------------------------
+
+
+def _history(start: str, end: str, granularity: str = "hour") -> dict[str, Any]:
+    return {
+        "metric": "admissions",
+        "department": "ED",
+        "from": start,
+        "to": end,
+        "granularity": granularity,
+    }
+
+
+async def test_history_is_charged_by_the_hours_it_spans_per_user(
+    hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
+) -> None:
+    server = await serve(settings.model_copy(update={"rate_limit_history_hours": "100/minute"}))
+    greedy = await connect(server, token(Role.ADMIN, ("ED",), sub="greedy"))
+    four_days = _history("2026-11-01T00:00:00Z", "2026-11-05T00:00:00Z")  # 96 hours
+    assert len((await greedy.call("request_historical", four_days))["points"]) == 96
+    refused = await greedy.call("request_historical", four_days)
+    assert (refused["code"], refused["details"]["per"]) == ("rate_limited", "history")
+    assert 0 < refused["retry_after"] <= 60
+    # What is left of the budget still buys a shorter range; other users have their own.
+    assert len((await greedy.call("request_historical", _day("2026-11-01")))["points"]) == 1
+    other = await connect(server, token(Role.ADMIN, ("ED",), sub="other"))
+    assert len((await other.call("request_historical", four_days))["points"]) == 96
+    # A year by day costs 8,784 hours: more than the whole budget, it is still served once
+    # the budget is unused (charged at most the budget), never refused for ever.
+    year = _history("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "day")
+    third = await connect(server, token(Role.ADMIN, ("ED",), sub="third"))
+    assert len((await third.call("request_historical", year))["points"]) == 366
+
+
+def _day(date: str) -> dict[str, Any]:
+    return _history(f"{date}T00:00:00Z", f"{date}T01:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("9999-12-30T00:00:00Z", "9999-12-31T00:00:00Z"),
+        ("9999-12-30T00:00:00-05:00", "9999-12-31T23:00:00-05:00"),
+        ("0001-01-01T00:00:00+05:00", "0001-01-02T00:00:00Z"),
+    ],
+)
+async def test_history_at_the_ends_of_the_calendar_is_a_validation_error(
+    start: str, end: str, hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any
+) -> None:
+    client = await connect(server, token())
+    answer = await client.call("request_historical", _history(start, end))
+    assert answer["code"] == "invalid_payload"
+    assert "1970" in answer["message"]

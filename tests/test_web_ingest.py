@@ -16,10 +16,12 @@ from structlog.testing import capture_logs
 from livedash.auth.api_keys import create_api_key, revoke_api_key
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
-from livedash.store.models import WATCHED_TABLES
+from livedash.store.models import WATCHED_TABLES, Role
 from livedash.web.api import ApiError
 from livedash.web.ingest import MAX_OPERATIONS, IngestResult, IngestTable
-from tests.conftest import Connect, LiveServer, Serve
+from tests.conftest import Connect, LiveServer, Serve, Write
+from tests.oracle import snapshot_values
+from tests.recorder import update_of
 
 
 @pytest.fixture
@@ -224,9 +226,77 @@ async def test_bodies_are_limited(
         none = await ingest(client, key)
         huge = await ingest(client, key, bed_status(hospital["ED-1A"], "x" * 70_000))
         garbage = await client.post("/api/ingest", content=b"{not json", headers=bearer(key))
-    assert [r.status_code for r in (too_many, none, huge, garbage)] == [422] * 4
+    assert [r.status_code for r in (too_many, none, garbage)] == [422] * 3
+    assert all(error_of(r).code == "invalid_payload" for r in (too_many, none, garbage))
+    assert huge.status_code == 413
+    assert error_of(huge).code == "payload_too_large"
     assert str(settings.max_payload_bytes) in error_of(huge).message
-    assert all(error_of(r).code == "invalid_payload" for r in (too_many, none, huge, garbage))
+
+
+def department(op: str, **row: Any) -> dict[str, Any]:
+    return {"table": "departments", "op": op, "row": row}
+
+
+def department_codes(database_path: Path) -> dict[int, str]:
+    with sqlite3.connect(database_path) as connection:
+        return dict(connection.execute("SELECT id, code FROM departments").fetchall())
+
+
+async def test_a_key_cannot_move_a_department_to_another_code(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Callable[..., str],
+    writer: Write,
+    database: AsyncEngine,
+    database_path: Path,
+) -> None:
+    key = await create_api_key(database, "main-app")
+    for bed in ("ED-1A", "ED-1B", "ED-2A"):
+        await writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital[bed],))
+    admin = await connect(server, token(Role.ADMIN, ("CARD",)))
+    assert (await admin.call("subscribe_metrics", {"metrics": ["beds_occupied"]}))["ok"]
+    snapshot = await admin.next("metrics_snapshot")
+    assert snapshot_values(snapshot["values"])["beds_occupied", "CARD"] == 0
+    codes = department_codes(database_path)
+    changes = count(database_path, "SELECT count(*) FROM change_log")
+
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        # Scope follows the code: swapped, CARD's admin would see the emergency department.
+        swap = await ingest(
+            client,
+            key,
+            department("update", id=hospital["ED"], code="SWAP"),
+            department("update", id=hospital["CARD"], code="ED"),
+            department("update", id=hospital["ED"], code="CARD"),
+        )
+        assert swap.status_code == 403, swap.text
+        assert error_of(swap).code == "forbidden"
+        assert error_of(swap).message.startswith("operation 0: departments.code cannot")
+        assert department_codes(database_path) == codes
+        assert count(database_path, "SELECT count(*) FROM change_log") == changes
+
+        # Still allowed: a new department with its code, a new name, the same code again.
+        allowed = await ingest(
+            client,
+            key,
+            department("insert", code="ONC", name="Oncology"),
+            department("update", id=hospital["CARD"], code="CARD", name="Cardiology (new)"),
+            bed_status(hospital["CARD-1A"], "occupied"),
+        )
+        assert allowed.status_code == 200, allowed.text
+        oncology = IngestResult.model_validate(allowed.json()).ids[0]
+        # Deleting is refused too, even of an empty department: a new one could take its id
+        # (SQLite reuses the highest), and the rows still written under it, with another code.
+        deleted = await ingest(client, key, department("delete", id=oncology))
+        assert deleted.status_code == 403, deleted.text
+        assert "departments cannot be deleted" in error_of(deleted).message
+    assert department_codes(database_path) == {**codes, oncology: "ONC"}
+
+    update = await admin.next("dashboard_update", update_of("beds_occupied", "CARD"))
+    assert update["value"] == 1
+    seen = {(u["department"], u["value"]) for u in admin.received("dashboard_update")}
+    assert seen == {("CARD", 1)}
 
 
 async def test_keys_are_checked(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -29,18 +30,21 @@ from livedash.cluster.state import SharedMetricState
 from livedash.cluster.view import LocalView, MetricView, SharedView
 from livedash.metrics.clock import Clock, SystemClock
 from livedash.observability.breaker import CircuitBreaker, State
+from livedash.observability.logging import ENGINEIO_LOGGER, SOCKETIO_LOGGER
 from livedash.observability.prometheus import install_metrics
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
 from livedash.realtime.outbox import Outbox
 from livedash.realtime.redis_manager import CappedRedisManager
+from livedash.realtime.server import GatewayServer
 from livedash.realtime.stream import MemoryHistory, RedisHistory
 from livedash.settings import Settings
 from livedash.store.engine import create_engine, is_sqlite
 from livedash.web.api import install_api
 from livedash.web.auth_api import LoginLimits, install_auth_api
 from livedash.web.ingest import Ingest, install_ingest
+from livedash.web.request_limits import RequestLimits, body_limits
 from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
 
@@ -89,7 +93,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
         if settings.redis_url is not None
         else None
     )
-    server = socketio.AsyncServer(
+    server = GatewayServer(
+        # An Engine.IO connection gets as long to open a session as a socket gets to sign in.
+        session_deadline=settings.auth_timeout_seconds,
         async_mode="asgi",
         client_manager=manager,
         always_connect=True,
@@ -100,8 +106,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
         max_http_buffer_size=settings.max_payload_bytes,
         ping_interval=settings.ping_interval_seconds,
         ping_timeout=settings.ping_timeout_seconds,
-        logger=False,
-        engineio_logger=False,
+        # Through the standard library's logging (configure_logging renders it as structlog
+        # events), not the handlers python-socketio and python-engineio would add of their own.
+        logger=logging.getLogger(SOCKETIO_LOGGER),
+        engineio_logger=logging.getLogger(ENGINEIO_LOGGER),
     )
     status = ServiceStatus(with_cache=settings.redis_url is not None)
     cache_breaker = status.cache
@@ -170,7 +178,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
             # must hold the write lock from its start.
             sessions_database = create_engine(settings.database_url, writer=True)
             stack.push_async_callback(sessions_database.dispose)
-            app.state.sessions = SessionService(settings, sessions_database)
+            app.state.sessions = SessionService(settings, sessions_database, reader=database)
             view: MetricView
             if is_sqlite(settings.database_url):
                 view = LocalView(lambda: runner.pipeline)
@@ -246,5 +254,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> ASGIApp:
     install_api(api)
     install_ingest(api)
     install_auth_api(api, login_limits)
-    app: ASGIApp = SecurityHeaders(socketio.ASGIApp(server, other_asgi_app=api))
+    app: ASGIApp = SecurityHeaders(
+        RequestLimits(socketio.ASGIApp(server, other_asgi_app=api), body_limits(settings))
+    )
     return app

@@ -10,13 +10,16 @@ import socket
 import ssl
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
+from starlette.types import ASGIApp
 
 from livedash.app import DRAIN, create_app
 from livedash.errors import ConfigurationError
 from livedash.settings import Settings
+from livedash.web.request_limits import MAX_REQUEST_HEAD_BYTES
 
 log = structlog.get_logger(__name__)
 
@@ -80,28 +83,37 @@ def tls_files(settings: Settings) -> tuple[str, str] | tuple[None, None]:
     return str(certfile), str(keyfile)
 
 
-def build_server(settings: Settings, on_ready: Callable[[], None] | None = None) -> uvicorn.Server:
-    """The uvicorn server for `settings` (over TLS when its files are set), not yet started."""
+def server_config(settings: Settings, app: ASGIApp, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's configuration for serving `app` with `settings`; `overrides` replace options."""
     certfile, keyfile = tls_files(settings)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        lifespan="on",
-        proxy_headers=True,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "log_level": settings.log_level.lower(),
+        "lifespan": "on",
+        # h11, not httptools: httptools buffers a request head of any size (a 100 MB header
+        # was read whole). h11 refuses a head still incomplete past this, so a head costs at
+        # most one socket read (256 KiB) more; RequestLimits refuses the rest (431).
+        "http": "h11",
+        "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,
+        "proxy_headers": True,
         # Only these proxies (nginx) are believed about the client address (X-Forwarded-For).
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         # Past this, connections still open at shutdown are closed rather than waited for.
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         # Refuse oversized WebSocket messages while reading them, not after (Engine.IO's own
         # limit applies only once a whole message has been read).
-        ws_max_size=max(2 * settings.max_payload_bytes, 64 * 1024),
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-    )
-    return _Server(config, on_ready)
+        "ws_max_size": max(2 * settings.max_payload_bytes, 64 * 1024),
+        "ssl_certfile": certfile,
+        "ssl_keyfile": keyfile,
+    }
+    return uvicorn.Config(app, **(options | overrides))
+
+
+def build_server(settings: Settings, on_ready: Callable[[], None] | None = None) -> uvicorn.Server:
+    """The uvicorn server for `settings` (over TLS when its files are set), not yet started."""
+    return _Server(server_config(settings, create_app(settings)), on_ready)
 
 
 async def run_service(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:

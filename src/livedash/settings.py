@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     refresh_token_days: int = Field(default=7, ge=1)
     idle_timeout_minutes: int = Field(default=30, ge=1)
     auth_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How often open sockets are checked against revocations and the users table: the most a
+    # revoked, deactivated or demoted user keeps seeing what it no longer may.
+    auth_recheck_seconds: float = Field(default=5.0, gt=0)
 
     # Rate limits, in the `limits` library's notation ("60/minute;10/second").
     rate_limit_socket: str = "60/minute;10/second"
@@ -53,6 +56,9 @@ class Settings(BaseSettings):
     # Generous: a hospital's screens often reach us through one proxy or NAT address, and all
     # reconnect together after a restart.
     rate_limit_connections_per_ip: str = "1000/minute"
+    # History is charged by the hours a request spans (a year by day is 8,784), per user.
+    rate_limit_history_hours: str = "20000/minute"
+    history_reads_at_once: int = Field(default=2, ge=1)  # per instance; others wait their turn
 
     # HTTP and transport.
     cors_origins: list[str] = Field(default_factory=list)  # empty: same origin only

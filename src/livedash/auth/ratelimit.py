@@ -9,9 +9,10 @@ wherever a client lands. A refused request is not counted, so a client that wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 import structlog
@@ -61,6 +62,11 @@ class RateLimiter:
         self._namespace = namespace
         self._counted = counted
 
+    @property
+    def capacity(self) -> int:
+        """The most one key may be counted within any window: the smallest limit's amount."""
+        return min(item.amount for item in self._items)
+
     async def __aenter__(self) -> RateLimiter:
         return self
 
@@ -78,23 +84,34 @@ class RateLimiter:
         if isinstance(timer, asyncio.Task):
             await asyncio.gather(timer, return_exceptions=True)
 
-    async def hit(self, key: str) -> None:
-        """Count one request for `key`, or raise `RateLimited` saying when to retry."""
-        await hit_together([(self, key)])
+    async def hit(self, key: str, *, cost: int = 1) -> None:
+        """Count `cost` requests for `key`, or raise `RateLimited` saying when to retry."""
+        with storage_failure_tolerated():
+            refusal = await self.refusal(key, cost=cost)
+            if refusal is None:
+                refusal = await self.count(key, cost=cost)
+            if refusal is not None:
+                raise refusal
 
-    async def refusal(self, key: str) -> RateLimited | None:
-        """Why one more request for `key` would be refused now, or None (nothing counted)."""
+    async def refusal(self, key: str, *, cost: int = 1) -> RateLimited | None:
+        """Why `cost` more requests for `key` would be refused now, or None (nothing counted)."""
         for item in self._items:
-            if not await self._strategy.test(item, self._namespace, key):
+            if not await self._strategy.test(item, self._namespace, key, cost=cost):
                 return await self._refused(item, key)
         return None
 
-    async def count(self, key: str) -> RateLimited | None:
-        """Count one request for `key`; the refusal if a concurrent one took the last slot."""
+    async def count(self, key: str, *, cost: int = 1) -> RateLimited | None:
+        """Count `cost` requests for `key`; the refusal if concurrent ones took the last slots."""
         for item in self._items:
-            if not await self._strategy.hit(item, self._namespace, key):
+            if not await self._strategy.hit(item, self._namespace, key, cost=cost):
                 return await self._refused(item, key)
         return None
+
+    async def used(self, key: str) -> int:
+        """How many have been counted for `key` within the window of the first limit."""
+        item = self._items[0]
+        stats = await self._strategy.get_window_stats(item, self._namespace, key)
+        return item.amount - stats.remaining
 
     async def _refused(self, item: RateLimitItem, key: str) -> RateLimited:
         stats = await self._strategy.get_window_stats(item, self._namespace, key)
@@ -107,14 +124,17 @@ class RateLimiter:
         )
 
 
-async def hit_together(pairs: Sequence[tuple[RateLimiter, str]]) -> None:
+async def hit_together(
+    pairs: Sequence[tuple[RateLimiter, str]], *, tested: Sequence[tuple[RateLimiter, str]] = ()
+) -> None:
     """Count one request against several limiters, or none of them if any refuses.
 
     Every limit is tested before any is counted, so a request refused by one (a socket's
-    excess, say) does not use up another (its user's quota).
+    excess, say) does not use up another (its user's quota). The `tested` limits may refuse
+    the request too, but are not counted (failures, counted with `count_together` later).
     """
-    try:
-        for limiter, key in pairs:
+    with storage_failure_tolerated():
+        for limiter, key in (*tested, *pairs):
             refusal = await limiter.refusal(key)
             if refusal is not None:
                 raise refusal
@@ -122,6 +142,20 @@ async def hit_together(pairs: Sequence[tuple[RateLimiter, str]]) -> None:
             refusal = await limiter.count(key)
             if refusal is not None:
                 raise refusal
+
+
+async def count_together(pairs: Sequence[tuple[RateLimiter, str]]) -> None:
+    """Count one event (a failure, say) against several limiters; a full window is no error."""
+    with storage_failure_tolerated():
+        for limiter, key in pairs:
+            await limiter.count(key)
+
+
+@contextlib.contextmanager
+def storage_failure_tolerated() -> Iterator[None]:
+    """Let the request through, and log it, when the shared storage cannot be reached."""
+    try:
+        yield
     except (RedisError, OSError) as error:
         # A shared storage that is down must not lock every user out: let the request
         # through (the per-socket limits, kept in memory, still apply) and say so.

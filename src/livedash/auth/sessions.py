@@ -8,7 +8,13 @@ means it was copied: the whole family is revoked. A session also ends when it si
 when the user is signed out everywhere (`tokens_valid_after`).
 
 Refresh tokens read `<id>.<secret>`; only the SHA-256 of the whole token is stored, and the
-row is found by its id. Passwords are hashed with scrypt (standard library).
+row is found by its id. Passwords are hashed with argon2id (argon2-cffi); a hash in the older
+scrypt format, or with outdated parameters, still verifies and is replaced at the next sign-in.
+
+A sign-in reads the account, and a refresh or sign-out checks that the presented token exists
+and matches, on a plain (reader) engine: only then does a writer transaction begin, which on
+SQLite holds the database's write lock, so that nobody can stall the hospital's own writes by
+sending wrong passwords or made-up tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -37,12 +45,10 @@ from livedash.store.models import RefreshToken, Role, User
 
 log = structlog.get_logger(__name__)
 
-# scrypt with n=2**14, r=8, p=1 (RFC 7914's interactive figures): about 16 MiB and tens of ms.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
-SALT_BYTES = 16
-HASH_BYTES = 32
+# OWASP's argon2id configuration of 19 MiB, two passes and one lane: some 30 ms, and little
+# memory when a shift change signs many staff in at once.
+_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+SCRYPT_PREFIX = "scrypt$"  # the format before argon2id: scrypt$n$r$p$salt$digest
 MAX_PASSWORD_LENGTH = 1024
 MAX_REFRESH_TOKEN_LENGTH = 256
 WRONG_CREDENTIALS = "wrong user name or password"
@@ -50,27 +56,42 @@ SESSION_ENDED = "the session has ended: sign in again"
 
 
 def hash_password(password: str) -> str:
-    """`password` hashed with scrypt and a random salt, encoded with its parameters."""
-    salt = secrets.token_bytes(SALT_BYTES)
-    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    return "$".join(
-        ("scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest))
-    )
+    """`password` hashed with argon2id and a random salt, encoded with its parameters."""
+    return _HASHER.hash(password)
 
 
 def verify_password(password: str, encoded: str) -> bool:
-    """True if `password` matches `encoded` (as `hash_password` makes them); constant time."""
+    """True if `password` matches `encoded` (argon2, or the older scrypt format); constant time."""
+    if encoded.startswith(SCRYPT_PREFIX):
+        return _verify_scrypt(password, encoded)
     try:
-        scheme, n, r, p, salt, digest = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
-        computed = _scrypt(
-            password,
-            base64.urlsafe_b64decode(salt + "=" * (-len(salt) % 4)),
-            int(n),
-            int(r),
-            int(p),
+        return _HASHER.verify(encoded, password)
+    except (VerificationError, ValueError):
+        return False
+
+
+def needs_rehash(encoded: str) -> bool:
+    """True if `encoded` is not argon2id with today's parameters (so is replaced at sign-in)."""
+    if encoded.startswith(SCRYPT_PREFIX):
+        return True
+    try:
+        return _HASHER.check_needs_rehash(encoded)
+    except ValueError:
+        return True
+
+
+def _verify_scrypt(password: str, encoded: str) -> bool:
+    try:
+        _scheme, n, r, p, salt, digest = encoded.split("$")
+        expected = _unb64(digest)
+        computed = hashlib.scrypt(
+            password.encode(),
+            salt=_unb64(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+            maxmem=64 * 1024 * 1024,
         )
     except ValueError:
         return False
@@ -81,6 +102,11 @@ def verify_password(password: str, encoded: str) -> bool:
 def _dummy_hash() -> str:
     """Checked against when there is no hash, so that answer takes as long as a wrong one."""
     return hash_password(secrets.token_urlsafe(16))
+
+
+def _check_password(password: str, encoded: str | None) -> bool:
+    # Hash even when there is nothing to compare with, so timing does not tell users apart.
+    return verify_password(password, encoded if encoded is not None else _dummy_hash())
 
 
 async def set_password(database: AsyncEngine, username: str, password: str) -> bool:
@@ -130,7 +156,8 @@ class SessionService:
     """Signs users in, refreshes and ends their sessions (one for the whole service).
 
     `database` should be a writer engine (`create_engine(url, writer=True)`): on SQLite a
-    refresh reads, then writes, in one transaction.
+    refresh reads, then writes, in one transaction. `reader` is a plain engine for what only
+    reads (it defaults to `database`, which on SQLite takes the write lock for reads too).
     """
 
     def __init__(
@@ -138,10 +165,12 @@ class SessionService:
         settings: Settings,
         database: AsyncEngine,
         *,
+        reader: AsyncEngine | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
+        self._reader = reader if reader is not None else database
         self._now = now or (lambda: datetime.now(UTC))
 
     async def login(self, username: str, password: str) -> TokenPair:
@@ -149,34 +178,47 @@ class SessionService:
         if len(username) > 128 or len(password) > MAX_PASSWORD_LENGTH:
             raise InvalidToken(WRONG_CREDENTIALS)
         try:
-            async with self._database.connect() as connection:
+            async with self._reader.connect() as connection:
                 account = await _account(connection, username)
         except (SQLAlchemyError, OSError) as error:
             raise StoreError(f"cannot look up the user: {error}") from error
         stored = account.password_hash if account is not None else None
-        # Hash even when there is nothing to compare with, so timing does not tell users apart.
-        matches = await asyncio.to_thread(verify_password, password, stored or _dummy_hash())
+        matches = await asyncio.to_thread(_check_password, password, stored)
         if account is None or stored is None or not matches or not account.active:
             raise InvalidToken(WRONG_CREDENTIALS)
+        upgraded = (
+            await asyncio.to_thread(hash_password, password) if needs_rehash(stored) else None
+        )
         now = self._now()
         family = secrets.token_urlsafe(16)
         expires = now + timedelta(days=self._settings.refresh_token_days)
         try:
             async with self._database.begin() as connection:
+                if upgraded is not None:
+                    # Only if unchanged since it was read: a password set meanwhile stays.
+                    await connection.execute(
+                        update(User)
+                        .where(User.username == username, User.password_hash == stored)
+                        .values(password_hash=upgraded)
+                    )
                 refresh = await _insert_token(connection, family, username, now, expires)
         except (SQLAlchemyError, OSError) as error:
             raise StoreError(f"cannot start the session: {error}") from error
+        if upgraded is not None:
+            log.info("audit_password_rehashed", user=username)
         return self._pair(username, account, refresh, now)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """A new token pair for a valid refresh token, which is used up; `InvalidToken` if not."""
         token_id = _token_id(refresh_token)
+        await self._check_known(token_id, refresh_token)
         now = self._now()
         naive_now = _naive(now)
         refusal: str | None = None
         new_token = ""
         try:
             async with self._database.begin() as connection:
+                # Again: the token may have changed since it was checked.
                 row = await _token_row(connection, token_id, refresh_token)
                 if row is None:
                     raise InvalidToken("the refresh token is not valid")
@@ -218,6 +260,7 @@ class SessionService:
     async def logout(self, refresh_token: str) -> str:
         """End the session of `refresh_token`; returns its user. `InvalidToken` if unknown."""
         token_id = _token_id(refresh_token)
+        await self._check_known(token_id, refresh_token)
         try:
             async with self._database.begin() as connection:
                 row = await _token_row(connection, token_id, refresh_token)
@@ -227,6 +270,16 @@ class SessionService:
         except (SQLAlchemyError, OSError) as error:
             raise StoreError(f"cannot end the session: {error}") from error
         return str(row.username)
+
+    async def _check_known(self, token_id: str, token: str) -> None:
+        """Refuse a token without a row or with another secret, reading only."""
+        try:
+            async with self._reader.connect() as connection:
+                row = await _token_row(connection, token_id, token)
+        except (SQLAlchemyError, OSError) as error:
+            raise StoreError(f"cannot look up the refresh token: {error}") from error
+        if row is None:
+            raise InvalidToken("the refresh token is not valid")
 
     def _idle(self) -> timedelta:
         return timedelta(minutes=self._settings.idle_timeout_minutes)
@@ -331,14 +384,8 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, dklen=HASH_BYTES, maxmem=64 * 1024 * 1024
-    )
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _naive(moment: datetime) -> datetime:

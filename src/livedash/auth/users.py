@@ -6,14 +6,15 @@ row's (super_admin > admin > viewer) and the departments are those both name, a 
 side naming every department. A token issued before the user's `tokens_valid_after` is
 refused. Whatever `check_users` says, a token whose `jti` is in `revoked_tokens` is refused.
 
-Nothing is cached: a change to a user or a revocation applies to the next authentication.
+Nothing is cached: a change to a user or a revocation applies to the next authentication, and
+`recheck` lets the gateway apply it to sockets already open.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,8 +64,43 @@ class Authenticator:
 
     async def authenticate(self, token: object) -> Principal:
         """The principal `token` speaks for right now; `InvalidToken` says why it cannot."""
-        principal = verify_token(self._settings, token)
-        user, revoked = await self._look_up(principal)
+        return await self.admit(verify_token(self._settings, token))
+
+    async def admit(self, claims: Principal) -> Principal:
+        """What a verified token's `claims` allow right now; `InvalidToken` says why not."""
+        user, revoked = await self._look_up(claims)
+        return self._decide(claims, user, revoked)
+
+    async def recheck(self, claims: Sequence[Principal]) -> list[Principal | InvalidToken]:
+        """`admit` for many tokens at once, in two queries whatever their number (the
+        periodic check of open sockets); `StoreError` if the database cannot tell."""
+        subjects = sorted({claim.subject for claim in claims})
+        token_ids = sorted({claim.token_id for claim in claims if claim.token_id is not None})
+        try:
+            async with self._database.connect() as connection:
+                users: dict[str, _UserRow] = {}
+                revoked: set[str] = set()
+                for chunk in _chunks(subjects):
+                    if self._settings.check_users:
+                        users.update(await _users(connection, chunk))
+                for chunk in _chunks(token_ids):
+                    found = await connection.scalars(
+                        select(RevokedToken.jti).where(RevokedToken.jti.in_(chunk))
+                    )
+                    revoked.update(found)
+        except (SQLAlchemyError, OSError, ValueError) as error:
+            raise StoreError(f"cannot check the tokens against the database: {error}") from error
+        decided: list[Principal | InvalidToken] = []
+        for claim in claims:
+            try:
+                decided.append(
+                    self._decide(claim, users.get(claim.subject), claim.token_id in revoked)
+                )
+            except InvalidToken as refusal:
+                decided.append(refusal)
+        return decided
+
+    def _decide(self, principal: Principal, user: _UserRow | None, revoked: bool) -> Principal:
         if revoked:
             raise InvalidToken("the token has been revoked")
         if not self._settings.check_users:
@@ -230,6 +266,25 @@ async def run_find_user(settings: Settings, username: str) -> bool:
     finally:
         await database.dispose()
     return found is not None and bool(found.active)
+
+
+async def _users(connection: AsyncConnection, usernames: Sequence[str]) -> dict[str, _UserRow]:
+    rows = await connection.execute(
+        select(
+            User.username, User.role, User.departments, User.active, User.tokens_valid_after
+        ).where(User.username.in_(usernames))
+    )
+    return {
+        str(row.username): _UserRow(
+            str(row.role), row.departments, bool(row.active), row.tokens_valid_after
+        )
+        for row in rows
+    }
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    """`items` in slices short enough for one `IN (...)` on every backend."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 async def _user(connection: AsyncConnection, username: str) -> _UserRow | None:

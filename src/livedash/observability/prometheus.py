@@ -53,6 +53,24 @@ class ServiceCollector(Collector):
             "livedash_sockets", "Sockets connected to this instance",
             value=gateway.connected if gateway is not None else 0,
         )  # fmt: skip
+        if gateway is not None:
+            yield GaugeMetricFamily(
+                "livedash_transports",
+                "Engine.IO connections open on this instance, with a Socket.IO session or not",
+                value=gateway.transports,
+            )
+            refused = CounterMetricFamily(
+                "livedash_refused_packets",
+                "Packets and connections refused below the event handlers: binary packets "
+                "(each closes its connection), malformed packets (dropped), connections "
+                "closed for opening no session in time",
+                labels=["kind"],
+            )
+            packets = gateway.packets
+            refused.add_metric(["binary"], packets.binary)
+            refused.add_metric(["malformed"], packets.malformed)
+            refused.add_metric(["no_session"], packets.idle_closed)
+            yield refused
         election = getattr(app, "election", None)
         runner = getattr(app, "runner", None)
         pipeline = runner.pipeline if runner is not None else None

@@ -47,7 +47,8 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         AuthenticateRequest(token="eyJhbGciOiJIUzI1NiIs..."),
         "Authenticate (or re-authenticate) the socket. The token can also be sent in the "
         "handshake as `auth: {token}`, which the socket.io client does on every reconnect. "
-        "Answered by `authenticated` or `auth_error`.",
+        "Answered by `authenticated` or `auth_error`. A refused re-authentication also ends "
+        "the identity the socket had: its subscriptions are dropped, as when a token expires.",
     ),
     (
         "in",
@@ -96,8 +97,11 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         ),
         "Ask for a stored series (one of `admissions`, `discharges`, `emergency_arrivals`, "
         "`appointments_completed`, `revenue`, `occupancy`) from the hourly roll-ups; answered "
-        "by `historical_data`. A range that is too long, `from` not before `to`, an unknown "
-        "series or a department outside the token's scope gets `error`.",
+        "by `historical_data`. A range that is too long, `from` not before `to`, dates outside "
+        "1970-2200, an unknown series or a department outside the token's scope gets `error`. "
+        "History is charged by the hours a range spans (a day by hour is 24, a year by day "
+        "8,784) against the user's `LIVEDASH_RATE_LIMIT_HISTORY_HOURS` (20000 a minute); past "
+        'it, `rate_limited` with `retry_after` and `details.per: "history"`.',
     ),
     (
         "out",
@@ -107,7 +111,8 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
             status="connected", authenticated=False, auth_timeout_seconds=10.0, server_time=_AT
         ),
         "Sent on connect. A socket that has not authenticated within `auth_timeout_seconds` "
-        "gets `auth_error` and is disconnected. A client address over its connection-attempt "
+        "gets `auth_error` and is disconnected (its connection closed, too). A client address "
+        "over its connection-attempt "
         'limit gets `error` (`rate_limited`, `event: "connect"`) instead, and is '
         "disconnected; so is a socket beyond the instance's `max_connections` "
         "(`too_many_connections`, with `details.limit` and `retry_after`) and one that connects "
@@ -125,15 +130,20 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
             metrics=["patients_total", "..."],
             expires_at=_AT,
         ),
-        "The token was accepted. `departments` lists what this socket may see.",
+        "The token was accepted. `departments` lists what this socket may see. Sent again, "
+        "unasked, when the user's role or departments in the `users` table shrink while "
+        "connected (checked every `LIVEDASH_AUTH_RECHECK_SECONDS`, 5 s): subscriptions outside "
+        "the new scope are dropped.",
     ),
     (
         "out",
         "auth_error",
         ErrorPayload,
         ErrorPayload(code="invalid_token", message="the token has expired", event="authenticate"),
-        "Authentication failed, timed out, or the token expired while connected (then the "
-        "socket's subscriptions are dropped and no more data is sent until it authenticates).",
+        "Authentication failed, timed out, or the token expired, was revoked, or its user was "
+        "deactivated or signed out while connected (then the socket's subscriptions are "
+        "dropped and no more data is sent until it authenticates, within "
+        "`auth_timeout_seconds`).",
     ),
     (
         "out",
@@ -246,7 +256,9 @@ def render_api_doc() -> str:
         "livedash speaks Socket.IO (protocol v5) at `/socket.io/`, so the stock `socket.io-client`"
         " works unchanged. Every payload below is validated against, or built from, the pydantic"
         " model named with it. Requests that the client sends with an acknowledgement callback get"
-        " the answer (or the error payload) as the acknowledgement too.",
+        " the answer (or the error payload) as the acknowledgement too. Payloads are JSON only:"
+        " a packet with binary attachments closes its connection. A connection that opens no"
+        " Socket.IO session within `auth_timeout_seconds` is closed.",
         "",
         "## Access",
         "",

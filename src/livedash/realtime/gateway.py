@@ -23,7 +23,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from livedash.auth.scope import visible_departments
-from livedash.auth.tokens import Principal
+from livedash.auth.tokens import Principal, verify_token
 from livedash.auth.users import Authenticator
 from livedash.cluster.view import MetricView
 from livedash.errors import (
@@ -32,6 +32,7 @@ from livedash.errors import (
     Draining,
     Internal,
     InvalidPayload,
+    InvalidToken,
     NotAuthenticated,
     RateLimited,
     StoreError,
@@ -58,6 +59,7 @@ from livedash.realtime.schemas import (
     StreamPosition,
     SubscriptionAck,
 )
+from livedash.realtime.server import REFUSAL, GatewayServer, PacketStats
 from livedash.realtime.stream import Position, UpdateHistory
 from livedash.settings import Settings
 
@@ -80,10 +82,17 @@ INCOMING_EVENTS = (
 
 @dataclass
 class ClientSession:
-    """One connected socket's state."""
+    """One connected socket's state.
+
+    `lock` serialises what changes who the socket is and what it is subscribed to (events,
+    token expiry, the periodic recheck): a subscription that awaits while the identity
+    changes would otherwise join rooms of the identity it started with.
+    """
 
     sid: str
     principal: Principal | None = None
+    claims: Principal | None = None  # the token's own claims, before the users table narrows
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     subscriptions: set[Scope] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
     since: StreamPosition | None = None  # from the handshake, for the first subscription
@@ -103,7 +112,7 @@ class Gateway:
     def __init__(
         self,
         settings: Settings,
-        server: socketio.AsyncServer,
+        server: GatewayServer,
         fanout: FanOut,
         limiter: SocketLimiter | None = None,
     ) -> None:
@@ -119,6 +128,9 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._resync_task: asyncio.Task[None] | None = None
         self._resync_reasons: list[str] = []
+        # History reads are the one request whose cost the client chooses: a few at a time,
+        # so that they cannot fill the event loop that every screen's updates go through.
+        self._history_reads = asyncio.Semaphore(settings.history_reads_at_once)
         handlers: dict[str, Handler] = {
             "authenticate": self._authenticate,
             "subscribe_metrics": self._subscribe,
@@ -131,6 +143,7 @@ class Gateway:
         for event, handler in handlers.items():
             server.on(event, self._guard(event, handler, public=event == "authenticate"))
         server.on("*", self._on_unknown_event)
+        server.admit_with(self._admit)
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -145,6 +158,9 @@ class Gateway:
         self._view = view
         self._authenticator = authenticator
         self._history = history
+        recheck = asyncio.create_task(self._recheck_periodically(), name="identity-recheck")
+        self._background.add(recheck)
+        recheck.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         """Cancel timers and background work."""
@@ -249,6 +265,16 @@ class Gateway:
         """Sockets connected to this instance."""
         return len(self._sessions)
 
+    @property
+    def transports(self) -> int:
+        """Engine.IO connections open on this instance, Socket.IO sessions or not."""
+        return int(self._server.transports)
+
+    @property
+    def packets(self) -> PacketStats:
+        """Packets refused below the event handlers."""
+        return self._server.packets
+
     # -- connection lifecycle ------------------------------------------------------------
 
     async def _on_connect(
@@ -261,28 +287,17 @@ class Gateway:
         # client may send events as soon as it is connected) is refused as above.
         session = ClientSession(sid)
         self._sessions[sid] = session
-        try:
-            if self._draining:
-                raise Draining("this instance is shutting down: connect again to reach another")
-            # Counted before the first await, so that sockets connecting together cannot all
-            # pass (or all fail) the cap.
-            limit = self._settings.max_connections
-            if len(self._sessions) > limit:
-                raise TooManyConnections(
-                    f"this instance serves at most {limit} sockets: try again shortly, another "
-                    "instance may have room",
-                    retry_after=_FULL_RETRY_AFTER,
-                    limit=limit,
-                )
-            await self._limiter.connection(_client_address(environ))
-        except (Draining, RateLimited) as error:
+        refusal = environ.get(REFUSAL) if isinstance(environ, dict) else None
+        if refusal is None and self._draining:
+            refusal = Draining("this instance is shutting down: connect again to reach another")
+        if refusal is not None:
             # The server runs with always_connect, so the socket is open at this point and the
             # `error` event reaches the client; the refusal then disconnects it (or, without
             # always_connect, turns into a `connect_error` carrying the same payload). Either
             # way python-socketio calls no disconnect handler: forget the session here.
             del self._sessions[sid]
-            payload = await self._send_error(sid, "connect", error)
-            raise socketio.exceptions.ConnectionRefusedError(error.message, payload) from None
+            payload = await self._send_error(sid, "connect", refusal)
+            raise socketio.exceptions.ConnectionRefusedError(refusal.message, payload)
         self._arm_timer(session, self._settings.auth_timeout_seconds, _AUTH_TIMEOUT)
         await self._send_status(session)
         if isinstance(auth, dict) and isinstance(auth.get("since"), dict):
@@ -292,6 +307,27 @@ class Gateway:
         if isinstance(auth, dict) and "token" in auth:
             authenticate = self._guard("authenticate", self._authenticate, public=True)
             await authenticate(sid, {"token": auth["token"]})
+        return None
+
+    async def _admit(self, environ: dict[str, Any]) -> ClientError | None:
+        """Whether a new Engine.IO connection may be served; asked before it can send
+        anything, so that connections that never open a session are counted too."""
+        if self._draining:
+            return Draining("this instance is shutting down: connect again to reach another")
+        # The new connection is already among the transports, before the first await: those
+        # connecting together cannot all pass (or all fail) the cap.
+        limit = self._settings.max_connections
+        if self._server.transports > limit:
+            return TooManyConnections(
+                f"this instance serves at most {limit} sockets: try again shortly, another "
+                "instance may have room",
+                retry_after=_FULL_RETRY_AFTER,
+                limit=limit,
+            )
+        try:
+            await self._limiter.connection(_client_address(environ))
+        except RateLimited as refusal:
+            return refusal
         return None
 
     async def _on_disconnect(self, sid: str, *args: Any) -> dict[str, Any] | None:
@@ -315,21 +351,93 @@ class Gateway:
         if session is None:
             return
         session.timer = None
-        self._spawn(self._end_authentication(session, reason))
+        self._spawn(self._end_authentication(session, reason, session.claims))
 
-    async def _end_authentication(self, session: ClientSession, reason: str) -> None:
-        if session.principal is not None:
-            # The token ran out while connected: no more data until a new token arrives.
-            await self._drop_subscriptions(session, set(session.subscriptions))
-            session.principal = None
+    async def _end_authentication(
+        self, session: ClientSession, reason: str, claims: Principal | None
+    ) -> None:
+        async with session.lock:
+            if session.claims is not claims:
+                return  # authenticated again while this waited: its own timer runs now
+            if session.principal is not None:
+                # The token ran out while connected: no more data until a new token arrives.
+                await self._drop_identity(session, AuthError(reason))
+                return
             await self._send_error(session.sid, None, AuthError(reason))
-            self._arm_timer(
-                session, self._settings.auth_timeout_seconds, "authentication timed out"
-            )
-            return
-        await self._send_error(session.sid, None, AuthError(reason))
-        log.info("socket_auth_timeout", sid=session.sid)
-        await self._server.disconnect(session.sid)
+            log.info("socket_auth_timeout", sid=session.sid)
+            await self._server.close_transport(session.sid)
+
+    async def _drop_identity(self, session: ClientSession, reason: ClientError) -> None:
+        """`_forget_identity`, and tell the socket why."""
+        await self._forget_identity(session)
+        await self._send_error(session.sid, None, reason)
+
+    async def _forget_identity(self, session: ClientSession) -> None:
+        """Forget who the socket was, and every subscription of that identity. It may
+        authenticate again within the sign-in timeout."""
+        await self._drop_subscriptions(session, set(session.subscriptions))
+        session.principal = session.claims = None
+        self._arm_timer(session, self._settings.auth_timeout_seconds, _AUTH_TIMEOUT)
+
+    # -- identities of open sockets --------------------------------------------------------
+
+    async def _recheck_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.auth_recheck_seconds)
+            try:
+                await self.recheck_identities()
+            except StoreError as error:
+                # The database cannot say now: the sockets keep what it last said.
+                log.warning("identity_recheck_unavailable", error=str(error))
+            except Exception:
+                log.exception("identity_recheck_failed")
+
+    async def recheck_identities(self) -> int:
+        """Check every authenticated socket's token against the users table and the revoked
+        tokens again; returns how many sockets lost some or all of what they could see.
+
+        A revoked token, or a user deactivated or signed out, loses its identity and its
+        subscriptions (`auth_error`); a user whose role or departments shrank keeps only the
+        subscriptions still in scope and is sent `authenticated` with its new scope.
+        """
+        if self._authenticator is None:
+            return 0
+        sessions = [session for session in self._sessions.values() if session.claims]
+        claims = [session.claims for session in sessions if session.claims is not None]
+        if not claims:
+            return 0
+        decisions = await self._authenticator.recheck(claims)
+        changed = 0
+        for session, checked, decision in zip(sessions, claims, decisions, strict=True):
+            async with session.lock:
+                if session.claims is not checked or session.principal is None:
+                    continue  # authenticated again (or signed out) meanwhile
+                if isinstance(decision, InvalidToken):
+                    log.info("socket_identity_revoked", sid=session.sid, reason=decision.message)
+                    await self._drop_identity(session, decision)
+                    changed += 1
+                elif _identity(decision) != _identity(session.principal) and await self._narrow(
+                    session, decision
+                ):
+                    changed += 1
+        return changed
+
+    async def _narrow(self, session: ClientSession, principal: Principal) -> bool:
+        """Give the socket `principal`'s scope; True if it lost a subscription or a
+        department it could see."""
+        before = await self._visible(session)
+        session.principal = principal
+        visible = await self._visible(session)
+        gone = {scope for scope in session.subscriptions if scope[1] not in visible}
+        await self._drop_subscriptions(session, gone)
+        log.info(
+            "socket_scope_changed",
+            sid=session.sid,
+            role=principal.role.value,
+            dropped=len(gone),
+        )
+        await self._send_authenticated(session, principal)
+        return bool(gone) or not before <= visible
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -356,7 +464,8 @@ class Gateway:
                         raise InvalidPayload(f"{event} takes a single payload argument")
                     if not public and session.principal is None:
                         raise NotAuthenticated(f"authenticate before sending {event}")
-                    result = await handler(session, args[0] if args else None)
+                    async with session.lock:
+                        result = await handler(session, args[0] if args else None)
                 except ClientError as error:
                     return await self._send_error(sid, event, error)
                 except StoreError as error:
@@ -396,14 +505,26 @@ class Gateway:
         request = parse(AuthenticateRequest, data)
         if self._authenticator is None:
             raise Internal("the service is still starting")
-        principal = await self._authenticator.authenticate(request.token)
+        try:
+            claims = verify_token(self._settings, request.token)
+            principal = await self._authenticator.admit(claims)
+        except AuthError:
+            if session.principal is not None:
+                # A refused token must not leave the socket as whoever it was before.
+                await self._forget_identity(session)
+            raise
         if session.principal is not None and _identity(session.principal) != _identity(principal):
             # A different identity keeps nothing of the previous one's subscriptions.
             await self._drop_subscriptions(session, set(session.subscriptions))
-        session.principal = principal
+        session.principal, session.claims = principal, claims
         remaining = (principal.expires_at - datetime.now(UTC)).total_seconds()
         self._arm_timer(session, remaining, "the token has expired")
         log.info("socket_authenticated", sid=session.sid, user=principal.subject)
+        return await self._send_authenticated(session, principal)
+
+    async def _send_authenticated(
+        self, session: ClientSession, principal: Principal
+    ) -> Authenticated:
         reply = Authenticated(
             sub=principal.subject,
             role=principal.role.value,
@@ -509,9 +630,12 @@ class Gateway:
     async def _request_historical(self, session: ClientSession, data: Any) -> BaseModel:
         query = history_query(data, await self._visible(session))
         request, start, end = query.request, query.start, query.end
-        points = await self._view_or_fail().history(
-            request.metric, request.department, start, end, request.granularity
-        )
+        assert session.principal is not None  # the guard lets only authenticated sockets here
+        await self._limiter.history(session.principal.subject, query.hours)
+        async with self._history_reads:
+            points = await self._view_or_fail().history(
+                request.metric, request.department, start, end, request.granularity
+            )
         reply = HistoricalData(
             metric=request.metric,
             department=request.department,

@@ -1,4 +1,5 @@
-"""The gateway's rate limits: events per socket and per user, connections per client address."""
+"""The gateway's rate limits: events per socket and per user, connections per client address,
+and hours of history per user."""
 
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ class SocketLimiter:
             storage_uri=storage_uri,
         )
 
+        self._history = RateLimiter(
+            settings.rate_limit_history_hours,
+            namespace="history",
+            counted="hours of history asked for by this user",
+            storage_uri=storage_uri,
+        )
+
     async def aclose(self) -> None:
         """Let the storages' background work finish."""
-        for limiter in (self._socket, self._user, self._address):
+        for limiter in (self._socket, self._user, self._address, self._history):
             await limiter.aclose()
 
     async def event(self, sid: str, user: str | None) -> None:
@@ -43,6 +51,11 @@ class SocketLimiter:
         if user is not None:
             pairs.append((self._user, user))
         await hit_together(pairs)
+
+    async def history(self, user: str, hours: int) -> None:
+        """Charge a history request spanning `hours` to its user (at most the whole budget,
+        so that a long range is slow to repeat but never refused for ever)."""
+        await self._history.hit(user, cost=min(hours, self._history.capacity))
 
     async def connection(self, address: str) -> None:
         """Count one connection attempt from a client address."""

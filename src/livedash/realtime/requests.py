@@ -7,9 +7,10 @@ changed when one is raised.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,10 @@ from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES
 from livedash.realtime.schemas import MAX_NAME_LENGTH, HistoricalRequest, MetricSelection
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# Histories are of hospital activity: this range keeps every date computation far from the
+# ends of what `datetime` can hold.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 Departments = set[str | None]
 
 
@@ -76,6 +81,11 @@ class HistoryQuery:
     start: datetime
     end: datetime
 
+    @property
+    def hours(self) -> int:
+        """The hours the range spans, begun ones included: what the request costs."""
+        return math.ceil((self.end - self.start) / timedelta(hours=1))
+
 
 def history_query(data: Any, visible: Departments) -> HistoryQuery:
     """A `request_historical` checked for its series, range and scope."""
@@ -87,6 +97,10 @@ def history_query(data: Any, visible: Departments) -> HistoryQuery:
             valid=list(HISTORY_SERIES),
         )
     start, end = _aware(request.start), _aware(request.end)
+    if not (start >= EARLIEST and end <= LATEST):
+        raise InvalidPayload(
+            f"`from` and `to` must lie between {EARLIEST.date()} and {LATEST.date()}"
+        )
     if start >= end:
         raise InvalidPayload("`from` must be before `to`")
     if end - start > request.longest:

@@ -8,10 +8,13 @@ neither authenticated nor limited.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -64,6 +67,9 @@ _STATUS: tuple[tuple[type[ClientError], int], ...] = (
 )
 _ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ApiError} for status in (401, 429)}
 _bearer = HTTPBearer(auto_error=False, description="An access token, as `livedash token` prints.")
+MAX_LISTED_PROBLEMS = 5
+# A location part we repeat back: a field name. Anything else may be a key the client made up.
+_FIELD = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 async def authenticated_user(
@@ -71,14 +77,21 @@ async def authenticated_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, once its token is verified and its user's rate limit allows the request."""
+    principal = await verified_user(request, credentials)
+    await request.app.state.rest_limiter.hit(principal.subject)
+    return principal
+
+
+async def verified_user(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Principal:
+    """The caller, once its token is verified (signature, claims, the users table)."""
     if credentials is None:
         raise NotAuthenticated("send an access token as `Authorization: Bearer <token>`")
     authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
     if authenticator is None:
         raise Internal("the service is still starting")
-    principal = await authenticator.authenticate(credentials.credentials)
-    await request.app.state.rest_limiter.hit(principal.subject)
-    return principal
+    return await authenticator.authenticate(credentials.credentials)
 
 
 async def client_error_response(request: Request, error: ClientError) -> JSONResponse:
@@ -124,6 +137,7 @@ def install_api(app: FastAPI) -> None:
 
     app.include_router(router)
     app.exception_handler(ClientError)(client_error_response)
+    app.exception_handler(RequestValidationError)(validation_error_response)
     app.exception_handler(StoreError)(store_error_response)
 
 
@@ -131,3 +145,36 @@ async def store_error_response(request: Request, error: StoreError) -> JSONRespo
     """The database failed: 503 in the API's error shape, the details only in the log."""
     log.warning("api_store_error", path=request.url.path, error=str(error))
     return await client_error_response(request, Unavailable())
+
+
+async def validation_error_response(
+    request: Request, error: RequestValidationError
+) -> JSONResponse:
+    """A request FastAPI's validation refused: 422 in the API's error shape.
+
+    FastAPI's own answer repeats each refused value (`input`, and `ctx` may hold more), so a
+    200 MB field came back as a 200 MB response; this one names the problems only.
+    """
+    return await client_error_response(request, InvalidPayload(validation_message(error.errors())))
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """The first few problems pydantic found, where and what, without the values sent."""
+    problems = [
+        f"{_location(problem)}: {str(problem.get('msg', 'invalid'))[:120]}"
+        for problem in errors[:MAX_LISTED_PROBLEMS]
+    ]
+    if len(errors) > MAX_LISTED_PROBLEMS:
+        problems.append(f"and {len(errors) - MAX_LISTED_PROBLEMS} more")
+    return "; ".join(problems) or "the request is not valid"
+
+
+def _location(problem: Mapping[str, Any]) -> str:
+    location = list(problem.get("loc", ()))[:8]
+    if problem.get("type") == "extra_forbidden":
+        location = location[:-1]  # the unexpected key: the client's own input
+    parts = [
+        str(part) if isinstance(part, int) or _FIELD.fullmatch(str(part)) else "?"
+        for part in location
+    ]
+    return ".".join(parts) or "request"

@@ -1,12 +1,16 @@
 """Sign-in over REST: `/api/auth/login`, `/api/auth/refresh` and `/api/auth/logout`.
 
 These routes take no access token (they hand them out). Sign-in attempts are limited per client
-address and per user name, so passwords cannot be guessed quickly; failures say only "wrong
-user name or password". Audit events are logged without tokens or passwords.
+address, and failures per (address, user name), so passwords cannot be guessed quickly; the
+failures for one user name from every address slow that name's sign-ins down but never refuse
+them, so nobody can lock another person out. Failures say only "wrong user name or password".
+Refreshes and sign-outs are limited per client address. Audit events are logged without tokens
+or passwords.
 """
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Annotated, Literal
@@ -15,7 +19,13 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from livedash.auth.ratelimit import MEMORY, RateLimiter, hit_together
+from livedash.auth.ratelimit import (
+    MEMORY,
+    RateLimiter,
+    count_together,
+    hit_together,
+    storage_failure_tolerated,
+)
 from livedash.auth.sessions import (
     MAX_PASSWORD_LENGTH,
     MAX_REFRESH_TOKEN_LENGTH,
@@ -27,11 +37,22 @@ from livedash.web.api import ApiError
 
 log = structlog.get_logger(__name__)
 
-# Per user name: slows guessing one account's password to a crawl.
-LOGIN_LIMIT_PER_USER = "10/minute"
-# Per address, more generous: a hospital's staff often reach us through one proxy or NAT
-# address, and a shift change signs many of them in at once.
+# Every attempt per address, generous: a hospital's staff often reach us through one proxy or
+# NAT address, and a shift change signs many of them in at once. Counted before the password
+# is checked, so it also bounds the attempts one client has in flight at once.
 LOGIN_LIMIT_PER_ADDRESS = "60/minute"
+# Failures per (address, user name): one client guessing one account's password. Successes are
+# not counted, and another address's failures never refuse this pair.
+LOGIN_FAILURES_PER_ADDRESS_AND_USER = "10/minute"
+# Failures per user name from every address only slow that name's attempts down: refusing them
+# would let anyone lock the user out. The window holds more failures than the longest delay needs.
+LOGIN_FAILURES_PER_USER = "50 per 15 minutes"
+LOGIN_SLOWDOWN_AFTER = 5
+LOGIN_SLOWDOWN_FIRST_SECONDS = 0.25
+LOGIN_SLOWDOWN_MAX_SECONDS = 3.0
+# Refreshes and sign-outs per address, generous for the same reason (the page refreshes each
+# tab's access token a minute before it expires, and retries a refused refresh later).
+SESSION_LIMIT_PER_ADDRESS = "120/minute"
 MAX_BODY_BYTES = 4096
 
 
@@ -70,20 +91,40 @@ class TokenResponse(BaseModel):
 
 
 class LoginLimits:
-    """The sign-in rate limits, per client address and per user name."""
+    """The limits of `/api/auth`: sign-in attempts, sign-in failures, refreshes and sign-outs."""
 
     def __init__(self, storage_uri: str = MEMORY) -> None:
         self._by_address = RateLimiter(
-            LOGIN_LIMIT_PER_ADDRESS, namespace="login-address", storage_uri=storage_uri
+            LOGIN_LIMIT_PER_ADDRESS,
+            namespace="login-address",
+            counted="sign-in attempts",
+            storage_uri=storage_uri,
         )
-        self._by_user = RateLimiter(
-            LOGIN_LIMIT_PER_USER, namespace="login-user", storage_uri=storage_uri
+        self._failures_by_pair = RateLimiter(
+            LOGIN_FAILURES_PER_ADDRESS_AND_USER,
+            namespace="login-failures-address-user",
+            counted="failed sign-ins",
+            storage_uri=storage_uri,
+        )
+        self._failures_by_user = RateLimiter(
+            LOGIN_FAILURES_PER_USER, namespace="login-failures-user", storage_uri=storage_uri
+        )
+        self._sessions_by_address = RateLimiter(
+            SESSION_LIMIT_PER_ADDRESS,
+            namespace="session-address",
+            counted="refreshes and sign-outs",
+            storage_uri=storage_uri,
         )
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> LoginLimits:
-        await self._stack.enter_async_context(self._by_address)
-        await self._stack.enter_async_context(self._by_user)
+        for limiter in (
+            self._by_address,
+            self._failures_by_pair,
+            self._failures_by_user,
+            self._sessions_by_address,
+        ):
+            await self._stack.enter_async_context(limiter)
         return self
 
     async def __aexit__(
@@ -94,9 +135,45 @@ class LoginLimits:
     ) -> None:
         await self._stack.aclose()
 
-    async def hit(self, address: str, username: str) -> None:
-        """Count one attempt, or raise `RateLimited`."""
-        await hit_together([(self._by_address, address), (self._by_user, username.casefold())])
+    async def admit_login(self, address: str, username: str) -> None:
+        """Count one sign-in attempt, or raise `RateLimited`; then wait out the name's delay."""
+        await hit_together(
+            [(self._by_address, address)],
+            tested=[(self._failures_by_pair, _pair(address, username))],
+        )
+        failures = 0
+        with storage_failure_tolerated():
+            failures = await self._failures_by_user.used(username.casefold())
+        delay = login_delay(failures)
+        if delay > 0:
+            log.info("login_slowed", user=username, address=address, seconds=delay)
+            await asyncio.sleep(delay)
+
+    async def login_failed(self, address: str, username: str) -> None:
+        """Count a failed sign-in for the pair and for the user name."""
+        await count_together(
+            [
+                (self._failures_by_pair, _pair(address, username)),
+                (self._failures_by_user, username.casefold()),
+            ]
+        )
+
+    async def admit_session_use(self, address: str) -> None:
+        """Count one refresh or sign-out, or raise `RateLimited`."""
+        await hit_together([(self._sessions_by_address, address)])
+
+
+def login_delay(failures: int) -> float:
+    """Seconds a sign-in for a name waits after `failures` recent failures for that name."""
+    if failures < LOGIN_SLOWDOWN_AFTER:
+        return 0.0
+    doublings = min(failures - LOGIN_SLOWDOWN_AFTER, 32)  # the cap comes long before
+    return min(LOGIN_SLOWDOWN_FIRST_SECONDS * 2.0**doublings, LOGIN_SLOWDOWN_MAX_SECONDS)
+
+
+def _pair(address: str, username: str) -> str:
+    # An address never holds "/", so no two pairs share a key.
+    return f"{address}/{username.casefold()}"
 
 
 async def _small_body(request: Request, response: Response) -> None:
@@ -132,10 +209,11 @@ def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
     async def login(body: LoginRequest, request: Request, sessions: Sessions) -> TokenResponse:
         """Sign in with user name and password: an access token and a refresh token."""
         address = _address(request)
-        await limits.hit(address, body.username)
+        await limits.admit_login(address, body.username)
         try:
             pair = await sessions.login(body.username, body.password)
         except InvalidToken:
+            await limits.login_failed(address, body.username)
             log.info("login_failed", user=body.username, address=address)
             raise
         log.info("login_succeeded", user=pair.username, address=address)
@@ -144,6 +222,7 @@ def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
     @router.post("/refresh")
     async def refresh(body: RefreshRequest, request: Request, sessions: Sessions) -> TokenResponse:
         """Trade a refresh token (used up) for a new access token and refresh token."""
+        await limits.admit_session_use(_address(request))
         try:
             pair = await sessions.refresh(body.refresh_token)
         except InvalidToken as error:
@@ -159,6 +238,7 @@ def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
     @router.post("/logout", status_code=204)
     async def logout(body: RefreshRequest, request: Request, sessions: Sessions) -> None:
         """End the session the refresh token belongs to (every token of it is refused)."""
+        await limits.admit_session_use(_address(request))
         user = await sessions.logout(body.refresh_token)
         log.info("logout", user=user, address=_address(request))
 

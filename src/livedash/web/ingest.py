@@ -3,6 +3,12 @@
 The writes land in the database exactly as the main application's own do, so the change
 capture picks them up and dashboards update; there is no separate path. One request is one
 transaction: if any operation fails, none is written, and the error names the operation.
+
+A department's code decides who sees its rows (users are scoped by code), so a key may create
+departments but never change a department's code: that would hand a whole department's beds,
+patients and history to the users of another code in one stroke. Nor may it delete one: a new
+department could take the freed id (SQLite reuses the highest) with another code, and every
+row the main application still writes under that id would follow it.
 """
 
 from __future__ import annotations
@@ -15,14 +21,32 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Boolean, Column, DateTime, Float, Integer, String, Table, delete, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Table,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.auth.api_keys import ApiKeyAuthenticator, ApiKeyInfo, Scope
 from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.changefeed.rows import parse_timestamp
-from livedash.errors import ClientError, Internal, InvalidPayload, NotAuthenticated, StoreError
+from livedash.errors import (
+    ClientError,
+    Forbidden,
+    Internal,
+    InvalidPayload,
+    NotAuthenticated,
+    StoreError,
+)
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Base
@@ -76,7 +100,6 @@ class Ingest:
 
     def __init__(self, settings: Settings) -> None:
         self._url = settings.database_url
-        self.max_bytes = settings.max_payload_bytes
         self._limiter = RateLimiter(
             settings.rate_limit_api_key,
             namespace="api_key",
@@ -166,12 +189,15 @@ async def ingest_key(
 
 
 def install_ingest(app: FastAPI) -> None:
-    """Add `POST /api/ingest` to `app`; it needs an entered `Ingest` as `app.state.ingest`."""
+    """Add `POST /api/ingest` to `app`; it needs an entered `Ingest` as `app.state.ingest`.
+
+    Its body size is capped by `livedash.web.request_limits.RequestLimits` in front of the app.
+    """
     router = APIRouter(prefix="/api", responses={401: {"model": ApiError}})
 
     @router.post(
         "/ingest",
-        responses={s: {"model": ApiError} for s in (400, 403, 422, 429)},
+        responses={s: {"model": ApiError} for s in (400, 403, 413, 422, 429)},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -183,10 +209,9 @@ def install_ingest(app: FastAPI) -> None:
         request: Request, key: Annotated[ApiKeyInfo, Depends(ingest_key)]
     ) -> IngestResult:
         """Apply a batch of inserts, updates and deletes in one transaction: all or nothing."""
-        # The body is read and validated here rather than by FastAPI, so that its size is
-        # capped while it arrives and every refusal takes the API's one error shape.
+        # Validated here rather than by FastAPI, so that a refusal names the operation.
         service: Ingest = request.app.state.ingest
-        body = await _read_body(request, service.max_bytes)
+        body = await request.body()
         try:
             parsed = IngestRequest.model_validate_json(body)
         except ValidationError as error:
@@ -217,19 +242,6 @@ def _inlined(model: type[BaseModel]) -> dict[str, Any]:
     return inlined
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it grows past `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidPayload(f"the body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise InvalidPayload(f"the body is larger than {limit} bytes")
-    return bytes(body)
-
-
 def _validation_message(error: ValidationError) -> str:
     first = error.errors()[0]
     location = first["loc"]
@@ -250,6 +262,8 @@ async def _apply(connection: AsyncConnection, index: int, operation: Operation) 
     row_id = values.pop("id", None)
     if not isinstance(row_id, int):
         raise InvalidPayload(f"operation {index}: {operation.op} needs the row's id", index=index)
+    if operation.table == "departments":
+        await _keep_department_code(connection, table, index, operation.op, row_id, values)
     if operation.op == "update":
         if not values:
             raise InvalidPayload(f"operation {index}: update names no column to set", index=index)
@@ -263,6 +277,33 @@ async def _apply(connection: AsyncConnection, index: int, operation: Operation) 
             f"operation {index}: there is no {operation.table} row with id {row_id}", index=index
         )
     return row_id
+
+
+async def _keep_department_code(
+    connection: AsyncConnection,
+    table: Table,
+    index: int,
+    op: str,
+    row_id: int,
+    values: Mapping[str, Any],
+) -> None:
+    """Refuse an update or delete that would take a code from an existing department."""
+    if op == "delete":
+        raise Forbidden(
+            f"operation {index}: departments cannot be deleted through ingest "
+            "(a department's id keeps its code, which decides who sees its rows)",
+            index=index,
+        )
+    if "code" not in values:
+        return
+    current = await connection.scalar(select(table.c.code).where(table.c.id == row_id))
+    # A row that does not exist is refused by the update itself; the same code is a no-op.
+    if current is not None and current != values["code"]:
+        raise Forbidden(
+            f"operation {index}: departments.code cannot be changed through ingest "
+            "(it decides who sees the department's rows); only new departments take a code",
+            index=index,
+        )
 
 
 def _values(table: Table, index: int, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,27 @@
-"""Page routes and the health endpoint."""
+"""Page routes and the health endpoint.
+
+`/health` tells anyone whether the instance serves (its status and HTTP code, for a load
+balancer); what an operator needs beyond that (role, feed position, slot, cache, sockets)
+goes only to a `super_admin` token, since feed positions and change times say how much
+happens in the hospital.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
+from livedash.errors import Forbidden
+from livedash.store.models import Role
+from livedash.web.api import verified_user
+
 STATIC_DIR = Path(__file__).parent / "static"
+_bearer = HTTPBearer(auto_error=False, description="A super_admin access token, for the details.")
 
 
 def install_routes(app: FastAPI) -> None:
@@ -21,48 +33,66 @@ def install_routes(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     @router.get("/health")
-    async def health(request: Request) -> JSONResponse:
-        """Liveness and what an operator needs: role, feed, slot, cache."""
-        runner = getattr(request.app.state, "runner", None)
-        if runner is None:
-            return JSONResponse({"status": "starting"}, status_code=503)
-        election = getattr(request.app.state, "election", None)
-        body: dict[str, Any] = {
-            "role": "follower" if election is not None and not election.leading else "leader",
-            "sockets": request.app.state.gateway.connected,
-        }
-        pipeline = runner.pipeline
-        healthy = True
-        if pipeline is not None:
-            status = pipeline.status()
-            healthy = status.running and status.last_error is None
-            body.update(
-                feed_position=status.position,
-                last_change_at=status.last_change_at.isoformat() if status.last_change_at else None,
-                last_error=status.last_error,
-            )
-            slot = await runner.feed_status()
-            if slot:
-                body["slot"] = slot
-        elif election is None:
-            healthy = False  # the embedded default always reads the feed
-        status = getattr(request.app.state, "status", None)
-        if status is not None:
-            body["dependencies"] = status.for_operators()
-            body["service"] = status.summary()[0]
-            healthy = healthy and status.summary()[0] == "ok"
-        stats = getattr(getattr(request.app.state, "view", None), "stats", None)
-        if stats is not None:
-            body["cache"] = stats.as_dict()
-        body["status"] = "ok" if healthy else "degraded"
-        # 503 only when this instance cannot do its job (the embedded feed is not running,
-        # or it is draining before it stops: send new clients elsewhere). A dependency that
-        # is down degrades every instance alike: a load balancer that took them all out, or
-        # restarted them, would only make things worse.
-        serving = pipeline is not None or election is not None
-        if request.app.state.gateway.draining:
-            body["status"], serving = "draining", False
-        return JSONResponse(body, status_code=200 if serving else 503)
+    async def health(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> JSONResponse:
+        """Whether this instance serves; with a super_admin token, what an operator needs:
+        role, feed, slot, cache, sockets."""
+        body, status_code = await _health(request)
+        if credentials is None:
+            return JSONResponse({"status": body["status"]}, status_code=status_code)
+        # Not charged to the REST limit: monitoring polls it, and the answer costs no query
+        # beyond the token's own check.
+        principal = await verified_user(request, credentials)
+        if principal.role is not Role.SUPER_ADMIN:
+            raise Forbidden("the details of /health are for super_admin tokens")
+        return JSONResponse(body, status_code=status_code)
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+async def _health(request: Request) -> tuple[dict[str, Any], int]:
+    """The full health report and its HTTP status."""
+    runner = getattr(request.app.state, "runner", None)
+    if runner is None:
+        return {"status": "starting"}, 503
+    election = getattr(request.app.state, "election", None)
+    body: dict[str, Any] = {
+        "role": "follower" if election is not None and not election.leading else "leader",
+    }
+    pipeline = runner.pipeline
+    healthy = True
+    if pipeline is not None:
+        status = pipeline.status()
+        healthy = status.running and status.last_error is None
+        body.update(
+            feed_position=status.position,
+            last_change_at=status.last_change_at.isoformat() if status.last_change_at else None,
+            last_error=status.last_error,
+        )
+        slot = await runner.feed_status()
+        if slot:
+            body["slot"] = slot
+    elif election is None:
+        healthy = False  # the embedded default always reads the feed
+    status = getattr(request.app.state, "status", None)
+    if status is not None:
+        body["dependencies"] = status.for_operators()
+        body["service"] = status.summary()[0]
+        healthy = healthy and status.summary()[0] == "ok"
+    stats = getattr(getattr(request.app.state, "view", None), "stats", None)
+    if stats is not None:
+        body["cache"] = stats.as_dict()
+    body["status"] = "ok" if healthy else "degraded"
+    # 503 only when this instance cannot do its job (the embedded feed is not running,
+    # or it is draining before it stops: send new clients elsewhere). A dependency that
+    # is down degrades every instance alike: a load balancer that took them all out, or
+    # restarted them, would only make things worse.
+    serving = pipeline is not None or election is not None
+    if request.app.state.gateway.draining:
+        body["status"], serving = "draining", False
+    body["sockets"] = request.app.state.gateway.connected
+    body["transports"] = request.app.state.gateway.transports
+    return body, 200 if serving else 503
