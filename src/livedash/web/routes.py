@@ -32,7 +32,8 @@ def install_routes(app: FastAPI) -> None:
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @router.get("/health")
+    # The token is optional: the empty requirement says so to OpenAPI clients.
+    @router.get("/health", openapi_extra={"security": [{}, {"HTTPBearer": []}]})
     async def health(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
