@@ -12,6 +12,7 @@ import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from livedash.web.auth_api import MAX_BODY_BYTES
 from livedash.web.request_limits import DEFAULT_MAX_BODY_BYTES, MAX_REQUEST_HEAD_BYTES
 from tests.conftest import LiveServer, Serve
 from tests.recorder import Recorder
+from tests.servers import NginxServer
 from tests.writers import Users
 
 MiB = 1024 * 1024
@@ -114,7 +116,7 @@ class _Connection:
 
 
 async def chunked_upload(
-    server: LiveServer,
+    server: LiveServer | NginxServer,
     path: str,
     start: bytes,
     *,
@@ -330,3 +332,28 @@ async def test_an_oversized_websocket_handshake_is_refused(server: LiveServer) -
         connection.close()
     # Refused before the upgrade (403 is what a server answers a WebSocket closed that early).
     assert connection.buffer.split()[1] in (b"400", b"403", b"431"), connection.buffer[:100]
+
+
+async def test_nginx_refuses_floods_and_oversized_bodies_before_an_instance_does(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    nginx = NginxServer(tmp_path / "nginx", [server.port]).start()
+    try:
+        oversized = await chunked_upload(nginx, "/api/ingest", b"[", total=4 * MiB)
+        assert oversized.status == 413
+        assert b"nginx" in oversized.body  # nginx's own page: the instance never saw it
+        assert oversized.sent < 64 * 1024 + SLACK_BYTES
+
+        async with httpx.AsyncClient(base_url=nginx.url) as client:
+            answers = [
+                await client.post("/api/auth/refresh", json={"refresh_token": "made.up"})
+                for _ in range(60)
+            ]
+    finally:
+        nginx.stop()
+    # A burst of 30 beyond the steady 2 a second reaches the instance (which refuses the
+    # made-up token); the rest is refused by nginx, well before livedash's own 120 a minute.
+    refused_by_nginx = [a for a in answers if a.status_code == 429 and b"nginx" in a.content]
+    assert {a.status_code for a in answers} == {401, 429}
+    assert len(refused_by_nginx) >= 20
+    assert all(a.status_code == 401 for a in answers[:31])
