@@ -32,7 +32,7 @@ from livedash.auth.sessions import (
     SessionService,
     TokenPair,
 )
-from livedash.errors import Internal, InvalidPayload, InvalidToken
+from livedash.errors import Internal, InvalidToken
 from livedash.web.api import ApiError
 
 log = structlog.get_logger(__name__)
@@ -53,7 +53,7 @@ LOGIN_SLOWDOWN_MAX_SECONDS = 3.0
 # Refreshes and sign-outs per address, generous for the same reason (the page refreshes each
 # tab's access token a minute before it expires, and retries a refused refresh later).
 SESSION_LIMIT_PER_ADDRESS = "120/minute"
-MAX_BODY_BYTES = 4096
+MAX_BODY_BYTES = 4096  # enforced by livedash.web.request_limits, for every body under /api/auth
 
 
 class LoginRequest(BaseModel):
@@ -176,11 +176,8 @@ def _pair(address: str, username: str) -> str:
     return f"{address}/{username.casefold()}"
 
 
-async def _small_body(request: Request, response: Response) -> None:
+async def _not_stored(response: Response) -> None:
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: tokens are not cached
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise InvalidPayload(f"the request body must be at most {MAX_BODY_BYTES} bytes")
 
 
 def _sessions(request: Request) -> SessionService:
@@ -201,8 +198,9 @@ def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
     """Add the `/api/auth` routes; they need `sessions` on the app's state once started."""
     router = APIRouter(
         prefix="/api/auth",
-        dependencies=[Depends(_small_body)],
-        responses={status: {"model": ApiError} for status in (401, 422, 429)},
+        dependencies=[Depends(_not_stored)],
+        # 413: bodies over MAX_BODY_BYTES, refused by `RequestLimits` while they arrive.
+        responses={status: {"model": ApiError} for status in (401, 413, 422, 429)},
     )
 
     @router.post("/login")
