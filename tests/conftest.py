@@ -160,12 +160,12 @@ class LiveServer:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         # Production's own configuration (HTTP implementation, limits, proxies); quieter logs.
-        self._server = _Server(server_config(settings, self.app, log_level="warning"))
+        self.uvicorn = _Server(server_config(settings, self.app, log_level="warning"))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> LiveServer:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        ready = asyncio.create_task(self._server.ready.wait())
+        self._task = asyncio.create_task(self.uvicorn.serve(sockets=[self._socket]))
+        ready = asyncio.create_task(self.uvicorn.ready.wait())
         done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:
             ready.cancel()
@@ -176,7 +176,7 @@ class LiveServer:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._server.should_exit = True
+        self.uvicorn.should_exit = True
         try:
             # A server that cannot stop is a bug to see, not a suite that hangs: show what
             # every task waits on, then fail.

@@ -11,6 +11,8 @@ import aiohttp
 import httpx
 
 from livedash.realtime.gateway import Gateway
+from livedash.services import Services
+from livedash.web.deps import SERVICES
 
 
 async def health(url: str, token: str) -> dict[str, Any]:
@@ -75,14 +77,14 @@ class RawSocket:
                 await self.ws.send_str("3")
 
 
-def api_of(app: Any) -> Any:
-    """The FastAPI app inside the service's ASGI app, under its middleware and Socket.IO."""
-    while not hasattr(app, "other_asgi_app"):
-        app = app.app
-    return app.other_asgi_app
+def services_of(server: Any) -> Services:
+    """The services of a running server (its lifespan state; `server` is a `LiveServer` or a
+    uvicorn `Server`)."""
+    uvicorn_server = getattr(server, "uvicorn", server)
+    services: Services = uvicorn_server.lifespan.state[SERVICES]
+    return services
 
 
-def gateway_of(app: Any) -> Gateway:
-    """The gateway of the service's ASGI app."""
-    gateway: Gateway = api_of(app).state.gateway
-    return gateway
+def gateway_of(server: Any) -> Gateway:
+    """The gateway of a running server."""
+    return services_of(server).gateway

@@ -35,7 +35,7 @@ from tests.recorder import Recorder, update_of
 
 def gateway_of(server: LiveServer) -> Gateway:
     """The gateway inside a live server's app."""
-    return probes.gateway_of(server.app)
+    return probes.gateway_of(server)
 
 
 class Departures:

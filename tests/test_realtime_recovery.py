@@ -11,7 +11,7 @@ import socketio
 
 from livedash.settings import Settings
 from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
-from tests.probes import api_of
+from tests.probes import services_of
 from tests.recorder import Recorder, update_of
 
 pytestmark = pytest.mark.both_backends
@@ -201,8 +201,8 @@ async def test_a_resync_sends_each_subscribed_socket_its_values_and_retries_a_fa
     writer: Write,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    api = api_of(server.app)
-    gateway, view = api.state.gateway, api.state.view
+    services = services_of(server)
+    gateway, view = services.gateway, services.view
     emergency = await connect(server, token())
     await _subscribed(emergency, ED_PATIENTS)
     both = await connect(server, token())

@@ -30,7 +30,7 @@ FRAME = b"\0" * 65_000  # under the WebSocket and Engine.IO size limits: only th
 
 
 def _gateway_packets(server: LiveServer) -> PacketStats:
-    return gateway_of(server.app).packets
+    return gateway_of(server).packets
 
 
 async def _scrape(server: LiveServer, kind: str) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 RETRY_SECONDS = 0.2
@@ -22,3 +23,28 @@ async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
         await asyncio.wait({task}, timeout=RETRY_SECONDS)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
+
+
+class BackgroundTasks:
+    """Tasks that run beside their owner and end with it: each is kept until it finishes
+    (the event loop holds only weak references), and `close` stops the ones left."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def spawn(self, work: Awaitable[Any], *, name: str | None = None) -> asyncio.Future[Any]:
+        """Run `work` in the background; the task is returned, and forgotten once done."""
+        task = asyncio.ensure_future(work)
+        if name is not None and isinstance(task, asyncio.Task):
+            task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        """Cancel every task still running and wait until each has ended."""
+        for task in list(self._tasks):
+            await cancel_and_wait(task)

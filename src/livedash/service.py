@@ -16,9 +16,10 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from livedash.app import DRAIN, create_app
+from livedash.app import create_app
 from livedash.errors import ConfigurationError
 from livedash.settings import Settings
+from livedash.web.deps import SERVICES
 from livedash.web.request_limits import MAX_REQUEST_HEAD_BYTES
 
 log = structlog.get_logger(__name__)
@@ -44,10 +45,10 @@ class _Server(uvicorn.Server):
         # uvicorn closes every WebSocket (1012) before the app's lifespan shutdown: the
         # gateway hands its clients over first, telling them why; the feed stops (and stores
         # its position) in the lifespan shutdown, after them.
-        drain = getattr(self.lifespan, "state", {}).get(DRAIN)
-        if drain is not None:
+        services = getattr(self.lifespan, "state", {}).get(SERVICES)
+        if services is not None:
             try:
-                await drain()
+                await services.gateway.drain()
             except Exception:
                 log.exception("drain_failed")
         await super().shutdown(sockets)

@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.errors import AuthError, ConfigurationError, Forbidden, StoreError
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
+from livedash.store.engine import open_database
 from livedash.store.models import ApiKey
+from livedash.timeutil import naive_utc
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +84,7 @@ async def create_api_key(
                     prefix=prefix,
                     key_hash=_hash(key),
                     scopes=granted,
-                    created_at=_naive(now or datetime.now(UTC)),
+                    created_at=naive_utc(now or datetime.now(UTC)),
                 )
             )
     except IntegrityError as error:
@@ -101,7 +102,7 @@ async def revoke_api_key(database: AsyncEngine, name: str, *, now: datetime | No
             result = await connection.execute(
                 update(ApiKey)
                 .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=_naive(now or datetime.now(UTC)))
+                .values(revoked_at=naive_utc(now or datetime.now(UTC)))
             )
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot revoke the API key {name!r}: {error}") from error
@@ -188,7 +189,7 @@ class ApiKeyAuthenticator:
         )
         if scope not in info.scopes:
             raise Forbidden(f"the API key {info.name!r} does not have the {scope!r} scope")
-        moment = _naive(now or datetime.now(UTC))
+        moment = naive_utc(now or datetime.now(UTC))
         if found.last_used_at is None or moment - found.last_used_at >= LAST_USED_RESOLUTION:
             await self._touch(found.id, moment)
         return info
@@ -234,35 +235,19 @@ def _scopes(value: object) -> tuple[str, ...]:
     return ()
 
 
-def _naive(moment: datetime) -> datetime:
-    """`moment` in UTC without its zone, as the schema stores time."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 async def run_create_api_key(settings: Settings, name: str, scopes: Iterable[str]) -> str:
     """`create_api_key` on the configured database, for the CLI."""
-    database = create_engine(settings.database_url, writer=True)
-    try:
+    async with open_database(settings.database_url, writer=True) as database:
         return await create_api_key(database, name, scopes)
-    finally:
-        await database.dispose()
 
 
 async def run_revoke_api_key(settings: Settings, name: str) -> bool:
     """`revoke_api_key` on the configured database, for the CLI."""
-    database = create_engine(settings.database_url, writer=True)
-    try:
+    async with open_database(settings.database_url, writer=True) as database:
         return await revoke_api_key(database, name)
-    finally:
-        await database.dispose()
 
 
 async def run_list_api_keys(settings: Settings) -> list[ApiKeyInfo]:
     """`list_api_keys` on the configured database, for the CLI."""
-    database = create_engine(settings.database_url)
-    try:
+    async with open_database(settings.database_url) as database:
         return await list_api_keys(database)
-    finally:
-        await database.dispose()

@@ -14,15 +14,18 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import structlog
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from livedash.errors import ConfigurationError, RateLimited
+from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +47,7 @@ class RateLimiter:
         namespace: str,
         counted: str = "requests",
         storage_uri: str = MEMORY,
+        connection_pool: ConnectionPool | None = None,
     ) -> None:
         try:
             self._items = parse_many(limits)
@@ -54,7 +58,10 @@ class RateLimiter:
                 f"rate limit storage {storage_uri!r} must be an async one, such as {MEMORY}"
             )
         try:
-            options = {"implementation": "redispy"} if "redis" in storage_uri else {}
+            options: dict[str, Any] = {}
+            if "redis" in storage_uri:
+                # The process's own Redis pool (SharedRedis), not one more per limiter.
+                options = {"implementation": "redispy", "connection_pool": connection_pool}
             storage = storage_from_string(storage_uri, **options)
         except LimitsConfigurationError as error:
             raise ConfigurationError(f"rate limit storage: {error}") from error
@@ -160,3 +167,15 @@ def storage_failure_tolerated() -> Iterator[None]:
         # A shared storage that is down must not lock every user out: let the request
         # through (the per-socket limits, kept in memory, still apply) and say so.
         log.warning("rate_limit_storage_unavailable", error=str(error))
+
+
+def check_rate_limits(settings: Settings) -> None:
+    """Refuse, at start, any rate-limit setting the `limits` notation cannot read."""
+    for name, value in settings.model_dump().items():
+        if name.startswith("rate_limit_"):
+            try:
+                parse_many(value)
+            except ValueError as error:
+                raise ConfigurationError(
+                    f"bad {name.removeprefix('rate_limit_')} rate limit {value!r}: {error}"
+                ) from error

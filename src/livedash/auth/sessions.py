@@ -40,8 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from livedash.auth.tokens import issue_token
 from livedash.errors import InvalidToken, StoreError
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
+from livedash.store.engine import open_database
 from livedash.store.models import RefreshToken, Role, User
+from livedash.timeutil import naive_utc
 
 log = structlog.get_logger(__name__)
 
@@ -213,7 +214,7 @@ class SessionService:
         token_id = _token_id(refresh_token)
         await self._check_known(token_id, refresh_token)
         now = self._now()
-        naive_now = _naive(now)
+        naive_now = naive_utc(now)
         refusal: str | None = None
         new_token = ""
         try:
@@ -266,7 +267,7 @@ class SessionService:
                 row = await _token_row(connection, token_id, refresh_token)
                 if row is None:
                     raise InvalidToken("the refresh token is not valid")
-                await _revoke_family(connection, row.family_id, _naive(self._now()))
+                await _revoke_family(connection, row.family_id, naive_utc(self._now()))
         except (SQLAlchemyError, OSError) as error:
             raise StoreError(f"cannot end the session: {error}") from error
         return str(row.username)
@@ -356,8 +357,8 @@ async def _insert_token(
             family_id=family_id,
             username=username,
             token_hash=_digest(token),
-            issued_at=_naive(now),
-            expires_at=_naive(expires),
+            issued_at=naive_utc(now),
+            expires_at=naive_utc(expires),
         )
     )
     return token
@@ -388,21 +389,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _naive(moment: datetime) -> datetime:
-    """`moment` in UTC without its zone, as the schema stores time."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 async def run_set_password(
     settings: Settings, username: str, password: str, *, only_if_unset: bool = False
 ) -> bool:
     """Set `username`'s password (`only_if_unset`: unless it has one); False if not set."""
-    database = create_engine(settings.database_url, writer=True)
-    try:
+    async with open_database(settings.database_url, writer=True) as database:
         if only_if_unset and await has_password(database, username):
             return False
         return await set_password(database, username, password)
-    finally:
-        await database.dispose()

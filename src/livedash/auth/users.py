@@ -28,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from livedash.auth.tokens import Principal, verify_token
 from livedash.errors import ConfigurationError, InvalidToken, StoreError
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
+from livedash.store.engine import open_database
 from livedash.store.models import RevokedToken, Role, User
+from livedash.timeutil import naive_utc
 
 log = structlog.get_logger(__name__)
 
@@ -163,8 +164,8 @@ async def revoke_token(
                 insert(RevokedToken)
                 .values(
                     jti=jti,
-                    revoked_at=_naive(moment),
-                    expires_at=_naive(expires_at) if expires_at is not None else None,
+                    revoked_at=naive_utc(moment),
+                    expires_at=naive_utc(expires_at) if expires_at is not None else None,
                     reason=reason[:256],
                 )
                 .on_conflict_do_nothing(index_elements=["jti"])
@@ -172,7 +173,7 @@ async def revoke_token(
             # Records of tokens refused anyway (expired) are dropped as new ones arrive.
             await connection.execute(
                 delete(RevokedToken).where(
-                    RevokedToken.expires_at < _naive(moment - REVOCATION_KEPT_AFTER_EXPIRY)
+                    RevokedToken.expires_at < naive_utc(moment - REVOCATION_KEPT_AFTER_EXPIRY)
                 )
             )
     except (SQLAlchemyError, OSError) as error:
@@ -185,7 +186,9 @@ async def revoke_user_tokens(database: AsyncEngine, username: str, now: datetime
     try:
         async with database.begin() as connection:
             result = await connection.execute(
-                update(User).where(User.username == username).values(tokens_valid_after=_naive(now))
+                update(User)
+                .where(User.username == username)
+                .values(tokens_valid_after=naive_utc(now))
             )
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot revoke the tokens of {username!r}: {error}") from error
@@ -197,16 +200,13 @@ async def run_revoke(
     settings: Settings, *, user: str | None = None, jti: str | None = None, reason: str = ""
 ) -> bool:
     """Revoke every token of `user`, or the token `jti`; False if `user` does not exist."""
-    database = create_engine(settings.database_url, writer=True)
-    try:
+    async with open_database(settings.database_url, writer=True) as database:
         if user is not None:
             return await revoke_user_tokens(database, user, datetime.now(UTC))
         if jti is None:
             raise ConfigurationError("name the user or the token id (jti) to revoke")
         await revoke_token(database, jti, None, reason)
         return True
-    finally:
-        await database.dispose()
 
 
 async def save_user(
@@ -250,21 +250,15 @@ async def run_save_user(
     settings: Settings, username: str, role: Role, departments: Iterable[str], *, active: bool
 ) -> bool:
     """`save_user` on the configured database (for the CLI)."""
-    database = create_engine(settings.database_url, writer=True)
-    try:
+    async with open_database(settings.database_url, writer=True) as database:
         return await save_user(database, username, role, departments, active=active)
-    finally:
-        await database.dispose()
 
 
 async def run_find_user(settings: Settings, username: str) -> bool:
     """True if `username` exists and is active (for the CLI)."""
-    database = create_engine(settings.database_url)
-    try:
+    async with open_database(settings.database_url) as database:
         async with database.connect() as connection:
             found = await _user(connection, username)
-    finally:
-        await database.dispose()
     return found is not None and bool(found.active)
 
 
@@ -318,10 +312,3 @@ def _codes(value: object) -> frozenset[str]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return frozenset(value)
     return frozenset()
-
-
-def _naive(moment: datetime) -> datetime:
-    """`moment` in UTC without its zone, as the schema stores time."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)

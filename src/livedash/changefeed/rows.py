@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Integer
 
 from livedash.store.models import Base
+from livedash.timeutil import naive_utc
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -29,9 +30,7 @@ def parse_timestamp(value: Any) -> datetime | None:
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
         parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
+    return naive_utc(parsed)
 
 
 def _boolean(value: Any) -> bool:

@@ -13,15 +13,15 @@ to Redis came back earlier has already resent, before those updates.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from livedash.aio import cancel_and_wait
+from livedash.aio import BackgroundTasks
 from livedash.changefeed import ChangeSource, open_change_source
 from livedash.cluster.state import SharedMetricState
 from livedash.metrics.clock import Clock
@@ -30,13 +30,35 @@ from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.observability.breaker import CircuitBreaker, State
 from livedash.observability.status import ServiceStatus
-from livedash.realtime.outbox import Outbox
-from livedash.realtime.stream import UpdateHistory
 from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 FEED_CONSUMER = "metrics"
+
+
+class Consumer(Protocol):
+    """A subsystem fed by the metric stream where the feed is read (see livedash.services)."""
+
+    async def on_updates(self, values: list[MetricValue]) -> None: ...
+
+    async def while_leading(self) -> None: ...
+
+
+class UpdateSink(Protocol):
+    """Where the leader's changed values go: to every screen (realtime's outbox)."""
+
+    def put(self, values: Iterable[MetricValue]) -> None:
+        """Send these values, each once, as soon as the sink can."""
+        ...
+
+    def rotate(self) -> None:
+        """Start a new stream epoch: a new leader cannot vouch for what was sent before."""
+        ...
+
+
+UpdateListener = Callable[[list[MetricValue]], Awaitable[None]]
+"""Hears every batch of changed values while this instance reads the feed."""
 SHARE_INTERVAL_SECONDS = 2.0  # well within the critical tier's 5 s TTL
 
 
@@ -47,20 +69,21 @@ class FeedRunner:
         self,
         settings: Settings,
         database: AsyncEngine,
-        outbox: Outbox,
+        sink: UpdateSink,
         clock: Clock,
         state: SharedMetricState | None = None,
         *,
-        history: UpdateHistory | None = None,
         status: ServiceStatus | None = None,
         announce: Callable[[], Awaitable[None]] | None = None,
+        listeners: Iterable[UpdateListener] = (),
     ) -> None:
         self._settings = settings
         self._database = database
-        self._outbox = outbox
+        self._sink = sink
         self._clock = clock
         self._state = state
-        self._history = history
+        self._listeners = list(listeners)
+        self._leader_tasks: list[Callable[[], Awaitable[None]]] = []
         self._status = status
         self._announce = announce
         self._cache_was_closed = True
@@ -68,7 +91,13 @@ class FeedRunner:
         self.source: ChangeSource | None = None
         self._stack: AsyncExitStack | None = None
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = BackgroundTasks()
+
+    def register(self, consumer: Consumer) -> None:
+        """Give `consumer` every batch of changed values, and run its `while_leading` task,
+        whenever this instance reads the feed (from the next start on)."""
+        self._listeners.append(consumer.on_updates)
+        self._leader_tasks.append(consumer.while_leading)
 
     async def start(self) -> None:
         async with self._lock:
@@ -112,15 +141,19 @@ class FeedRunner:
         if self._state is not None:
             pipeline.add_listener(self._share)
         pipeline.add_listener(self._send)
-        if self._history is not None:
-            self._history.rotate()  # a new leader cannot vouch for what was sent before
+        for listener in self._listeners:
+            pipeline.add_listener(listener)
+        self._sink.rotate()
         await stack.enter_async_context(pipeline)
         self.pipeline, self.source = pipeline, source
         await self._tell_health()
         stack.callback(self._forget)
+        tasks = BackgroundTasks()
+        stack.push_async_callback(tasks.close)
         if self._state is not None:
-            task = asyncio.create_task(self._share_periodically(pipeline), name="livedash-share")
-            stack.push_async_callback(_cancel, task)
+            tasks.spawn(self._share_periodically(pipeline), name="livedash-share")
+        for lead in self._leader_tasks:
+            tasks.spawn(_logged(lead), name=f"livedash-leading-{lead.__qualname__}")
 
     def _forget(self) -> None:
         self.pipeline, self.source = None, None
@@ -175,10 +208,8 @@ class FeedRunner:
         else:
             log.info("resync_announced")
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Awaitable[None]) -> None:
+        self._tasks.spawn(work)
 
     async def _tell_health(self) -> None:
         pipeline, status = self.pipeline, self._status
@@ -200,7 +231,7 @@ class FeedRunner:
             return 0
 
     async def _send(self, updates: list[MetricValue]) -> None:
-        self._outbox.put(updates)
+        self._sink.put(updates)
 
     async def _share(self, updates: list[MetricValue]) -> None:
         assert self._state is not None
@@ -246,5 +277,9 @@ class FeedRunner:
             return {"error": str(error)}
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    await cancel_and_wait(task)
+async def _logged(lead: Callable[[], Awaitable[None]]) -> None:
+    """Run a consumer's task; a failure is logged, and does not stop the feed."""
+    try:
+        await lead()
+    except Exception:
+        log.exception("leader_task_failed", task=lead.__qualname__)

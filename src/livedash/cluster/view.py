@@ -31,8 +31,8 @@ from livedash.metrics.clock import Clock
 from livedash.metrics.definitions import METRIC_NAMES, Tier
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.figures import HistoryFigures, Point
-from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import MetricPipeline, count_rows
+from livedash.observability.breaker import CircuitBreaker
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +43,11 @@ PipelineRef = Callable[[], MetricPipeline | None]
 
 class MetricView(Protocol):
     """The gateway's read side."""
+
+    @property
+    def stats(self) -> CacheStats | None:
+        """Cache lookups by layer and result, where there is a cache."""
+        ...
 
     async def departments(self) -> dict[str, int]:
         """Every department's code and id."""
@@ -70,6 +75,7 @@ class LocalView:
 
     def __init__(self, pipeline: PipelineRef) -> None:
         self._pipeline = pipeline
+        self.stats: CacheStats | None = None  # no cache: one process, its own engine
 
     def _running(self) -> MetricPipeline:
         pipeline = self._pipeline()
@@ -104,28 +110,24 @@ class SharedView:
         clock: Clock,
         *,
         leader_pipeline: PipelineRef,
-        on_cache_error: Callable[[Exception], None] = lambda _error: None,
-        on_cache_ok: Callable[[], None] = lambda: None,
+        breaker: CircuitBreaker | None = None,
         cache_clock: Callable[[], float] = time.monotonic,
-        cache_allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         self._database = database
         self._state = state
         self._zone = zone
         self._clock = clock
         self._leader_pipeline = leader_pipeline
-        self._on_cache_error = on_cache_error
-        self._on_cache_ok = on_cache_ok
         # The cache's circuit breaker: while open, Redis is not asked at all (a hung Redis
-        # would cost its timeout on every request).
-        self._cache_allowed = cache_allowed
+        # would cost its timeout on every request); failures and successes move it.
+        self._breaker = breaker
         self.stats = CacheStats()
         self._values: LocalCache[MetricValue] = LocalCache(L1_MAX_AGE_SECONDS, clock=cache_clock)
         self._other: LocalCache[Any] = LocalCache(L1_MAX_AGE_SECONDS, clock=cache_clock)
         self._counting: asyncio.Lock = asyncio.Lock()
         self._counts_done = 0
         self._last_count: dict[MetricKey, MetricValue] = {}
-        self._figures = HistoryFigures(HistoryRecorder(zone), zone)
+        self._figures = HistoryFigures(None, zone)
 
     # -- departments ---------------------------------------------------------------------
 
@@ -275,13 +277,16 @@ class SharedView:
 
     async def _redis(self, call: Callable[[SharedMetricState], Any]) -> Any:
         """`call`'s result, or None when there is no Redis or it fails (then: a cache miss)."""
-        if self._state is None or not self._cache_allowed():
+        breaker = self._breaker
+        if self._state is None or (breaker is not None and not breaker.allow()):
             return None
         try:
             result = await call(self._state)
         except (RedisError, OSError) as error:
             self.stats.counts["l2_errors"] += 1
-            self._on_cache_error(error)
+            if breaker is not None:
+                breaker.failure(error)
             return None
-        self._on_cache_ok()
+        if breaker is not None:
+            breaker.success()
         return result

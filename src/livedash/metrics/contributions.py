@@ -1,80 +1,96 @@
-"""What each row adds to the counters.
+"""What each row adds to the day counters and to the hourly roll-ups, stated once.
 
-A contribution function maps one row to `(key, amount)` pairs; the engine adds them for a new
-row and subtracts them for an old one, for the row's department and for the hospital. Keys
-start with a counter family (see `definitions.FAMILY_METRICS`). Date-keyed families use the
-hospital-time date of the row's timestamp.
+A contribution function maps one row to `Contribution`s. The engine adds those with a
+`family` to its counters (see `definitions.FAMILY_METRICS`), the history recorder those with
+a `series` to its roll-ups; each adds them for a new row and subtracts them for an old one,
+for the row's department and for the hospital. A contribution with a moment (`at`, naive
+UTC) is counted on the hospital-time date of it by the engine and in its hospital-time hour
+by the recorder; rows whose moment is missing contribute nothing there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from livedash.changefeed.base import Row
-from livedash.metrics.definitions import ALERT_SEVERITIES, APPOINTMENT_STATUSES, Key
-
-LocalDate = Callable[[Any], date | None]
-Contribution = Iterator[tuple[Key, int]]
+from livedash.changefeed.rows import parse_timestamp
+from livedash.metrics.definitions import ALERT_SEVERITIES, APPOINTMENT_STATUSES
 
 
-def patient(row: Row, local_date: LocalDate) -> Contribution:
+class Contribution(NamedTuple):
+    """`amount` for a counter `family` (its key goes on with `detail`), a roll-up `series`,
+    or both; either may be None."""
+
+    family: str | None
+    amount: int = 1
+    detail: tuple[Any, ...] = ()
+    at: datetime | None = None
+    series: str | None = None
+
+
+Contributions = Iterator[Contribution]
+
+
+def patient(row: Row) -> Contributions:
     status = row.get("status")
-    yield ("patients_total",), 1
-    yield ("patients_status", status), 1
+    yield Contribution("patients_total")
+    yield Contribution("patients_status", detail=(status,))
     if row.get("emergency") and status != "discharged":
-        yield ("patients_emergency",), 1
-    registered = local_date(row.get("registered_at"))
+        yield Contribution("patients_emergency")
+    registered = parse_timestamp(row.get("registered_at"))
     if registered is not None:
-        yield ("patients_registered_on", registered), 1
+        yield Contribution("patients_registered_on", at=registered)
+        if row.get("emergency"):
+            yield Contribution(None, at=registered, series="emergency_arrivals")
 
 
-def appointment(row: Row, local_date: LocalDate) -> Contribution:
-    scheduled = local_date(row.get("scheduled_at"))
+def appointment(row: Row) -> Contributions:
+    scheduled = parse_timestamp(row.get("scheduled_at"))
     if scheduled is None:
         return
     status = row.get("status")
     if status in APPOINTMENT_STATUSES:
-        yield ("appointments", scheduled, status), 1
+        completed = "appointments_completed" if status == "completed" else None
+        yield Contribution("appointments", detail=(status,), at=scheduled, series=completed)
     else:
-        yield ("appointments_other", scheduled), 1
+        yield Contribution("appointments_other", at=scheduled)
 
 
-def staff_shift(row: Row, local_date: LocalDate) -> Contribution:
+def staff_shift(row: Row) -> Contributions:
     if row.get("clock_out_at") is None:
-        yield ("staff_on_duty",), 1
+        yield Contribution("staff_on_duty")
 
 
-def admission(row: Row, local_date: LocalDate) -> Contribution:
-    admitted_at, discharged_at = row.get("admitted_at"), row.get("discharged_at")
-    admitted = local_date(admitted_at)
+def admission(row: Row) -> Contributions:
+    admitted = parse_timestamp(row.get("admitted_at"))
     if admitted is not None:
-        yield ("admissions_on", admitted), 1
-    discharged = local_date(discharged_at)
+        yield Contribution("admissions_on", at=admitted, series="admissions")
+    discharged = parse_timestamp(row.get("discharged_at"))
     if discharged is None:
         return
-    yield ("discharges_on", discharged), 1
-    if isinstance(admitted_at, datetime) and isinstance(discharged_at, datetime):
-        stay = int((discharged_at - admitted_at).total_seconds())
-        yield ("stays_on", discharged), 1
-        yield ("stay_seconds_on", discharged), max(stay, 0)
+    yield Contribution("discharges_on", at=discharged, series="discharges")
+    if admitted is not None:
+        stay = int((discharged - admitted).total_seconds())
+        yield Contribution("stays_on", at=discharged)
+        yield Contribution("stay_seconds_on", max(stay, 0), at=discharged)
 
 
-def payment(row: Row, local_date: LocalDate) -> Contribution:
-    paid = local_date(row.get("paid_at"))
+def payment(row: Row) -> Contributions:
+    paid = parse_timestamp(row.get("paid_at"))
     amount = row.get("amount_cents")
     if paid is not None and isinstance(amount, int):
-        yield ("revenue_on", paid), amount
+        yield Contribution("revenue_on", amount, at=paid, series="revenue")
 
 
-def alert(row: Row, local_date: LocalDate) -> Contribution:
+def alert(row: Row) -> Contributions:
     severity = row.get("severity")
     if row.get("status") != "resolved" and severity in ALERT_SEVERITIES:
-        yield ("alerts_active", severity), 1
+        yield Contribution("alerts_active", detail=(severity,))
 
 
-CONTRIBUTIONS: Mapping[str, Callable[[Row, LocalDate], Contribution]] = {
+CONTRIBUTIONS: Mapping[str, Callable[[Row], Contributions]] = {
     "patients": patient,
     "appointments": appointment,
     "staff_shifts": staff_shift,

@@ -75,8 +75,9 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole > 0 else 0.0
 
 
-def _money(cents: int) -> Decimal:
-    return Decimal(cents).scaleb(-2)
+def money(cents: int | float | None) -> Decimal | None:
+    """Cents as currency units, exactly (None stays None)."""
+    return Decimal(int(cents)).scaleb(-2) if cents is not None else None
 
 
 def _mean_hours(seconds: int, count: int) -> float:
@@ -206,7 +207,7 @@ _DEFINITIONS = (
         _S,
         "Payments received today (currency units, exact)",
         ("revenue_on",),
-        lambda s: _money(s.n("revenue_on", s.today)),
+        lambda s: money(s.n("revenue_on", s.today)),
         daily=True,
     ),
     MetricDefinition(
@@ -214,7 +215,7 @@ _DEFINITIONS = (
         _S,
         "Payments received since Monday",
         ("revenue_on",),
-        lambda s: _money(s.since("revenue_on", _week_start(s))),
+        lambda s: money(s.since("revenue_on", _week_start(s))),
         daily=True,
     ),
     MetricDefinition(
@@ -222,7 +223,7 @@ _DEFINITIONS = (
         _S,
         "Payments received since the 1st",
         ("revenue_on",),
-        lambda s: _money(s.since("revenue_on", s.today.replace(day=1))),
+        lambda s: money(s.since("revenue_on", s.today.replace(day=1))),
         daily=True,
     ),
     _today("admissions_today", _S, "Admissions that began today", "admissions_on"),
@@ -246,14 +247,17 @@ _DEFINITIONS = (
     ),
 )
 
-HISTORY_SERIES = (
+COUNT_SERIES = (
     "admissions",
     "discharges",
     "emergency_arrivals",
     "appointments_completed",
     "revenue",
-    "occupancy",
 )
+"""Hourly sums of row contributions (`contributions.Contribution.series`; revenue in cents)."""
+OCCUPANCY = "occupancy"
+HISTORY_SERIES = (*COUNT_SERIES, OCCUPANCY)
+"""Every series of the historical tier, as `request_historical` names them."""
 GROWTH_PERIODS = ("day", "week", "month")
 
 

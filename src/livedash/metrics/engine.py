@@ -16,14 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from livedash.changefeed.base import Change, Row
-from livedash.changefeed.rows import parse_timestamp
 from livedash.metrics.clock import Clock
-from livedash.metrics.contributions import CONTRIBUTIONS
+from livedash.metrics.contributions import CONTRIBUTIONS, Contribution
 from livedash.metrics.definitions import (
     DAILY_METRICS,
     FAMILY_METRICS,
@@ -35,6 +34,7 @@ from livedash.metrics.definitions import (
     Value,
 )
 from livedash.store.models import BedStatus
+from livedash.timeutil import local_date
 
 HOSPITAL: None = None
 """The department key of hospital-wide values."""
@@ -191,16 +191,7 @@ class MetricEngine:
     # -- internals -----------------------------------------------------------------------
 
     def _local_today(self) -> date:
-        return self._clock.now().astimezone(self._zone).date()
-
-    def local_date(self, value: Any) -> date | None:
-        """The hospital-time date of a stored UTC timestamp."""
-        moment = parse_timestamp(value) if not isinstance(value, datetime) else value
-        if moment is None:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(self._zone).date()
+        return local_date(self._clock.now(), self._zone)
 
     def _scopes(self) -> list[DepartmentId]:
         return [HOSPITAL, *sorted(self._departments)]
@@ -248,12 +239,15 @@ class MetricEngine:
         if contributions is None:
             return
         if old is not None:
-            self._add(contributions(old, self.local_date), old.get("department_id"), -1)
+            self._add(contributions(old), old.get("department_id"), -1)
         if new is not None:
-            self._add(contributions(new, self.local_date), new.get("department_id"), +1)
+            self._add(contributions(new), new.get("department_id"), +1)
 
-    def _add(self, pairs: Iterable[tuple[Key, int]], department: Any, sign: int) -> None:
-        for key, amount in pairs:
+    def _add(self, contributions: Iterable[Contribution], department: Any, sign: int) -> None:
+        for family, amount, detail, at, _series in contributions:
+            if family is None:
+                continue
+            key = (family, *detail) if at is None else (family, local_date(at, self._zone), *detail)
             self._bump(key, HOSPITAL, sign * amount)
             if department is not None:
                 self._bump(key, department, sign * amount)

@@ -1,17 +1,27 @@
-"""Growth, trend and series figures of the historical tier, read from the roll-ups alone."""
+"""The historical tier's read side: stored roll-ups, and the growth, trend and series
+figures computed from them alone (never from the raw tables).
+
+A leader passes its `HistoryRecorder`, so that deltas not yet stored count too; a follower
+reads what is stored and needs no recorder.
+"""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from livedash.metrics.history import OCCUPANCY, SERIES, Bucket, HistoryRecorder, utc
+from livedash.changefeed.rows import parse_timestamp
+from livedash.metrics.definitions import HISTORY_SERIES, OCCUPANCY
+from livedash.metrics.history import Bucket, HistoryRecorder, scope_row
+from livedash.store.models import MetricRollup
+from livedash.timeutil import as_aware, local_hour, local_midnight, naive_utc
 
 TREND_HOURS = 6
 TREND_THRESHOLD = 0.1
@@ -59,12 +69,52 @@ def _trend(current: int | float | None, previous: int | float | None) -> str:
     return "stable"
 
 
+async def stored_buckets(
+    connection: AsyncConnection, series: str, department: int | None, start: datetime, end: datetime
+) -> dict[datetime, Bucket]:
+    """The stored buckets of a series in [start, end) (naive UTC), by hour start."""
+    table = MetricRollup.__table__
+    result = await connection.execute(
+        select(
+            table.c.hour_start, table.c.amount, table.c.weighted, table.c.seconds, table.c.peak
+        ).where(
+            table.c.series == series,
+            table.c.department_id == scope_row(department),
+            table.c.hour_start >= start,
+            table.c.hour_start < end,
+        )
+    )
+    found: dict[datetime, Bucket] = {}
+    for hour, amount, weighted, seconds, peak in result.all():
+        stored = parse_timestamp(hour)  # SQLite gives the hour back as text
+        if stored is None:
+            raise ValueError(f"bad hour_start {hour!r}")
+        found[stored] = Bucket(int(amount), float(weighted), float(seconds), peak)
+    return found
+
+
 class HistoryFigures:
     """Growth and trend figures of every series, computed from the roll-ups alone."""
 
-    def __init__(self, recorder: HistoryRecorder, zone: ZoneInfo) -> None:
-        self._recorder = recorder
+    def __init__(self, unsaved: HistoryRecorder | None, zone: ZoneInfo) -> None:
+        """`unsaved`: the leader's recorder, whose deltas not yet stored are read too."""
+        self._unsaved = unsaved
         self._zone = zone
+
+    async def _buckets(
+        self,
+        connection: AsyncConnection,
+        series: str,
+        department: int | None,
+        start: datetime,
+        end: datetime,
+    ) -> dict[datetime, Bucket]:
+        """Stored buckets of [start, end) plus what is not yet stored, by hour start."""
+        found = await stored_buckets(connection, series, department, start, end)
+        if self._unsaved is not None:
+            for hour, bucket in self._unsaved.unsaved(series, department, start, end):
+                found.setdefault(hour, Bucket()).add(bucket)
+        return found
 
     async def compute(
         self, connection: AsyncConnection, now: datetime, departments: Iterable[int]
@@ -75,9 +125,9 @@ class HistoryFigures:
         earliest = min(start for start, _ in spans.values())
         figures: dict[tuple[str, int | None], Any] = {}
         for department in [None, *departments]:
-            for series in SERIES:
-                buckets = await self._recorder.buckets(
-                    connection, series, department, earliest, utc(local) + timedelta(hours=1)
+            for series in HISTORY_SERIES:
+                buckets = await self._buckets(
+                    connection, series, department, earliest, naive_utc(local) + timedelta(hours=1)
                 )
                 totals = {name: _total(series, buckets, span) for name, span in spans.items()}
                 for period in ("day", "week", "month"):
@@ -109,7 +159,7 @@ class HistoryFigures:
             "trend": (trend_start, hour),
             "previous_trend": (trend_start - timedelta(hours=TREND_HOURS), trend_start),
         }
-        return {name: (utc(start), utc(end)) for name, (start, end) in spans.items()}
+        return {name: (naive_utc(start), naive_utc(end)) for name, (start, end) in spans.items()}
 
     async def series(
         self,
@@ -121,11 +171,9 @@ class HistoryFigures:
         granularity: str,
     ) -> list[Point]:
         """A series from `start` to `end` (aware), by hour or by hospital-time day."""
-        first = self._recorder.hour_of(utc(start))
-        if first is None:
-            return []
-        buckets = await self._recorder.buckets(connection, series, department, first, utc(end))
-        starts = self._starts(first, utc(end), granularity)
+        first = local_hour(start, self._zone)
+        buckets = await self._buckets(connection, series, department, first, naive_utc(end))
+        starts = self._starts(first, naive_utc(end), granularity)
         groups: list[list[Bucket]] = [[] for _ in starts]
         # Only hours with data are visited (an empty hour adds nothing to a total or an
         # average), each placed by bisection: a year by day costs its rows, not 8,784 steps
@@ -134,7 +182,7 @@ class HistoryFigures:
             groups[bisect.bisect_right(starts, hour) - 1].append(bucket)
         return [
             Point(
-                start=key.replace(tzinfo=UTC),
+                start=as_aware(key),
                 value=_value(series, group),
                 peak=max((b.peak for b in group if b.peak is not None), default=None)
                 if series == OCCUPANCY
@@ -146,17 +194,12 @@ class HistoryFigures:
     def _starts(self, first: datetime, end: datetime, granularity: str) -> list[datetime]:
         """The (naive UTC) starts of the hours or hospital days from `first` up to `end`."""
         starts: list[datetime] = []
-        moment = first if granularity == "hour" else self._day_start(first)
+        moment = first if granularity == "hour" else local_midnight(first, self._zone)
         while moment < end:
             starts.append(moment)
             if granularity == "hour":
-                following = moment + timedelta(hours=1)
-                moment = self._recorder.hour_of(following) or following
+                moment = local_hour(moment + timedelta(hours=1), self._zone)
             else:
                 # 25 hours after a local midnight is always within the next local day.
-                moment = self._day_start(moment + timedelta(hours=25))
+                moment = local_midnight(moment + timedelta(hours=25), self._zone)
         return starts
-
-    def _day_start(self, hour: datetime) -> datetime:
-        local = hour.replace(tzinfo=UTC).astimezone(self._zone)
-        return utc(local.replace(hour=0, minute=0, second=0, microsecond=0))

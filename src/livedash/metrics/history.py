@@ -1,42 +1,36 @@
-"""The historical tier: hourly roll-ups, growth and trends.
+"""The historical tier's write side: hourly roll-ups kept exact from the change feed.
 
 Each series is a sum per hour of the hospital's local clock, per department and for the
 hospital (department 0 in the table). Count series (admissions, discharges, emergency
-arrivals, completed appointments, revenue in cents) follow the same rule as the engine's
-counters: a change removes its old row's contribution and adds its new row's, so the roll-ups
-always equal a GROUP BY over the current rows. Occupancy is observed over time instead: each
-hour keeps the time-weighted sum of the occupancy rate, the seconds observed and the peak.
+arrivals, completed appointments, revenue in cents) are fed by the same contributions as the
+engine's counters (`contributions.CONTRIBUTIONS`): a change removes its old row's
+contribution and adds its new row's, so the roll-ups always equal a GROUP BY over the current
+rows. Occupancy is observed over time instead: each hour keeps the time-weighted sum of the
+occupancy rate, the seconds observed and the peak.
 
 Deltas accumulate in memory and are written by `flush` in the same transaction as the feed
-position, so after a restart the roll-ups resume exactly where the position says. Requests
-and the growth figures never read the raw tables.
+position, so after a restart the roll-ups resume exactly where the position says. The read
+side (stored buckets, growth, trends and series) is `figures`; requests and the growth
+figures never read the raw tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from livedash.changefeed.base import Change, Row
-from livedash.changefeed.rows import parse_timestamp
+from livedash.metrics.contributions import CONTRIBUTIONS
+from livedash.metrics.definitions import COUNT_SERIES as COUNT_SERIES
+from livedash.metrics.definitions import OCCUPANCY
 from livedash.store.models import MetricRollup
 from livedash.store.upsert import add_to_rows
+from livedash.timeutil import local_hour
 
-COUNT_SERIES = (
-    "admissions",
-    "discharges",
-    "emergency_arrivals",
-    "appointments_completed",
-    "revenue",
-)
-OCCUPANCY = "occupancy"
-SERIES = (*COUNT_SERIES, OCCUPANCY)
 HOSPITAL_ROW = 0  # the roll-up table's department id for hospital-wide sums
 
 BucketKey = tuple[str, int, datetime]  # series, department (0: hospital), hour start (UTC)
@@ -59,6 +53,11 @@ class Bucket:
             self.peak = other.peak if self.peak is None else max(self.peak, other.peak)
 
 
+def scope_row(department: int | None) -> int:
+    """The roll-up table's department id of a scope (`None`: the hospital)."""
+    return HOSPITAL_ROW if department is None else department
+
+
 class HistoryRecorder:
     """Hourly roll-ups kept exact from the change feed, persisted with its position."""
 
@@ -70,14 +69,6 @@ class HistoryRecorder:
         self.position = 0
 
     # -- counting ------------------------------------------------------------------------
-
-    def hour_of(self, value: Any) -> datetime | None:
-        """The UTC start of the local hour holding a stored UTC timestamp."""
-        moment = value if isinstance(value, datetime) else parse_timestamp(value)
-        if moment is None:
-            return None
-        local = moment.replace(tzinfo=UTC).astimezone(self._zone)
-        return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC).replace(tzinfo=None)
 
     def load(self, table: str, row: Row) -> None:
         """Count an existing row, when the roll-ups are built from scratch once."""
@@ -95,19 +86,21 @@ class HistoryRecorder:
             self.position = change.position
 
     def _count(self, table: str, row: Row, sign: int) -> None:
+        contributions = CONTRIBUTIONS.get(table)
+        if contributions is None:
+            return
         department = row.get("department_id")
-        for series, moment, amount in _contributions(table, row):
-            hour = self.hour_of(moment)
-            if hour is None or not amount:
+        scopes = (HOSPITAL_ROW, int(department)) if department else (HOSPITAL_ROW,)
+        for _family, amount, _detail, at, series in contributions(row):
+            if series is None or at is None or not amount:
                 continue
-            for scope in (HOSPITAL_ROW, department) if department else (HOSPITAL_ROW,):
-                self._pending.setdefault((series, int(scope), hour), Bucket()).amount += (
-                    sign * amount
-                )
+            hour = local_hour(at, self._zone)
+            for scope in scopes:
+                self._pending.setdefault((series, scope, hour), Bucket()).amount += sign * amount
 
     def observe_occupancy(self, department: int | None, rate: float, at: datetime) -> None:
         """The occupancy rate of a scope became `rate` at `at` (naive UTC)."""
-        scope = HOSPITAL_ROW if department is None else department
+        scope = scope_row(department)
         previous = self._occupancy.get(scope)
         self._occupancy[scope] = (rate, at)
         if previous is None:
@@ -116,16 +109,12 @@ class HistoryRecorder:
         for hour, seconds in self._split_by_hour(since, at):
             bucket = self._pending.setdefault((OCCUPANCY, scope, hour), Bucket())
             bucket.add(Bucket(weighted=value * seconds, seconds=seconds, peak=value))
-        end_hour = self.hour_of(at)
-        if end_hour is not None:
-            bucket = self._pending.setdefault((OCCUPANCY, scope, end_hour), Bucket())
-            bucket.add(Bucket(peak=rate))
+        bucket = self._pending.setdefault((OCCUPANCY, scope, local_hour(at, self._zone)), Bucket())
+        bucket.add(Bucket(peak=rate))
 
     def _split_by_hour(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, float]]:
         while start < end:
-            hour = self.hour_of(start)
-            if hour is None:
-                return
+            hour = local_hour(start, self._zone)
             boundary = min(end, hour + timedelta(hours=1))
             if boundary <= start:  # a local hour shorter than an hour is not possible
                 return
@@ -174,66 +163,12 @@ class HistoryRecorder:
         for key, bucket in source.items():
             into.setdefault(key, Bucket()).add(bucket)
 
-    async def buckets(
-        self,
-        connection: AsyncConnection,
-        series: str,
-        department: int | None,
-        start: datetime,
-        end: datetime,
-    ) -> dict[datetime, Bucket]:
-        """Stored buckets of [start, end) plus what is not yet stored, by hour start."""
-        scope = HOSPITAL_ROW if department is None else department
-        table = MetricRollup.__table__
-        result = await connection.execute(
-            select(
-                table.c.hour_start, table.c.amount, table.c.weighted, table.c.seconds, table.c.peak
-            ).where(
-                table.c.series == series,
-                table.c.department_id == scope,
-                table.c.hour_start >= start,
-                table.c.hour_start < end,
-            )
-        )
-        found: dict[datetime, Bucket] = {}
-        for hour, amount, weighted, seconds, peak in result.all():
-            found[_naive(hour)] = Bucket(int(amount), float(weighted), float(seconds), peak)
-        for unsaved in (self._in_flight, self._pending):
-            for (unsaved_series, unsaved_scope, hour), bucket in unsaved.items():
-                if unsaved_series == series and unsaved_scope == scope and start <= hour < end:
-                    found.setdefault(hour, Bucket()).add(bucket)
-        return found
-
-    def local_day(self, hour: datetime) -> date:
-        """The hospital-time date of a bucket."""
-        return hour.replace(tzinfo=UTC).astimezone(self._zone).date()
-
-
-def _naive(moment: Any) -> datetime:
-    parsed = parse_timestamp(moment)
-    if parsed is None:
-        raise ValueError(f"bad hour_start {moment!r}")
-    return parsed
-
-
-def _contributions(table: str, row: Row) -> Iterator[tuple[str, Any, int]]:
-    if table == "admissions":
-        yield "admissions", row.get("admitted_at"), 1
-        yield "discharges", row.get("discharged_at"), 1
-    elif table == "patients":
-        if row.get("emergency"):
-            yield "emergency_arrivals", row.get("registered_at"), 1
-    elif table == "appointments":
-        if row.get("status") == "completed":
-            yield "appointments_completed", row.get("scheduled_at"), 1
-    elif table == "payments":
-        amount = row.get("amount_cents")
-        if isinstance(amount, int):
-            yield "revenue", row.get("paid_at"), amount
-
-
-def utc(moment: datetime) -> datetime:
-    """A naive UTC datetime (how the roll-ups store hours) from an aware one."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    def unsaved(
+        self, series: str, department: int | None, start: datetime, end: datetime
+    ) -> Iterator[tuple[datetime, Bucket]]:
+        """The deltas of [start, end) not yet stored (pending or in flight), by hour start."""
+        scope = scope_row(department)
+        for deltas in (self._in_flight, self._pending):
+            for (delta_series, delta_scope, hour), bucket in deltas.items():
+                if delta_series == series and delta_scope == scope and start <= hour < end:
+                    yield hour, bucket

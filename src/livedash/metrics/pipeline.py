@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from livedash.aio import cancel_and_wait
-from livedash.changefeed import ChangeSource
+from livedash.changefeed import Change, ChangeSource
 from livedash.changefeed.rows import decode_row
 from livedash.errors import ChangeFeedError
 from livedash.metrics.engine import COUNTED_TABLES, MetricEngine, MetricValue
@@ -141,9 +141,7 @@ class MetricPipeline:
         build_history = history is not None and confirmed == 0
         async with self._database.connect() as connection, connection.begin():
             position = await self._source.position_in(connection)
-            await count_rows(
-                connection, self.engine, history if history is not None and build_history else None
-            )
+            await count_rows(connection, self.engine, history if build_history else None)
         if history is not None:
             history.position = position if build_history else confirmed
             self._history_from_rows = build_history
@@ -182,13 +180,7 @@ class MetricPipeline:
             self._breaker.success()
         await self.set_system(database_up=True)
         async for delivered in self._source.batches():
-            batch = [c for c in delivered if not self._source.counted_at_start(c)]
-            if self.history is not None:
-                self.history.apply(batch if self._history_from_rows else delivered)
-            updates = self.engine.apply(batch)
-            self.engine.position = max(self.engine.position, delivered[-1].position)
-            if self.history is not None:
-                self.history.position = max(self.history.position, delivered[-1].position)
+            updates = self._apply(delivered)
             applied_at = datetime.now(UTC).replace(tzinfo=None)
             self._last_change_at = delivered[-1].committed_at
             self._last_error = None
@@ -198,6 +190,27 @@ class MetricPipeline:
                 replace(self.engine.system, feed_lag_seconds=round(lag, 1))
             )
             await self._notify(updates)
+
+    def _apply(self, delivered: list[Change]) -> list[MetricValue]:
+        """Count a delivered batch into the engine and the roll-ups; both reach its position.
+
+        The two positions differ only after a restart, while the roll-ups (stored with the
+        confirmed position) catch up with the engine (counted from the rows at a later one).
+        """
+        fresh = [c for c in delivered if not self._source.counted_at_start(c)]
+        last = delivered[-1].position
+        if self.history is not None:
+            self.history.apply(fresh if self._history_from_rows else delivered)
+            self.history.position = max(self.history.position, last)
+        updates = self.engine.apply(fresh)
+        self.engine.position = max(self.engine.position, last)
+        return updates
+
+    def _applied(self) -> int:
+        """The position up to which both the engine and the roll-ups have counted."""
+        if self.history is None:
+            return self.engine.position
+        return min(self.engine.position, self.history.position)
 
     def _observe_occupancy(self, updates: list[MetricValue], at: datetime) -> None:
         if self.history is None:
@@ -213,9 +226,7 @@ class MetricPipeline:
     async def confirm(self) -> None:
         """Store the applied position (and the roll-ups up to it), if it moved."""
         history = self.history
-        position = self.engine.position
-        if history is not None:
-            position = min(position, history.position)
+        position = self._applied()
         if position <= self._confirmed:
             return
         if self._history_from_rows and not self._source.start_settled():

@@ -15,13 +15,13 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import socketio
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from livedash.aio import BackgroundTasks
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal, verify_token
 from livedash.auth.users import Authenticator
@@ -40,7 +40,7 @@ from livedash.errors import (
     Unavailable,
     UnknownEvent,
 )
-from livedash.metrics.definitions import METRIC_NAMES
+from livedash.metrics.definitions import METRIC_NAMES, money
 from livedash.metrics.engine import MetricValue
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import FanOut
@@ -114,19 +114,28 @@ class Gateway:
         settings: Settings,
         server: GatewayServer,
         fanout: FanOut,
+        *,
+        view: MetricView,
+        authenticator: Authenticator,
+        status: ServiceStatus,
+        history: UpdateHistory | None = None,
         limiter: SocketLimiter | None = None,
     ) -> None:
+        """Serve values from `view`; tokens are checked by `authenticator` (signature,
+        claims, and the users table); clients are told of `status` and recover missed
+        updates from `history`. Handlers are registered on `server` at once; background work
+        runs while the gateway is entered (`async with`)."""
         self._settings = settings
         self._server = server
         self._fanout = fanout
         self._limiter = limiter or SocketLimiter(settings)
         self._sessions: dict[str, ClientSession] = {}
-        self._view: MetricView | None = None
-        self._history: UpdateHistory | None = None
-        self._status: ServiceStatus | None = None
-        self._authenticator: Authenticator | None = None
-        self._background: set[asyncio.Task[None]] = set()
-        self._resync_task: asyncio.Task[None] | None = None
+        self._view = view
+        self._history = history
+        self._status = status
+        self._authenticator = authenticator
+        self._background = BackgroundTasks()
+        self._resync_task: asyncio.Future[None] | None = None
         self._resync_reasons: list[str] = []
         # History reads are the one request whose cost the client chooses: a few at a time,
         # so that they cannot fill the event loop that every screen's updates go through.
@@ -145,44 +154,25 @@ class Gateway:
         server.on("*", self._on_unknown_event)
         server.admit_with(self._admit)
 
-    # -- wiring --------------------------------------------------------------------------
+    # -- lifetime ------------------------------------------------------------------------
 
-    def attach(
-        self,
-        view: MetricView,
-        authenticator: Authenticator,
-        history: UpdateHistory | None = None,
-    ) -> None:
-        """Serve values from `view`; tokens are checked by `authenticator` (signature,
-        claims, and the users table); clients recover missed updates from `history`."""
-        self._view = view
-        self._authenticator = authenticator
-        self._history = history
-        recheck = asyncio.create_task(self._recheck_periodically(), name="identity-recheck")
-        self._background.add(recheck)
-        recheck.add_done_callback(self._background.discard)
+    async def __aenter__(self) -> Gateway:
+        self._background.spawn(self._recheck_periodically(), name="identity-recheck")
 
-    async def close(self) -> None:
+        def changed(_status: ServiceStatus) -> None:
+            self._background.spawn(self._status_changed())
+
+        self._status.on_change(changed)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         """Cancel timers and background work."""
         for session in self._sessions.values():
             session.cancel_timer()
-        for task in list(self._background):
-            task.cancel()
+        await self._background.close()
         await self._limiter.aclose()
 
-    def watch(self, status: ServiceStatus) -> None:
-        """Tell every client of this instance when the service's state changes."""
-        self._status = status
-
-        def changed(_status: ServiceStatus) -> None:
-            task = asyncio.create_task(self._status_changed())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-        status.on_change(changed)
-
     async def _status_changed(self) -> None:
-        assert self._status is not None
         for session in list(self._sessions.values()):
             with contextlib.suppress(Exception):
                 await self._send_status(session)
@@ -197,14 +187,12 @@ class Gateway:
         pass afterwards, so no request is answered by values read before it."""
         self._resync_reasons.append(reason)
         if self._resync_task is None or self._resync_task.done():
-            self._resync_task = asyncio.create_task(self._resync_passes())
-            self._background.add(self._resync_task)
-            self._resync_task.add_done_callback(self._background.discard)
+            self._resync_task = self._background.spawn(self._resync_passes())
 
     async def _resync_passes(self) -> None:
         while self._resync_reasons:
             reasons, self._resync_reasons = self._resync_reasons, []
-            if self._status is not None and self._status.summary()[0] != "ok":
+            if self._status.summary()[0] != "ok":
                 # Reading now would serve stale or uncounted values; the dependency's return
                 # changes the status, which starts a pass.
                 log.info("resync_postponed", reasons=reasons)
@@ -236,7 +224,7 @@ class Gateway:
             metrics = frozenset(metric for metric, _ in session.subscriptions)
             departments = frozenset(department for _, department in session.subscriptions)
             if (metrics, departments) not in read:
-                read[metrics, departments] = await self._view_or_fail().snapshot(
+                read[metrics, departments] = await self._view.snapshot(
                     sorted(metrics), set(departments), fresh=True
                 )
             with contextlib.suppress(Exception):  # a socket gone meanwhile
@@ -247,7 +235,7 @@ class Gateway:
         return sent
 
     async def _send_status(self, session: ClientSession) -> None:
-        service = self._status.for_clients() if self._status is not None else {}
+        service = self._status.for_clients()
         state = service.pop("service", "ok")
         status = ConnectionStatus(
             status="connected" if state == "ok" else state,
@@ -351,7 +339,7 @@ class Gateway:
         if session is None:
             return
         session.timer = None
-        self._spawn(self._end_authentication(session, reason, session.claims))
+        self._background.spawn(self._end_authentication(session, reason, session.claims))
 
     async def _end_authentication(
         self, session: ClientSession, reason: str, claims: Principal | None
@@ -400,8 +388,6 @@ class Gateway:
         subscriptions (`auth_error`); a user whose role or departments shrank keeps only the
         subscriptions still in scope and is sent `authenticated` with its new scope.
         """
-        if self._authenticator is None:
-            return 0
         sessions = [session for session in self._sessions.values() if session.claims]
         claims = [session.claims for session in sessions if session.claims is not None]
         if not claims:
@@ -438,14 +424,6 @@ class Gateway:
         )
         await self._send_authenticated(session, principal)
         return bool(gone) or not before <= visible
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            await work
-
-        task = asyncio.ensure_future(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # -- events --------------------------------------------------------------------------
 
@@ -503,8 +481,6 @@ class Gateway:
 
     async def _authenticate(self, session: ClientSession, data: Any) -> BaseModel:
         request = parse(AuthenticateRequest, data)
-        if self._authenticator is None:
-            raise Internal("the service is still starting")
         try:
             claims = verify_token(self._settings, request.token)
             principal = await self._authenticator.admit(claims)
@@ -633,7 +609,7 @@ class Gateway:
         assert session.principal is not None  # the guard lets only authenticated sockets here
         await self._limiter.history(session.principal.subject, query.hours)
         async with self._history_reads:
-            points = await self._view_or_fail().history(
+            points = await self._view.history(
                 request.metric, request.department, start, end, request.granularity
             )
         reply = HistoricalData(
@@ -645,7 +621,7 @@ class Gateway:
             points=[
                 HistoricalPoint(
                     start=point.start,
-                    value=_money(point.value) if request.metric == "revenue" else point.value,
+                    value=money(point.value) if request.metric == "revenue" else point.value,
                     peak=point.peak,
                 )
                 for point in points
@@ -657,15 +633,10 @@ class Gateway:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _view_or_fail(self) -> MetricView:
-        if self._view is None:
-            raise Internal("the metric engine is not running yet")
-        return self._view
-
     async def _visible(self, session: ClientSession) -> set[str | None]:
         if session.principal is None:
             return set()
-        codes = set(await self._view_or_fail().departments())
+        codes = set(await self._view.departments())
         return visible_departments(session.principal, codes)
 
     async def _select(self, session: ClientSession, data: Any) -> tuple[list[str], set[str | None]]:
@@ -681,7 +652,7 @@ class Gateway:
         recovered: bool | None = None,
         fresh: bool = False,
     ) -> MetricsSnapshot:
-        values = await self._view_or_fail().snapshot(metrics, departments, fresh=fresh)
+        values = await self._view.snapshot(metrics, departments, fresh=fresh)
         return await self._send_values(session, values, position=position, recovered=recovered)
 
     async def _send_values(
@@ -786,10 +757,6 @@ def _client_address(environ: Any) -> str:
 def _identity(principal: Principal) -> tuple[str, str, frozenset[str]]:
     """What a socket may see: a refreshed token for the same identity keeps subscriptions."""
     return principal.subject, principal.role.value, principal.departments
-
-
-def _money(cents: int | float | None) -> Decimal | None:
-    return Decimal(int(cents)).scaleb(-2) if cents is not None else None
 
 
 def _scope_order(scope: Scope) -> tuple[str, bool, str]:

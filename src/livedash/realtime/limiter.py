@@ -3,6 +3,8 @@ and hours of history per user."""
 
 from __future__ import annotations
 
+from redis.asyncio import ConnectionPool
+
 from livedash.auth.ratelimit import MEMORY, RateLimiter, hit_together, shared_storage
 from livedash.settings import Settings
 
@@ -10,7 +12,7 @@ from livedash.settings import Settings
 class SocketLimiter:
     """Counts incoming events and connection attempts; raises `RateLimited` past a limit."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, connection_pool: ConnectionPool | None = None) -> None:
         # A socket lives on one instance: its own window stays in memory. Users and client
         # addresses reach several instances: theirs are shared (Redis) when configured.
         storage_uri = shared_storage(settings.redis_url)
@@ -25,12 +27,14 @@ class SocketLimiter:
             namespace="user",
             counted="events from this user",
             storage_uri=storage_uri,
+            connection_pool=connection_pool,
         )
         self._address = RateLimiter(
             settings.rate_limit_connections_per_ip,
             namespace="address",
             counted="connection attempts from this address",
             storage_uri=storage_uri,
+            connection_pool=connection_pool,
         )
 
         self._history = RateLimiter(
@@ -38,6 +42,7 @@ class SocketLimiter:
             namespace="history",
             counted="hours of history asked for by this user",
             storage_uri=storage_uri,
+            connection_pool=connection_pool,
         )
 
     async def aclose(self) -> None:

@@ -89,6 +89,12 @@ class Outbox:
                 await self._task
         await self._send_pending()
 
+    def rotate(self) -> None:
+        """Start a new stream epoch: this instance now leads and cannot vouch for what the
+        history holds from before."""
+        if self._history is not None:
+            self._history.rotate()
+
     def put(self, values: Iterable[MetricValue]) -> None:
         """Queue values for sending; a queued older value of the same metric is dropped."""
         for value in values:

@@ -26,6 +26,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import socketio
+from redis.asyncio import Redis
+
+from livedash.aio import BackgroundTasks
 
 _DEFERRED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "livedash_deferred_local_emit", default=None
@@ -36,8 +39,12 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     max_wait = 2.0
     connected: bool
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, subscriber: Redis, *, channel: str) -> None:
+        # The URL only tells the stock manager which client library to use: the client is
+        # the process's own (`SharedRedis.subscriber`), never one more connection pool.
+        super().__init__("redis://", channel=channel)
+        self._subscriber = subscriber
+        self._closing = BackgroundTasks()
         # Its own channel: the updates' channel is read without looking into every payload.
         self.resync_channel = f"{self.channel}:resync"
         self._resync_names = (self.resync_channel, self.resync_channel.encode())
@@ -74,10 +81,16 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         return None
 
     def _redis_connect(self) -> None:
-        super()._redis_connect()
+        previous = getattr(self, "pubsub", None)
+        if previous is not None:
+            # Its connection goes back to the shared client's pool (the stock manager dropped
+            # a whole client instead).
+            self._closing.spawn(previous.aclose())
+        self.redis = self._subscriber
         # The stock manager ignores subscription confirmations; the confirmation is the moment
         # from which this instance hears everything published.
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+        self.connected = True
 
     def _request_resync(self, reason: str) -> None:
         for listener in self._resync_listeners:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from livedash.errors import Forbidden, InvalidPayload, UnknownMetric
 from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES
 from livedash.realtime.schemas import MAX_NAME_LENGTH, HistoricalRequest, MetricSelection
+from livedash.timeutil import as_aware
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 # Histories are of hospital activity: this range keeps every date computation far from the
@@ -96,7 +97,7 @@ def history_query(data: Any, visible: Departments) -> HistoryQuery:
             unknown=[request.metric],
             valid=list(HISTORY_SERIES),
         )
-    start, end = _aware(request.start), _aware(request.end)
+    start, end = as_aware(request.start), as_aware(request.end)
     if not (start >= EARLIEST and end <= LATEST):
         raise InvalidPayload(
             f"`from` and `to` must lie between {EARLIEST.date()} and {LATEST.date()}"
@@ -117,7 +118,3 @@ def label(department: str | None) -> str:
 def ordered(departments: Iterable[str | None]) -> list[str | None]:
     """Departments in display order: the hospital first, then by code."""
     return sorted(departments, key=lambda d: (d is not None, d or ""))
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

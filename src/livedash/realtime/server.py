@@ -61,6 +61,12 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Future[None]] = set()
 
+    def use_manager(self, manager: socketio.AsyncManager) -> None:
+        """Fan out through `manager` (Redis, shared by the instances) instead of the
+        in-process one; before the first connection, since the manager starts with it."""
+        manager.set_server(self)
+        self.manager = manager
+
     def admit_with(self, admit: Admit) -> None:
         """Ask `admit` about every new Engine.IO connection."""
         self._admit = admit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE_LOCK = "livedash_write_lock"  # an execution option: BEGIN IMMEDIATE on SQLite
 
 
 def is_sqlite(url: str) -> bool:
@@ -26,11 +29,27 @@ def create_engine(url: str, *, writer: bool = False, **kwargs: Any) -> AsyncEngi
 
     A `writer` engine on SQLite takes the write lock when a transaction begins, so a
     read-then-write transaction cannot fail half-way when another process wrote in between.
+    A service keeps one engine and takes `write_locking(engine)` where it writes instead.
     """
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
-        _configure_sqlite(engine, "BEGIN IMMEDIATE" if writer else "BEGIN")
+        _configure_sqlite(engine, write_lock=writer)
     return engine
+
+
+def write_locking(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` (the same pool) whose transactions take SQLite's write lock as they begin."""
+    return engine.execution_options(**{_WRITE_LOCK: True})
+
+
+@asynccontextmanager
+async def open_database(url: str, *, writer: bool = False) -> AsyncIterator[AsyncEngine]:
+    """An engine for a command that runs once (the CLI), disposed of afterwards."""
+    engine = create_engine(url, writer=writer)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def libpq_dsn(database_url: str) -> str:
@@ -43,7 +62,7 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def _configure_sqlite(engine: AsyncEngine, begin_statement: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, write_lock: bool) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -59,4 +78,5 @@ def _configure_sqlite(engine: AsyncEngine, begin_statement: str) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin_statement)
+        immediate = connection.get_execution_options().get(_WRITE_LOCK, write_lock)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -20,12 +20,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from livedash.auth.tokens import Principal
-from livedash.auth.users import Authenticator
 from livedash.errors import (
     AuthError,
     ClientError,
     Forbidden,
-    Internal,
     InvalidPayload,
     NotAuthenticated,
     RateLimited,
@@ -34,6 +32,7 @@ from livedash.errors import (
     UnknownMetric,
 )
 from livedash.metrics.definitions import METRICS, Tier
+from livedash.web.deps import services
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +77,7 @@ async def authenticated_user(
 ) -> Principal:
     """The caller, once its token is verified and its user's rate limit allows the request."""
     principal = await verified_user(request, credentials)
-    await request.app.state.rest_limiter.hit(principal.subject)
+    await services(request).rest_limiter.hit(principal.subject)
     return principal
 
 
@@ -88,10 +87,7 @@ async def verified_user(
     """The caller, once its token is verified (signature, claims, the users table)."""
     if credentials is None:
         raise NotAuthenticated("send an access token as `Authorization: Bearer <token>`")
-    authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
-    if authenticator is None:
-        raise Internal("the service is still starting")
-    return await authenticator.authenticate(credentials.credentials)
+    return await services(request).authenticator.authenticate(credentials.credentials)
 
 
 async def client_error_response(request: Request, error: ClientError) -> JSONResponse:

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import ConnectionPool
 
 from livedash.auth.ratelimit import (
     MEMORY,
@@ -32,8 +33,9 @@ from livedash.auth.sessions import (
     SessionService,
     TokenPair,
 )
-from livedash.errors import Internal, InvalidToken
+from livedash.errors import InvalidToken
 from livedash.web.api import ApiError
+from livedash.web.deps import services
 
 log = structlog.get_logger(__name__)
 
@@ -93,27 +95,35 @@ class TokenResponse(BaseModel):
 class LoginLimits:
     """The limits of `/api/auth`: sign-in attempts, sign-in failures, refreshes and sign-outs."""
 
-    def __init__(self, storage_uri: str = MEMORY) -> None:
+    def __init__(
+        self, storage_uri: str = MEMORY, connection_pool: ConnectionPool | None = None
+    ) -> None:
         self._by_address = RateLimiter(
             LOGIN_LIMIT_PER_ADDRESS,
             namespace="login-address",
             counted="sign-in attempts",
             storage_uri=storage_uri,
+            connection_pool=connection_pool,
         )
         self._failures_by_pair = RateLimiter(
             LOGIN_FAILURES_PER_ADDRESS_AND_USER,
             namespace="login-failures-address-user",
             counted="failed sign-ins",
             storage_uri=storage_uri,
+            connection_pool=connection_pool,
         )
         self._failures_by_user = RateLimiter(
-            LOGIN_FAILURES_PER_USER, namespace="login-failures-user", storage_uri=storage_uri
+            LOGIN_FAILURES_PER_USER,
+            namespace="login-failures-user",
+            storage_uri=storage_uri,
+            connection_pool=connection_pool,
         )
         self._sessions_by_address = RateLimiter(
             SESSION_LIMIT_PER_ADDRESS,
             namespace="session-address",
             counted="refreshes and sign-outs",
             storage_uri=storage_uri,
+            connection_pool=connection_pool,
         )
         self._stack = AsyncExitStack()
 
@@ -181,10 +191,11 @@ async def _not_stored(response: Response) -> None:
 
 
 def _sessions(request: Request) -> SessionService:
-    sessions: SessionService | None = getattr(request.app.state, "sessions", None)
-    if sessions is None:
-        raise Internal("the service is still starting")
-    return sessions
+    return services(request).sessions
+
+
+def _limits(request: Request) -> LoginLimits:
+    return services(request).login_limits
 
 
 def _address(request: Request) -> str:
@@ -192,10 +203,11 @@ def _address(request: Request) -> str:
 
 
 Sessions = Annotated[SessionService, Depends(_sessions)]
+Limits = Annotated[LoginLimits, Depends(_limits)]
 
 
-def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
-    """Add the `/api/auth` routes; they need `sessions` on the app's state once started."""
+def install_auth_api(app: FastAPI) -> None:
+    """Add the `/api/auth` routes, served by the services' sessions and sign-in limits."""
     router = APIRouter(
         prefix="/api/auth",
         dependencies=[Depends(_not_stored)],
@@ -204,7 +216,9 @@ def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
     )
 
     @router.post("/login")
-    async def login(body: LoginRequest, request: Request, sessions: Sessions) -> TokenResponse:
+    async def login(
+        body: LoginRequest, request: Request, sessions: Sessions, limits: Limits
+    ) -> TokenResponse:
         """Sign in with user name and password: an access token and a refresh token."""
         address = _address(request)
         await limits.admit_login(address, body.username)
@@ -218,7 +232,9 @@ def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
         return TokenResponse.of(pair)
 
     @router.post("/refresh")
-    async def refresh(body: RefreshRequest, request: Request, sessions: Sessions) -> TokenResponse:
+    async def refresh(
+        body: RefreshRequest, request: Request, sessions: Sessions, limits: Limits
+    ) -> TokenResponse:
         """Trade a refresh token (used up) for a new access token and refresh token."""
         await limits.admit_session_use(_address(request))
         try:
@@ -234,7 +250,9 @@ def install_auth_api(app: FastAPI, limits: LoginLimits) -> None:
         return TokenResponse.of(pair)
 
     @router.post("/logout", status_code=204)
-    async def logout(body: RefreshRequest, request: Request, sessions: Sessions) -> None:
+    async def logout(
+        body: RefreshRequest, request: Request, sessions: Sessions, limits: Limits
+    ) -> None:
         """End the session the refresh token belongs to (every token of it is refused)."""
         await limits.admit_session_use(_address(request))
         user = await sessions.logout(body.refresh_token)

@@ -21,6 +21,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
+from redis.asyncio import ConnectionPool
 from sqlalchemy import (
     Boolean,
     Column,
@@ -42,15 +43,15 @@ from livedash.changefeed.rows import parse_timestamp
 from livedash.errors import (
     ClientError,
     Forbidden,
-    Internal,
     InvalidPayload,
     NotAuthenticated,
     StoreError,
 )
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
+from livedash.store.engine import write_locking
 from livedash.store.models import Base
 from livedash.web.api import ApiError
+from livedash.web.deps import services
 
 log = structlog.get_logger(__name__)
 
@@ -96,24 +97,26 @@ class IngestResult(BaseModel):
 
 
 class Ingest:
-    """The ingest service: a writer engine, the key checks and the per-key rate limit."""
+    """The ingest service: writes on the service's engine, the key checks and the per-key
+    rate limit."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._url = settings.database_url
+    def __init__(
+        self,
+        settings: Settings,
+        database: AsyncEngine,
+        connection_pool: ConnectionPool | None = None,
+    ) -> None:
         self._limiter = RateLimiter(
             settings.rate_limit_api_key,
             namespace="api_key",
             storage_uri=shared_storage(settings.redis_url),
+            connection_pool=connection_pool,
         )
-        self._reader: AsyncEngine | None = None
-        self._writer: AsyncEngine | None = None
-        self._keys: ApiKeyAuthenticator | None = None
+        self._writer = write_locking(database)
+        self._keys = ApiKeyAuthenticator(database)
 
     async def __aenter__(self) -> Ingest:
         await self._limiter.__aenter__()
-        self._reader = create_engine(self._url)
-        self._writer = create_engine(self._url, writer=True)
-        self._keys = ApiKeyAuthenticator(self._reader)
         return self
 
     async def __aexit__(
@@ -122,30 +125,16 @@ class Ingest:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        reader, writer, self._reader, self._writer, self._keys = (
-            self._reader,
-            self._writer,
-            None,
-            None,
-            None,
-        )
-        for engine in (reader, writer):
-            if engine is not None:
-                await engine.dispose()
         await self._limiter.__aexit__(exc_type, exc, traceback)
 
     async def admit(self, key: str) -> ApiKeyInfo:
         """The key's details once it is valid for ingest and its rate limit allows a request."""
-        if self._keys is None:
-            raise Internal("the service is still starting")
         info = await self._keys.authenticate(key, Scope.INGEST)
         await self._limiter.hit(info.name)
         return info
 
     async def apply(self, key: ApiKeyInfo, request: IngestRequest) -> IngestResult:
         """Write every operation in one transaction; the first failure writes none of them."""
-        if self._writer is None:
-            raise Internal("the service is still starting")
         tables = sorted({operation.table for operation in request.operations})
         ids: list[int] = []
         index = 0
@@ -184,12 +173,11 @@ async def ingest_key(
         raise NotAuthenticated(
             "send an API key as `Authorization: Bearer ldk_...` or `X-API-Key: ldk_...`"
         )
-    ingest: Ingest = request.app.state.ingest
-    return await ingest.admit(key)
+    return await services(request).ingest.admit(key)
 
 
 def install_ingest(app: FastAPI) -> None:
-    """Add `POST /api/ingest` to `app`; it needs an entered `Ingest` as `app.state.ingest`.
+    """Add `POST /api/ingest` to `app`; it is served by the services' `Ingest`.
 
     Its body size is capped by `livedash.web.request_limits.RequestLimits` in front of the app.
     """
@@ -210,7 +198,7 @@ def install_ingest(app: FastAPI) -> None:
     ) -> IngestResult:
         """Apply a batch of inserts, updates and deletes in one transaction: all or nothing."""
         # Validated here rather than by FastAPI, so that a refusal names the operation.
-        service: Ingest = request.app.state.ingest
+        service = services(request).ingest
         body = await request.body()
         try:
             parsed = IngestRequest.model_validate_json(body)

@@ -17,8 +17,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from livedash.errors import Forbidden
+from livedash.services import Services
 from livedash.store.models import Role
 from livedash.web.api import verified_user
+from livedash.web.deps import services
 
 STATIC_DIR = Path(__file__).parent / "static"
 _bearer = HTTPBearer(auto_error=False, description="A super_admin access token, for the details.")
@@ -40,7 +42,7 @@ def install_routes(app: FastAPI) -> None:
     ) -> JSONResponse:
         """Whether this instance serves; with a super_admin token, what an operator needs:
         role, feed, slot, cache, sockets."""
-        body, status_code = await _health(request)
+        body, status_code = await _health(services(request))
         if credentials is None:
             return JSONResponse({"status": body["status"]}, status_code=status_code)
         # Not charged to the REST limit: monitoring polls it, and the answer costs no query
@@ -54,46 +56,40 @@ def install_routes(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
-async def _health(request: Request) -> tuple[dict[str, Any], int]:
+async def _health(services: Services) -> tuple[dict[str, Any], int]:
     """The full health report and its HTTP status."""
-    runner = getattr(request.app.state, "runner", None)
-    if runner is None:
-        return {"status": "starting"}, 503
-    election = getattr(request.app.state, "election", None)
-    body: dict[str, Any] = {
-        "role": "follower" if election is not None and not election.leading else "leader",
-    }
+    runner, election, gateway = services.runner, services.election, services.gateway
+    body: dict[str, Any] = {"role": "leader" if services.leading else "follower"}
     pipeline = runner.pipeline
     healthy = True
     if pipeline is not None:
-        status = pipeline.status()
-        healthy = status.running and status.last_error is None
+        feed = pipeline.status()
+        healthy = feed.running and feed.last_error is None
         body.update(
-            feed_position=status.position,
-            last_change_at=status.last_change_at.isoformat() if status.last_change_at else None,
-            last_error=status.last_error,
+            feed_position=feed.position,
+            last_change_at=feed.last_change_at.isoformat() if feed.last_change_at else None,
+            last_error=feed.last_error,
         )
         slot = await runner.feed_status()
         if slot:
             body["slot"] = slot
     elif election is None:
         healthy = False  # the embedded default always reads the feed
-    status = getattr(request.app.state, "status", None)
-    if status is not None:
-        body["dependencies"] = status.for_operators()
-        body["service"] = status.summary()[0]
-        healthy = healthy and status.summary()[0] == "ok"
-    stats = getattr(getattr(request.app.state, "view", None), "stats", None)
+    status = services.status
+    body["dependencies"] = status.for_operators()
+    body["service"] = status.summary()[0]
+    healthy = healthy and status.summary()[0] == "ok"
+    stats = services.view.stats
     if stats is not None:
         body["cache"] = stats.as_dict()
     body["status"] = "ok" if healthy else "degraded"
-    # 503 only when this instance cannot do its job (the embedded feed is not running,
-    # or it is draining before it stops: send new clients elsewhere). A dependency that
-    # is down degrades every instance alike: a load balancer that took them all out, or
-    # restarted them, would only make things worse.
+    # 503 only when this instance cannot do its job (the embedded feed is not running, or it
+    # is draining before it stops: send new clients elsewhere). A dependency that is down
+    # degrades every instance alike: a load balancer that took them all out, or restarted
+    # them, would only make things worse.
     serving = pipeline is not None or election is not None
-    if request.app.state.gateway.draining:
+    if gateway.draining:
         body["status"], serving = "draining", False
-    body["sockets"] = request.app.state.gateway.connected
-    body["transports"] = request.app.state.gateway.transports
+    body["sockets"] = gateway.connected
+    body["transports"] = gateway.transports
     return body, 200 if serving else 503

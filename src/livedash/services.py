@@ -1,0 +1,252 @@
+"""The composition root: every shared resource of one process, built once and closed once.
+
+`open_services(settings, server)` builds a `Services` for the deployment mode the database
+URL names, and closes everything in reverse order when it exits:
+
+- **embedded** (`sqlite://`): this process reads the feed for its whole life.
+- **cluster** (`postgresql://`): the instance that holds the leader lock reads the feed.
+
+Redis, when configured (`LIVEDASH_REDIS_URL`), shares values, the update history, fan-out and
+rate limits between instances; without it they stay in this process.
+
+Every component takes the instances it uses (the engine, `SharedRedis` or its pool, the
+breakers), never a URL. The process has one `AsyncEngine`; its writers take
+`write_locking(engine)`, the same pool. Two things keep connections of their own, on
+purpose: the change feed (a SQLite reader and writer that never wait for the service's
+pool; on PostgreSQL the replication slot's connection) and the leader election (its
+advisory lock lives exactly as long as its connection).
+
+Consumers of the metric stream (alerts, notifications, reports) register through `Consumer`:
+they hear every batch of changed values while this instance reads the feed, and run a task
+while it leads. They are built from `Services`, and reach the rest only through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from livedash.auth.ratelimit import RateLimiter, shared_storage
+from livedash.auth.sessions import SessionService
+from livedash.auth.users import Authenticator
+from livedash.cluster.leader import LeaderElection
+from livedash.cluster.runner import Consumer, FeedRunner
+from livedash.cluster.shared_redis import SharedRedis
+from livedash.cluster.state import SharedMetricState
+from livedash.cluster.view import LocalView, MetricView, SharedView
+from livedash.metrics.clock import Clock, SystemClock
+from livedash.observability.breaker import State
+from livedash.observability.status import ServiceStatus
+from livedash.realtime.fanout import SocketIOFanOut
+from livedash.realtime.gateway import Gateway
+from livedash.realtime.limiter import SocketLimiter
+from livedash.realtime.outbox import Outbox
+from livedash.realtime.redis_manager import CappedRedisManager
+from livedash.realtime.server import GatewayServer
+from livedash.realtime.stream import MemoryHistory, RedisHistory, UpdateHistory
+from livedash.settings import Settings
+from livedash.store.engine import create_engine, is_sqlite, write_locking
+from livedash.web.auth_api import LoginLimits
+from livedash.web.ingest import Ingest
+
+log = structlog.get_logger(__name__)
+
+START_TIMEOUT_SECONDS = 30.0
+SOCKETIO_CHANNEL = "livedash-socketio"
+
+
+ConsumerFactory = Callable[["Services"], Consumer]
+"""Builds a consumer from the process's services (called once, before the feed starts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Every shared resource of this process; built by `open_services`."""
+
+    settings: Settings
+    clock: Clock
+    database: AsyncEngine
+    redis: SharedRedis | None
+    status: ServiceStatus
+    history: UpdateHistory
+    outbox: Outbox
+    runner: FeedRunner
+    view: MetricView
+    election: LeaderElection | None
+    authenticator: Authenticator
+    sessions: SessionService
+    login_limits: LoginLimits
+    rest_limiter: RateLimiter
+    ingest: Ingest
+    gateway: Gateway
+
+    @property
+    def leading(self) -> bool:
+        """Whether this instance reads the change feed now."""
+        return self.runner.pipeline is not None and (self.election is None or self.election.leading)
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    server: GatewayServer,
+    *,
+    clock: Clock | None = None,
+    consumers: Sequence[ConsumerFactory] = (),
+) -> AsyncIterator[Services]:
+    """The services of the mode `settings` name, serving sockets on `server`, open until exit."""
+    async with AsyncExitStack() as stack:
+        services = await _build(stack, settings, server, clock or SystemClock())
+        for build in consumers:
+            services.runner.register(build(services))
+        if services.election is None:
+            # Embedded: this process reads the feed for as long as it runs.
+            await services.runner.start()
+            stack.push_async_callback(services.runner.stop)
+        else:
+            await stack.enter_async_context(services.election)
+            # Serve once it is known who reads the feed (and the leader has counted), so the
+            # first snapshots come from the engine; a database that is down delays this by
+            # at most the start timeout, then the service runs degraded.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                    await services.election.decided.wait()
+        # Stops the Redis manager's listener with the app, not after Redis has gone.
+        stack.push_async_callback(server.shutdown)
+        # Unwound first: clients are handed over before the feed stops (and stores its
+        # position). The server may call it earlier, before it closes the connections.
+        stack.push_async_callback(services.gateway.drain)
+        yield services
+
+
+async def _build(
+    stack: AsyncExitStack, settings: Settings, server: GatewayServer, clock: Clock
+) -> Services:
+    """What both modes share; `redis` and the election make the difference."""
+    embedded = is_sqlite(settings.database_url)
+    status = ServiceStatus(with_cache=settings.redis_url is not None)
+    redis = None
+    if settings.redis_url is not None and status.cache is not None:
+        redis = await stack.enter_async_context(SharedRedis(settings.redis_url, status.cache))
+    elif not embedded:
+        log.warning(
+            "no_redis_configured",
+            detail="one instance only: without LIVEDASH_REDIS_URL the clients of other "
+            "instances would get no live updates",
+        )
+    database = create_engine(settings.database_url, pool_pre_ping=True)
+    stack.push_async_callback(database.dispose)
+    pool = redis.pool if redis is not None else None
+    storage = shared_storage(settings.redis_url)
+    rest_limiter = await stack.enter_async_context(
+        RateLimiter(
+            settings.rate_limit_rest, namespace="rest", storage_uri=storage, connection_pool=pool
+        )
+    )
+    login_limits = await stack.enter_async_context(LoginLimits(storage, pool))
+    ingest = await stack.enter_async_context(Ingest(settings, database, pool))
+
+    def wall_seconds() -> float:
+        # The update history ages by the service's clock too, so that simulated time
+        # (a ManualClock in tests) moves both the metrics and the history's age limit.
+        return clock.now().timestamp()
+
+    history: UpdateHistory
+    manager: CappedRedisManager | None = None
+    state: SharedMetricState | None = None
+    if redis is None:
+        history = MemoryHistory(
+            settings.history_size, settings.history_max_age_seconds, clock=wall_seconds
+        )
+    else:
+        state = SharedMetricState(redis.client)
+        history = RedisHistory(
+            redis.client,
+            settings.history_size,
+            settings.history_max_age_seconds,
+            breaker=redis.breaker,
+            clock=wall_seconds,
+        )
+        # With Redis, an emit to a room reaches that room's sockets on every instance.
+        manager = CappedRedisManager(redis.subscriber, channel=SOCKETIO_CHANNEL)
+        server.use_manager(manager)
+    breaker = redis.breaker if redis is not None else None
+    fanout = SocketIOFanOut(
+        server, local_only=lambda: breaker is not None and breaker.state is not State.CLOSED
+    )
+    outbox = await stack.enter_async_context(
+        Outbox(fanout, window=settings.coalesce_window_seconds, history=history)
+    )
+    runner = FeedRunner(
+        settings,
+        database,
+        outbox,
+        clock,
+        state,
+        status=status,
+        announce=manager.announce_resync if manager is not None else None,
+    )
+    runner.watch(status)
+    view: MetricView
+    election = None
+    if embedded:
+        view = LocalView(lambda: runner.pipeline)
+    else:
+        view = SharedView(
+            database,
+            state,
+            settings.zone,
+            clock,
+            leader_pipeline=lambda: runner.pipeline,
+            breaker=breaker,
+        )
+        election = LeaderElection(
+            settings.database_url,
+            settings.leader_lock_key,
+            poll_seconds=settings.leader_poll_seconds,
+            on_elected=runner.start,
+            on_deposed=runner.stop,
+            breaker=status.database,
+            name=f"{settings.host}:{settings.port}",
+        )
+    authenticator = Authenticator(settings, database)
+    gateway = await stack.enter_async_context(
+        Gateway(
+            settings,
+            server,
+            fanout,
+            view=view,
+            authenticator=authenticator,
+            status=status,
+            history=history,
+            limiter=SocketLimiter(settings, pool),
+        )
+    )
+    if manager is not None and breaker is not None:
+        # Messages Redis did not carry to (or from) this instance: resend current values.
+        manager.on_resync(gateway.resync)
+        manager.on_publish_failed(breaker.trip)
+    return Services(
+        settings=settings,
+        clock=clock,
+        database=database,
+        redis=redis,
+        status=status,
+        history=history,
+        outbox=outbox,
+        runner=runner,
+        view=view,
+        election=election,
+        authenticator=authenticator,
+        sessions=SessionService(settings, write_locking(database), reader=database),
+        login_limits=login_limits,
+        rest_limiter=rest_limiter,
+        ingest=ingest,
+        gateway=gateway,
+    )
