@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from livedash.app import create_app
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import Clock
 from livedash.service import server_config
+from livedash.services import ConsumerFactory
 from livedash.settings import Settings
 from livedash.store.engine import libpq_dsn
 from livedash.store.migrate import upgrade_async
@@ -150,9 +151,14 @@ class _Server(uvicorn.Server):
 class LiveServer:
     """A running service on a free loopback port."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        consumers: Sequence[ConsumerFactory] = (),
+    ) -> None:
         self.settings = settings
-        self.app = create_app(settings, clock=clock)
+        self.app = create_app(settings, clock=clock, consumers=consumers)
         # IPPROTO_TCP, so asyncio switches Nagle off on accepted sockets as uvicorn does.
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -30,17 +30,17 @@ from livedash.auth.sessions import (
     set_password,
     verify_password,
 )
-from livedash.auth.tokens import verify_token
-from livedash.errors import InvalidToken, RateLimited
-from livedash.settings import Settings
-from livedash.store.engine import create_engine
-from livedash.store.models import Role
-from livedash.web.auth_api import (
+from livedash.auth.throttle import (
     LOGIN_SLOWDOWN_MAX_SECONDS,
     SESSION_LIMIT_PER_ADDRESS,
     LoginLimits,
     login_delay,
 )
+from livedash.auth.tokens import verify_token
+from livedash.errors import InvalidToken, RateLimited
+from livedash.settings import Settings
+from livedash.store.engine import create_engine
+from livedash.store.models import Role
 from tests.conftest import LiveServer, Serve, Users
 from tests.servers import RedisServer
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS

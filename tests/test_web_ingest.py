@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from livedash.auth.api_keys import create_api_key, revoke_api_key
+from livedash.ingest import MAX_OPERATIONS, IngestResult, IngestTable
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import WATCHED_TABLES, Role
 from livedash.web.api import ApiError
-from livedash.web.ingest import MAX_OPERATIONS, IngestResult, IngestTable
 from tests.conftest import Connect, LiveServer, Serve, Write
 from tests.oracle import snapshot_values
 from tests.recorder import update_of

@@ -34,12 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.auth.sessions import SessionService
+from livedash.auth.throttle import LoginLimits
 from livedash.auth.users import Authenticator
 from livedash.cluster.leader import LeaderElection
 from livedash.cluster.runner import Consumer, FeedRunner
 from livedash.cluster.shared_redis import SharedRedis
 from livedash.cluster.state import SharedMetricState
 from livedash.cluster.view import LocalView, MetricView, SharedView
+from livedash.ingest import Ingest
 from livedash.metrics.clock import Clock, SystemClock
 from livedash.observability.breaker import State
 from livedash.observability.status import ServiceStatus
@@ -52,8 +54,6 @@ from livedash.realtime.server import GatewayServer
 from livedash.realtime.stream import MemoryHistory, RedisHistory, UpdateHistory
 from livedash.settings import Settings
 from livedash.store.engine import create_engine, is_sqlite, write_locking
-from livedash.web.auth_api import LoginLimits
-from livedash.web.ingest import Ingest
 
 log = structlog.get_logger(__name__)
 

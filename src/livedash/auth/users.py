@@ -256,9 +256,11 @@ async def run_save_user(
 
 async def run_find_user(settings: Settings, username: str) -> bool:
     """True if `username` exists and is active (for the CLI)."""
-    async with open_database(settings.database_url) as database:
-        async with database.connect() as connection:
-            found = await _user(connection, username)
+    async with (
+        open_database(settings.database_url) as database,
+        database.connect() as connection,
+    ):
+        found = await _user(connection, username)
     return found is not None and bool(found.active)
 
 
