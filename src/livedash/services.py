@@ -40,10 +40,9 @@ from livedash.cluster.leader import LeaderElection
 from livedash.cluster.runner import Consumer, FeedRunner
 from livedash.cluster.shared_redis import SharedRedis
 from livedash.cluster.state import SharedMetricState
-from livedash.cluster.view import LocalView, MetricView, SharedView
+from livedash.cluster.view import MetricView, SharedView
 from livedash.ingest import Ingest
 from livedash.metrics.clock import Clock, SystemClock
-from livedash.observability.breaker import State
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
@@ -177,9 +176,7 @@ async def _build(
         manager = CappedRedisManager(redis.subscriber, channel=SOCKETIO_CHANNEL)
         server.use_manager(manager)
     breaker = redis.breaker if redis is not None else None
-    fanout = SocketIOFanOut(
-        server, local_only=lambda: breaker is not None and breaker.state is not State.CLOSED
-    )
+    fanout = SocketIOFanOut(server, breaker=breaker)
     outbox = await stack.enter_async_context(
         Outbox(fanout, window=settings.coalesce_window_seconds, history=history)
     )
@@ -193,19 +190,16 @@ async def _build(
         announce=manager.announce_resync if manager is not None else None,
     )
     runner.watch(status)
-    view: MetricView
+    view = SharedView(
+        database,
+        state,
+        settings.zone,
+        clock,
+        leader_pipeline=lambda: runner.pipeline,
+        breaker=breaker,
+    )
     election = None
-    if embedded:
-        view = LocalView(lambda: runner.pipeline)
-    else:
-        view = SharedView(
-            database,
-            state,
-            settings.zone,
-            clock,
-            leader_pipeline=lambda: runner.pipeline,
-            breaker=breaker,
-        )
+    if not embedded:
         election = LeaderElection(
             settings.database_url,
             settings.leader_lock_key,

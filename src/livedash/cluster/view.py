@@ -1,11 +1,12 @@
 """What the gateway reads: current values, departments and history series.
 
-`LocalView` is the embedded default: one process, its own engine. `SharedView` serves an
-instance of a deployment: the leader's values from L1 (in-process, at most 1 s old), then L2
-(Redis, written by the leader), then the database (cache-aside). Reading from the database
-means counting the rows once, which is what a follower does when no leader has written for
-longer than a tier's TTL or Redis is down; such values carry version 0 ("not from the feed"),
-so any later update replaces them on the screen.
+`SharedView` serves both modes. Where this process reads the feed (the embedded process, a
+cluster's leader) it answers from its own engine. Elsewhere (a follower) it reads L1
+(in-process, at most 1 s old), then L2 (Redis, written by the leader), then the database
+(cache-aside). Reading from the database means counting the rows once, which is what a
+follower does when no leader has written for longer than a tier's TTL or Redis is down; such
+values carry version 0 ("not from the feed"), so any later update replaces them on the
+screen. History series are cached the same way, for whoever serves them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.cluster.cache import CacheStats, LocalCache
 from livedash.cluster.state import TIER_TTL_SECONDS, SharedMetricState
-from livedash.errors import Internal, StoreError
+from livedash.errors import StoreError
 from livedash.metrics.clock import Clock
 from livedash.metrics.definitions import METRIC_NAMES, Tier
 from livedash.metrics.engine import MetricEngine, MetricValue
@@ -70,37 +71,9 @@ class MetricView(Protocol):
         ...
 
 
-class LocalView:
-    """The running pipeline's own engine (one instance, no cache needed)."""
-
-    def __init__(self, pipeline: PipelineRef) -> None:
-        self._pipeline = pipeline
-        self.stats: CacheStats | None = None  # no cache: one process, its own engine
-
-    def _running(self) -> MetricPipeline:
-        pipeline = self._pipeline()
-        if pipeline is None:
-            raise Internal("the metric engine is not running yet")
-        return pipeline
-
-    async def departments(self) -> dict[str, int]:
-        return {code: ident for ident, code in self._running().engine.departments.items()}
-
-    async def snapshot(
-        self, metrics: Iterable[str], departments: Iterable[str | None], *, fresh: bool = False
-    ) -> list[MetricValue]:
-        return self._running().engine.snapshot(metrics, departments)
-
-    async def history(
-        self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
-    ) -> list[Point]:
-        pipeline = self._running()
-        department_id = pipeline.engine.department_id(department)
-        return await pipeline.history_series(series, department_id, start, end, granularity)
-
-
 class SharedView:
-    """L1, then Redis, then the database; the leader answers from its own engine."""
+    """The one view: where this process reads the feed (the embedded process, a cluster's
+    leader), its own engine; elsewhere L1, then Redis, then the database."""
 
     def __init__(
         self,

@@ -6,10 +6,11 @@ broadcaster can replace `SocketIOFanOut` by implementing these four methods.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import socketio
+
+from livedash.observability.breaker import CircuitBreaker, State
 
 
 class FanOut(Protocol):
@@ -28,12 +29,15 @@ class SocketIOFanOut:
     """Fan-out through python-socketio's rooms (and its manager, local or Redis)."""
 
     def __init__(
-        self, server: socketio.AsyncServer, *, local_only: Callable[[], bool] = lambda: False
+        self, server: socketio.AsyncServer, *, breaker: CircuitBreaker | None = None
     ) -> None:
         self._server = server
-        # While Redis is down, publishing to the other instances only fails (and logs) for
-        # every update: send to this instance's sockets alone until it is back.
-        self._local_only = local_only
+        # While Redis is down (its breaker is not closed), publishing to the other instances
+        # only fails (and logs) for every update: send to this instance's sockets alone.
+        self._breaker = breaker
+
+    def _local_only(self) -> bool:
+        return self._breaker is not None and self._breaker.state is not State.CLOSED
 
     async def join(self, sid: str, room: str) -> None:
         await self._server.enter_room(sid, room)
