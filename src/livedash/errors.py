@@ -18,7 +18,7 @@
             └── InvalidToken     a token that is malformed, expired or badly signed
 
 The gateway translates `ClientError` into a client-facing event in exactly one place
-(`livedash.realtime.gateway`); everything else is logged and never reaches a client verbatim.
+(`livedash.realtime.guard`); everything else is logged and never reaches a client verbatim.
 """
 
 from __future__ import annotations

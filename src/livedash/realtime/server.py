@@ -87,6 +87,25 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid is not None:
             await self.close_connection(eio_sid)
 
+    async def hand_over(self, sid: str) -> None:
+        """Close a Socket.IO session's Engine.IO connection once what is queued for it went
+        out, so that its client reconnects (behind a load balancer, to another instance).
+
+        No CLOSE packet and no namespace disconnect: after either, a Socket.IO client does
+        not reconnect on its own.
+        """
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        connection = self.eio.sockets.get(eio_sid) if eio_sid else None
+        if connection is None:
+            await self.disconnect(sid)
+            return
+        # The writer sends what is queued up to this None, then closes the WebSocket; the
+        # queue is joined once all of it went out.
+        connection.queue.put_nowait(None)
+        await connection.queue.join()
+        # Calls the disconnect handler; a polling client fails its next request.
+        await connection.close(wait=False, abort=True)
+
     async def close_connection(self, eio_sid: str) -> None:
         """Close an Engine.IO connection whether or not its client agrees.
 
