@@ -33,6 +33,7 @@ from livedash.auth.users import Authenticator
 from livedash.cluster.view import MetricView
 from livedash.errors import ClientError, Draining, RateLimited, TooManyConnections
 from livedash.observability.status import ServiceStatus
+from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.guard import EventGuard, Handler
 from livedash.realtime.identities import Identities
@@ -40,7 +41,6 @@ from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.resync import Resync
 from livedash.realtime.schemas import StreamPosition
 from livedash.realtime.server import REFUSAL, GatewayServer, PacketStats
-from livedash.realtime.sessions import ClientSession
 from livedash.realtime.stream import UpdateHistory
 from livedash.realtime.subscriptions import Subscriptions
 from livedash.settings import Settings

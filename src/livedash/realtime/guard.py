@@ -28,10 +28,10 @@ from livedash.errors import (
     Unavailable,
     UnknownEvent,
 )
+from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.schemas import ErrorPayload
-from livedash.realtime.sessions import ClientSession
 
 log = structlog.get_logger(__name__)
 

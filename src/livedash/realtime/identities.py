@@ -26,12 +26,12 @@ from livedash.auth.tokens import Principal, verify_token
 from livedash.auth.users import Authenticator
 from livedash.errors import AuthError, ClientError, InvalidToken, StoreError
 from livedash.metrics.definitions import METRIC_NAMES
+from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.guard import EventGuard
 from livedash.realtime.requests import ordered, parse
 from livedash.realtime.schemas import Authenticated, AuthenticateRequest
 from livedash.realtime.server import GatewayServer
-from livedash.realtime.sessions import ClientSession
 from livedash.realtime.subscriptions import Subscriptions
 from livedash.settings import Settings
 

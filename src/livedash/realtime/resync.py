@@ -23,9 +23,9 @@ from livedash.aio import BackgroundTasks
 from livedash.cluster.view import MetricView
 from livedash.metrics.engine import MetricValue
 from livedash.observability.status import ServiceStatus
+from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.schemas import ConnectionStatus
-from livedash.realtime.sessions import ClientSession
 from livedash.realtime.subscriptions import Subscriptions, on_the_wire
 from livedash.settings import Settings
 

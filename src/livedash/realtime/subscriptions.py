@@ -27,6 +27,7 @@ from livedash.cluster.view import MetricView
 from livedash.errors import InvalidPayload
 from livedash.metrics.definitions import money
 from livedash.metrics.engine import MetricValue
+from livedash.realtime.clients import ClientSession, Scope
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.outbox import room_name, to_update
@@ -39,7 +40,6 @@ from livedash.realtime.schemas import (
     StreamPosition,
     SubscriptionAck,
 )
-from livedash.realtime.sessions import ClientSession, Scope
 from livedash.realtime.stream import Position, UpdateHistory
 from livedash.settings import Settings
 
