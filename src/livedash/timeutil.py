@@ -1,7 +1,5 @@
-"""Moments as the schema stores them (naive UTC), as screens get them (aware), and as the
-hospital's clock reads them (its local date and hour).
-
-Everything below the web layer keeps time in UTC; only these helpers know the zones.
+"""Moments in the forms livedash uses: naive UTC (as the schema stores time), aware (as
+clocks and screens give it), and the hospital's local date, hour and midnight.
 """
 
 from __future__ import annotations

@@ -21,16 +21,14 @@ from livedash.timeutil import naive_utc
 
 def parse_timestamp(value: Any) -> datetime | None:
     """A naive UTC datetime from a stored value (ISO text, or a datetime)."""
+    if isinstance(value, datetime):
+        return naive_utc(value)
     if value is None or value == "":
         return None
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).strip()
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        parsed = datetime.fromisoformat(text)
-    return naive_utc(parsed)
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    return naive_utc(datetime.fromisoformat(text))
 
 
 def _boolean(value: Any) -> bool:

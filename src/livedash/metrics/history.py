@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from livedash.changefeed.base import Change, Row
 from livedash.metrics.contributions import CONTRIBUTIONS
-from livedash.metrics.definitions import COUNT_SERIES as COUNT_SERIES
 from livedash.metrics.definitions import OCCUPANCY
 from livedash.store.models import MetricRollup
 from livedash.store.upsert import add_to_rows
