@@ -14,7 +14,6 @@ row the main application still writes under that id would follow it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Literal
 
 import structlog
@@ -114,13 +113,8 @@ class Ingest:
         await self._limiter.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self._limiter.__aexit__(exc_type, exc, traceback)
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._limiter.aclose()
 
     async def admit(self, key: str) -> ApiKeyInfo:
         """The key's details once it is valid for ingest and its rate limit allows a request."""

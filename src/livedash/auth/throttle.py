@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from types import TracebackType
 
 import structlog
 from redis.asyncio import ConnectionPool
@@ -84,12 +83,7 @@ class LoginLimits:
             await self._stack.enter_async_context(limiter)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
     async def admit_login(self, address: str, username: str) -> None:

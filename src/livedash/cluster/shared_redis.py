@@ -14,7 +14,6 @@ Redis is down, closing the breaker when it answers again.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 
 import structlog
 from redis.asyncio import ConnectionPool, Redis
@@ -49,12 +48,7 @@ class SharedRedis:
         self._tasks.spawn(self._probe(), name="redis-probe")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._tasks.close()
         await self.subscriber.aclose()
         await self.client.aclose()

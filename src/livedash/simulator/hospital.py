@@ -13,7 +13,6 @@ import contextlib
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta, tzinfo
-from types import TracebackType
 
 import structlog
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -94,12 +93,7 @@ class HospitalSimulator:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

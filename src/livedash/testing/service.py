@@ -1,0 +1,196 @@
+"""`livedash serve` in a child process, watched from outside as an operator would.
+
+The service runs as its own process (`python -m livedash serve`), so that neither a bench's
+clients nor its writer share its event loop, and so that it can be killed -9 and started again
+on the same port. Its working directory is a temporary one (no stray `.env` of the caller's
+reaches it) and `PYTHONPATH` decides which source tree runs. Its `/health`, memory and CPU time
+are read from outside; each life's log is kept apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from livedash.testing import usage
+from livedash.testing.servers import free_port
+
+HEALTH_DEADLINE_SECONDS = 30.0
+STOP_SECONDS = 10.0
+MANY_CLIENTS = {"LIVEDASH_RATE_LIMIT_CONNECTIONS_PER_IP": "100000/minute"}
+"""A bench's clients all connect from 127.0.0.1 (or from nginx) at once."""
+
+
+class ServiceProcess:
+    """One `livedash serve`: `start()`/`stop()` (or `with`), `kill()` -9 and `restart()`.
+
+    `env` is added to the caller's environment; with `isolated`, none of the caller's own
+    `LIVEDASH_*` variables reaches the service (a deployment's settings are all given).
+    `health_token`, a super_admin's, is sent to read `/health`'s details.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        secret: str,
+        *,
+        db: Path | None = None,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        isolated: bool = False,
+        name: str = "server",
+        health_token: str | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.health_headers = {"Authorization": f"Bearer {health_token}"} if health_token else {}
+        self.log_path = workdir / f"{name}.log"
+        self.lives = 0
+        self._command = [sys.executable, "-m", "livedash", "serve"]
+        if db is not None:
+            self._command += ["--db", str(db)]
+        self._command += ["--port", str(self.port), "--host", "127.0.0.1"]
+        inherited = dict(os.environ)
+        if isolated:
+            inherited = {k: v for k, v in inherited.items() if not k.startswith("LIVEDASH_")}
+        self._env = {
+            **inherited,
+            "LIVEDASH_JWT_SECRET": secret,
+            "LIVEDASH_JWT_SECRET_FILE": str(workdir / "unused-secret"),
+            "LIVEDASH_LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        self._workdir = workdir
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the service is not running")
+        return self._process.pid
+
+    def package(self) -> Path:
+        """Where the service imports `livedash` from (its environment's PYTHONPATH decides)."""
+        found = subprocess.run(
+            [sys.executable, "-c", "import livedash; print(livedash.__file__)"],
+            env=self._env,
+            cwd=self._workdir,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return Path(found.stdout.strip()).parent
+
+    def start(self) -> ServiceProcess:
+        """Start a (new) life; the log of the previous one is kept as `NAME.N.log`."""
+        if self.lives:
+            with contextlib.suppress(OSError):
+                self.log_path.rename(self.log_path.with_suffix(f".{self.lives}.log"))
+        self.lives += 1
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                self._command,
+                cwd=self._workdir,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful stop), then SIGKILL after STOP_SECONDS."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """kill -9, as a crash."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+    def restart(self) -> ServiceProcess:
+        """Start again on the same port (after `kill` or `stop`)."""
+        return self.start()
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def exit_code(self) -> int | None:
+        """The exit status once the process has ended (None: running, or never started)."""
+        return self._process.poll() if self._process is not None else None
+
+    def wait_healthy(self, seconds: float = HEALTH_DEADLINE_SECONDS) -> float:
+        """Seconds until GET /health answered 200; raises if the service died or never did."""
+        started = time.monotonic()
+        deadline = started + seconds
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError("the service exited during start-up")
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(f"{self.url}/health", timeout=1) as response,
+            ):
+                if response.status == 200:
+                    return time.monotonic() - started
+            time.sleep(0.1)
+        raise RuntimeError(f"/health did not answer 200 in {seconds:g} s")
+
+    def health(self) -> dict[str, Any]:
+        """GET /health as JSON, whatever its status (blocking)."""
+        request = urllib.request.Request(f"{self.url}/health", headers=self.health_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            body = json.loads(error.read())
+        return body
+
+    def rss_kb(self) -> int:
+        return usage.rss_kb(self.pid) or 0
+
+    def cpu_seconds(self) -> float:
+        return usage.cpu_seconds(self.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def logs(self) -> list[Path]:
+        """The log of every life, the current one first."""
+        return [self.log_path, *sorted(self.log_path.parent.glob(f"{self.log_path.stem}.*.log"))]
+
+
+def wait_for_leader(services: Sequence[ServiceProcess]) -> tuple[float, list[str]]:
+    """Block until exactly one service reports itself leader; the seconds it took, and each
+    one's role."""
+    started = time.monotonic()
+    while True:
+        roles = [str(service.health().get("role", "?")) for service in services]
+        if roles.count("leader") == 1:
+            return time.monotonic() - started, roles
+        if time.monotonic() - started > HEALTH_DEADLINE_SECONDS:
+            raise RuntimeError(f"no single leader in {HEALTH_DEADLINE_SECONDS:g} s: {roles}")
+        time.sleep(0.1)
