@@ -60,21 +60,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.protocol import State
 
-from latency import (
-    METRIC,
-    WATCHED,
-    Clients,
-    LoopLag,
-    free_port,
-    freshness,
-    percentile,
-    seed_hospital,
-)
 from livedash.auth.tokens import issue_token
-from livedash.metrics.history import COUNT_SERIES, OCCUPANCY
+from livedash.metrics.definitions import COUNT_SERIES, OCCUPANCY
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
+from livedash.testing import usage
+from livedash.testing.hospital import METRIC, WATCHED, add_users, seed_sqlite, sql_now, viewers
+from livedash.testing.service import ServiceProcess
+from livedash.testing.stats import duration, percentile, quantiles
+from livedash.testing.usage import LoopLag
+from livedash.testing.watchers import Watchers, freshness
 
 ATTACKS = (1, 3, 5, 6, 8)
 WRITE_INTERVAL_SECONDS = 0.02
@@ -125,96 +121,59 @@ class Service:
         pid: int | None,
         *,
         health_token: str,
-        command: list[str] | None = None,
-        env: dict[str, str] | None = None,
-        workdir: Path | None = None,
+        process: ServiceProcess | None = None,
     ) -> None:
         self.url = url
         self.health_headers = {"Authorization": f"Bearer {health_token}"}
         self.ws_url = "ws" + url.removeprefix("http") + EIO_PATH
-        self.pid = pid
-        self._command = command
-        self._env = env
-        self._workdir = workdir
-        self._process: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "server.log" if workdir is not None else None
+        self._pid = pid
+        self.process = process
 
     @classmethod
-    def child(cls, db: Path, port: int, workdir: Path, secret: str, health_token: str) -> Service:
-        """A service this script starts (and stops); PYTHONPATH decides which code runs."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
-        env |= {
-            "LIVEDASH_JWT_SECRET": secret,
-            "LIVEDASH_JWT_SECRET_FILE": str(workdir / "unused-secret"),
-            "LIVEDASH_LOG_LEVEL": "warning",
-        }
-        command = [sys.executable, "-m", "livedash", "serve", "--db", str(db)]
-        command += ["--port", str(port), "--host", "127.0.0.1"]
-        return cls(
-            f"http://127.0.0.1:{port}",
-            None,
-            health_token=health_token,
-            command=command,
-            env=env,
-            workdir=workdir,
+    def child(
+        cls, db: Path, port: int | None, workdir: Path, secret: str, health_token: str
+    ) -> Service:
+        """A service this script starts (and stops); PYTHONPATH decides which code runs. Only
+        its secret and log level are set: the rate limits are the service's defaults."""
+        process = ServiceProcess(
+            workdir, secret, db=db, port=port, isolated=True, health_token=health_token
         )
+        return cls(process.url, None, health_token=health_token, process=process)
 
     @property
     def managed(self) -> bool:
-        return self._command is not None
+        return self.process is not None
+
+    @property
+    def pid(self) -> int | None:
+        if self.process is None:
+            return self._pid
+        return self.process.pid if self.process.lives else None
 
     def source(self) -> str:
         """Where the service's `livedash` package comes from, and that tree's commit."""
-        if self._command is None:
+        if self.process is None:
             return "unknown (a service at --url)"
-        found = subprocess.run(
-            [sys.executable, "-c", "import livedash; print(livedash.__file__)"],
-            env=self._env,
-            cwd=self._workdir,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        package = Path(found.stdout.strip()).parent
+        package = self.process.package()
         return f"{package} ({_commit_of(package)})"
 
     async def start(self) -> float:
         """Start the child and wait for /health to answer 200; seconds taken."""
+        if self.process is None:
+            raise RuntimeError("a service at --url is not started here")
         started = time.monotonic()
-        self._launch()
+        self.process.start()
         if not await self.wait_healthy():
             raise RuntimeError(f"the service did not start:\n{self.log_tail()}")
         return time.monotonic() - started
 
-    def _launch(self) -> None:
-        if self._command is None or self.log_path is None:
-            raise RuntimeError("a service at --url is not started here")
-        with self.log_path.open("ab") as log:
-            # cwd: the temp dir, so that neither `-m` nor a stray .env finds the caller's files.
-            self._process = subprocess.Popen(
-                self._command,
-                cwd=self._workdir,
-                env=self._env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.pid = self._process.pid
-
     def stop(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self.process is not None:
+            self.process.stop()
 
     def exit_code(self) -> int | None:
         """The child's exit status once it has ended (None: running, or not ours)."""
-        return self._process.poll() if self._process is not None else None
+        return self.process.exit_code() if self.process is not None else None
 
     async def wait_healthy(self, seconds: float = HEALTHY_DEADLINE_SECONDS) -> bool:
         """True once /health answers 200; False if it does not in `seconds` or the child died."""
@@ -245,20 +204,13 @@ class Service:
             return {"status": type(error).__name__}
 
     def rss_kb(self) -> int | None:
-        if self.pid is None:
-            return None
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return None
+        pid = self.pid
+        return usage.rss_kb(pid) if pid is not None else None
 
     def log_tail(self, lines: int = 15) -> str:
-        if self.log_path is None:
+        if self.process is None:
             return "(no log: a service at --url)"
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
+        return self.process.log_tail(lines)
 
 
 def _commit_of(package: Path) -> str:
@@ -292,15 +244,8 @@ def _department_codes(db: Path) -> list[str]:
 def seed_users(db: Path, clients: int, departments: Sequence[str]) -> None:
     """The users the tokens speak for: a viewer per client, two admins for attack 8 and the
     operator who reads /health."""
-    users = [(f"bench-{index}", Role.VIEWER.value, [WATCHED]) for index in range(clients)]
-    users += [(f"abuse-admin-{index}", Role.ADMIN.value, list(departments)) for index in (0, 1)]
-    users.append((OPERATOR, Role.SUPER_ADMIN.value, []))
-    with contextlib.closing(sqlite3.connect(db, isolation_level=None, timeout=10)) as connection:
-        connection.executemany(
-            "INSERT INTO users (username, role, departments, active) VALUES (?, ?, ?, 1)"
-            " ON CONFLICT (username) DO NOTHING",
-            [(name, role, json.dumps(codes)) for name, role, codes in users],
-        )
+    admins = [(f"abuse-admin-{index}", Role.ADMIN, list(departments)) for index in (0, 1)]
+    add_users(db, [*viewers(clients), *admins, (OPERATOR, Role.SUPER_ADMIN, [])])
 
 
 def seed_rollups(db: Path, days: int) -> int:
@@ -352,7 +297,7 @@ def write_patients(db: str, department_id: int, stop: EventType, out: Connection
                 connection.execute(
                     "INSERT INTO patients (department_id, name, status, emergency, registered_at)"
                     " VALUES (?, ?, 'registered', 0, ?)",
-                    (department_id, f"abuse bench patient {value + 1}", _sqlite_now()),
+                    (department_id, f"abuse bench patient {value + 1}", sql_now()),
                 )
                 value += 1
                 batch.append((value, started, time.time(), time.perf_counter() - before))
@@ -367,10 +312,6 @@ def write_patients(db: str, department_id: int, stop: EventType, out: Connection
         out.send(batch)
         out.close()
         connection.close()
-
-
-def _sqlite_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,15 +385,15 @@ class Legit:
     def __init__(self, url: str, tokens: list[str]) -> None:
         self._url = url
         self._tokens = tokens
-        self.clients = Clients(url, tokens)
+        self.clients = Watchers(url, tokens)
         self._next = 0
 
     async def connect(self) -> None:
-        self.clients = Clients(self._url, self._tokens)
+        self.clients = Watchers(self._url, self._tokens)
         await self.clients.connect_all()
 
     def connected(self) -> int:
-        return sum(socket.connected for socket in self.clients.sockets)
+        return self.clients.connected()
 
     async def reconnect(self) -> None:
         await self.clients.close()
@@ -1026,8 +967,8 @@ async def attack_history(attack: Attack, seconds: float) -> list[str]:
         f"{HISTORY_REQUESTS} requests ({HISTORY_METRIC}, {WATCHED}, 365 days by day) sent in "
         f"{sent_in:.1f} s; answers: {_counts(answers)}"
         + (f"; {unanswered} unanswered" if unanswered else ""),
-        f"answer time p50 {_duration(percentile(answer_seconds, 0.5))}, "
-        f"max {_duration(max(answer_seconds, default=0.0))}; events: {_counts(events)}",
+        f"answer time p50 {duration(percentile(answer_seconds, 0.5))}, "
+        f"max {duration(max(answer_seconds, default=0.0))}; events: {_counts(events)}",
         f"year 9999 (another admin): {far}",
     ]
 
@@ -1051,7 +992,7 @@ async def _year_9999(attack: Attack) -> str:
         return "no answer in 30 s"
     finally:
         await client.disconnect()
-    took = _duration(time.monotonic() - started)
+    took = duration(time.monotonic() - started)
     if not isinstance(answer, dict):
         return f"{answer!r:.80} after {took}"
     code = _answer_code(answer)
@@ -1079,23 +1020,8 @@ PLANS = {
 # -- the report ------------------------------------------------------------------------------
 
 
-def _duration(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.1f} s"
-    if seconds >= 0.01:
-        return f"{seconds * 1000:.0f} ms"
-    return f"{seconds * 1000:.1f} ms"
-
-
 def _mb(kb: int | None) -> str:
     return "?" if kb is None else f"{kb / 1024:,.0f} MB"
-
-
-def _spread(values: Sequence[float], *quantiles: float) -> str:
-    if not values:
-        return "no samples"
-    names = {0.5: "p50", 0.95: "p95", 1.0: "max"}
-    return "  ".join(f"{names[q]} {_duration(percentile(values, q))}" for q in quantiles)
 
 
 def _failures(counter: Counter[str]) -> str:
@@ -1104,14 +1030,14 @@ def _failures(counter: Counter[str]) -> str:
 
 def _latency(phase: Phase) -> str:
     never = f"; {phase.stale:,} never shown" if phase.stale else ""
-    return _spread(phase.latency, 0.5, 0.95, 1.0) + never
+    return quantiles(phase.latency, 0.5, 0.95, 1.0) + never
 
 
 def _commits(phase: Phase) -> str:
     scheduled = phase.seconds / WRITE_INTERVAL_SECONDS
     failed = f", {phase.failed_commits} failed (locked)" if phase.failed_commits else ""
     return (
-        f"{_spread(phase.commit_seconds, 0.95, 1.0)}  "
+        f"{quantiles(phase.commit_seconds, 0.95, 1.0)}  "
         f"({len(phase.commit_seconds)}/{scheduled:.0f}{failed})"
     )
 
@@ -1131,14 +1057,14 @@ def rows(calm: Phase, during: Phase) -> Iterator[tuple[str, str, str]]:
     )
     yield (
         "snapshot round trip",
-        _spread(calm.snapshot_seconds, 0.5, 1.0) + _failures(calm.snapshot_failed),
-        _spread(during.snapshot_seconds, 0.5, 1.0) + _failures(during.snapshot_failed),
+        quantiles(calm.snapshot_seconds, 0.5, 1.0) + _failures(calm.snapshot_failed),
+        quantiles(during.snapshot_seconds, 0.5, 1.0) + _failures(during.snapshot_failed),
     )
     yield "writer commit", _commits(calm), _commits(during)
     yield (
         "/health",
-        _spread(calm.health_seconds, 0.5, 1.0) + _failures(calm.health_failed),
-        _spread(during.health_seconds, 0.5, 1.0) + _failures(during.health_failed),
+        quantiles(calm.health_seconds, 0.5, 1.0) + _failures(calm.health_failed),
+        quantiles(during.health_seconds, 0.5, 1.0) + _failures(during.health_failed),
     )
     yield (
         "/health sockets",
@@ -1147,8 +1073,8 @@ def rows(calm: Phase, during: Phase) -> Iterator[tuple[str, str, str]]:
     )
     yield (
         "bench loop lag",
-        _spread(calm.lag, 0.95, 1.0),
-        _spread(during.lag, 0.95, 1.0),
+        quantiles(calm.lag, 0.95, 1.0),
+        quantiles(during.lag, 0.95, 1.0),
     )
 
 
@@ -1174,7 +1100,7 @@ async def alive_after(service: Service) -> tuple[bool, str]:
     """Whether the service outlived the attack: running, and /health 200 within 30 s."""
     started = time.monotonic()
     if await service.wait_healthy():
-        return True, f"yes (/health 200 after {_duration(time.monotonic() - started)})"
+        return True, f"yes (/health 200 after {duration(time.monotonic() - started)})"
     code = service.exit_code()
     if code is not None:
         return False, f"NO: the server exited with status {code}"
@@ -1318,12 +1244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _env_file=None,
             )
             operator = issue_token(settings, OPERATOR, Role.SUPER_ADMIN)
-            service = Service.child(db, args.port or free_port(), workdir, secret, operator)
+            service = Service.child(db, args.port, workdir, secret, operator)
         else:
             settings = Settings(database_url=url, _env_file=None)  # its secret: from the env
             operator = issue_token(settings, OPERATOR, Role.SUPER_ADMIN)
             service = Service(args.url.rstrip("/"), args.pid, health_token=operator)
-        department_id = seed_hospital(db)
+        department_id = seed_sqlite(db)
         if args.url is None:
             rollups = f"{seed_rollups(db, HISTORY_DAYS):,} hourly roll-ups ({HISTORY_DAYS} days)"
         departments = _department_codes(db)

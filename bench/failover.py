@@ -7,7 +7,7 @@ Two minimal backends (uvicorn ASGI apps, started as `bench/failover.py --serve P
 for `livedash serve`: a WebSocket on /socket.io/ stays open until either side ends it,
 `GET /socket.io/?...` answers 200 after `--hold` s (a short long-poll), `GET /health` at once.
 nginx runs in front of them from deploy/nginx.conf rendered as the tests render it
-(`tests/servers.py: render_nginx_config`), changed by `--variant` (VARIANTS; `repo`: as is).
+(`livedash.testing.servers.render_nginx_config`), changed by `--variant` (VARIANTS; `repo`: as is).
 `--clients` clients, each from its own loopback address (127.0.0.2, ...; `hash $remote_addr`
 spreads them), either keep one socket.io-like WebSocket open and reconnect with
 python-socketio's back-off when it ends (`--pattern websocket`, the default, as bench/soak.py's
@@ -42,10 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.servers import NginxServer, free_port, new_root, wait_for_port  # noqa: E402
+from livedash.testing.servers import (
+    NginxServer,
+    free_port,
+    loopback_address,
+    new_root,
+    wait_for_port,
+)
 
 
 def _sub(old: str, new: str) -> Callable[[str], str]:
@@ -273,10 +276,6 @@ async def _websocket(
     return False
 
 
-def client_address(index: int) -> str:
-    return f"127.0.0.{2 + index}"
-
-
 # -- one run ---------------------------------------------------------------------------------
 
 
@@ -300,7 +299,7 @@ async def run_variant(args: argparse.Namespace, variant: str) -> Result:
         nginx = NginxServer(root / "nginx", [b.port for b in backends], VARIANTS[variant])
         nginx.start()
         url = f"http://127.0.0.1:{nginx.port}"
-        clients = [Client(i, client_address(i)) for i in range(args.clients)]
+        clients = [Client(i, loopback_address(i, args.clients)) for i in range(args.clients)]
         t0 = time.monotonic()
         stop = t0 + args.seconds
         tasks = [asyncio.create_task(run_client(client, url, stop, args, t0)) for client in clients]

@@ -26,58 +26,54 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import math
-import multiprocessing
 import os
 import secrets
 import shlex
 import shutil
 import signal
-import socket
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-import socketio
+import aiohttp
 
 import livedash
 from livedash.auth.tokens import issue_token
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
-from processes import WorkerProcesses
+from livedash.testing.deployment import start_deployment
+from livedash.testing.hospital import (
+    METRIC,
+    WATCHED,
+    WriterProcess,
+    Writes,
+    add_users,
+    seed_postgres,
+    seed_sqlite,
+    viewers,
+)
+from livedash.testing.servers import new_root
+from livedash.testing.service import MANY_CLIENTS, ServiceProcess
+from livedash.testing.stats import percentile, spread
+from livedash.testing.usage import LoopLag, run_queue_seconds, tree_cpu_seconds
+from livedash.testing.watchers import (
+    Collected,
+    WatcherProcesses,
+    Watchers,
+    exact_receipts,
+    freshness,
+)
 
-METRIC = "patients_total"
-WATCHED = "ED"
-DEPARTMENTS = (("ED", "Emergency"), ("CARD", "Cardiology"), ("ICU", "Intensive Care"))
-ROOMS_PER_DEPARTMENT = 3
-BEDS_PER_ROOM = 4
-PATIENTS_PER_DEPARTMENT = 5
-OPERATOR = "bench-operator"
-"""A super_admin user: /health shows its details (role, sockets, feed) only to such a token."""
-
-CONNECT_CONCURRENCY = 50
-HEALTH_DEADLINE_SECONDS = 30.0
 DRAIN_SECONDS = 5.0
-STOP_SECONDS = 10.0
-LAG_TICK_SECONDS = 0.01
 
 # PostgreSQL only.
-REPO = Path(__file__).resolve().parent.parent
-DATABASE = "hospital"
 FEED_SLOT = "bench"
 CLIENT_ADDRESSES = 200  # loopback source addresses 127.0.0.2...: nginx pins each to an instance
 # Default --client-processes: one per this many clients. An update reaches every client at
@@ -85,573 +81,6 @@ CLIENT_ADDRESSES = 200  # loopback source addresses 127.0.0.2...: nginx pins eac
 # loop lag 59 ms with 1000 clients in one process, 1 ms with 250).
 CLIENTS_PER_PROCESS = 250
 FEED_SAMPLE_SECONDS = 0.25
-
-_SERVER = "from livedash.cli import main; main()"
-
-
-# -- the database ----------------------------------------------------------------------------
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def seed_hospital(path: Path) -> int:
-    """Add a small hospital (unless there is one); the watched department's id."""
-    connection = sqlite3.connect(path, isolation_level=None, timeout=10)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        for code, name in DEPARTMENTS:
-            if connection.execute("SELECT 1 FROM departments WHERE code = ?", (code,)).fetchone():
-                continue
-            department = connection.execute(
-                "INSERT INTO departments (code, name) VALUES (?, ?)", (code, name)
-            ).lastrowid
-            for number in range(1, ROOMS_PER_DEPARTMENT + 1):
-                room = connection.execute(
-                    "INSERT INTO rooms (department_id, number) VALUES (?, ?)",
-                    (department, str(number)),
-                ).lastrowid
-                for bed in range(BEDS_PER_ROOM):
-                    connection.execute(
-                        "INSERT INTO beds (room_id, label, status) VALUES (?, ?, 'free')",
-                        (room, chr(ord("A") + bed)),
-                    )
-            for index in range(PATIENTS_PER_DEPARTMENT):
-                connection.execute(
-                    "INSERT INTO patients (department_id, name, status, emergency, registered_at)"
-                    " VALUES (?, ?, 'registered', 0, ?)",
-                    (department, f"{code} patient {index}", _now()),
-                )
-        connection.execute("COMMIT")
-        row = connection.execute("SELECT id FROM departments WHERE code = ?", (WATCHED,)).fetchone()
-        return int(row[0])
-    finally:
-        connection.close()
-
-
-def _utc_naive() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-async def seed_hospital_postgres(dsn: str, users: int) -> int:
-    """The same hospital and the tokens' users (`OPERATOR` too), on PostgreSQL; the watched
-    department's id."""
-    import asyncpg
-
-    connection = await asyncpg.connect(dsn)
-    try:
-        async with connection.transaction():
-            for code, name in DEPARTMENTS:
-                if await connection.fetchval("SELECT 1 FROM departments WHERE code = $1", code):
-                    continue
-                department = await connection.fetchval(
-                    "INSERT INTO departments (code, name) VALUES ($1, $2) RETURNING id", code, name
-                )
-                for number in range(1, ROOMS_PER_DEPARTMENT + 1):
-                    room = await connection.fetchval(
-                        "INSERT INTO rooms (department_id, number) VALUES ($1, $2) RETURNING id",
-                        department,
-                        str(number),
-                    )
-                    await connection.executemany(
-                        "INSERT INTO beds (room_id, label, status) VALUES ($1, $2, 'free')",
-                        [(room, chr(ord("A") + bed)) for bed in range(BEDS_PER_ROOM)],
-                    )
-                await connection.executemany(
-                    "INSERT INTO patients (department_id, name, status, emergency, registered_at)"
-                    " VALUES ($1, $2, 'registered', false, $3)",
-                    [
-                        (department, f"{code} patient {index}", _utc_naive())
-                        for index in range(PATIENTS_PER_DEPARTMENT)
-                    ],
-                )
-            await connection.executemany(
-                "INSERT INTO users (username, role, departments, active) VALUES ($1, $2, $3, true)",
-                [
-                    *((f"bench-{index}", "viewer", f'["{WATCHED}"]') for index in range(users)),
-                    (OPERATOR, "super_admin", "[]"),
-                ],
-            )
-        return int(await connection.fetchval("SELECT id FROM departments WHERE code = $1", WATCHED))
-    finally:
-        await connection.close()
-
-
-@dataclass
-class Writes:
-    """What the writer did; sent back from its process as plain data."""
-
-    start_value: int = 0
-    commits: dict[int, float] = field(default_factory=dict)
-    """patients_total of the watched department after a commit -> time.time() of it."""
-    measured: list[int] = field(default_factory=list)
-    """Values committed after the warm-up."""
-    commit_seconds: list[float] = field(default_factory=list)
-    measured_span: float = 0.0
-    """Monotonic seconds from the first to the last measured commit."""
-    final_value: int = 0
-    error: str | None = None
-
-
-def _write_on_schedule(
-    insert: Callable[[int], None],
-    start_value: int,
-    rate: float,
-    warmup: float,
-    seconds: float,
-    go: EventType,
-    stop: EventType,
-) -> Writes:
-    """Once `go` is set, `insert(n)` (one committed patient) per tick on a monotonic schedule;
-    the time of each commit is noted right after `insert` returns."""
-    writes = Writes(start_value=start_value, final_value=start_value)
-    go.wait()
-    total = round(rate * (warmup + seconds))
-    started = time.monotonic()
-    measuring_from = started + warmup
-    first = last = 0.0
-    for n in range(1, total + 1):
-        delay = started + n / rate - time.monotonic()
-        if (delay > 0 and stop.wait(delay)) or stop.is_set():
-            break
-        before = time.perf_counter()
-        insert(n)
-        committed = time.time()
-        last = time.monotonic()
-        value = writes.start_value + n
-        writes.commits[value] = committed
-        writes.final_value = value
-        if last >= measuring_from:
-            first = first or last
-            writes.measured.append(value)
-            writes.commit_seconds.append(time.perf_counter() - before)
-    writes.measured_span = last - first if first else 0.0
-    return writes
-
-
-def write_patients(
-    path: Path,
-    department_id: int,
-    rate: float,
-    warmup: float,
-    seconds: float,
-    go: EventType,
-    stop: EventType,
-    results: Connection,
-) -> None:
-    """The SQLite writer process: plain sqlite3."""
-    # Ctrl-C is the parent's to handle: it sets `stop`, and the figures so far come back.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    writes = Writes()
-    try:
-        connection = sqlite3.connect(path, isolation_level=None, timeout=10)
-        try:
-            start_value = connection.execute(
-                "SELECT COUNT(*) FROM patients WHERE department_id = ?", (department_id,)
-            ).fetchone()[0]
-
-            def insert(n: int) -> None:
-                # In autocommit mode this one statement is its own transaction: once
-                # execute() returns, the row and its change_log entry are committed.
-                connection.execute(
-                    "INSERT INTO patients (department_id, name, status, emergency, registered_at)"
-                    " VALUES (?, ?, 'registered', 0, ?)",
-                    (department_id, f"bench patient {n}", _now()),
-                )
-
-            writes = _write_on_schedule(insert, start_value, rate, warmup, seconds, go, stop)
-        finally:
-            connection.close()
-    except Exception as error:
-        writes.error = f"{type(error).__name__}: {error}"
-    results.send(asdict(writes))
-
-
-def write_patients_postgres(
-    dsn: str,
-    department_id: int,
-    rate: float,
-    warmup: float,
-    seconds: float,
-    go: EventType,
-    stop: EventType,
-    results: Connection,
-) -> None:
-    """The PostgreSQL writer process: one plain asyncpg connection, outside any transaction."""
-    import asyncpg
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    writes = Writes()
-    # The schedule is the SQLite writer's own (blocking waits): this loop runs one statement
-    # at a time and nothing in between.
-    loop = asyncio.new_event_loop()
-    try:
-        connection = loop.run_until_complete(asyncpg.connect(dsn))
-        try:
-            start_value = loop.run_until_complete(
-                connection.fetchval(
-                    "SELECT COUNT(*) FROM patients WHERE department_id = $1", department_id
-                )
-            )
-
-            def insert(n: int) -> None:
-                # Outside a transaction block the statement is its own transaction: once
-                # execute() returns, PostgreSQL has committed it (synchronous_commit is on).
-                loop.run_until_complete(
-                    connection.execute(
-                        "INSERT INTO patients (department_id, name, status, emergency,"
-                        " registered_at) VALUES ($1, $2, 'registered', false, $3)",
-                        department_id,
-                        f"bench patient {n}",
-                        _utc_naive(),
-                    )
-                )
-
-            writes = _write_on_schedule(insert, start_value, rate, warmup, seconds, go, stop)
-        finally:
-            loop.run_until_complete(connection.close(timeout=5))
-    except Exception as error:
-        writes.error = f"{type(error).__name__}: {error}"
-    finally:
-        loop.close()
-    results.send(asdict(writes))
-
-
-class WriterProcess:
-    """The writer in its own process: a thread here would share the clients' GIL, and the
-    time it notes after a commit would then include waiting for the clients' event loop."""
-
-    def __init__(
-        self,
-        db: Path | str,
-        department_id: int,
-        rate: float,
-        warmup: float,
-        seconds: float,
-        target: Callable[..., None] = write_patients,
-    ):
-        context = multiprocessing.get_context("spawn")
-        self._go = context.Event()
-        self._stop = context.Event()
-        self._results, sender = context.Pipe(duplex=False)
-        self._process = context.Process(
-            target=target,
-            args=(db, department_id, rate, warmup, seconds, self._go, self._stop, sender),
-            name="bench-writer",
-            daemon=True,
-        )
-        self._sender = sender
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    def __enter__(self) -> WriterProcess:
-        self._process.start()
-        self._sender.close()  # so that recv() sees EOF if the writer dies
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._go.set()  # a writer still waiting to start sees `stop` at once
-        self._process.join(STOP_SECONDS)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-
-    async def run(self) -> Writes:
-        """Start writing; the figures once the writer is done."""
-        self._go.set()
-        try:
-            sent = await asyncio.to_thread(self._receive)
-        finally:
-            self._stop.set()  # on Ctrl-C: the writer ends and sends what it has
-        writes = Writes(**sent)
-        if writes.error is not None:
-            raise RuntimeError(f"the writer failed: {writes.error}")
-        return writes
-
-    def _receive(self) -> dict[str, Any]:
-        try:
-            sent: dict[str, Any] = self._results.recv()
-        except EOFError:
-            raise RuntimeError("the writer process died without a word") from None
-        return sent
-
-
-# -- the server process ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _cpu_seconds(stat: str, *, children: bool = False) -> float:
-    """utime + stime (and, with `children`, the reaped children's) from /proc/PID/stat."""
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # utime and stime: fields 14 and 15 of proc(5), cutime and cstime 16 and 17, counted
-    # after the ")".
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def run_queue_seconds(pid: int | str = "self") -> float:
-    """Seconds the process's main thread (its event loop) was runnable but not running: it
-    waited for a CPU that other processes held (/proc/PID/schedstat)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-    return 0.0
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of process `root` and all its descendants, reaped ones included."""
-    parents: dict[int, int] = {}
-    stats: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            stat = (entry / "stat").read_text()
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-            stats[int(entry.name)] = stat
-    tree = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    # A child's time moves into its parent's cutime/cstime when it is reaped: counting both
-    # for every process in the tree counts each second once, before and after.
-    return sum(_cpu_seconds(stats[pid], children=True) for pid in tree if pid in stats)
-
-
-class ServerProcess:
-    """`livedash serve` in a child process, stopped on exit whatever happened."""
-
-    def __init__(
-        self,
-        db: Path | None,
-        port: int,
-        workdir: Path,
-        secret: str,
-        *,
-        env: dict[str, str] | None = None,
-        name: str = "server",
-        health_token: str | None = None,
-    ) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.health_headers = {"Authorization": f"Bearer {health_token}"} if health_token else {}
-        """What `GET /health` sends to get the details: a super_admin's (`OPERATOR`) token."""
-        self.log_path = workdir / f"{name}.log"
-        self._command = [sys.executable, "-c", _SERVER, "serve"]
-        if db is not None:
-            self._command += ["--db", str(db)]
-        self._command += ["--port", str(port), "--host", "127.0.0.1"]
-        inherited = dict(os.environ)
-        if env is not None:  # a deployment's settings are all given: none from the caller
-            inherited = {k: v for k, v in inherited.items() if not k.startswith("LIVEDASH_")}
-        self._env = {
-            **inherited,
-            "LIVEDASH_JWT_SECRET": secret,
-            "LIVEDASH_LOG_LEVEL": "warning",
-            "LIVEDASH_JWT_SECRET_FILE": str(workdir / "unused-secret"),
-            # Every bench client connects from 127.0.0.1 at once.
-            "LIVEDASH_RATE_LIMIT_CONNECTIONS_PER_IP": "100000/minute",
-            **(env or {}),
-        }
-        self._workdir = workdir
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("the server is not running")
-        return self._process.pid
-
-    def __enter__(self) -> ServerProcess:
-        with self.log_path.open("wb") as log:
-            # cwd: the temp dir, so no stray .env of the caller's reaches the server.
-            self._process = subprocess.Popen(
-                self._command,
-                cwd=self._workdir,
-                env=self._env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def wait_healthy(self) -> float:
-        """Seconds until GET /health answered 200; raises if the server died or never did."""
-        started = time.monotonic()
-        deadline = started + HEALTH_DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise RuntimeError("the server exited during start-up")
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(f"{self.url}/health", timeout=1) as response,
-            ):
-                if response.status == 200:
-                    return time.monotonic() - started
-            time.sleep(0.1)
-        raise RuntimeError(f"/health did not answer 200 in {HEALTH_DEADLINE_SECONDS:g} s")
-
-    def health(self) -> dict[str, Any]:
-        """GET /health as JSON, whatever its status (blocking)."""
-        request = urllib.request.Request(f"{self.url}/health", headers=self.health_headers)
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                body: dict[str, Any] = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            body = json.loads(error.read())
-        return body
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-    def cpu_seconds(self) -> float:
-        return _cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text())
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no server log)"
-
-
-# -- the clients -----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Receipt:
-    client: int
-    value: int
-    received: float
-    published: str
-
-
-@dataclass
-class Clients:
-    """N socket.io clients and every matching update they received."""
-
-    url: str
-    tokens: list[str]
-    receipts: list[Receipt] = field(default_factory=list)
-    latest: list[int] = field(default_factory=list)
-    sockets: list[socketio.AsyncClient] = field(default_factory=list)
-    http_sessions: list[Any] | None = None
-    """An aiohttp session per client (to pick its source address); None: socket.io's own."""
-
-    async def connect_all(self) -> None:
-        self.latest = [0] * len(self.tokens)
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-        async def one(index: int) -> None:
-            async with gate:
-                await self._connect(index)
-
-        await asyncio.gather(*(one(index) for index in range(len(self.tokens))))
-
-    async def _connect(self, index: int) -> None:
-        # handle_sigint=False: engine.io's own handler would cancel every task on Ctrl-C,
-        # cleanup included, and stop the loop.
-        options: dict[str, Any] = {}
-        if self.http_sessions is not None:
-            options["http_session"] = self.http_sessions[index]
-        client = socketio.AsyncClient(reconnection=False, handle_sigint=False, **options)
-        self.sockets.append(client)
-        authenticated = asyncio.Event()
-        refused: list[Any] = []
-
-        def on_update(data: dict[str, Any]) -> None:
-            if data.get("metric") == METRIC and data.get("department") == WATCHED:
-                received = time.time()
-                value = int(data["value"])
-                self.receipts.append(Receipt(index, value, received, str(data["timestamp"])))
-                self.latest[index] = max(self.latest[index], value)
-
-        def on_authenticated(data: Any) -> None:
-            authenticated.set()
-
-        def on_auth_error(data: Any) -> None:
-            refused.append(data)
-            authenticated.set()
-
-        client.on("dashboard_update", on_update)
-        client.on("authenticated", on_authenticated)
-        client.on("auth_error", on_auth_error)
-        await client.connect(
-            self.url, auth={"token": self.tokens[index]}, transports=["websocket"], wait_timeout=10
-        )
-        await asyncio.wait_for(authenticated.wait(), 10)
-        if refused:
-            raise RuntimeError(f"client {index} was refused: {refused[0]}")
-        ack = await client.call(
-            "subscribe_metrics", {"metrics": [METRIC], "departments": [WATCHED]}, timeout=10
-        )
-        if not isinstance(ack, dict) or ack.get("ok") is not True:
-            raise RuntimeError(f"client {index} could not subscribe: {ack}")
-
-    async def drain(self, final_value: int, seconds: float) -> float:
-        """Wait until every client saw `final_value` (or `seconds` passed); the time taken."""
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            if all(value >= final_value for value in self.latest):
-                break
-            await asyncio.sleep(0.05)
-        return time.monotonic() - started
-
-    async def close(self) -> None:
-        async def one(client: socketio.AsyncClient) -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 5)
-
-        await asyncio.gather(*(one(client) for client in self.sockets))
-
-
-class LoopLag:
-    """How late a 10 ms timer fires on the bench's own loop: high means the bench is busy."""
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(LAG_TICK_SECONDS)
-            self.samples.append(max(time.monotonic() - before - LAG_TICK_SECONDS, 0.0))
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 # -- one run ---------------------------------------------------------------------------------
@@ -675,9 +104,9 @@ class Run:
 
 
 async def measure(
-    server: ServerProcess, writer: WriterProcess, tokens: list[str], run: Run
-) -> tuple[Clients, Writes]:
-    clients = Clients(server.url, tokens)
+    server: ServiceProcess, writer: WriterProcess, tokens: list[str], run: Run
+) -> tuple[Watchers, Writes]:
+    clients = Watchers(server.url, tokens)
     try:
         started = time.monotonic()
         await clients.connect_all()
@@ -709,189 +138,6 @@ async def measure(
     return clients, writes
 
 
-# -- clients in several processes (PostgreSQL) -----------------------------------------------
-
-
-def client_address(index: int, addresses: int) -> str:
-    """The loopback source address of client `index`: 127.0.0.2, 127.0.0.3, ..."""
-    number = index % addresses
-    return f"127.0.{number // 250}.{2 + number % 250}"
-
-
-async def _role_behind(session: Any, url: str, headers: dict[str, str]) -> str:
-    """The role of the instance that nginx sends this session's source address to."""
-    async with session.get(f"{url}/health", headers=headers) as response:
-        body = await response.json()
-    return str(body.get("role", "?"))
-
-
-class _Closed(Exception):
-    """The parent said "close" (or went away) before the run was over."""
-
-
-async def _order(pipe: Connection, expected: str) -> tuple[Any, ...]:
-    try:
-        message: tuple[Any, ...] = await asyncio.to_thread(pipe.recv)
-    except EOFError:
-        raise _Closed from None
-    if message[0] != expected:
-        raise _Closed
-    return message
-
-
-async def _serve_clients(
-    url: str, slots: list[tuple[int, str, str]], health_headers: dict[str, str], pipe: Connection
-) -> None:
-    import aiohttp
-
-    sessions: dict[str, aiohttp.ClientSession] = {}
-    for _, _, address in slots:
-        if address not in sessions:
-            connector = aiohttp.TCPConnector(local_addr=(address, 0), limit=0)
-            sessions[address] = aiohttp.ClientSession(connector=connector)
-    clients = Clients(
-        url,
-        [token for _, token, _ in slots],
-        http_sessions=[sessions[address] for _, _, address in slots],
-    )
-    try:
-        started = time.monotonic()
-        await clients.connect_all()
-        connect_seconds = time.monotonic() - started
-        roles = {
-            address: await _role_behind(session, url, health_headers)
-            for address, session in sessions.items()
-        }
-        pipe.send(("connected", connect_seconds, roles))
-        await _order(pipe, "start")
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        lag = LoopLag()
-        lag.start()
-        cpu, waited = time.process_time(), run_queue_seconds()
-        _, final_value, seconds = await _order(pipe, "drain")
-        drain_seconds = await clients.drain(final_value, seconds)
-        cpu, waited = time.process_time() - cpu, run_queue_seconds() - waited
-        await lag.stop()
-        # First a word, so that the parent stops its clocks before the receipts travel.
-        pipe.send(("drained", drain_seconds))
-        ids = [index for index, _, _ in slots]
-        pipe.send(
-            (
-                "result",
-                {
-                    "receipts": [
-                        (ids[r.client], r.value, r.received, r.published) for r in clients.receipts
-                    ],
-                    "latest": {ids[local]: value for local, value in enumerate(clients.latest)},
-                    "drain_seconds": drain_seconds,
-                    "cpu_seconds": cpu,
-                    "waited_seconds": waited,
-                    "lag": lag.samples,
-                },
-            )
-        )
-        # Connected until told: the parent reads the servers' socket counts meanwhile.
-        with contextlib.suppress(_Closed):
-            await _order(pipe, "close")
-    finally:
-        gc.enable()
-        await clients.close()
-        for session in sessions.values():
-            await session.close()
-
-
-def client_process(
-    url: str, slots: list[tuple[int, str, str]], health_headers: dict[str, str], pipe: Connection
-) -> None:
-    """A client process: connect `slots` (index, token, source address), then follow orders."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        asyncio.run(_serve_clients(url, slots, health_headers, pipe))
-    except _Closed:
-        pass
-    except Exception as error:
-        with contextlib.suppress(OSError):
-            pipe.send(("error", f"{type(error).__name__}: {error}"))
-
-
-@dataclass
-class Collected:
-    """Every client process's receipts, as `report` reads them."""
-
-    receipts: list[Receipt]
-    latest: list[int]
-
-
-class ClientProcesses:
-    """The clients spread over `processes` processes; client i in process i % processes."""
-
-    def __init__(
-        self,
-        url: str,
-        tokens: list[str],
-        processes: int,
-        addresses: int,
-        health_headers: dict[str, str],
-    ) -> None:
-        self.count = len(tokens)
-        self.address_of = [client_address(index, addresses) for index in range(len(tokens))]
-        slots = list(zip(range(len(tokens)), tokens, self.address_of, strict=True))
-        self._workers = WorkerProcesses(
-            client_process,
-            [(url, slots[number::processes], health_headers) for number in range(processes)],
-            "bench-clients",
-            STOP_SECONDS,
-            label="client process",
-        )
-        self.roles: dict[str, str] = {}
-        self.connect_seconds = 0.0
-        self.cpu_seconds: list[float] = []
-        self.waited_seconds: list[float] = []
-        self.lag: list[list[float]] = []
-        self.drain_seconds = 0.0
-
-    def __enter__(self) -> ClientProcesses:
-        self._workers.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._workers.__exit__(*exc_info)
-
-    async def connect(self) -> None:
-        """Wait until every process has connected, authenticated and subscribed its clients."""
-        started = time.monotonic()
-        answers = await self._workers.receive_all("connected")
-        self.connect_seconds = time.monotonic() - started
-        for _, _, roles in answers:
-            self.roles.update(roles)
-
-    def start(self) -> None:
-        self._workers.send_all(("start",))
-
-    async def drain(self, final_value: int, seconds: float) -> None:
-        """Wait until every client saw `final_value` (or `seconds` passed)."""
-        self._workers.send_all(("drain", final_value, seconds))
-        await self._workers.receive_all("drained")
-
-    async def collect(self) -> Collected:
-        """Every process's receipts and figures (after `drain`)."""
-        answers = await self._workers.receive_all("result")
-        receipts: list[Receipt] = []
-        latest = [0] * self.count
-        for _, result in answers:
-            receipts.extend(Receipt(*receipt) for receipt in result["receipts"])
-            for index, value in result["latest"].items():
-                latest[index] = value
-            self.cpu_seconds.append(result["cpu_seconds"])
-            self.waited_seconds.append(result["waited_seconds"])
-            self.lag.append(result["lag"])
-            self.drain_seconds = max(self.drain_seconds, result["drain_seconds"])
-        receipts.sort(key=lambda receipt: receipt.received)
-        return Collected(receipts, latest)
-
-
 # -- a deployment (PostgreSQL) ---------------------------------------------------------------
 
 
@@ -899,7 +145,7 @@ class ClientProcesses:
 class Instance:
     """One `livedash serve` of a deployment, and its figures."""
 
-    server: ServerProcess
+    server: ServiceProcess
     number: int
     role: str = "?"
     sockets: int = 0
@@ -942,20 +188,6 @@ class Cluster:
     client_lag: list[list[float]] = field(default_factory=list)
 
 
-def wait_for_leader(instances: list[Instance]) -> float:
-    """Block until exactly one instance reports itself leader; the seconds it took."""
-    started = time.monotonic()
-    while True:
-        roles = [str(instance.server.health().get("role", "?")) for instance in instances]
-        if roles.count("leader") == 1:
-            for instance, role in zip(instances, roles, strict=True):
-                instance.role = role
-            return time.monotonic() - started
-        if time.monotonic() - started > HEALTH_DEADLINE_SECONDS:
-            raise RuntimeError(f"no single leader in {HEALTH_DEADLINE_SECONDS:g} s: {roles}")
-        time.sleep(0.1)
-
-
 def _naive_utc_timestamp(stamp: str) -> float:
     moment = datetime.fromisoformat(stamp)
     if moment.tzinfo is None:
@@ -964,11 +196,9 @@ def _naive_utc_timestamp(stamp: str) -> float:
 
 
 async def sample_feed(
-    server: ServerProcess, samples: list[FeedSample], measuring_from: float
+    server: ServiceProcess, samples: list[FeedSample], measuring_from: float
 ) -> None:
     """The leader's slot lag and the age of its last applied change, every few hundred ms."""
-    import aiohttp
-
     timeout = aiohttp.ClientTimeout(total=2)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
@@ -1015,7 +245,7 @@ async def measure_cluster(
 ) -> tuple[Collected, Writes]:
     instances = cluster.instances
     leader = next(instance for instance in instances if instance.role == "leader")
-    with ClientProcesses(
+    with WatcherProcesses(
         url, tokens, cluster.processes, cluster.addresses, leader.server.health_headers
     ) as clients:
         await clients.connect()
@@ -1077,26 +307,6 @@ async def measure_cluster(
 # -- figures ---------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of unsorted `values` (0 when empty)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(int(fraction * len(ordered) + 0.999999) - 1, 0)
-    return ordered[min(rank, len(ordered) - 1)]
-
-
-def spread(values: Sequence[float], scale: float = 1000, digits: int = 1) -> str:
-    """p50/p95/p99/max of seconds, in ms (or of anything, times `scale`)."""
-    if not values:
-        return "no samples"
-    figures = [percentile(values, q) for q in (0.5, 0.95, 0.99)] + [max(values)]
-    return "  ".join(
-        f"{name} {value * scale:8.{digits}f}"
-        for name, value in zip(("p50", "p95", "p99", "max"), figures, strict=True)
-    )
-
-
 def _published_at(stamp: str) -> float:
     moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     if moment.tzinfo is None:
@@ -1104,49 +314,7 @@ def _published_at(stamp: str) -> float:
     return moment.timestamp()
 
 
-def exact_receipts(
-    receipts: Sequence[Receipt], measured: set[int]
-) -> tuple[dict[tuple[int, int], Receipt], int]:
-    """The first receipt of each (client, measured value), and how many came twice."""
-    exact: dict[tuple[int, int], Receipt] = {}
-    duplicates = 0
-    for receipt in receipts:
-        key = (receipt.client, receipt.value)
-        if key in exact:
-            duplicates += 1
-        elif receipt.value in measured:
-            exact[key] = receipt
-    return exact, duplicates
-
-
-def freshness(
-    receipts: Sequence[Receipt],
-    measured: set[int],
-    commits: dict[int, float],
-    clients: Sequence[int],
-) -> tuple[list[float], int]:
-    """Commit of value v -> the client first showing a value >= v, for each of `clients`, and
-    how many (client, value) never got there. A commit whose own update was coalesced counts
-    at the arrival of the value that superseded it."""
-    by_client: dict[int, list[Receipt]] = {}
-    for receipt in receipts:
-        by_client.setdefault(receipt.client, []).append(receipt)
-    fresh: list[float] = []
-    stale = 0
-    pending = sorted(measured)
-    for client in clients:
-        best = 0
-        position = 0
-        for receipt in sorted(by_client.get(client, []), key=lambda r: r.received):
-            best = max(best, receipt.value)
-            while position < len(pending) and pending[position] <= best:
-                fresh.append(receipt.received - commits[pending[position]])
-                position += 1
-        stale += len(pending) - position
-    return fresh, stale
-
-
-def delivery(run: Run, writer: Writes, clients: Clients | Collected, rate: float) -> Iterator[str]:
+def delivery(run: Run, writer: Writes, clients: Watchers | Collected, rate: float) -> Iterator[str]:
     """What reached the clients, and when: the same lines on every backend."""
     measured = set(writer.measured)
     n = run.clients
@@ -1216,7 +384,7 @@ def delivery(run: Run, writer: Writes, clients: Clients | Collected, rate: float
     yield f"                    {spread(last_client)}"
 
 
-def report(run: Run, writer: Writes, clients: Clients, rate: float) -> Iterator[str]:
+def report(run: Run, writer: Writes, clients: Watchers, rate: float) -> Iterator[str]:
     yield from delivery(run, writer, clients, rate)
     n = run.clients
     per_client = (run.rss_connected_kb - run.rss_idle_kb) / n if n else 0.0
@@ -1403,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         db: Path = (args.db or workdir / "hospital.db").absolute()
         url = f"sqlite+aiosqlite:///{db}"
         upgrade(url)
-        department_id = seed_hospital(db)
+        department_id = seed_sqlite(db)
         secret = secrets.token_urlsafe(32)
         settings = Settings(
             database_url=url,
@@ -1411,17 +579,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             jwt_secret_file=workdir / "unused-secret",
             _env_file=None,
         )
-        with sqlite3.connect(db) as connection:  # the users the tokens speak for
-            connection.executemany(
-                "INSERT INTO users (username, role, departments, active) VALUES (?, ?, ?, 1)",
-                [(f"bench-{index}", "viewer", f'["{WATCHED}"]') for index in range(args.clients)],
-            )
+        add_users(db, viewers(args.clients))  # the users the tokens speak for
         tokens = [
             issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED])
             for index in range(args.clients)
         ]
         run = Run(args.clients)
-        server = ServerProcess(db, args.port or free_port(), workdir, secret)
+        server = ServiceProcess(workdir, secret, db=db, port=args.port, env=MANY_CLIENTS)
         print(
             f"database:           SQLite (WAL) at {db}; writer inserts into {WATCHED}, "
             f"clients watch {METRIC}/{WATCHED}",
@@ -1451,10 +615,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def main_postgres(args: argparse.Namespace) -> int:
     """PostgreSQL, Redis, `--instances` servers and nginx, all throwaway; clients via nginx."""
-    # The test suite's throwaway servers: on free ports, in their own directories.
-    sys.path.insert(0, str(REPO))
-    from tests.servers import new_root
-
     root = new_root("livedash-bench-pg-")
     instances: list[Instance] = []
     try:
@@ -1482,61 +642,39 @@ def run_postgres(
     args: argparse.Namespace, stack: contextlib.ExitStack, root: Path, instances: list[Instance]
 ) -> tuple[Run, Cluster, Collected, Writes]:
     """Start everything (each stopped by `stack`), then measure; `instances` is filled in."""
-    from tests.servers import NginxServer, PostgresServer, RedisServer
-
-    postgres = PostgresServer(root / "postgres").init()
-    stack.callback(postgres.stop)
-    postgres.start()
-    asyncio.run(postgres.create_database(DATABASE))
-    url, dsn = postgres.url(DATABASE), postgres.dsn(DATABASE)
-    upgrade(url)
-    department_id = asyncio.run(seed_hospital_postgres(dsn, args.clients))
-    redis = RedisServer(root / "redis")
-    stack.callback(redis.stop)
-    redis.start()
-
-    secret = secrets.token_urlsafe(32)
-    workdir = root / "instances"
-    workdir.mkdir()
-    settings = Settings(
-        database_url=url,
-        jwt_secret=secret,
-        jwt_secret_file=workdir / "unused-secret",
-        _env_file=None,
+    deployment = start_deployment(
+        stack,
+        root,
+        instances=args.instances,
+        slot=FEED_SLOT,
+        seed=lambda url, dsn: seed_postgres(dsn),
+        users=viewers(args.clients),
+    )
+    settings, postgres, redis, nginx = (
+        deployment.settings,
+        deployment.postgres,
+        deployment.redis,
+        deployment.nginx,
     )
     tokens = [
         issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED])
         for index in range(args.clients)
     ]
-    operator = issue_token(settings, OPERATOR, Role.SUPER_ADMIN)
-    environment = {
-        "LIVEDASH_DATABASE_URL": url,
-        "LIVEDASH_REDIS_URL": redis.url,
-        "LIVEDASH_FEED_SLOT": FEED_SLOT,
-    }
     instances += [
-        Instance(
-            ServerProcess(
-                None,
-                free_port(),
-                workdir,
-                secret,
-                env=environment,
-                name=f"instance-{number}",
-                health_token=operator,
-            ),
-            number,
+        Instance(server, number, role=role)
+        for number, (server, role) in enumerate(
+            zip(deployment.instances, deployment.roles, strict=True), 1
         )
-        for number in range(1, args.instances + 1)
     ]
+    for instance in instances:
+        instance.rss_idle_kb = instance.server.rss_kb()
     processes = args.client_processes
     addresses = min(args.clients, CLIENT_ADDRESSES)
     cluster = Cluster(instances, processes, addresses)
-    run = Run(args.clients)
-    major = postgres_version(postgres)
+    run = Run(args.clients, health_seconds=deployment.healthy_seconds)
     print(f"service:            livedash from {Path(livedash.__file__).parent}", flush=True)
     print(
-        f"database:           PostgreSQL {major} (throwaway, wal_level=logical, "
+        f"database:           PostgreSQL {postgres.version} (throwaway, wal_level=logical, "
         f"fsync=off) at 127.0.0.1:{postgres.port}, slot {FEED_SLOT!r}; Redis at "
         f"127.0.0.1:{redis.port}; writer (asyncpg) inserts into {WATCHED}, clients "
         f"watch {METRIC}/{WATCHED}",
@@ -1544,41 +682,20 @@ def run_postgres(
     )
     writer = stack.enter_context(
         WriterProcess(
-            dsn,
-            department_id,
+            deployment.dsn,
+            deployment.seeded,
             args.writes_per_second,
             args.warmup,
             args.seconds,
-            target=write_patients_postgres,
         )
     )
-    started = time.monotonic()
-    for instance in instances:
-        stack.enter_context(instance.server)
-    for instance in instances:
-        instance.server.wait_healthy()
-    run.health_seconds = time.monotonic() - started
-    elected = wait_for_leader(instances)
-    for instance in instances:
-        instance.rss_idle_kb = instance.server.rss_kb()
-    nginx = NginxServer(root / "nginx", upstreams=[i.server.port for i in instances])
-    stack.callback(nginx.stop)
-    nginx.start()
-    assert postgres.process is not None
-    assert redis.process is not None
-    assert nginx.process is not None
-    cluster.other_pids = {
-        "postgres": postgres.process.pid,
-        "redis": redis.process.pid,
-        "nginx": nginx.process.pid,
-        "writer": writer.pid or 0,
-    }
+    cluster.other_pids = {**deployment.pids(), "writer": writer.pid or 0}
     print(
         "instances:          "
         + ", ".join(
             f"{i.number}: pid {i.server.pid} at {i.server.url} ({i.role})" for i in instances
         )
-        + f"; one leader {elected:.2f} s after all were healthy",
+        + f"; one leader {deployment.elected_seconds:.2f} s after all were healthy",
         flush=True,
     )
     print(
@@ -1597,13 +714,6 @@ def run_postgres(
         measure_cluster(cluster, nginx.url, writer, tokens, run, args.warmup)
     )
     return run, cluster, collected, writes
-
-
-def postgres_version(server: Any) -> str:
-    """The server's major version, from its data directory."""
-    with contextlib.suppress(OSError):
-        return str((server.data / "PG_VERSION").read_text().strip())
-    return "?"
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from livedash.metrics.engine import COUNTED_TABLES, MetricEngine
 from livedash.metrics.pipeline import MetricPipeline
 from livedash.store.engine import create_engine
 from livedash.store.migrate import upgrade
+from livedash.testing.stats import percentile
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 100_000)
@@ -449,11 +450,11 @@ class Result:
     @property
     def single_ns(self) -> list[int]:
         """The one-change applies of the round with the lowest p50."""
-        return min(self.rounds, key=lambda one: _p(one.single_ns, 0.5)).single_ns
+        return min(self.rounds, key=lambda one: percentile(one.single_ns, 0.5)).single_ns
 
     @property
     def round_p50s(self) -> list[float]:
-        return [_p(one.single_ns, 0.5) for one in self.rounds]
+        return [percentile(one.single_ns, 0.5) for one in self.rounds]
 
     @property
     def batched_ns(self) -> int:
@@ -465,7 +466,7 @@ class Result:
 
     @property
     def room_ns(self) -> list[int]:
-        return min(self.rounds, key=lambda one: _p(one.room_ns, 0.5)).room_ns
+        return min(self.rounds, key=lambda one: percentile(one.room_ns, 0.5)).room_ns
 
 
 SQL_RECOMPUTE = (
@@ -703,11 +704,6 @@ def _ms(ns: float) -> str:
     return f"{ns / 1e6:,.1f} ms"
 
 
-def _p(samples: Sequence[int], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def report_size(result: Result) -> Iterator[str]:
     """The lines for one size."""
     plan = result.plan
@@ -760,8 +756,9 @@ def report_size(result: Result) -> Iterator[str]:
     if result.rounds:
         yield (
             f"apply alone   {len(result.single_ns):,} changes, one apply([change]) each, best "
-            f"of {len(result.round_p50s)} rounds: p50 {_us(_p(result.single_ns, 0.5))}, "
-            f"p99 {_us(_p(result.single_ns, 0.99))}, mean {_us(statistics.fmean(result.single_ns))}"
+            f"of {len(result.round_p50s)} rounds: p50 {_us(percentile(result.single_ns, 0.5))}, "
+            f"p99 {_us(percentile(result.single_ns, 0.99))}, "
+            f"mean {_us(statistics.fmean(result.single_ns))}"
             f", max {_us(max(result.single_ns))}; p50 of each round: "
             + ", ".join(_us(p50) for p50 in result.round_p50s)
         )
@@ -774,11 +771,11 @@ def report_size(result: Result) -> Iterator[str]:
     if result.rounds and result.room_ns:
         yield (
             f"room rename   {len(result.room_ns)} applied alone (a room change re-counts "
-            f"beds), best of {ROUNDS}: p50 {_us(_p(result.room_ns, 0.5))}, "
+            f"beds), best of {ROUNDS}: p50 {_us(percentile(result.room_ns, 0.5))}, "
             f"max {_us(max(result.room_ns))}"
         )
     if result.rounds:
-        p50 = _p(result.single_ns, 0.5)
+        p50 = percentile(result.single_ns, 0.5)
         yield (
             f"ratio         full recompute / apply p50 = {result.rebuild_ns / p50:,.0f}; "
             f"SQL aggregates / apply p50 = {statistics.median(result.sql_ns) / p50:,.0f}"
@@ -797,20 +794,21 @@ def report_summary(results: Sequence[Result]) -> Iterator[str]:
         f"{'p99':>10}{'mean':>10}{'batched':>10}{'room p50':>12}{'rebuild/p50':>13}"
     )
     for result in results:
-        p50 = _p(result.single_ns, 0.5)
+        p50 = percentile(result.single_ns, 0.5)
         feed = sum(result.feed_ns) / max(result.feed_changes, 1)
         batched = result.batched_ns / max(result.batched_changes, 1)
-        room = _p(result.room_ns, 0.5) if result.room_ns else 0
+        room = percentile(result.room_ns, 0.5) if result.room_ns else 0
         yield (
             f"{result.plan.size:>10,}{_ms(result.rebuild_ns):>13}"
             f"{_ms(statistics.median(result.sql_ns)):>12}{_us(feed):>11}{_us(p50):>11}"
-            f"{_us(_p(result.single_ns, 0.99)):>10}{_us(statistics.fmean(result.single_ns)):>10}"
+            f"{_us(percentile(result.single_ns, 0.99)):>10}"
+            f"{_us(statistics.fmean(result.single_ns)):>10}"
             f"{_us(batched):>10}{_us(room):>12}{result.rebuild_ns / p50:>13,.0f}"
         )
     if len(results) < 2:
         return
     first, last = results[0], results[-1]
-    growth = _p(last.single_ns, 0.5) / _p(first.single_ns, 0.5)
+    growth = percentile(last.single_ns, 0.5) / percentile(first.single_ns, 0.5)
     mean_growth = statistics.fmean(last.single_ns) / statistics.fmean(first.single_ns)
     verdict = "PASS" if growth <= FLAT_FACTOR else "FAIL"
     yield (

@@ -7,43 +7,29 @@ import contextlib
 import itertools
 import os
 import shutil
-import socket
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import socketio
-import uvicorn
 from sqlalchemy.engine import make_url
 
-from livedash.app import create_app
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import Clock
-from livedash.service import server_config
-from livedash.services import ConsumerFactory
 from livedash.settings import Settings
 from livedash.store.engine import libpq_dsn
 from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
-from tests.recorder import Recorder
-from tests.servers import PostgresServer, RedisServer, new_root
-from tests.writers import PostgresWriter, SqliteWriter, Users
+from livedash.testing.recorder import Recorder
+from livedash.testing.servers import PostgresServer, RedisServer, new_root
+from tests.support.cases import TEMPLATE_DATABASE
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.writers import PostgresWriter, SqliteWriter, Users, Write, register_patient
 
 BACKENDS = ["sqlite", "postgres"]
-STOP_TIMEOUT_SECONDS = 30.0
-TEMPLATE_DATABASE = "livedash_template"
 _DATABASE_NUMBERS = itertools.count(1)
-
-Write = Callable[..., Awaitable[int]]
-"""The `writer` fixture: `await write(sql, parameters)`."""
-Serve = Callable[..., Awaitable["LiveServer"]]
-"""The `serve` fixture: `await serve(settings?, clock?)` starts a server."""
-Connect = Callable[..., Awaitable[Recorder]]
-"""The `connect` fixture: `await connect(server, token?)` opens a recorded client."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -134,68 +120,6 @@ def settings(
         feed_fallback_poll_seconds=30.0,
         _env_file=None,  # type: ignore[call-arg]
     )
-
-
-class _Server(uvicorn.Server):
-    """uvicorn with an event for "accepting connections", so tests await instead of polling."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-class LiveServer:
-    """A running service on a free loopback port."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        clock: Clock | None = None,
-        consumers: Sequence[ConsumerFactory] = (),
-    ) -> None:
-        self.settings = settings
-        self.app = create_app(settings, clock=clock, consumers=consumers)
-        # IPPROTO_TCP, so asyncio switches Nagle off on accepted sockets as uvicorn does.
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        # Production's own configuration (HTTP implementation, limits, proxies); quieter logs.
-        self.uvicorn = _Server(server_config(settings, self.app, log_level="warning"))
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> LiveServer:
-        self._task = asyncio.create_task(self.uvicorn.serve(sockets=[self._socket]))
-        ready = asyncio.create_task(self.uvicorn.ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            ready.cancel()
-            self._task.result()
-            raise RuntimeError("the server stopped during start-up")
-        return self
-
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self.uvicorn.should_exit = True
-        try:
-            # A server that cannot stop is a bug to see, not a suite that hangs: show what
-            # every task waits on, then fail.
-            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
-                await asyncio.shield(self._task)
-        except TimeoutError:
-            for task in asyncio.all_tasks():
-                task.print_stack(file=sys.stderr)
-            self._task.cancel()
-            raise AssertionError("the server did not stop") from None
-        finally:
-            self._task = None
-            self._socket.close()
 
 
 @pytest.fixture
@@ -294,22 +218,6 @@ async def sqlite_writer(database_path: Path) -> AsyncIterator[Write]:
     write = SqliteWriter(database_path)
     yield write
     await write.close()
-
-
-async def register_patient(
-    write: Write, department_id: int, name: str, *, emergency: bool = False
-) -> int:
-    """Register a waiting patient the way the hospital's application would."""
-    return await write(
-        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
-        "VALUES (?, ?, 'registered', ?, ?)",
-        (department_id, name, int(emergency), sql_now()),
-    )
-
-
-def sql_now() -> str:
-    """Now, as the hospital's application writes timestamps into SQLite."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 @pytest.fixture

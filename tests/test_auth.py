@@ -30,7 +30,7 @@ from livedash.errors import ConfigurationError, InvalidToken, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Role
-from tests.conftest import Users
+from tests.support.writers import Users
 
 SECRET = "test-secret-" + "x" * 64
 

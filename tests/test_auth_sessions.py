@@ -41,9 +41,10 @@ from livedash.errors import InvalidToken, RateLimited
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Role
-from tests.conftest import LiveServer, Serve, Users
-from tests.servers import RedisServer
-from tests.test_web import CHROMIUM, CHROMIUM_ARGS
+from livedash.testing.servers import RedisServer
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.live import LiveServer, Serve
+from tests.support.writers import Users
 
 
 class Clock:

@@ -19,8 +19,8 @@ from structlog.testing import capture_logs
 from livedash.changefeed import Change, Op, open_change_source
 from livedash.changefeed.sqlite import SqliteChangeFeed
 from livedash.errors import ConfigurationError
-from tests.cases import Case, Feed, committed
-from tests.conftest import Write
+from tests.support.cases import Case, Feed, committed
+from tests.support.writers import Write
 
 
 def _write(database: Path, *statements: str) -> None:

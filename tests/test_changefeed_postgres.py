@@ -27,10 +27,10 @@ from livedash.changefeed.postgres import (
     lsn_to_int,
 )
 from livedash.errors import ChangeFeedError
-from livedash.store.engine import create_engine
-from tests.conftest import Connect, LiveServer, Serve, libpq_dsn
-from tests.recorder import Recorder, update_of
-from tests.servers import PostgresServer
+from livedash.store.engine import create_engine, libpq_dsn
+from livedash.testing.recorder import Recorder, update_of
+from livedash.testing.servers import PostgresServer
+from tests.support.live import Connect, LiveServer, Serve
 
 WAIT = 10.0  # seconds an awaited event may take before the test fails
 XID = 0xFFFFFFFF  # txid_current() counts wraparound epochs above the 32-bit transaction id

@@ -21,8 +21,8 @@ from livedash.auth.tokens import verify_token
 from livedash.cli import app
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.recorder import Recorder
-from tests.test_store import head_revision
+from livedash.testing.recorder import Recorder
+from tests.support.schema import head_revision
 
 
 @pytest.fixture(autouse=True)

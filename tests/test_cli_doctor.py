@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from livedash.changefeed.doctor import Check, SlotState, hide_password, quote_identifier, slot_check
 from livedash.changefeed.postgres import PostgresChangeFeed
 from livedash.cli import app
+from livedash.store.engine import libpq_dsn
 from livedash.store.migrate import upgrade
-from tests.conftest import libpq_dsn
-from tests.servers import PostgresServer, RedisServer, free_port, new_root
+from livedash.testing.servers import PostgresServer, RedisServer, free_port, new_root
 
 
 @pytest.fixture(autouse=True)

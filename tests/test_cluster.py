@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,84 +18,15 @@ import pytest
 import socketio
 
 from livedash.settings import Settings
-from tests.conftest import Write, register_patient
-from tests.probes import health
-from tests.recorder import Recorder, update_of
-from tests.servers import NginxServer, RedisServer, free_port
-
-READY_LINE = "livedash serving on"
+from livedash.testing.recorder import Recorder, update_of
+from livedash.testing.servers import NginxServer, RedisServer
+from tests.support.instances import Instance
+from tests.support.writers import Write, register_patient
 
 
 @pytest.fixture
 def backend() -> str:
     return "postgres"
-
-
-class Instance:
-    """`livedash serve` in its own process; `token`, a super_admin's, reads its `/health`."""
-
-    def __init__(self, settings: Settings, log: Path, token: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = token
-        self.env = {
-            **os.environ,
-            "LIVEDASH_DATABASE_URL": settings.database_url,
-            "LIVEDASH_REDIS_URL": str(settings.redis_url),
-            "LIVEDASH_FEED_SLOT": settings.feed_slot,
-            "LIVEDASH_JWT_SECRET": settings.signing_key(),
-            "LIVEDASH_TIMEZONE": settings.timezone,
-            "LIVEDASH_LEADER_POLL_SECONDS": "0.2",
-            "LIVEDASH_SHUTDOWN_GRACE_SECONDS": "1",
-            # A long-poll is answered by the next ping at the latest: short ones let a polling
-            # client disconnect (and an instance stop) without waiting 25 s.
-            "LIVEDASH_PING_INTERVAL_SECONDS": "1",
-            "LIVEDASH_PING_TIMEOUT_SECONDS": "2",
-        }
-        self.log = log
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Instance:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "livedash", "serve", "--port", str(self.port),
-            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        seen: list[str] = []
-        async with asyncio.timeout(60):
-            while True:
-                line = (await self.process.stdout.readline()).decode(errors="replace")
-                if not line:
-                    raise RuntimeError("the instance exited during start-up:\n" + "".join(seen))
-                seen.append(line)
-                if READY_LINE in line:
-                    break
-        self._drain = asyncio.create_task(self._keep_reading())
-        return self
-
-    async def _keep_reading(self) -> None:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        with self.log.open("ab") as log:
-            while line := await self.process.stdout.readline():
-                log.write(line)
-
-    async def health(self) -> dict[str, Any]:
-        return await health(self.url, self.token)
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-            await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await self.process.wait()
-            except TimeoutError:
-                await self.kill()
 
 
 class Cluster:

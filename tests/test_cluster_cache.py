@@ -36,11 +36,13 @@ from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import count_rows
 from livedash.realtime.outbox import update_payload
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
-from tests.conftest import Connect, LiveServer, Serve, Write, libpq_dsn, register_patient, sql_now
-from tests.probes import health
-from tests.recorder import Recorder
-from tests.servers import RedisServer
+from livedash.store.engine import create_engine, libpq_dsn
+from livedash.testing.hospital import sql_now
+from livedash.testing.recorder import Recorder
+from livedash.testing.servers import RedisServer
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.probes import health
+from tests.support.writers import Write, register_patient
 
 Values = dict[tuple[str, str | None], dict[str, Any]]
 

@@ -3,7 +3,8 @@
 Redis killed and restarted, PostgreSQL killed and restarted (also with a screen reconnecting
 during the outage), the service SIGKILLed in the middle of a burst of writes, a screen offline
 for 30 s of simulated time, the leader of two instances killed. Each case ends with every
-client's screen equal to `tests.oracle.recompute`, with no update lost and none applied twice:
+client's screen equal to `livedash.testing.oracle.recompute`, with no update lost and none
+applied twice:
 
 - lost: the final screen (highest version per key, everything replaced by a
   `metrics_snapshot` with `recovered: false`) differs from the recompute;
@@ -12,8 +13,9 @@ client's screen equal to `tests.oracle.recompute`, with no update lost and none 
   P its subscription was acknowledged at, which the client drops), or an update of a key whose
   version is not above the previous one of that key in the same epoch.
 
-Clients are `Screen`s: socket.io clients that reconnect by themselves and, as the page does,
-subscribe again on every authentication with `since` = the last position seen.
+Clients are `livedash.testing.screen.Screen`s, the reference recovery client (the soak's too):
+socket.io clients that reconnect by themselves and, as the page does, subscribe again on every
+authentication with `since` = the last position seen, and keep what docs/api.md says to keep.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +42,19 @@ from sqlalchemy.engine import make_url
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import ManualClock
 from livedash.settings import Settings
+from livedash.store.engine import libpq_dsn
 from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
-from tests.conftest import LiveServer, Serve, Write, libpq_dsn
-from tests.oracle import Values, recompute
-from tests.probes import health
-from tests.recorder import Recorder
-from tests.servers import NginxServer, PostgresServer, RedisServer, new_root
-from tests.test_cluster import Instance
-from tests.test_metrics_history import recount, stored
-from tests.writers import PostgresWriter, Users
+from livedash.testing.oracle import Values, recompute
+from livedash.testing.recorder import Recorder
+from livedash.testing.screen import Screen
+from livedash.testing.servers import NginxServer, PostgresServer, RedisServer, new_root
+from tests.support.instances import Instance
+from tests.support.live import LiveServer, Serve
+from tests.support.probes import health
+from tests.support.rollups import recount, stored
+from tests.support.writers import PostgresWriter, Users, Write
 
-Key = tuple[str, str | None]
 TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 SETTLE_SECONDS = 30.0  # at most this long for every screen to equal SQL after the last write
 FAULT_SECONDS = 20.0  # at most this long for a fault (or its end) to be noticed
@@ -257,200 +259,6 @@ async def seed_hospital(write: Write) -> dict[str, int]:
 # -- a screen ---------------------------------------------------------------------------------
 
 
-def _money(value: Any) -> Any:
-    return Decimal(value) if isinstance(value, str) else value
-
-
-class Screen(Recorder):
-    """A dashboard page's socket: reconnects by itself, and on every authentication subscribes
-    to every metric with `since` = the last stream position it saw, as the page does.
-
-    What it shows is kept as the page keeps it (docs/api.md, Recovery 4 and 5): for each
-    (metric, department) the value of the highest version received, snapshots included; a
-    value of version 0 (counted from the database) replaces what is held.
-    """
-
-    def __init__(
-        self, url: str, token: str, *, session: aiohttp.ClientSession | None = None
-    ) -> None:
-        client = socketio.AsyncClient(
-            reconnection=True,
-            reconnection_delay=0.05,
-            reconnection_delay_max=0.3,
-            randomization_factor=0.02,
-            http_session=session,
-        )
-        super().__init__(client)
-        self.url = url
-        self.token = token
-        self.shown: dict[Key, tuple[int, Any]] = {}
-        self.position: dict[str, Any] | None = None
-        self.era = 0  # subscriptions sent so far: the updates received since the last one
-        self.acks: dict[int, dict[str, Any]] = {}
-        self.updates: list[tuple[int, dict[str, Any]]] = []  # (era, update), as received
-        self.snapshots: list[tuple[int, dict[str, Any]]] = []
-        client.on("authenticated", self._on_authenticated)
-        client.on("dashboard_update", self._on_update)
-        client.on("metrics_snapshot", self._on_snapshot)
-
-    async def open(self) -> Screen:
-        await self.come_back()
-        return self
-
-    async def go_offline(self) -> None:
-        """The screen is switched off (or loses the network): no reconnecting by itself."""
-        await self.client.disconnect()
-
-    async def come_back(self) -> dict[str, Any]:
-        """Connect (again): the subscription that follows names the last position seen.
-        Returns its acknowledgement."""
-        era = self.era + 1
-        await self.client.connect(
-            self.url,
-            auth=lambda: {"token": self.token},
-            transports=["websocket"],
-            wait_timeout=10,
-        )
-        return await self.subscribed(era)
-
-    async def subscribed(self, era: int) -> dict[str, Any]:
-        """The acknowledgement of the `era`-th subscription (waits for it)."""
-        await self.until(lambda: era in self.acks, within=FAULT_SECONDS)
-        ack = self.acks[era]
-        assert ack.get("ok") is True, ack
-        return ack
-
-    # -- events -------------------------------------------------------------------------
-
-    def _remember(self, position: dict[str, Any] | None) -> None:
-        held = self.position
-        if position and (
-            held is None
-            or held["epoch"] != position["epoch"]
-            or position["offset"] > held["offset"]
-        ):
-            self.position = position
-
-    def _show(self, values: Iterable[dict[str, Any]]) -> None:
-        for value in values:
-            key = (value["metric"], value["department"])
-            held = self.shown.get(key)
-            if held is None or value["version"] == 0 or held[0] < value["version"]:
-                self.shown[key] = (value["version"], value["value"])
-
-    async def _on_authenticated(self, data: Any) -> None:
-        self.era += 1
-        era = self.era
-        request: dict[str, Any] = {} if self.position is None else {"since": self.position}
-
-        async def acknowledged(ack: Any = None) -> None:
-            if isinstance(ack, dict) and ack.get("ok"):
-                self._remember(ack.get("position"))
-            await self._record("subscription_ack", ack)
-            async with self._changed:
-                self.acks[era] = ack if isinstance(ack, dict) else {"ok": False, "ack": ack}
-                self._changed.notify_all()
-
-        await self._record("authenticated", data)
-        await self.client.emit("subscribe_metrics", request, callback=acknowledged)
-
-    async def _on_update(self, update: Any) -> None:
-        self.updates.append((self.era, update))
-        self._show([update])
-        self._remember(update.get("position"))
-        await self._record("dashboard_update", update)
-
-    async def _on_snapshot(self, snapshot: Any) -> None:
-        self.snapshots.append((self.era, snapshot))
-        self._show(snapshot["values"])
-        self._remember(snapshot.get("position"))
-        await self._record("metrics_snapshot", snapshot)
-
-    # -- what it shows, and what went wrong ------------------------------------------------
-
-    def differences(self, truth: Values) -> dict[Key, tuple[Any, Any]]:
-        """(shown, SQL) of every value of `truth` this screen does not show."""
-        shown = {key: _money(value) for key, (_, value) in self.shown.items() if key in truth}
-        return {key: (shown.get(key), sql) for key, sql in truth.items() if shown.get(key) != sql}
-
-    def shown_values(self, truth_keys: Iterable[Key]) -> dict[Key, Any]:
-        keys = set(truth_keys)
-        return {key: value for key, (_, value) in self.shown.items() if key in keys}
-
-    def duplicates(self) -> tuple[int, list[dict[str, Any]]]:
-        """Repeated positions: how many docs/api.md allows (dropped by the version rule),
-        and the others (applied twice)."""
-        first: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}
-        allowed, wrong = 0, []
-        for era, update in self.updates:
-            position = update.get("position")
-            if not position:
-                continue  # sent while the history was unavailable: no position to repeat
-            at = (position["epoch"], position["offset"])
-            if at not in first:
-                first[at] = (era, update)
-                continue
-            # Allowed: both copies answer one subscription (its replay and the live update),
-            # at or below the position it was acknowledged at, and they are the same update.
-            first_era, earlier = first[at]
-            ack = self.acks.get(era, {}).get("position") or {}
-            fields = ("metric", "department", "version", "value")
-            same = [update[k] for k in fields] == [earlier[k] for k in fields]
-            acknowledged = ack.get("epoch") == at[0] and at[1] <= ack.get("offset", -1)
-            if same and first_era == era and acknowledged:
-                allowed += 1
-            else:
-                wrong.append(update)
-        return allowed, wrong
-
-    def version_regressions(self) -> list[tuple[Key, int, int]]:
-        """Within one epoch, in offset order: updates of a key whose version is not above the
-        previous update of that key."""
-        by_epoch: dict[str, dict[int, dict[str, Any]]] = {}
-        for _, update in self.updates:
-            position = update.get("position")
-            if position:
-                by_epoch.setdefault(position["epoch"], {})[position["offset"]] = update
-        wrong = []
-        for updates in by_epoch.values():
-            last: dict[Key, int] = {}
-            for offset in sorted(updates):
-                update = updates[offset]
-                key = (update["metric"], update["department"])
-                if key in last and update["version"] <= last[key]:
-                    wrong.append((key, last[key], update["version"]))
-                last[key] = update["version"]
-        return wrong
-
-    def statuses(self) -> list[dict[str, Any]]:
-        return self.received("connection_status")
-
-    def mark(self) -> int:
-        """Where the events received so far end: for `arrives(..., after=mark)`."""
-        return len(self.events)
-
-    async def arrives(
-        self, event: str, where: Callable[[Any], bool], *, after: int
-    ) -> dict[str, Any]:
-        """The first `event` matching `where` among those received from index `after` on,
-        waiting for it."""
-
-        def find() -> tuple[dict[str, Any]] | None:
-            for name, data in self.events[after:]:
-                if name == event and where(data):
-                    return (data,)
-            return None
-
-        await self.until(lambda: find() is not None, within=FAULT_SECONDS)
-        found = find()
-        assert found is not None
-        return found[0]
-
-    async def status(self, kind: str, *, after: int) -> dict[str, Any]:
-        """The first `connection_status` saying `kind` from event index `after` on."""
-        return await self.arrives("connection_status", status_of(kind), after=after)
-
-
 class Screens:
     """Every screen a test opens; closed (and their sessions) at the end."""
 
@@ -471,8 +279,7 @@ class Screens:
         screens, self.all = self.all, []
         sessions, self._sessions = self._sessions, []
         for screen in screens:
-            with contextlib.suppress(Exception):
-                await screen.client.disconnect()
+            await screen.close()
         for session in sessions:
             await session.close()
 
@@ -515,10 +322,6 @@ def assert_none_applied_twice(screens: Iterable[Screen]) -> int:
         assert regressions == [], f"screen {number}: versions not increasing: {regressions}"
         dropped += allowed
     return dropped
-
-
-def status_of(kind: str) -> Callable[[Any], bool]:
-    return lambda status: status["status"] == kind
 
 
 async def connect_anonymously(url: str) -> Recorder:

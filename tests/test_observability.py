@@ -12,10 +12,11 @@ import structlog
 
 from livedash.observability.breaker import CircuitBreaker, State
 from livedash.observability.logging import ENGINEIO_LOGGER, SOCKETIO_LOGGER, configure_logging
-from tests import probes
-from tests.conftest import Connect, LiveServer, Write, register_patient
-from tests.recorder import update_of
-from tests.servers import RedisServer
+from livedash.testing.recorder import update_of
+from livedash.testing.servers import RedisServer
+from tests.support import probes
+from tests.support.live import Connect, LiveServer
+from tests.support.writers import Write, register_patient
 
 
 class FakeClock:

@@ -12,10 +12,11 @@ import pytest
 from livedash.metrics.definitions import METRIC_NAMES
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
-from tests.conftest import sql_now as _now
-from tests.oracle import recompute, snapshot_values
-from tests.recorder import Recorder, update_of
+from livedash.testing.hospital import sql_now as _now
+from livedash.testing.oracle import recompute, snapshot_values
+from livedash.testing.recorder import Recorder, update_of
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.writers import Write, register_patient
 
 pytestmark = pytest.mark.both_backends
 

@@ -27,10 +27,11 @@ from livedash.realtime.schemas import ErrorPayload
 from livedash.service import build_server
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade_async
-from tests import probes
-from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
-from tests.probes import RawSocket, health
-from tests.recorder import Recorder, update_of
+from livedash.testing.recorder import Recorder, update_of
+from tests.support import probes
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.probes import RawSocket, health
+from tests.support.writers import Write, register_patient
 
 
 def gateway_of(server: LiveServer) -> Gateway:

@@ -43,8 +43,9 @@ from livedash.realtime.schemas import (
 )
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import Connect, Serve, Write, register_patient
-from tests.test_realtime_security import GENEROUS, assert_no_foreign_data
+from tests.support.live import Connect, Serve
+from tests.support.security import GENEROUS, assert_no_foreign_data
+from tests.support.writers import Write, register_patient
 
 pytestmark = pytest.mark.both_backends
 

@@ -16,8 +16,9 @@ from livedash.auth.tokens import verify_token
 from livedash.auth.users import run_revoke, run_save_user
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import Connect, Serve, Write, register_patient
-from tests.recorder import Recorder, update_of
+from livedash.testing.recorder import Recorder, update_of
+from tests.support.live import Connect, Serve
+from tests.support.writers import Write, register_patient
 
 RECHECK_SECONDS = 0.2
 

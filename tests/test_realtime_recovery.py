@@ -10,9 +10,10 @@ import pytest
 import socketio
 
 from livedash.settings import Settings
-from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
-from tests.probes import services_of
-from tests.recorder import Recorder, update_of
+from livedash.testing.recorder import Recorder, update_of
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.probes import services_of
+from tests.support.writers import Write, register_patient
 
 pytestmark = pytest.mark.both_backends
 

@@ -24,34 +24,16 @@ from livedash.realtime.schemas import (
 )
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
-from tests.recorder import Recorder, update_of
+from livedash.testing.recorder import Recorder, update_of
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.security import GENEROUS, assert_no_foreign_data
+from tests.support.writers import Write, register_patient
 
 EVERYONE = frozenset({"ED", "CARD", None})
 INCOMING = ("subscribe_metrics", "unsubscribe_metrics", "request_snapshot", "request_historical")
 TARGETS: tuple[str | None, ...] = ("ED", "CARD", None)
-GENEROUS = {"rate_limit_socket": "10000/minute", "rate_limit_user": "10000/minute"}
 
 pytestmark = pytest.mark.both_backends
-
-
-def departments_in(event: str, payload: Any) -> set[str | None]:
-    """The departments whose data (or scope) a received payload carries."""
-    if event in ("dashboard_update", "historical_data"):
-        return {payload["department"]}
-    if event == "metrics_snapshot":
-        return {value["department"] for value in payload["values"]}
-    if event == "authenticated":
-        return set(payload["departments"])
-    return set()
-
-
-def assert_no_foreign_data(client: Recorder, allowed: Iterable[str | None]) -> None:
-    """No payload this client received carries a department outside `allowed`."""
-    scope = set(allowed)
-    for event, payload in client.events:
-        foreign = departments_in(event, payload) - scope
-        assert not foreign, f"{event} carried {foreign} to a client limited to {scope}"
 
 
 def _request(event: str, department: str | None) -> dict[str, Any]:

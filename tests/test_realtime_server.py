@@ -20,10 +20,11 @@ from livedash.realtime.schemas import ErrorPayload
 from livedash.realtime.server import PacketStats
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import Connect, LiveServer, Serve, Write, register_patient
-from tests.probes import RawSocket, gateway_of, health
-from tests.recorder import update_of
-from tests.servers import NginxServer
+from livedash.testing.recorder import update_of
+from livedash.testing.servers import NginxServer
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.probes import RawSocket, gateway_of, health
+from tests.support.writers import Write, register_patient
 
 ACCEPTED = '42["connection_status"'
 FRAME = b"\0" * 65_000  # under the WebSocket and Engine.IO size limits: only the count is wrong

@@ -15,7 +15,7 @@ import socketio
 from livedash.auth.tokens import issue_token
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.recorder import Recorder
+from livedash.testing.recorder import Recorder
 
 
 def _free_port() -> int:

@@ -12,9 +12,10 @@ from sqlalchemy import text
 from livedash.metrics.engine import MetricValue
 from livedash.services import Services
 from livedash.settings import Settings
-from tests.conftest import Connect, LiveServer, Write, register_patient
-from tests.probes import services_of
-from tests.recorder import update_of
+from livedash.testing.recorder import update_of
+from tests.support.live import Connect, LiveServer
+from tests.support.probes import services_of
+from tests.support.writers import Write, register_patient
 
 
 class Recording:

@@ -9,11 +9,11 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from livedash.store.migrate import alembic_config, upgrade
 from livedash.store.models import WATCHED_TABLES, Base
+from tests.support.schema import head_revision
 
 
 def test_migration_creates_schema_wal_and_triggers(database_path: Path) -> None:
@@ -26,13 +26,6 @@ def test_migration_creates_schema_wal_and_triggers(database_path: Path) -> None:
         }
         assert len(triggers) == 3 * len(WATCHED_TABLES)
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def head_revision() -> str:
-    """The newest migration's revision."""
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    assert head is not None
-    return head
 
 
 def test_migration_is_idempotent(database_path: Path) -> None:

@@ -16,12 +16,13 @@ from livedash.auth.tokens import verify_token
 from livedash.errors import InvalidToken
 from livedash.settings import Settings
 from livedash.store.models import Role
-from tests.conftest import LiveServer, Write, register_patient, sql_now
-from tests.oracle import Values, recompute
-from tests.servers import RedisServer
+from livedash.testing.hospital import sql_now
+from livedash.testing.oracle import Values, recompute
+from livedash.testing.servers import RedisServer
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.live import LiveServer
+from tests.support.writers import Write, register_patient
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOT = Path("/tmp/livedash-dashboard.png")
 
 # What the page shows for the hospital and each department row.

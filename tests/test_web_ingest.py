@@ -18,10 +18,11 @@ from livedash.ingest import MAX_OPERATIONS, IngestResult, IngestTable
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import WATCHED_TABLES, Role
+from livedash.testing.oracle import snapshot_values
+from livedash.testing.recorder import update_of
 from livedash.web.api import ApiError
-from tests.conftest import Connect, LiveServer, Serve, Write
-from tests.oracle import snapshot_values
-from tests.recorder import update_of
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.writers import Write
 
 
 @pytest.fixture

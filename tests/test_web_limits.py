@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from livedash.auth.api_keys import create_api_key
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
+from livedash.testing.recorder import Recorder
+from livedash.testing.servers import NginxServer
 from livedash.web.api import ApiError
 from livedash.web.auth_api import MAX_BODY_BYTES
 from livedash.web.request_limits import DEFAULT_MAX_BODY_BYTES, MAX_REQUEST_HEAD_BYTES
-from tests.conftest import LiveServer, Serve
-from tests.recorder import Recorder
-from tests.servers import NginxServer
-from tests.writers import Users
+from tests.support.live import LiveServer, Serve
+from tests.support.writers import Users
 
 MiB = 1024 * 1024
 UPLOAD_BYTES = 32 * MiB

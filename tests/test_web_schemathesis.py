@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
 from livedash.settings import Settings
-from tests.conftest import LiveServer
+from tests.support.live import LiveServer
 
 EXAMPLES = 120
 

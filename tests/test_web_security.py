@@ -27,10 +27,11 @@ from livedash.errors import ConfigurationError
 from livedash.metrics.definitions import METRICS
 from livedash.service import build_server
 from livedash.settings import Settings
+from livedash.testing.recorder import Recorder
 from livedash.web.api import ApiError, MetricInfo
-from tests.conftest import Connect, LiveServer, Serve, Write
-from tests.recorder import Recorder
-from tests.test_web import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.writers import Write
 
 SocketClient = Callable[..., Awaitable[socketio.AsyncClient]]
 

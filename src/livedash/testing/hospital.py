@@ -142,7 +142,7 @@ def add_users(database: Path | str, users: Iterable[User]) -> None:
     """Add active `users` (a SQLite file, or a PostgreSQL DSN); existing names are kept."""
     rows = [(name, role.value, json.dumps(list(departments))) for name, role, departments in users]
     if isinstance(database, Path):
-        with contextlib.closing(sqlite3.connect(database, isolation_level=None, timeout=10)) as db:
+        with contextlib.closing(sqlite3.connect(database, timeout=10)) as db, db:
             db.executemany(_ADD_USER.format("?", "?", "?", "1"), rows)
         return
 

@@ -204,13 +204,13 @@ class Screen(Recorder):
     def _auth(self) -> dict[str, str]:
         return {"token": self.token}
 
-    async def open(self, *, answered: bool = True) -> Screen:
-        """Connect; with `answered`, wait for the first subscription's answer."""
+    async def open(self, *, wait: bool = True) -> Screen:
+        """Connect; with `wait`, wait for the first subscription's answer (see `answered`)."""
         if self.persistent:
             self._spawn(self._keep())
         era = self.era + 1
         await self.connect()
-        if answered:
+        if wait:
             await self.subscribed(era)
         return self
 

@@ -99,7 +99,7 @@ async def _serve_screens(
 
         async def start(screen: Screen) -> None:
             async with gate:
-                await screen.open(answered=False)
+                await screen.open(wait=False)
 
         await asyncio.gather(*(start(screen) for screen in screens.values()))
         await asyncio.wait_for(

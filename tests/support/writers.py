@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,10 @@ from typing import Any
 import asyncpg
 
 from livedash.store.models import Role
+from livedash.testing.hospital import sql_now
+
+Write = Callable[..., Awaitable[int]]
+"""The `writer` fixture: `await write(sql, parameters)`."""
 
 _PLACEHOLDER = re.compile(r"\?")
 _SAVE_USER = (
@@ -143,3 +147,14 @@ class Users:
                 await connection.close()
 
         asyncio.run(write())
+
+
+async def register_patient(
+    write: Write, department_id: int, name: str, *, emergency: bool = False
+) -> int:
+    """Register a waiting patient the way the hospital's application would."""
+    return await write(
+        "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
+        "VALUES (?, ?, 'registered', ?, ?)",
+        (department_id, name, int(emergency), sql_now()),
+    )

@@ -6,8 +6,8 @@ migrated SQLite file, or a PostgreSQL database cloned from the migrated template
 it afterwards. Each example's own event loop (`asyncio.run`) uses it.
 
 The hospital's writes go through a plain connection (sqlite3, or asyncpg with the values
-inlined as literals, as `tests/writers.py` does); a write the database refuses (a foreign key,
-a duplicate) returns `None` and changes nothing, as for the hospital's careless scripts.
+inlined as literals, as `tests.support.writers` does); a write the database refuses (a foreign
+key, a duplicate) returns `None` and changes nothing, as for the hospital's careless scripts.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ import asyncpg
 import pytest
 
 from livedash.changefeed import Change, ChangeSource, open_change_source
+from livedash.store.engine import libpq_dsn
 from livedash.store.migrate import upgrade
-from tests.conftest import TEMPLATE_DATABASE, libpq_dsn
-from tests.servers import PostgresServer
-from tests.writers import inline, returning_id
+from livedash.testing.servers import PostgresServer
+from tests.support.writers import inline, returning_id
 
+TEMPLATE_DATABASE = "livedash_template"
+"""The migrated, empty database on the session's PostgreSQL server that each test's copies."""
 _NUMBERS = itertools.count(1)
 
 
