@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(default=5, ge=0)
     coalesce_window_seconds: float = Field(default=0.025, ge=0, le=1.0)
     max_connections: int = Field(default=10_000, ge=1)  # sockets per instance
+    # Off, as in Node's socket.io: compressing small JSON frames saves little, and each
+    # socket's deflate state costs tens of KB (measured with bench/idle_sockets.py).
+    ws_per_message_deflate: bool = False
     ping_interval_seconds: float = Field(default=25.0, gt=0)
     ping_timeout_seconds: float = Field(default=20.0, gt=0)
 

@@ -1,0 +1,183 @@
+"""Memory and connect time of many idle, authenticated, subscribed sockets.
+
+Each client is a raw Socket.IO client over the `websockets` library, which offers
+permessage-deflate as browsers and Node's `ws` do (python-socketio's own client does not, so
+latency.py cannot see this cost). The clients run in `--client-processes` processes apart from
+the service. Each connects, authenticates in the handshake, subscribes to `patients_total` of
+ED, then stays idle answering pings. The service runs once per `--deflate` value, on a fresh
+embedded database, and the bench prints its RSS before and with every socket subscribed.
+
+    .venv/bin/python bench/idle_sockets.py --sockets 2000 --deflate off --deflate on
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from livedash.auth.tokens import issue_token
+from livedash.settings import Settings
+from livedash.store.migrate import upgrade
+from livedash.store.models import Role
+from livedash.testing.hospital import add_users, seed_sqlite, viewers
+from livedash.testing.service import MANY_CLIENTS, ServiceProcess
+from livedash.testing.stats import percentile
+
+CONNECTS_AT_ONCE = 100  # per client process
+SETTLE_SECONDS = 2.0
+
+
+@dataclass
+class Outcome:
+    """One client process's sockets: how many subscribed, and how long each took."""
+
+    subscribed: int
+    seconds: list[float]
+    failed: int
+
+
+async def _subscribe(url: str, token: str) -> ClientConnection:
+    address = url.replace("http://", "ws://", 1)
+    socket = await connect(f"{address}/socket.io/?EIO=4&transport=websocket", max_size=2**20)
+    opened = str(await socket.recv())
+    if not opened.startswith("0"):
+        raise RuntimeError(f"not an Engine.IO open packet: {opened[:40]!r}")
+    await socket.send("40" + json.dumps({"token": token}))
+    await socket.send("420" + json.dumps(["subscribe_metrics", {"metrics": ["patients_total"]}]))
+    while not str(message := await socket.recv()).startswith("430"):
+        if message == "2":
+            await socket.send("3")
+    return socket
+
+
+async def _hold(url: str, tokens: list[str], report: Connection, stop: Connection) -> None:
+    gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
+    sockets: list[ClientConnection] = []
+    seconds: list[float] = []
+    failed = 0
+
+    async def one(token: str) -> None:
+        nonlocal failed
+        async with gate:
+            started = time.monotonic()
+            try:
+                sockets.append(await _subscribe(url, token))
+            except (OSError, RuntimeError, ConnectionClosed) as error:
+                failed += 1
+                if failed == 1:
+                    print("first refusal:", repr(error), flush=True)
+                return
+            seconds.append(time.monotonic() - started)
+
+    await asyncio.gather(*(one(token) for token in tokens))
+    report.send(Outcome(len(sockets), seconds, failed))
+
+    async def answer_pings(socket: ClientConnection) -> None:
+        async for message in socket:
+            if message == "2":
+                await socket.send("3")
+
+    pingers = [asyncio.create_task(answer_pings(socket)) for socket in sockets]
+    await asyncio.to_thread(stop.recv)
+    for pinger in pingers:
+        pinger.cancel()
+    for socket in sockets:
+        await socket.close()
+
+
+def _client_process(url: str, tokens: list[str], report: Connection, stop: Connection) -> None:
+    asyncio.run(_hold(url, tokens, report, stop))
+
+
+def measure(sockets: int, deflate: bool, processes: int) -> dict[str, float]:
+    """Start a service, connect `sockets` clients, and return its figures."""
+    with tempfile.TemporaryDirectory(prefix="livedash-idle-") as temp:
+        workdir = Path(temp)
+        db = workdir / "hospital.db"
+        url = f"sqlite+aiosqlite:///{db}"
+        upgrade(url)
+        seed_sqlite(db)
+        secret = secrets.token_urlsafe(32)
+        settings = Settings(
+            database_url=url, jwt_secret=secret, jwt_secret_file=workdir / "unused", _env_file=None
+        )
+        add_users(db, viewers(sockets))
+        tokens = [issue_token(settings, f"bench-{i}", Role.VIEWER, ["ED"]) for i in range(sockets)]
+        env = {**MANY_CLIENTS, "LIVEDASH_WS_PER_MESSAGE_DEFLATE": str(deflate).lower()}
+        with ServiceProcess(workdir, secret, db=db, env=env) as server:
+            server.wait_healthy()
+            idle_kb = server.rss_kb()
+            context = multiprocessing.get_context("spawn")
+            pipes, children = [], []
+            started = time.monotonic()
+            for index in range(processes):
+                report_in, report_out = context.Pipe(duplex=False)
+                stop_in, stop_out = context.Pipe(duplex=False)
+                share = tokens[index::processes]
+                child = context.Process(
+                    target=_client_process, args=(server.url, share, report_out, stop_in)
+                )
+                child.start()
+                pipes.append((report_in, stop_out))
+                children.append(child)
+            outcomes: list[Outcome] = [report.recv() for report, _ in pipes]
+            all_subscribed = time.monotonic() - started
+            time.sleep(SETTLE_SECONDS)
+            busy_kb = server.rss_kb()
+            for _, stop in pipes:
+                stop.send(None)
+            for child in children:
+                child.join(30)
+    subscribed = sum(outcome.subscribed for outcome in outcomes)
+    each = sorted(second for outcome in outcomes for second in outcome.seconds)
+    return {
+        "subscribed": subscribed,
+        "failed": sum(outcome.failed for outcome in outcomes),
+        "all_subscribed_s": all_subscribed,
+        "connect_p50_s": percentile(each, 0.5),
+        "connect_p99_s": percentile(each, 0.99),
+        "idle_mb": idle_kb / 1024,
+        "with_sockets_mb": busy_kb / 1024,
+        "kb_per_socket": (busy_kb - idle_kb) / max(subscribed, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument(
+        "--deflate", action="append", choices=["off", "on"], help="once per run (default: off)"
+    )
+    args = parser.parse_args()
+    print("command:", " ".join([sys.executable, *sys.argv]), flush=True)
+    print(
+        f"{'deflate':>7} {'sockets':>7} {'failed':>6} {'all in':>7} {'p50':>6} {'p99':>6} "
+        f"{'RSS idle':>9} {'RSS with':>9} {'per socket':>10}"
+    )
+    for deflate in args.deflate or ["off"]:
+        figures = measure(args.sockets, deflate == "on", args.client_processes)
+        print(
+            f"{deflate:>7} {figures['subscribed']:>7.0f} {figures['failed']:>6.0f} "
+            f"{figures['all_subscribed_s']:>6.1f}s {figures['connect_p50_s']:>5.2f}s "
+            f"{figures['connect_p99_s']:>5.2f}s {figures['idle_mb']:>7.0f}MB "
+            f"{figures['with_sockets_mb']:>7.0f}MB {figures['kb_per_socket']:>8.1f}KB",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
