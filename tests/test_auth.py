@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.auth.keys import key_id
@@ -577,3 +579,32 @@ async def test_administrative_actions_are_audited_without_secrets(
     flattened = repr(logs)
     assert key not in flattened
     assert "correct horse" not in flattened
+
+
+async def test_a_storm_of_sign_ins_is_answered_by_a_few_queries_each_fresh(
+    authenticator: Authenticator,
+    database: AsyncEngine,
+    token: Callable[..., str],
+    users: Users,
+    database_path: Path,
+) -> None:
+    signed = [token(Role.VIEWER, ("ED",), sub=f"screen-{index}") for index in range(200)]
+    set_user(database_path, "screen-7", active=0)
+    statements: list[str] = []
+    event.listen(
+        database.sync_engine,
+        "before_cursor_execute",
+        lambda *args: statements.append(str(args[2])),
+    )
+    answers = await asyncio.gather(
+        *(authenticator.authenticate(one) for one in signed), return_exceptions=True
+    )
+    refused = [index for index, answer in enumerate(answers) if isinstance(answer, InvalidToken)]
+    assert refused == [7]  # each answered from the database as it is now
+    assert all(
+        isinstance(answer, Principal) and answer.subject == f"screen-{index}"
+        for index, answer in enumerate(answers)
+        if index != 7
+    )
+    lookups = [sql for sql in statements if "FROM users" in sql or "FROM revoked" in sql]
+    assert len(lookups) <= 10, len(lookups)  # one at a time would be 400

@@ -12,6 +12,7 @@ Nothing is cached: a change to a user or a revocation applies to the next authen
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -62,35 +63,61 @@ class Authenticator:
         # database last said), instead of every screen being locked out by the outage.
         self._last_known: OrderedDict[tuple[str, str | None], tuple[float, _UserRow | None, bool]]
         self._last_known = OrderedDict()
+        # Admissions waiting for the next lookup: a reconnect storm's thousands of sign-ins
+        # are answered by a few batched queries, each still reading the database afresh.
+        self._waiting: list[tuple[Principal, asyncio.Future[tuple[_UserRow | None, bool]]]] = []
+        self._looking_up: asyncio.Task[None] | None = None
 
     async def authenticate(self, token: object) -> Principal:
         """The principal `token` speaks for right now; `InvalidToken` says why it cannot."""
         return await self.admit(verify_token(self._settings, token))
 
     async def admit(self, claims: Principal) -> Principal:
-        """What a verified token's `claims` allow right now; `InvalidToken` says why not."""
-        user, revoked = await self._look_up(claims)
+        """What a verified token's `claims` allow right now; `InvalidToken` says why not.
+
+        Admissions that arrive while a lookup runs wait for the next one, which answers them
+        all in two queries: no answer is older than the query it was asked before.
+        """
+        answer: asyncio.Future[tuple[_UserRow | None, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._waiting.append((claims, answer))
+        looking_up = self._looking_up
+        if (
+            looking_up is None
+            or looking_up.done()
+            or looking_up.get_loop() is not answer.get_loop()
+        ):
+            self._looking_up = asyncio.create_task(self._look_up_waiting())
+        user, revoked = await answer
         return self._decide(claims, user, revoked)
+
+    async def _look_up_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                users, revoked = await self._read([claims for claims, _ in batch])
+            except StoreError as error:
+                for claims, answer in batch:
+                    if answer.done():
+                        continue
+                    known = self._known(claims, error)
+                    if known is None:
+                        answer.set_exception(error)
+                    else:
+                        answer.set_result(known)
+                continue
+            now = time.monotonic()
+            for claims, answer in batch:
+                found = users.get(claims.subject), claims.token_id in revoked
+                self._remember(claims, now, found)
+                if not answer.done():
+                    answer.set_result(found)
 
     async def recheck(self, claims: Sequence[Principal]) -> list[Principal | InvalidToken]:
         """`admit` for many tokens at once, in two queries whatever their number (the
         periodic check of open sockets); `StoreError` if the database cannot tell."""
-        subjects = sorted({claim.subject for claim in claims})
-        token_ids = sorted({claim.token_id for claim in claims if claim.token_id is not None})
-        try:
-            async with self._database.connect() as connection:
-                users: dict[str, _UserRow] = {}
-                revoked: set[str] = set()
-                for chunk in _chunks(subjects):
-                    if self._settings.check_users:
-                        users.update(await _users(connection, chunk))
-                for chunk in _chunks(token_ids):
-                    found = await connection.scalars(
-                        select(RevokedToken.jti).where(RevokedToken.jti.in_(chunk))
-                    )
-                    revoked.update(found)
-        except (SQLAlchemyError, OSError, ValueError) as error:
-            raise StoreError(f"cannot check the tokens against the database: {error}") from error
+        users, revoked = await self._read(claims)
         decided: list[Principal | InvalidToken] = []
         for claim in claims:
             try:
@@ -119,32 +146,43 @@ class Authenticator:
             raise InvalidToken("the user's role is not one livedash knows") from error
         return _narrowed(principal, role, _codes(user.departments))
 
-    async def _look_up(self, principal: Principal) -> tuple[_UserRow | None, bool]:
-        """The token's user row (with `check_users`) and whether its `jti` is revoked."""
+    async def _read(self, claims: Sequence[Principal]) -> tuple[dict[str, _UserRow], set[str]]:
+        """The users rows (with `check_users`) and the revoked token ids among `claims`, in
+        two queries whatever their number; `StoreError` if the database cannot tell."""
+        subjects = sorted({claim.subject for claim in claims})
+        token_ids = sorted({claim.token_id for claim in claims if claim.token_id is not None})
+        users: dict[str, _UserRow] = {}
+        revoked: set[str] = set()
         try:
             async with self._database.connect() as connection:
-                user = None
-                if self._settings.check_users:
-                    user = await _user(connection, principal.subject)
-                revoked = principal.token_id is not None and (
-                    await connection.scalar(
-                        select(RevokedToken.jti).where(RevokedToken.jti == principal.token_id)
+                for chunk in _chunks(subjects):
+                    if self._settings.check_users:
+                        users.update(await _users(connection, chunk))
+                for chunk in _chunks(token_ids):
+                    found = await connection.scalars(
+                        select(RevokedToken.jti).where(RevokedToken.jti.in_(chunk))
                     )
-                    is not None
-                )
+                    revoked.update(found)
         except (SQLAlchemyError, OSError, ValueError) as error:
             # ValueError: a value written by another program that cannot be read.
-            known = self._last_known.get((principal.subject, principal.token_id))
-            if known is not None and time.monotonic() - known[0] <= LAST_KNOWN_SECONDS:
-                log.warning("auth_checked_from_memory", user=principal.subject, error=str(error))
-                return known[1], known[2]
-            raise StoreError(f"cannot check the token against the database: {error}") from error
-        key = (principal.subject, principal.token_id)
-        self._last_known[key] = (time.monotonic(), user, revoked)
+            raise StoreError(f"cannot check the tokens against the database: {error}") from error
+        return users, revoked
+
+    def _known(self, claims: Principal, error: StoreError) -> tuple[_UserRow | None, bool] | None:
+        """While the database cannot be reached: what it last said of this token, if that
+        was shortly before."""
+        known = self._last_known.get((claims.subject, claims.token_id))
+        if known is None or time.monotonic() - known[0] > LAST_KNOWN_SECONDS:
+            return None
+        log.warning("auth_checked_from_memory", user=claims.subject, error=str(error))
+        return known[1], known[2]
+
+    def _remember(self, claims: Principal, at: float, found: tuple[_UserRow | None, bool]) -> None:
+        key = (claims.subject, claims.token_id)
+        self._last_known[key] = (at, *found)
         self._last_known.move_to_end(key)
         while len(self._last_known) > LAST_KNOWN_ENTRIES:
             self._last_known.popitem(last=False)
-        return user, revoked
 
 
 async def revoke_token(
