@@ -26,6 +26,7 @@ from livedash.settings import Settings
 from livedash.store.models import Role
 from livedash.testing.recorder import Recorder, update_of
 from tests.support.live import Connect, LiveServer, Serve
+from tests.support.probes import services_of
 from tests.support.security import GENEROUS, assert_no_foreign_data
 from tests.support.writers import Write, register_patient
 
@@ -388,3 +389,47 @@ async def test_history_at_the_ends_of_the_calendar_is_a_validation_error(
     answer = await client.call("request_historical", _history(start, end))
     assert answer["code"] == "invalid_payload"
     assert "1970" in answer["message"]
+
+
+async def test_history_is_read_a_few_requests_at_a_time_and_others_are_still_served(
+    hospital: dict[str, int],
+    serve: Serve,
+    settings: Settings,
+    connect: Connect,
+    token: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = await serve(settings.model_copy(update={"history_reads_at_once": 1}))
+    view = services_of(server).view
+    read = view.history
+    reading, most = 0, 0
+    first = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reading, most
+        reading += 1
+        most = max(most, reading)
+        first.set()
+        try:
+            await release.wait()
+            return await read(*args, **kwargs)
+        finally:
+            reading -= 1
+
+    monkeypatch.setattr(view, "history", held)
+    askers = [await connect(server, token(Role.ADMIN, ("ED",), sub=f"asker-{n}")) for n in range(3)]
+    asked = [
+        asyncio.create_task(asker.call("request_historical", _day("2026-11-01")))
+        for asker in askers
+    ]
+    async with asyncio.timeout(10):
+        await first.wait()
+    # While one read holds the only slot, the others wait for it and everything else goes on.
+    bystander = await connect(server, token(sub="bystander"))
+    assert (await bystander.call("request_snapshot", ["beds_free"]))["values"]
+    assert reading == 1
+    release.set()
+    answers = await asyncio.gather(*asked)
+    assert [len(answer["points"]) for answer in answers] == [1, 1, 1]
+    assert most == 1
