@@ -70,3 +70,8 @@ class SharedRedis:
                         raise
             self.breaker.success()
             await asyncio.sleep(PROBE_SECONDS)
+
+
+def text(value: object) -> str:
+    """A Redis reply as text: redis-py answers bytes unless the client decodes."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -29,6 +29,7 @@ import socketio
 from redis.asyncio import Redis
 
 from livedash.aio import BackgroundTasks
+from livedash.cluster.shared_redis import text
 
 _DEFERRED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "livedash_deferred_local_emit", default=None
@@ -131,7 +132,7 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                         yield message  # the stock listener keeps this channel's messages only
                     elif message.get("type") == "subscribe":
                         self._request_resync("subscribed")
-                    elif _text(message.get("data")) != self.host_id:
+                    elif text(message.get("data")) != self.host_id:
                         self._request_resync("announced")
             except Exception as error:
                 self._get_logger().warning(
@@ -140,7 +141,3 @@ class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 subscribed = False
                 await asyncio.sleep(wait * random.uniform(0.5, 1.0))
                 wait = min(wait * 2, self.max_wait)
-
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from livedash.cluster.shared_redis import text
 from livedash.observability.breaker import CircuitBreaker
 
 Payload = dict[str, Any]
@@ -192,14 +193,14 @@ class RedisHistory:
         self._rotate = False
         if self._breaker is not None:
             self._breaker.success()
-        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        epoch = text(epoch)
         return [Position(epoch, int(first) + index) for index in range(len(payloads))]
 
     async def top(self) -> Position:
         epoch, offset = await self._redis.mget(self._keys[:2])
         if epoch is None:
             return Position("", 0)
-        return Position(_text(epoch), int(offset or 0))
+        return Position(text(epoch), int(offset or 0))
 
     async def since(self, position: Position) -> list[Entry] | None:
         top = await self.top()
@@ -213,10 +214,6 @@ class RedisHistory:
         return covered(top.epoch, top.offset, entries, position, self._clock() - self._max_age)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _entry(entry_id: Any, fields: Any) -> Entry:
-    decoded = {_text(key): _text(value) for key, value in dict(fields).items()}
-    return Entry(int(_text(entry_id).split("-")[0]), json.loads(decoded["p"]), float(decoded["t"]))
+    decoded = {text(key): text(value) for key, value in dict(fields).items()}
+    return Entry(int(text(entry_id).split("-")[0]), json.loads(decoded["p"]), float(decoded["t"]))
