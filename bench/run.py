@@ -1,0 +1,467 @@
+"""livedash against two bare socket.io servers doing the same broadcast (performance issue 14).
+
+One table, one row per (server, sockets): latency percentiles, what reached the clients, and
+what the server cost. The three servers:
+
+- `node socket.io`: bench/baselines/node_server.js, the npm `socket.io` server alone (from
+  this repository's node_modules: `npm install`);
+- `python-socketio`: bench/baselines/python_server.py, python-socketio's AsyncServer under
+  uvicorn alone;
+- `livedash`: `livedash serve` on SQLite while a writer process inserts ED patients, as
+  bench/latency.py does.
+
+The baselines emit a `dashboard_update`-shaped payload to one room W times a second; the
+latency of a value is its emit time (the payload's `timestamp`, same machine clock) to its
+arrival. For livedash it is the commit that produced the value to its arrival. Every server is
+watched by the same clients (`livedash.testing.watchers`, in worker processes of at most
+250 clients each): they connect over websocket, wait for `authenticated`, and subscribe to
+`patients_total`/ED with `subscribe_metrics`, which the baselines answer as livedash does.
+
+    .venv/bin/python bench/run.py                                   # 100 sockets, 40/s, 10 s
+    .venv/bin/python bench/run.py --sockets 100,1000 --seconds 10 --json /tmp/issue14.json
+
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from livedash.auth.tokens import issue_token
+from livedash.settings import Settings
+from livedash.store.migrate import upgrade
+from livedash.store.models import Role
+from livedash.testing import usage
+from livedash.testing.hospital import WATCHED, WriterProcess, add_users, seed_sqlite, viewers
+from livedash.testing.servers import free_port
+from livedash.testing.service import MANY_CLIENTS, ServiceProcess
+from livedash.testing.stats import percentile
+from livedash.testing.watchers import Collected, WatcherProcesses, exact_receipts
+
+HERE = Path(__file__).resolve().parent
+NODE = "node socket.io"
+PYTHON = "python-socketio"
+LIVEDASH = "livedash"
+CLIENTS_PER_PROCESS = 250
+"""As bench/latency.py: one event loop reading more sockets stamps the last of them late."""
+DRAIN_SECONDS = 5.0
+HEALTH_SECONDS = 30.0
+STOP_SECONDS = 10.0
+SATURATED = 0.85
+"""Server and clients together above this share of the machine's CPUs: say so."""
+
+
+@dataclass
+class Row:
+    """One line of the table (times in ms)."""
+
+    scenario: str
+    sockets: int
+    writes_per_second: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    delivered_per_socket_per_second: float
+    delivered_share: float
+    """Deliveries / (values written or emitted in the window x sockets)."""
+    server_rss_mb: float
+    server_cpu_percent: float
+    clients_cpu_percent: float
+    """The bench's client processes, together (% of one core)."""
+    p99_vs_node: float | None = None
+    p99_vs_python: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Outcome:
+    """What one run of the clients brought back."""
+
+    collected: Collected
+    rss_kb: int
+    cpu_percent: float
+    clients_cpu_percent: float
+    client_lag_p99: float
+
+
+# -- the baseline servers --------------------------------------------------------------------
+
+
+class BaselineProcess:
+    """A baseline server (`command` + `--port`) in a child process, stopped at the end."""
+
+    def __init__(self, command: list[str], workdir: Path, name: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}.log"
+        self._command = [*command, "--port", str(self.port)]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the baseline is not running")
+        return self._process.pid
+
+    def __enter__(self) -> BaselineProcess:
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                self._command,
+                cwd=HERE.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def get(self, path: str) -> dict[str, object]:
+        """GET `path` as JSON (blocking)."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
+            body: dict[str, object] = json.loads(response.read())
+        return body
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTH_SECONDS
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError(f"{self._command[0]} exited:\n{self.log_tail()}")
+            try:
+                self.get("/health")
+            except OSError:
+                time.sleep(0.1)
+            else:
+                return
+        raise RuntimeError(f"{self.url}/health did not answer in {HEALTH_SECONDS:g} s")
+
+    def wait_sent(self, count: int) -> None:
+        """Block until the server has emitted `count` values."""
+        while int(str(self.get("/health")["sent"])) < count:
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:]) or "(no log)"
+
+
+def baseline_command(scenario: str, rate: float, count: int) -> list[str]:
+    options = ["--rate", f"{rate:g}", "--count", str(count)]
+    if scenario == NODE:
+        return ["node", str(HERE / "baselines" / "node_server.js"), *options]
+    return [sys.executable, str(HERE / "baselines" / "python_server.py"), *options]
+
+
+# -- one run of the clients ------------------------------------------------------------------
+
+
+async def watch(
+    url: str, tokens: list[str], pid: int, drive: Callable[[], Awaitable[int]]
+) -> Outcome:
+    """Connect the clients in worker processes, `drive()` the writes (it returns the final
+    value), drain, and note the server's CPU share over that window and its RSS at the end."""
+    processes = max(1, math.ceil(len(tokens) / CLIENTS_PER_PROCESS))
+    with WatcherProcesses(url, tokens, processes, 1, {}) as clients:
+        await clients.connect()
+        await asyncio.sleep(0.5)  # let the server settle after the connect storm
+        clients.start()
+        cpu, wall = usage.cpu_seconds(pid), time.monotonic()
+        final_value = await drive()
+        await clients.drain(final_value, DRAIN_SECONDS)
+        window = time.monotonic() - wall
+        cpu_percent = 100 * (usage.cpu_seconds(pid) - cpu) / window
+        rss = usage.rss_kb(pid) or 0
+        collected = await clients.collect()
+        lag = max(percentile(samples, 0.99) for samples in clients.lag)
+    # The clients measure their CPU from start() to the end of their drain: nearly this window.
+    clients_percent = 100 * sum(clients.cpu_seconds) / window
+    return Outcome(collected, rss, cpu_percent, clients_percent, lag)
+
+
+def _published_at(stamp: str) -> float:
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def row(
+    scenario: str,
+    args: argparse.Namespace,
+    sockets: int,
+    outcome: Outcome,
+    measured: set[int],
+    sent_at: Callable[[int, str], float],
+) -> Row:
+    """The figures of one run: latency of each (client, measured value) from `sent_at`."""
+    exact, duplicates = exact_receipts(outcome.collected.receipts, measured)
+    latencies = [r.received - sent_at(r.value, r.published) for r in exact.values()]
+    figures = [1000 * percentile(latencies, q) for q in (0.5, 0.95, 0.99, 1.0)]
+    received = {value for _, value in exact}
+    never_sent = len(measured - received)
+    lost = len(measured) * sockets - len(exact) - never_sent * sockets
+    notes = []
+    if never_sent:
+        notes.append(f"{never_sent} of {len(measured)} values reached no client")
+    if lost:
+        notes.append(f"{lost} deliveries lost")
+    if duplicates:
+        notes.append(f"{duplicates} duplicates")
+    if outcome.client_lag_p99 > 0.05:
+        notes.append(f"client loop lag p99 {1000 * outcome.client_lag_p99:.0f} ms")
+    busy = outcome.cpu_percent + outcome.clients_cpu_percent
+    if busy > SATURATED * 100 * (os.cpu_count() or 1):
+        notes.append(
+            f"server and clients used {busy:.0f}% of {os.cpu_count()} cores: the machine was "
+            "saturated, the figures include the bench's own delay"
+        )
+    return Row(
+        scenario=scenario,
+        sockets=sockets,
+        writes_per_second=args.writes_per_second,
+        p50=figures[0],
+        p95=figures[1],
+        p99=figures[2],
+        max=figures[3],
+        delivered_per_socket_per_second=len(exact) / sockets / args.seconds,
+        delivered_share=len(exact) / (len(measured) * sockets) if measured else 0.0,
+        server_rss_mb=outcome.rss_kb / 1024,
+        server_cpu_percent=outcome.cpu_percent,
+        clients_cpu_percent=outcome.clients_cpu_percent,
+        note="; ".join(notes),
+    )
+
+
+def run_baseline(scenario: str, args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
+    """A bare server emitting `count` values at W/s once the clients are in; values emitted
+    after the warm-up are measured."""
+    rate = args.writes_per_second
+    count: int = round(rate * (args.warmup + args.seconds))
+    first = math.floor(rate * args.warmup) + 1
+    tokens = [f"bench-{index}" for index in range(sockets)]
+    name = scenario.split()[0]
+    with BaselineProcess(baseline_command(scenario, rate, count), workdir, name) as server:
+        server.wait_healthy()
+
+        async def drive() -> int:
+            await asyncio.to_thread(server.get, "/start")
+            await asyncio.sleep(count / rate)
+            await asyncio.to_thread(server.wait_sent, count)
+            return count
+
+        try:
+            outcome = asyncio.run(watch(server.url, tokens, server.pid, drive))
+        except Exception:
+            print(f"{name} log (last lines):\n{server.log_tail()}", file=sys.stderr)
+            raise
+    measured = set(range(first, count + 1))
+    return row(scenario, args, sockets, outcome, measured, lambda _, at: _published_at(at))
+
+
+def run_livedash(args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
+    """`livedash serve` on SQLite and bench/latency.py's writer: commit -> arrival."""
+    db = workdir / "hospital.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    upgrade(url)
+    department_id = seed_sqlite(db)
+    secret = secrets.token_urlsafe(32)
+    settings = Settings(
+        database_url=url,
+        jwt_secret=secret,
+        jwt_secret_file=workdir / "unused-secret",
+        _env_file=None,
+    )
+    add_users(db, viewers(sockets))
+    tokens = [
+        issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED]) for index in range(sockets)
+    ]
+    server = ServiceProcess(workdir, secret, db=db, env=MANY_CLIENTS)
+    commits: dict[int, float] = {}
+    measured: set[int] = set()
+    with (
+        WriterProcess(
+            db, department_id, args.writes_per_second, args.warmup, args.seconds
+        ) as writer,
+        server,
+    ):
+        server.wait_healthy()
+
+        async def drive() -> int:
+            writes = await writer.run()
+            commits.update(writes.commits)
+            measured.update(writes.measured)
+            return writes.final_value
+
+        try:
+            outcome = asyncio.run(watch(server.url, tokens, server.pid, drive))
+        except Exception:
+            print(f"livedash log (last lines):\n{server.log_tail()}", file=sys.stderr)
+            raise
+    return row(LIVEDASH, args, sockets, outcome, measured, lambda value, _: commits[value])
+
+
+# -- the table -------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("scenario", 16, "{}"),
+    ("sockets", 7, "{}"),
+    ("writes/s", 8, "{:g}"),
+    ("p50 ms", 8, "{:.1f}"),
+    ("p95 ms", 8, "{:.1f}"),
+    ("p99 ms", 8, "{:.1f}"),
+    ("max ms", 8, "{:.1f}"),
+    ("/s/socket", 9, "{:.1f}"),
+    ("delivered", 9, "{:.1%}"),
+    ("RSS MB", 7, "{:.0f}"),
+    ("CPU %", 6, "{:.0f}"),
+    ("clients CPU %", 13, "{:.0f}"),
+    ("p99/node", 8, "{:.1f}x"),
+    ("p99/python", 10, "{:.1f}x"),
+)
+
+
+def table(rows: Sequence[Row]) -> list[str]:
+    """The rows as aligned text, then each row's note."""
+    lines = ["  ".join(f"{name:>{width}}" for name, width, _ in COLUMNS)]
+    for r in rows:
+        cells = (
+            r.scenario,
+            r.sockets,
+            r.writes_per_second,
+            r.p50,
+            r.p95,
+            r.p99,
+            r.max,
+            r.delivered_per_socket_per_second,
+            r.delivered_share,
+            r.server_rss_mb,
+            r.server_cpu_percent,
+            r.clients_cpu_percent,
+            r.p99_vs_node,
+            r.p99_vs_python,
+        )
+        lines.append(
+            "  ".join(
+                f"{'-' if cell is None else form.format(cell):>{width}}"
+                for (_, width, form), cell in zip(COLUMNS, cells, strict=True)
+            )
+        )
+    lines += [f"  {r.scenario}, {r.sockets} sockets: {r.note}" for r in rows if r.note]
+    return lines
+
+
+def ratios(rows: list[Row]) -> None:
+    """livedash's p99 over each baseline's at the same number of sockets."""
+    for r in rows:
+        if r.scenario != LIVEDASH:
+            continue
+        for other in rows:
+            if other.sockets == r.sockets and other.p99 > 0:
+                if other.scenario == NODE:
+                    r.p99_vs_node = r.p99 / other.p99
+                elif other.scenario == PYTHON:
+                    r.p99_vs_python = r.p99 / other.p99
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="livedash against bare Node socket.io and bare python-socketio: the same "
+        "room broadcast to the same clients, one table."
+    )
+    parser.add_argument("--sockets", default="100", help="comma-separated numbers of clients (100)")
+    parser.add_argument(
+        "--writes-per-second", type=float, default=40.0, help="writes or emits per second (40)"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (2)")
+    parser.add_argument("--json", type=Path, help="also save the table here as JSON")
+    args = parser.parse_args(argv)
+    try:
+        args.sockets = [int(part) for part in args.sockets.split(",") if part.strip()]
+    except ValueError:
+        parser.error("--sockets: comma-separated integers, e.g. 100,1000")
+    if not args.sockets or min(args.sockets) < 1:
+        parser.error("--sockets >= 1")
+    if args.writes_per_second <= 0 or args.seconds <= 0 or args.warmup < 0:
+        parser.error("--writes-per-second > 0, --seconds > 0, --warmup >= 0")
+    return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    rows: list[Row] = []
+    load_before = os.getloadavg()[0]
+    try:
+        for sockets in args.sockets:
+            for scenario in (NODE, PYTHON, LIVEDASH):
+                print(f"running {scenario} with {sockets} sockets...", file=sys.stderr, flush=True)
+                with tempfile.TemporaryDirectory(prefix="livedash-run-") as temp:
+                    if scenario == LIVEDASH:
+                        rows.append(run_livedash(args, sockets, Path(temp)))
+                    else:
+                        rows.append(run_baseline(scenario, args, sockets, Path(temp)))
+    except KeyboardInterrupt:
+        print("interrupted; every server was stopped", file=sys.stderr)
+        return 130
+    ratios(rows)
+    print(
+        f"latency: baselines emit -> arrival, livedash commit -> arrival; warm-up "
+        f"{args.warmup:g} s, then {args.seconds:g} s measured; load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)"
+    )
+    for line in table(rows):
+        print(line)
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "seconds": args.seconds,
+                    "warmup": args.warmup,
+                    "writes_per_second": args.writes_per_second,
+                    "rows": [asdict(r) for r in rows],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
