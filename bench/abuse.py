@@ -34,8 +34,6 @@ import multiprocessing
 import os
 import random
 import resource
-import secrets
-import shlex
 import signal
 import sqlite3
 import subprocess
@@ -51,7 +49,6 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import aiohttp
@@ -67,7 +64,7 @@ from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing import usage
 from livedash.testing.hospital import METRIC, WATCHED, add_users, seed_sqlite, sql_now, viewers
-from livedash.testing.service import ServiceProcess
+from livedash.testing.service import ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import duration, percentile, quantiles
 from livedash.testing.usage import LoopLag
 from livedash.testing.watchers import Watchers, freshness
@@ -1220,14 +1217,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    print("command:   ", shlex.join([sys.executable, *sys.argv]), flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    begin_bench()
     open_files = raise_open_files(args.idle_connections)
     with tempfile.TemporaryDirectory(prefix="livedash-abuse-") as temp:
         workdir = Path(temp)
@@ -1236,13 +1228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rollups = "as found"
         if args.url is None:
             upgrade(url)
-            secret = secrets.token_urlsafe(32)
-            settings = Settings(
-                database_url=url,
-                jwt_secret=secret,
-                jwt_secret_file=workdir / "unused-secret",
-                _env_file=None,
-            )
+            settings = bench_settings(url, workdir)
+            secret = settings.signing_key()
             operator = issue_token(settings, OPERATOR, Role.SUPER_ADMIN)
             service = Service.child(db, args.port, workdir, secret, operator)
         else:

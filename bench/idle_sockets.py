@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import secrets
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,11 +26,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from livedash.auth.tokens import issue_token
-from livedash.settings import Settings
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing.hospital import add_users, seed_sqlite, viewers
-from livedash.testing.service import MANY_CLIENTS, ServiceProcess
+from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
 
 CONNECTS_AT_ONCE = 100  # per client process
@@ -109,10 +106,8 @@ def measure(sockets: int, deflate: bool, processes: int) -> dict[str, float]:
         url = f"sqlite+aiosqlite:///{db}"
         upgrade(url)
         seed_sqlite(db)
-        secret = secrets.token_urlsafe(32)
-        settings = Settings(
-            database_url=url, jwt_secret=secret, jwt_secret_file=workdir / "unused", _env_file=None
-        )
+        settings = bench_settings(url, workdir)
+        secret = settings.signing_key()
         add_users(db, viewers(sockets))
         tokens = [issue_token(settings, f"bench-{i}", Role.VIEWER, ["ED"]) for i in range(sockets)]
         env = {**MANY_CLIENTS, "LIVEDASH_WS_PER_MESSAGE_DEFLATE": str(deflate).lower()}
@@ -162,7 +157,7 @@ def main() -> int:
         "--deflate", action="append", choices=["off", "on"], help="once per run (default: off)"
     )
     args = parser.parse_args()
-    print("command:", " ".join([sys.executable, *sys.argv]), flush=True)
+    begin_bench()
     print(
         f"{'deflate':>7} {'sockets':>7} {'failed':>6} {'all in':>7} {'p50':>6} {'p99':>6} "
         f"{'RSS idle':>9} {'RSS with':>9} {'per socket':>10}"

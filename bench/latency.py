@@ -28,10 +28,7 @@ import contextlib
 import gc
 import math
 import os
-import secrets
-import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -39,13 +36,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import aiohttp
 
 import livedash
 from livedash.auth.tokens import issue_token
-from livedash.settings import Settings
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing.deployment import start_deployment
@@ -60,7 +55,7 @@ from livedash.testing.hospital import (
     viewers,
 )
 from livedash.testing.servers import new_root
-from livedash.testing.service import MANY_CLIENTS, ServiceProcess
+from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile, spread
 from livedash.testing.usage import LoopLag, run_queue_seconds, tree_cpu_seconds
 from livedash.testing.watchers import (
@@ -556,14 +551,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    begin_bench()
     if args.backend == "postgres":
         return main_postgres(args)
     with tempfile.TemporaryDirectory(prefix="livedash-bench-") as temp:
@@ -572,13 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = f"sqlite+aiosqlite:///{db}"
         upgrade(url)
         department_id = seed_sqlite(db)
-        secret = secrets.token_urlsafe(32)
-        settings = Settings(
-            database_url=url,
-            jwt_secret=secret,
-            jwt_secret_file=workdir / "unused-secret",
-            _env_file=None,
-        )
+        settings = bench_settings(url, workdir)
+        secret = settings.signing_key()
         add_users(db, viewers(args.clients))  # the users the tokens speak for
         tokens = [
             issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED])

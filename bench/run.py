@@ -30,9 +30,6 @@ import asyncio
 import json
 import math
 import os
-import secrets
-import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,16 +39,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from livedash.auth.tokens import issue_token
-from livedash.settings import Settings
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing import usage
 from livedash.testing.hospital import WATCHED, WriterProcess, add_users, seed_sqlite, viewers
 from livedash.testing.servers import free_port
-from livedash.testing.service import MANY_CLIENTS, ServiceProcess
+from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
 from livedash.testing.watchers import Collected, WatcherProcesses, exact_receipts
 
@@ -291,13 +286,8 @@ def run_livedash(args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
     url = f"sqlite+aiosqlite:///{db}"
     upgrade(url)
     department_id = seed_sqlite(db)
-    secret = secrets.token_urlsafe(32)
-    settings = Settings(
-        database_url=url,
-        jwt_secret=secret,
-        jwt_secret_file=workdir / "unused-secret",
-        _env_file=None,
-    )
+    settings = bench_settings(url, workdir)
+    secret = settings.signing_key()
     add_users(db, viewers(sockets))
     tokens = [
         issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED]) for index in range(sockets)
@@ -417,14 +407,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    begin_bench()
     rows: list[Row] = []
     load_before = os.getloadavg()[0]
     try:

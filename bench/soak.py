@@ -31,9 +31,7 @@ import asyncio
 import contextlib
 import math
 import random
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -60,7 +58,7 @@ from livedash.testing.oracle import Key, differences, recompute
 from livedash.testing.screen import Screen
 from livedash.testing.screens import ScreenProcesses
 from livedash.testing.servers import new_root
-from livedash.testing.service import ServiceProcess
+from livedash.testing.service import ServiceProcess, begin_bench
 from livedash.testing.stats import in_seconds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -639,13 +637,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
+    begin_bench()
     revision = subprocess.run(
         ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
         capture_output=True,
@@ -653,7 +647,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         check=False,
     ).stdout.strip()
     print(f"tree:               {revision or '?'}", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
     root = new_root("livedash-soak-")
     try:
         with contextlib.ExitStack() as stack:

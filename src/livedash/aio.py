@@ -41,9 +41,6 @@ class BackgroundTasks:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def close(self) -> None:
         """Cancel every task still running and wait until each has ended."""
         for task in list(self._tasks):

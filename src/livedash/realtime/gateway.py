@@ -150,16 +150,6 @@ class Gateway:
         pass afterwards, so no request is answered by values read before it."""
         self._resync.request(reason)
 
-    async def recheck_identities(self) -> int:
-        """Check every authenticated socket's token against the users table and the revoked
-        tokens again; returns how many sockets lost some or all of what they could see.
-
-        A revoked token, or a user deactivated or signed out, loses its identity and its
-        subscriptions (`auth_error`); a user whose role or departments shrank keeps only the
-        subscriptions still in scope and is sent `authenticated` with its new scope.
-        """
-        return await self._identities.recheck()
-
     @property
     def connected(self) -> int:
         """Sockets connected to this instance."""

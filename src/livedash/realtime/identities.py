@@ -120,13 +120,16 @@ class Identities:
     async def recheck(self) -> int:
         """Check every authenticated socket's token again; returns how many sockets lost some
         or all of what they could see (see the module's docstring)."""
-        sessions = [session for session in self._sessions.values() if session.claims]
-        claims = [session.claims for session in sessions if session.claims is not None]
-        if not claims:
+        signed_in = [
+            (session, session.claims)
+            for session in self._sessions.values()
+            if session.claims is not None
+        ]
+        if not signed_in:
             return 0
-        decisions = await self._authenticator.recheck(claims)
+        decisions = await self._authenticator.recheck([claims for _, claims in signed_in])
         changed = 0
-        for session, checked, decision in zip(sessions, claims, decisions, strict=True):
+        for (session, checked), decision in zip(signed_in, decisions, strict=True):
             async with session.lock:
                 if session.claims is not checked or session.principal is None:
                     continue  # authenticated again (or signed out) meanwhile
@@ -134,10 +137,8 @@ class Identities:
                     log.info("socket_identity_revoked", sid=session.sid, reason=decision.message)
                     await self._drop_identity(session, decision)
                     changed += 1
-                elif _identity(decision) != _identity(session.principal) and await self._narrow(
-                    session, decision
-                ):
-                    changed += 1
+                elif _identity(decision) != _identity(session.principal):
+                    changed += await self._narrow(session, decision)
         return changed
 
     async def _narrow(self, session: ClientSession, principal: Principal) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,12 @@ from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing.hospital import OPERATOR, User, add_users
 from livedash.testing.servers import NginxServer, PostgresServer, RedisServer
-from livedash.testing.service import MANY_CLIENTS, ServiceProcess, wait_for_leader
+from livedash.testing.service import (
+    MANY_CLIENTS,
+    ServiceProcess,
+    bench_settings,
+    wait_for_leader,
+)
 
 DATABASE = "hospital"
 HEALTH_SAMPLE_SECONDS = 0.25
@@ -89,15 +93,10 @@ def start_deployment(
     stack.callback(redis.stop)
     redis.start()
 
-    secret = secrets.token_urlsafe(32)
     workdir = root / "instances"
     workdir.mkdir()
-    settings = Settings(
-        database_url=url,
-        jwt_secret=secret,
-        jwt_secret_file=workdir / "unused-secret",
-        _env_file=None,
-    )
+    settings = bench_settings(url, workdir)
+    secret = settings.signing_key()
     operator = issue_token(settings, OPERATOR, Role.SUPER_ADMIN)
     environment = {
         "LIVEDASH_DATABASE_URL": url,

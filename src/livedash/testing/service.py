@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,8 +22,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from livedash.settings import Settings
 from livedash.testing import usage
 from livedash.testing.servers import free_port
 
@@ -194,3 +198,25 @@ def wait_for_leader(services: Sequence[ServiceProcess]) -> tuple[float, list[str
         if time.monotonic() - started > HEALTH_DEADLINE_SECONDS:
             raise RuntimeError(f"no single leader in {HEALTH_DEADLINE_SECONDS:g} s: {roles}")
         time.sleep(0.1)
+
+
+def bench_settings(database_url: str, workdir: Path) -> Settings:
+    """Settings with a fresh signing key, for a bench's tokens and the services it starts
+    (`settings.signing_key()` is the secret to hand them)."""
+    return Settings(
+        database_url=database_url,
+        jwt_secret=secrets.token_urlsafe(32),
+        jwt_secret_file=workdir / "unused-secret",
+        _env_file=None,
+    )
+
+
+def begin_bench() -> None:
+    """Print the command line, so that every figure printed after it can be rerun, and let
+    SIGTERM stop the bench as Ctrl-C does (its `finally` blocks stop what it started)."""
+    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
