@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from livedash.auth.tokens import verify_token
-from livedash.auth.users import run_revoke, run_save_user
+from livedash.auth.tokens import Principal, verify_token
+from livedash.auth.users import Authenticator, run_revoke, run_save_user
+from livedash.realtime.fanout import SocketIOFanOut
 from livedash.settings import Settings
 from livedash.store.models import Role
 from livedash.testing.recorder import Recorder, update_of
@@ -143,6 +144,9 @@ async def test_a_failed_re_authentication_drops_the_identity_the_socket_had(
     assert again["sub"] == "cy"
 
 
+JOIN_YIELDS = 50  # turns of the event loop a subscription spends joining each room
+
+
 @pytest.mark.both_backends
 async def test_subscribing_while_the_identity_changes_joins_no_room_of_the_old_one(
     backend: str,
@@ -152,13 +156,32 @@ async def test_subscribing_while_the_identity_changes_joins_no_room_of_the_old_o
     connect: Connect,
     token: Any,
     writer: Write,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The race, made certain: joining a room takes many turns of the loop (as a slow Redis
+    # would), and a token's check takes none, so a re-authentication sent right after a
+    # subscription would finish while the subscription is still joining the rooms it chose
+    # for the identity before. Only the per-socket lock keeps them apart.
+    join = SocketIOFanOut.join
+
+    async def slow_join(self: SocketIOFanOut, sid: str, room: str) -> None:
+        for _ in range(JOIN_YIELDS):
+            await asyncio.sleep(0)
+        await join(self, sid, room)
+
+    async def instant_admit(self: Authenticator, claims: Principal) -> Principal:
+        return claims  # the tokens here say what the users table says
+
+    monkeypatch.setattr(SocketIOFanOut, "join", slow_join)
+    monkeypatch.setattr(Authenticator, "admit", instant_admit)
     server = await serve(settings)
     bystander = await _subscribed(connect, server, token(Role.SUPER_ADMIN, sub="bystander"))
     client = await connect(server, token(Role.ADMIN, ("CARD",), sub="carol"))
-    # Sent together: the re-authentication as an ED viewer must not be overtaken by the
-    # subscription, which would then hold CARD's rooms for the ED identity.
-    subscribed = client.client.call("subscribe_metrics", {"metrics": ["patients_total"]})
+    # Sent in this order on one socket: the subscription as CARD's admin, then the switch.
+    subscribed = asyncio.create_task(
+        client.client.call("subscribe_metrics", {"metrics": ["patients_total"]})
+    )
+    await asyncio.sleep(0)  # the subscription's packet goes out first
     switched = client.client.call("authenticate", {"token": token(Role.VIEWER, ("ED",), sub="ed")})
     ack, identity = await asyncio.gather(subscribed, switched)
     assert ack["ok"] is True
