@@ -13,12 +13,17 @@ what the server cost. The three servers:
 The baselines emit a `dashboard_update`-shaped payload to one room W times a second; the
 latency of a value is its emit time (the payload's `timestamp`, same machine clock) to its
 arrival. For livedash it is the commit that produced the value to its arrival. Every server is
-watched by the same clients (`livedash.testing.watchers`, in worker processes of at most
-250 clients each): they connect over websocket, wait for `authenticated`, and subscribe to
-`patients_total`/ED with `subscribe_metrics`, which the baselines answer as livedash does.
+watched by the same clients: they connect over websocket, wait for `authenticated`, and
+subscribe to `patients_total`/ED with `subscribe_metrics`, which the baselines answer as
+livedash does. `--clients node` (the default when node and node_modules/socket.io-client are
+there): the stock npm socket.io-client, all in one Node process (bench/clients/watchers.js,
+`livedash.testing.node_watchers`). `--clients python`: python-socketio
+(`livedash.testing.watchers`, in worker processes of at most 250 clients each), which
+saturates a small machine by itself at 1000 sockets.
 
     .venv/bin/python bench/run.py                                   # 100 sockets, 40/s, 10 s
     .venv/bin/python bench/run.py --sockets 100,1000 --seconds 10 --json /tmp/issue14.json
+    .venv/bin/python bench/run.py --clients python                  # python-socketio clients
 
 Figures are printed, never asserted.
 """
@@ -30,6 +35,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,12 +51,15 @@ from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing import usage
 from livedash.testing.hospital import WATCHED, WriterProcess, add_users, seed_sqlite, viewers
+from livedash.testing.node_watchers import NodeWatchers
 from livedash.testing.servers import free_port
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
 from livedash.testing.watchers import Collected, WatcherProcesses, exact_receipts
 
 HERE = Path(__file__).resolve().parent
+NODE_CLIENTS = HERE / "clients" / "watchers.js"
+CLIENT_LIBRARY = HERE.parent / "node_modules" / "socket.io-client"
 NODE = "node socket.io"
 PYTHON = "python-socketio"
 LIVEDASH = "livedash"
@@ -177,13 +186,36 @@ def baseline_command(scenario: str, rate: float, count: int) -> list[str]:
 # -- one run of the clients ------------------------------------------------------------------
 
 
+def node_clients_available() -> bool:
+    return shutil.which("node") is not None and CLIENT_LIBRARY.is_dir()
+
+
+def clients_label(kind: str, sockets: Sequence[int]) -> str:
+    """Which clients watched the servers, for the header."""
+    if kind == "node":
+        manifest = json.loads((CLIENT_LIBRARY / "package.json").read_text())
+        return f"npm socket.io-client {manifest.get('version', '?')}, one Node process"
+    most = max(math.ceil(count / CLIENTS_PER_PROCESS) for count in sockets)
+    return f"python-socketio, up to {CLIENTS_PER_PROCESS} per process ({most} at most)"
+
+
 async def watch(
-    url: str, tokens: list[str], pid: int, drive: Callable[[], Awaitable[int]]
+    url: str,
+    tokens: list[str],
+    pid: int,
+    drive: Callable[[], Awaitable[int]],
+    kind: str,
 ) -> Outcome:
-    """Connect the clients in worker processes, `drive()` the writes (it returns the final
-    value), drain, and note the server's CPU share over that window and its RSS at the end."""
-    processes = max(1, math.ceil(len(tokens) / CLIENTS_PER_PROCESS))
-    with WatcherProcesses(url, tokens, processes, 1, {}) as clients:
+    """Connect the clients (`kind`: "node", one Node process; "python", worker processes),
+    `drive()` the writes (it returns the final value), drain, and note the server's CPU share
+    over that window and its RSS at the end."""
+    clients: NodeWatchers | WatcherProcesses
+    if kind == "node":
+        clients = NodeWatchers(url, tokens, NODE_CLIENTS)
+    else:
+        processes = max(1, math.ceil(len(tokens) / CLIENTS_PER_PROCESS))
+        clients = WatcherProcesses(url, tokens, processes, 1, {})
+    with clients:
         await clients.connect()
         await asyncio.sleep(0.5)  # let the server settle after the connect storm
         clients.start()
@@ -272,7 +304,7 @@ def run_baseline(scenario: str, args: argparse.Namespace, sockets: int, workdir:
             return count
 
         try:
-            outcome = asyncio.run(watch(server.url, tokens, server.pid, drive))
+            outcome = asyncio.run(watch(server.url, tokens, server.pid, drive, args.clients))
         except Exception:
             print(f"{name} log (last lines):\n{server.log_tail()}", file=sys.stderr)
             raise
@@ -310,7 +342,7 @@ def run_livedash(args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
             return writes.final_value
 
         try:
-            outcome = asyncio.run(watch(server.url, tokens, server.pid, drive))
+            outcome = asyncio.run(watch(server.url, tokens, server.pid, drive, args.clients))
         except Exception:
             print(f"livedash log (last lines):\n{server.log_tail()}", file=sys.stderr)
             raise
@@ -395,7 +427,17 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (2)")
     parser.add_argument("--json", type=Path, help="also save the table here as JSON")
+    parser.add_argument(
+        "--clients",
+        choices=("node", "python"),
+        help="node: npm socket.io-client in one Node process (the default when node and "
+        "node_modules/socket.io-client are there); python: python-socketio in worker processes",
+    )
     args = parser.parse_args(argv)
+    if args.clients is None:
+        args.clients = "node" if node_clients_available() else "python"
+    elif args.clients == "node" and not node_clients_available():
+        parser.error(f"--clients node needs node on PATH and {CLIENT_LIBRARY} (npm install)")
     try:
         args.sockets = [int(part) for part in args.sockets.split(",") if part.strip()]
     except ValueError:
@@ -411,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     begin_bench()
     rows: list[Row] = []
+    clients = clients_label(args.clients, args.sockets)
+    print(f"clients: {clients}", file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0]
     try:
         for sockets in args.sockets:
@@ -430,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.warmup:g} s, then {args.seconds:g} s measured; load average "
         f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)"
     )
+    print(f"clients: {clients}")
     for line in table(rows):
         print(line)
     if args.json is not None:
@@ -439,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "seconds": args.seconds,
                     "warmup": args.warmup,
                     "writes_per_second": args.writes_per_second,
+                    "clients": args.clients,
+                    "clients_detail": clients,
                     "rows": [asdict(r) for r in rows],
                 },
                 indent=2,

@@ -35,6 +35,7 @@ from livedash.errors import ClientError, Draining, RateLimited, TooManyConnectio
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
+from livedash.realtime.frames import FrameStats
 from livedash.realtime.guard import EventGuard, Handler
 from livedash.realtime.identities import Identities
 from livedash.realtime.limiter import SocketLimiter
@@ -164,6 +165,16 @@ class Gateway:
     def packets(self) -> PacketStats:
         """Packets refused below the event handlers."""
         return self._server.packets
+
+    @property
+    def server(self) -> GatewayServer:
+        """The Socket.IO server whose events this gateway handles."""
+        return self._server
+
+    @property
+    def frames(self) -> FrameStats:
+        """How room events left for each socket."""
+        return self._server.frames.stats
 
     # -- connection lifecycle ------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import structlog
 from livedash.metrics.definitions import METRICS, Tier
 from livedash.metrics.engine import MetricValue
 from livedash.realtime.fanout import FanOut
-from livedash.realtime.schemas import MetricUpdate
+from livedash.realtime.schemas import UPDATE_EVENT, MetricUpdate
 from livedash.realtime.stream import UpdateHistory
 
 log = structlog.get_logger(__name__)
@@ -134,7 +134,7 @@ class Outbox:
         for value, payload in zip(values, payloads, strict=True):
             try:
                 await self._fanout.to_room(
-                    room_name(value.metric, value.department), "dashboard_update", payload
+                    room_name(value.metric, value.department), UPDATE_EVENT, payload
                 )
                 self.sent += 1
             except Exception:

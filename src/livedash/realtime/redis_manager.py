@@ -30,13 +30,14 @@ from redis.asyncio import Redis
 
 from livedash.aio import BackgroundTasks
 from livedash.cluster.shared_redis import text
+from livedash.realtime.frames import FrameManager
 
 _DEFERRED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "livedash_deferred_local_emit", default=None
 )
 
 
-class CappedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class CappedRedisManager(socketio.AsyncRedisManager, FrameManager):  # type: ignore[misc]
     max_wait = 2.0
     connected: bool
 

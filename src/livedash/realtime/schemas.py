@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_NAMES = 1000
 MAX_NAME_LENGTH = 64
 
+UPDATE_EVENT = "dashboard_update"
+"""The event that carries one metric's new value (`MetricUpdate`)."""
+
 
 class _Incoming(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -26,6 +26,7 @@ import socketio
 import structlog
 
 from livedash.errors import ClientError
+from livedash.realtime.frames import FrameManager, RoomFrames
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,10 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     and times out connections at the Engine.IO level."""
 
     def __init__(self, *, session_deadline: float, **options: Any) -> None:
-        super().__init__(**options)
+        super().__init__(client_manager=FrameManager(), **options)
+        # Room events leave as one frame per room, written to each socket (frames.py).
+        self.frames = RoomFrames(self.eio)
+        self.manager.frames = self.frames
         self.packets = PacketStats()
         self._session_deadline = session_deadline
         self._admit: Admit | None = None
@@ -65,6 +69,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         """Fan out through `manager` (Redis, shared by the instances) instead of the
         in-process one; before the first connection, since the manager starts with it."""
         manager.set_server(self)
+        if isinstance(manager, FrameManager):
+            manager.frames = self.frames
         self.manager = manager
 
     def admit_with(self, admit: Admit) -> None:

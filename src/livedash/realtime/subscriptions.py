@@ -33,6 +33,7 @@ from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.outbox import room_name, to_update
 from livedash.realtime.requests import history_query, ordered, parse, select
 from livedash.realtime.schemas import (
+    UPDATE_EVENT,
     HistoricalData,
     HistoricalPoint,
     MetricSelection,
@@ -232,7 +233,7 @@ class Subscriptions:
             if (payload.get("metric"), payload.get("department")) not in scopes:
                 continue
             replayed = {**payload, "position": {"epoch": top.epoch, "offset": entry.offset}}
-            await self._fanout.to_socket(session.sid, "dashboard_update", replayed)
+            await self._fanout.to_socket(session.sid, UPDATE_EVENT, replayed)
             sent += 1
         log.info("socket_recovered", sid=session.sid, since=since.offset, replayed=sent)
         return sent

@@ -69,6 +69,20 @@ class ServiceCollector(Collector):
         refused.add_metric(["malformed"], packets.malformed)
         refused.add_metric(["no_session"], packets.idle_closed)
         yield refused
+        room_packets = CounterMetricFamily(
+            "livedash_room_packets",
+            "Packets of events sent to rooms, per socket, by how they left: written as a "
+            "frame to the socket's transport, queued for its writer (polling, or packets "
+            "already waiting), skipped (superseded while the client was not reading), caught "
+            "up (the newest of what it missed, once it read again)",
+            labels=["path"],
+        )
+        frames = gateway.frames
+        room_packets.add_metric(["written"], frames.written)
+        room_packets.add_metric(["queued"], frames.queued)
+        room_packets.add_metric(["skipped"], frames.skipped)
+        room_packets.add_metric(["caught_up"], frames.caught_up)
+        yield room_packets
         yield GaugeMetricFamily(
             "livedash_leader",
             "1 while this instance reads the change feed",

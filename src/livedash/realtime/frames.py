@@ -1,0 +1,249 @@
+"""One WebSocket frame per room event, written to every socket of the room in one loop.
+
+python-socketio sends an event to a room by starting a task per recipient; each puts the
+packet on its socket's queue, whose writer task then wakes to send it. At 1,000 sockets that
+path was most of the server's CPU and all of its tail latency (docs/performance.md). Here the
+event is encoded once, as one WebSocket frame, and written to each socket's transport: no
+task and no queue per recipient.
+
+A frame goes straight to a socket's transport only when that is what its writer task would do
+next: the socket is on WebSocket (not polling, not upgrading), nothing is queued or in flight
+for it, and its transport is not paused. Otherwise the packet is queued as before, so a
+socket's packets keep their order.
+
+Backpressure, latest value only: a socket whose transport is paused (a slow or stuck client,
+its buffer above the high-water mark) is skipped. Of `dashboard_update`, the newest packet of
+each (metric, department) it missed is kept and queued once the transport drains; other
+events are queued as before. Skipping is safe because a value only ever supersedes the ones
+before it: the client ends up with the newest version of every key, as it would have.
+
+Internals this relies on, pinned in pyproject.toml and checked by tests/realtime/test_frames.py:
+
+- uvicorn's sans-I/O websockets protocol, whose ASGI `send` is a method of the protocol and
+  which has `transport`, `conn` (a websockets `ServerProtocol`), `writable` (cleared while
+  the transport is paused), `close_sent` and `disconnected`;
+- python-engineio's socket: `queue` (an `asyncio.Queue` that one writer task drains),
+  `upgraded`, `upgrading` and `closed`; and the server's `_async["websocket"]`, the class
+  that runs a socket's WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from engineio import packet as eio_packet
+from engineio.async_drivers.asgi import WebSocket
+from socketio import packet as sio_packet
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from livedash.realtime.schemas import UPDATE_EVENT
+
+Key = tuple[str, str | None]
+"""What a newer packet supersedes: (metric, department) of a `dashboard_update`."""
+
+SWEEP_SECONDS = 0.02
+"""How often sockets that missed updates are checked for a drained transport."""
+
+
+def superseding_key(event: str, data: list[Any]) -> Key | None:
+    """The key whose newer value makes this packet redundant, or None if none does."""
+    if event != UPDATE_EVENT or len(data) != 1 or not isinstance(data[0], dict):
+        return None
+    metric = data[0].get("metric")
+    department = data[0].get("department")
+    if not isinstance(metric, str) or not (department is None or isinstance(department, str)):
+        return None
+    return metric, department
+
+
+@dataclass
+class FrameStats:
+    """Packets of room events, by how they left (read by Prometheus)."""
+
+    written: int = 0  # straight to the transport
+    queued: int = 0  # through the socket's queue and writer task
+    skipped: int = 0  # superseded while the transport was paused
+    caught_up: int = 0  # newest missed values queued once it drained
+
+
+@dataclass(slots=True)
+class _Connection:
+    socket: Any  # engineio.async_socket.AsyncSocket
+    protocol: WebSocketsSansIOProtocol
+
+
+class RoomFrames:
+    """Engine.IO's WebSocket connections, to which room events are written as frames."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._connections: dict[str, _Connection] = {}
+        self._behind: dict[str, dict[Key, eio_packet.Packet]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+        self.stats = FrameStats()
+        # Per server: engineio's table of drivers is shared by every server of the process.
+        engine._async = {**engine._async, "websocket": self._websocket}
+
+    @property
+    def direct(self) -> int:
+        """WebSocket connections a frame can be written to directly."""
+        return len(self._connections)
+
+    def send(self, packet: eio_packet.Packet, eio_sids: Iterable[str], key: Key | None) -> None:
+        """Send one Engine.IO packet to each socket; never waits."""
+        frame: bytes | None = None
+        for eio_sid in eio_sids:
+            socket = self._engine.sockets.get(eio_sid)
+            if socket is None or socket.closed:
+                continue
+            connection = self._connections.get(eio_sid)
+            if connection is None or socket.upgrading or not socket.upgraded:
+                self._queue(socket, packet)
+                continue
+            protocol = connection.protocol
+            if (
+                protocol.close_sent
+                or protocol.disconnected
+                or protocol.conn.state is not State.OPEN
+                or protocol.transport.is_closing()
+            ):
+                continue  # closing: its writer is ending, nothing more reaches the client
+            missed = self._behind.get(eio_sid)
+            if not protocol.writable.is_set():
+                if key is None:
+                    self._queue(socket, packet)
+                    continue
+                if missed is None:
+                    missed = self._behind[eio_sid] = {}
+                    self._schedule_sweep()
+                if missed.pop(key, None) is not None:
+                    self.stats.skipped += 1
+                missed[key] = packet
+                continue
+            if missed is not None:
+                self._catch_up(eio_sid, socket, missed)
+            # Queued or in flight (taken from the queue, not yet written): after those.
+            if socket.queue._unfinished_tasks:
+                self._queue(socket, packet)
+                continue
+            if protocol.conn.extensions:
+                # permessage-deflate negotiated: compressed per socket, as uvicorn would.
+                protocol.conn.send_text(packet.encode().encode())
+                protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+            else:
+                if frame is None:
+                    text = packet.encode().encode()
+                    frame = Frame(Opcode.TEXT, text).serialize(mask=False)
+                protocol.transport.write(frame)
+            self.stats.written += 1
+
+    def _queue(self, socket: Any, packet: eio_packet.Packet) -> None:
+        socket.queue.put_nowait(packet)
+        self.stats.queued += 1
+
+    def _catch_up(self, eio_sid: str, socket: Any, missed: dict[Key, eio_packet.Packet]) -> None:
+        del self._behind[eio_sid]
+        for packet in missed.values():
+            socket.queue.put_nowait(packet)
+        self.stats.caught_up += len(missed)
+
+    def _schedule_sweep(self) -> None:
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep_behind)
+
+    def _sweep_behind(self) -> None:
+        self._sweep = None
+        for eio_sid, missed in list(self._behind.items()):
+            connection = self._connections.get(eio_sid)
+            if connection is None or connection.socket.closed:
+                del self._behind[eio_sid]
+            elif connection.protocol.writable.is_set():
+                self._catch_up(eio_sid, connection.socket, missed)
+        if self._behind:
+            self._schedule_sweep()
+
+    def _websocket(self, handler: Callable[..., Any], server: Any) -> WebSocket:
+        return _AttachedWebSocket(handler, server, self)
+
+    def attach(self, socket: Any, protocol: Any) -> bool:
+        """Write room events to `socket` through `protocol`'s transport, if it is uvicorn's."""
+        if not isinstance(protocol, WebSocketsSansIOProtocol):
+            return False
+        self._connections[socket.sid] = _Connection(socket, protocol)
+        return True
+
+    def detach(self, eio_sid: str) -> None:
+        """The socket's WebSocket has ended."""
+        self._connections.pop(eio_sid, None)
+        self._behind.pop(eio_sid, None)
+
+
+class _AttachedWebSocket(WebSocket):  # type: ignore[misc]
+    """python-engineio's ASGI WebSocket, known to `RoomFrames` while it runs."""
+
+    def __init__(self, handler: Callable[..., Any], server: Any, frames: RoomFrames) -> None:
+        super().__init__(handler, server)
+        self._frames = frames
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        socket = getattr(self.handler, "__self__", None)
+        # Without middleware that wraps a WebSocket's `send`, it is uvicorn's protocol's own.
+        protocol = getattr(environ.get("asgi.send"), "__self__", None)
+        if socket is None or not self._frames.attach(socket, protocol):
+            return await super().__call__(environ)
+        try:
+            return await super().__call__(environ)
+        finally:
+            self._frames.detach(socket.sid)
+
+
+class FrameManager(socketio.AsyncManager):  # type: ignore[misc]
+    """python-socketio's manager, sending an event to a room through `RoomFrames`.
+
+    The local part of an emit only: with the Redis manager (which derives from this one), an
+    event is published as before and every instance sends it to its own sockets here.
+    """
+
+    frames: RoomFrames | None = None
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        if self.frames is None or callback is not None or namespace not in self.rooms:
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+            return
+        arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
+        ).encode()
+        if isinstance(encoded, list):  # binary attachments: not in this API, the stock path
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+            return
+        skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        recipients = (
+            eio_sid for sid, eio_sid in self.get_participants(namespace, room) if sid not in skipped
+        )
+        self.frames.send(
+            eio_packet.Packet(eio_packet.MESSAGE, encoded),
+            recipients,
+            superseding_key(event, arguments),
+        )

@@ -1,0 +1,180 @@
+"""The watchers of `livedash.testing.watchers` as the stock npm socket.io-client, every client in
+one Node process (bench/clients/watchers.js): the same connection, subscription and receipts,
+at a fraction of python-socketio's CPU cost per message.
+
+`NodeWatchers` offers what bench/run.py uses of `WatcherProcesses`: `connect()`, `start()`,
+`drain(final_value, seconds)`, `collect()`, and the client's CPU time and loop lag. It talks to
+the script over its stdin and stdout, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from livedash.testing.hospital import METRIC, WATCHED
+from livedash.testing.usage import run_queue_seconds
+from livedash.testing.watchers import CONNECT_CONCURRENCY, STOP_SECONDS, Collected, Receipt
+
+POLL_SECONDS = 0.05
+
+
+class NodeWatchers:
+    """`tokens` clients of `url` in one Node process running `script` (watchers.js).
+
+    A context manager: it starts the process, and at the end closes its stdin, waits
+    STOP_SECONDS and kills it if still alive.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        tokens: list[str],
+        script: Path,
+        *,
+        node: str | None = None,
+        concurrency: int = CONNECT_CONCURRENCY,
+    ) -> None:
+        found = node or shutil.which("node")
+        if found is None:
+            raise RuntimeError("node is not on PATH")
+        self.count = len(tokens)
+        self._command = [found, str(script)]
+        self._config = {
+            "url": url,
+            "tokens": tokens,
+            "metric": METRIC,
+            "department": WATCHED,
+            "concurrency": concurrency,
+        }
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: Path | None = None
+        self.connect_seconds = 0.0
+        self.cpu_seconds: list[float] = []
+        """One entry (the Node process), from `start()` to the end of the drain."""
+        self.waited_seconds: list[float] = []
+        self.lag: list[list[float]] = []
+        self.drain_seconds = 0.0
+        self._waited_at_start = 0.0
+        self._drain_cpu = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self._running().pid
+
+    def __enter__(self) -> NodeWatchers:
+        self._temp = tempfile.TemporaryDirectory(prefix="livedash-node-clients-")
+        folder = Path(self._temp.name)
+        config = folder / "config.json"
+        config.write_text(json.dumps(self._config))
+        self._stderr = folder / "stderr.log"
+        with self._stderr.open("wb") as stderr:
+            self._process = subprocess.Popen(
+                [*self._command, str(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        process = self._process
+        if process is not None:
+            # stdout first: stopped early, the script writes its receipts to a closed pipe
+            # and dies at once instead of blocking on a full one.
+            self._pipe(process.stdout).close()
+            with contextlib.suppress(OSError):
+                self._pipe(process.stdin).close()
+            try:
+                process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._temp is not None:
+            self._temp.cleanup()
+
+    async def connect(self) -> None:
+        """Wait until every client has connected, authenticated and subscribed."""
+        started = time.monotonic()
+        ready = await self._receive("ready")
+        self.connect_seconds = time.monotonic() - started
+        if ready["ready"] != self.count:
+            raise RuntimeError(f"{ready['ready']} of {self.count} node clients connected")
+
+    def start(self) -> None:
+        self._waited_at_start = run_queue_seconds(self.pid)
+        self._send("start")
+
+    async def drain(self, final_value: int, seconds: float) -> None:
+        """Wait until every client saw `final_value` (or `seconds` passed)."""
+        started = time.monotonic()
+        while True:
+            self._send("latest")
+            answer = await self._receive("latest")
+            self._drain_cpu = float(answer["cpu_seconds"])
+            done = all(value >= final_value for value in answer["latest"])
+            if done or time.monotonic() - started >= seconds:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        self.drain_seconds = time.monotonic() - started
+        self.cpu_seconds.append(self._drain_cpu)
+        self.waited_seconds.append(run_queue_seconds(self.pid) - self._waited_at_start)
+
+    async def collect(self) -> Collected:
+        """Every receipt (after `drain`); the clients disconnect and the process exits."""
+        self._send("stop")
+        receipts: list[Receipt] = []
+        while True:
+            message = await self._receive("receipts", "stopped")
+            if "stopped" in message:
+                break
+            receipts.extend(Receipt(*receipt) for receipt in message["receipts"])
+        self.lag.append([float(sample) for sample in message["lag"]])
+        if not self.cpu_seconds:  # collected without a drain: up to the stop, then
+            self.cpu_seconds.append(float(message["cpu_seconds"]))
+        receipts.sort(key=lambda receipt: receipt.received)
+        return Collected(receipts, [int(value) for value in message["latest"]])
+
+    # -- the pipe --------------------------------------------------------------------------
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("the node clients are not running")
+        return self._process
+
+    @staticmethod
+    def _pipe(pipe: IO[bytes] | None) -> IO[bytes]:
+        if pipe is None:
+            raise RuntimeError("the node clients have no pipe")
+        return pipe
+
+    def _send(self, order: str) -> None:
+        stdin = self._pipe(self._running().stdin)
+        stdin.write(f"{json.dumps(order)}\n".encode())
+        stdin.flush()
+
+    async def _receive(self, *expected: str) -> dict[str, Any]:
+        """The next line, which must hold one of the `expected` keys."""
+        line = await asyncio.to_thread(self._pipe(self._running().stdout).readline)
+        if not line:
+            raise RuntimeError(f"the node clients exited without a word:\n{self._stderr_tail()}")
+        message: dict[str, Any] = json.loads(line)
+        if "error" in message:
+            raise RuntimeError(f"the node clients failed: {message['error']}")
+        if not any(key in message for key in expected):
+            raise RuntimeError(f"the node clients said {line[:200]!r}, not {expected}")
+        return message
+
+    def _stderr_tail(self, lines: int = 20) -> str:
+        if self._stderr is None or not self._stderr.exists():
+            return "(no stderr)"
+        text = self._stderr.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:]) or "(no stderr)"

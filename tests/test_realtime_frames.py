@@ -1,0 +1,170 @@
+"""Room events leave as one WebSocket frame written to each socket (realtime/frames.py).
+
+What a screen must see is unchanged: every update of what it subscribed to, in order, after
+what was already on its way to it; polling clients as before. What is new is a screen that
+stops reading: it is skipped instead of buffered without end, and once it reads again it gets
+the newest value of each metric it missed, never an older one after a newer.
+
+These tests also guard the internals frames.py relies on (uvicorn's sans-I/O WebSocket
+protocol, python-engineio's socket queue): if either changes, frames are no longer written
+directly (the first test) or leave out of order (the third).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import socketio
+from engineio import packet as eio_packet
+
+from livedash.realtime.outbox import room_name
+from livedash.realtime.schemas import UPDATE_EVENT
+from livedash.testing.recorder import Recorder
+from tests.support.live import Connect, LiveServer
+from tests.support.probes import gateway_of
+from tests.support.stalled import StalledSocket
+from tests.support.writers import Write, register_patient
+
+METRIC = "patients_total"
+PADDING = "x" * 4000  # a large update fills a stalled screen's buffers in fewer of them
+
+
+def _update(department: str, version: int, *, padding: str = "") -> dict[str, Any]:
+    return {
+        "metric": METRIC,
+        "department": department,
+        "value": version,
+        "version": version,
+        "timestamp": datetime.now(UTC).isoformat(),
+        **({"note": padding} if padding else {}),
+    }
+
+
+async def _scrape_room_packets(server: LiveServer, path: str) -> float:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        text = (await http.get("/metrics")).text
+    line = f'livedash_room_packets_total{{path="{path}"}}'
+    return float(next(row for row in text.splitlines() if row.startswith(line)).split()[-1])
+
+
+async def test_an_update_is_written_to_every_subscribed_websocket_as_one_frame(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
+) -> None:
+    screens = [await connect(server, token(sub=f"screen-{n}")) for n in range(3)]
+    for screen in screens:
+        await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+    frames = gateway_of(server).frames
+    written, queued = frames.written, frames.queued
+
+    await register_patient(writer, hospital["ED"], "Ada")
+
+    for screen in screens:
+        update = await screen.next(UPDATE_EVENT, lambda u: u["department"] == "ED")
+        assert update["value"] == 2
+    assert frames.written - written == 3
+    assert frames.queued == queued
+    assert await _scrape_room_packets(server, "written") >= 3
+
+
+async def test_a_polling_client_still_receives_room_updates(
+    hospital: dict[str, int], server: LiveServer, token: Any, users: Any, writer: Write
+) -> None:
+    await users.settled()
+    client = socketio.AsyncClient(reconnection=False)
+    screen = Recorder(client)
+    await client.connect(
+        server.url, auth={"token": token()}, transports=["polling"], wait_timeout=10
+    )
+    try:
+        await screen.next("authenticated")
+        await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+        queued = gateway_of(server).frames.queued
+
+        await register_patient(writer, hospital["ED"], "Ada")
+
+        assert (await screen.next(UPDATE_EVENT))["value"] == 2
+        assert gateway_of(server).frames.queued > queued
+    finally:
+        # Closed from the server's side: python-engineio leaves a pending long-poll open
+        # after the client's CLOSE until the ping interval (25 s) ends it.
+        await gateway_of(server).server.close_transport(client.get_sid())
+        await client.disconnect()
+
+
+async def test_an_update_leaves_after_what_was_already_queued_for_that_socket(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any
+) -> None:
+    screen = await connect(server, token())
+    await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+    gateway = gateway_of(server)
+    sio = gateway.server
+    (sid,) = [sid for sid, _ in sio.manager.get_participants("/", room_name(METRIC, "ED"))]
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    marker = '2["connection_status",{"marker":true}]'
+
+    # Queued for the socket's writer, which has not run yet when the update is emitted.
+    await sio.eio.send_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, marker))
+    await sio.emit(UPDATE_EVENT, _update("ED", 10**6), room=room_name(METRIC, "ED"))
+
+    await screen.next(UPDATE_EVENT, lambda u: u["version"] == 10**6)
+    names = [name for name, data in screen.events if name in ("connection_status", UPDATE_EVENT)]
+    marker_at = next(
+        index
+        for index, (name, data) in enumerate(screen.events)
+        if name == "connection_status" and data.get("marker")
+    )
+    update_at = next(
+        index
+        for index, (name, data) in enumerate(screen.events)
+        if name == UPDATE_EVENT and data["version"] == 10**6
+    )
+    assert marker_at < update_at, names
+
+
+async def test_a_screen_that_stops_reading_is_skipped_then_gets_the_newest_value_of_each_metric(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any
+) -> None:
+    reading = await connect(server, token(sub="reading"))
+    await reading.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED", "CARD"]})
+    gateway = gateway_of(server)
+    sio, frames = gateway.server, gateway.frames
+    async with StalledSocket.open(server.url, token(sub="stalled")) as stalled:
+        ack = await stalled.call(
+            "subscribe_metrics", {"metrics": [METRIC], "departments": ["ED", "CARD"]}
+        )
+        assert ack["ok"] is True
+        skipped = frames.skipped
+
+        # The stalled screen reads nothing from here on; the other one reads every update.
+        version = 0
+        while frames.skipped - skipped < 20:
+            version += 1
+            assert version <= 5000, "the stalled screen was never skipped"
+            for department in ("ED", "CARD"):
+                update = _update(department, version, padding=PADDING)
+                await sio.emit(UPDATE_EVENT, update, room=room_name(METRIC, department))
+            await reading.next(UPDATE_EVENT, lambda u, v=version: u["version"] == v)
+        last = version
+
+        received: dict[str, list[int]] = {"ED": [], "CARD": []}
+        async with asyncio.timeout(10):
+            while min(seen[-1] if seen else 0 for seen in received.values()) < last:
+                message = await stalled.receive()
+                if message.startswith(f'42["{UPDATE_EVENT}"'):
+                    update = json.loads(message[2:])[1]
+                    received[update["department"]].append(update["version"])
+
+    for seen in received.values():
+        assert seen == sorted(set(seen)), "an older value arrived after a newer one"
+        assert seen[-1] == last
+    assert sum(len(seen) for seen in received.values()) < 2 * last  # some were skipped
+    assert frames.caught_up > 0
+    for department in ("ED", "CARD"):  # the reading screen missed nothing
+        versions = [
+            u["version"] for u in reading.received(UPDATE_EVENT) if u["department"] == department
+        ]
+        assert versions[-last:] == list(range(1, last + 1))
