@@ -68,6 +68,8 @@ CLIENTS_PER_PROCESS = 250
 DRAIN_SECONDS = 5.0
 HEALTH_SECONDS = 30.0
 STOP_SECONDS = 10.0
+MAX_SENDS_PER_SECOND = 40.0
+"""Of one value, by livedash (LIVEDASH_COALESCE_WINDOW_SECONDS 0.025)."""
 SATURATED = 0.85
 """Server and clients together above this share of the machine's CPUs: say so."""
 
@@ -272,7 +274,7 @@ def row(
     return Row(
         scenario=scenario,
         sockets=sockets,
-        writes_per_second=args.writes_per_second,
+        writes_per_second=args.writes_per_second if scenario == LIVEDASH else args.baseline_rate,
         p50=figures[0],
         p95=figures[1],
         p99=figures[2],
@@ -289,7 +291,7 @@ def row(
 def run_baseline(scenario: str, args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
     """A bare server emitting `count` values at W/s once the clients are in; values emitted
     after the warm-up are measured."""
-    rate = args.writes_per_second
+    rate = args.baseline_rate
     count: int = round(rate * (args.warmup + args.seconds))
     first = math.floor(rate * args.warmup) + 1
     tokens = [f"bench-{index}" for index in range(sockets)]
@@ -426,6 +428,17 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (2)")
+    parser.add_argument(
+        "--baseline-rate",
+        type=float,
+        help="emits per second of the bare servers (default: the writes per second, at most "
+        "40, the most livedash's 25 ms coalescing window sends of one value)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="node,python,livedash",
+        help="comma-separated servers to run, of node, python, livedash (all)",
+    )
     parser.add_argument("--json", type=Path, help="also save the table here as JSON")
     parser.add_argument(
         "--clients",
@@ -446,6 +459,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--sockets >= 1")
     if args.writes_per_second <= 0 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--writes-per-second > 0, --seconds > 0, --warmup >= 0")
+    if args.baseline_rate is None:
+        args.baseline_rate = min(args.writes_per_second, MAX_SENDS_PER_SECOND)
+    elif args.baseline_rate <= 0:
+        parser.error("--baseline-rate > 0")
+    names = {"node": NODE, "python": PYTHON, "livedash": LIVEDASH}
+    chosen = [part.strip() for part in args.scenarios.split(",") if part.strip()]
+    if not chosen or any(part not in names for part in chosen):
+        parser.error("--scenarios: comma-separated, of node, python, livedash")
+    args.scenarios = [names[part] for part in chosen]
     return args
 
 
@@ -458,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     try:
         for sockets in args.sockets:
-            for scenario in (NODE, PYTHON, LIVEDASH):
+            for scenario in args.scenarios:
                 print(f"running {scenario} with {sockets} sockets...", file=sys.stderr, flush=True)
                 with tempfile.TemporaryDirectory(prefix="livedash-run-") as temp:
                     if scenario == LIVEDASH:
@@ -484,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "seconds": args.seconds,
                     "warmup": args.warmup,
                     "writes_per_second": args.writes_per_second,
+                    "baseline_emits_per_second": args.baseline_rate,
                     "clients": args.clients,
                     "clients_detail": clients,
                     "rows": [asdict(r) for r in rows],

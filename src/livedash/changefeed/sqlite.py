@@ -108,12 +108,16 @@ class SqliteChangeFeed:
         while True:
             self._wake.clear()
             batch, last_read = await self.read_after(position)
+            more = last_read - position >= self._batch_size  # seq may skip: at worst a read more
             if last_read > position:
                 self.caught_up.clear()
                 position = last_read
                 if batch:
                     yield batch
-                continue
+                if more:
+                    continue
+                # A short batch was all there was when it was read; a commit since then has
+                # set the wake-up, so no second read just to find nothing.
             self.caught_up.set()
             with contextlib.suppress(TimeoutError):
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
