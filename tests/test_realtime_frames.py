@@ -168,3 +168,29 @@ async def test_a_screen_that_stops_reading_is_skipped_then_gets_the_newest_value
             u["version"] for u in reading.received(UPDATE_EVENT) if u["department"] == department
         ]
         assert versions[-last:] == list(range(1, last + 1))
+
+
+async def test_a_client_that_starts_polling_upgrades_and_then_receives_frames(
+    hospital: dict[str, int], server: LiveServer, token: Any, users: Any, writer: Write
+) -> None:
+    await users.settled()
+    client = socketio.AsyncClient(reconnection=False)
+    screen = Recorder(client)
+    # As a browser connects: long-polling first, then the upgrade to WebSocket.
+    await client.connect(
+        server.url, auth={"token": token()}, transports=["polling", "websocket"], wait_timeout=10
+    )
+    try:
+        await screen.next("authenticated")
+        await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+        assert client.transport() == "websocket"  # python-engineio upgrades within connect()
+        frames = gateway_of(server).frames
+        written = frames.written
+
+        await register_patient(writer, hospital["ED"], "Ada")
+
+        assert (await screen.next(UPDATE_EVENT))["value"] == 2
+        assert frames.written == written + 1
+        assert (await screen.call("request_snapshot", [METRIC]))["values"]
+    finally:
+        await client.disconnect()

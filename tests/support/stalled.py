@@ -62,13 +62,17 @@ class StalledSocket:
         self._protocol = ClientProtocol(parse_uri(uri), max_size=None)
         self._protocol.send_request(self._protocol.connect())
         await self._flush()
-        while True:
+        accepted = False
+        while not accepted:
             await self._read()
             for event in self._protocol.events_received():
                 if isinstance(event, Response):
                     if event.status_code != 101:
                         raise ConnectionError(f"WebSocket refused: {event.status_code}")
-                    return
+                    accepted = True
+                elif getattr(event, "opcode", None) is Opcode.TEXT:
+                    # The server's first packets may come in the same read as its answer.
+                    self._messages.append(event.data.decode())
 
     async def send(self, text: str) -> None:
         """Send one Engine.IO packet."""

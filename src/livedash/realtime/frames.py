@@ -43,6 +43,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from livedash.realtime.schemas import UPDATE_EVENT
+from livedash.realtime.websocket import serve
 
 Key = tuple[str, str | None]
 """What a newer packet supersedes: (metric, department) of a `dashboard_update`."""
@@ -185,7 +186,8 @@ class RoomFrames:
 
 
 class _AttachedWebSocket(WebSocket):  # type: ignore[misc]
-    """python-engineio's ASGI WebSocket, known to `RoomFrames` while it runs."""
+    """python-engineio's ASGI WebSocket, known to `RoomFrames` while it runs, and served by
+    livedash's own loop (websocket.py) when it is uvicorn's."""
 
     def __init__(self, handler: Callable[..., Any], server: Any, frames: RoomFrames) -> None:
         super().__init__(handler, server)
@@ -198,7 +200,11 @@ class _AttachedWebSocket(WebSocket):  # type: ignore[misc]
         if socket is None or not self._frames.attach(socket, protocol):
             return await super().__call__(environ)
         try:
-            return await super().__call__(environ)
+            self.asgi_receive = environ["asgi.receive"]
+            self.asgi_send = environ["asgi.send"]
+            await self.asgi_send({"type": "websocket.accept"})
+            await serve(socket, self)
+            return ""
         finally:
             self._frames.detach(socket.sid)
 
