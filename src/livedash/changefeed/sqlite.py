@@ -1,11 +1,15 @@
 """The SQLite change feed: reads the trigger-written `change_log` in sequence order.
 
 Waking up: another process's commit gives no signal inside SQLite, so the feed watches the
-database's directory with inotify and reads as soon as the WAL file is written. A commit's
-frames reach the WAL file a moment before its index entry becomes visible to readers, so each
-inotify event also schedules one re-read `settle_seconds` later. A slow fallback read every
-`fallback_poll_seconds` covers platforms without inotify and missed events; it is a safety
-net, not the delivery path.
+database's directory with inotify and reads `WAL_INDEX_SECONDS` (2 ms) after the WAL file is
+written, once the writer has made its commit visible. Should a commit still be invisible then,
+each inotify event also schedules one re-read `settle_seconds` later. A slow fallback read
+every `fallback_poll_seconds` covers platforms without inotify and missed events; it is a
+safety net, not the delivery path.
+
+The read itself goes through aiosqlite directly rather than SQLAlchemy: it runs after every
+commit, and there one hop to aiosqlite's thread instead of six halved the CPU the service
+needs to follow 20 commits a second (bench/run.py --scenarios livedash --sockets 1).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -28,15 +33,20 @@ from livedash.changefeed.base import Change, Op, Writer
 from livedash.changefeed.positions import load_position, store_position
 from livedash.changefeed.rows import decode_row, parse_timestamp
 from livedash.errors import ChangeFeedError
-from livedash.store.engine import create_engine
+from livedash.store.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
 
 log = structlog.get_logger(__name__)
 
+WAL_INDEX_SECONDS = 0.002
+"""From a write to the WAL file to reading it: the writer makes its commit visible (the WAL
+index, in shared memory, which inotify does not see) just after writing it; a read at once
+missed it about one time in ten (bench/run.py), and waited for the settle re-read."""
+
 _OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
 
-_FETCH = text(
+_FETCH = (
     "SELECT seq, table_name, op, old_row, new_row, committed_at FROM change_log "
-    "WHERE seq > :after ORDER BY seq LIMIT :limit"
+    "WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 _PRUNE = text(
     "DELETE FROM change_log WHERE seq <= (SELECT MIN(position) FROM feed_positions) - :keep"
@@ -75,9 +85,11 @@ class SqliteChangeFeed:
         self.caught_up = asyncio.Event()
         """Set while the feed has delivered everything committed and waits for more."""
         self._reader: AsyncEngine | None = None
+        self._fetcher: aiosqlite.Connection | None = None
         self._writer: AsyncEngine | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._settle_handle: asyncio.TimerHandle | None = None
+        self._soon_handle: asyncio.TimerHandle | None = None
         self._last_pruned = 0
         database = make_url(database_url).database
         self._database_path = (
@@ -87,6 +99,13 @@ class SqliteChangeFeed:
     async def __aenter__(self) -> SqliteChangeFeed:
         self._reader = create_engine(self._url, pool_size=1, max_overflow=0)
         self._writer = create_engine(self._url, writer=True, pool_size=1, max_overflow=0)
+        # The read that follows every commit, on aiosqlite directly: one statement in
+        # autocommit (its own snapshot) and one hop to aiosqlite's thread, where the same read
+        # through SQLAlchemy took six and half of the service's CPU at 20 commits/s.
+        self._fetcher = await aiosqlite.connect(
+            self._database_path or ":memory:", isolation_level=None
+        )
+        await self._fetcher.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         if self._database_path is not None:
             self._watcher = asyncio.create_task(self._watch(self._database_path))
         return self
@@ -96,8 +115,11 @@ class SqliteChangeFeed:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        if self._settle_handle is not None:
-            self._settle_handle.cancel()
+        for handle in (self._settle_handle, self._soon_handle):
+            if handle is not None:
+                handle.cancel()
+        if self._fetcher is not None:
+            await self._fetcher.close()
         for engine in (self._reader, self._writer):
             if engine is not None:
                 await engine.dispose()
@@ -164,9 +186,9 @@ class SqliteChangeFeed:
 
     async def read_after(self, after: int) -> tuple[list[Change], int]:
         """One batch after `after`, without waiting, and the last position it read."""
-        async with self._engine(self._reader).connect() as connection:
-            result = await connection.execute(_FETCH, {"after": after, "limit": self._batch_size})
-            rows = result.all()
+        if self._fetcher is None:
+            raise ChangeFeedError("the change feed is used outside `async with`")
+        rows = list(await self._fetcher.execute_fetchall(_FETCH, (after, self._batch_size)))
         changes: list[Change] = []
         for row in rows:
             try:
@@ -205,7 +227,12 @@ class SqliteChangeFeed:
             async for event in inotify:
                 if event.name is None or not str(event.name).startswith(prefix):
                     continue
-                self._wake.set()
+                if self._soon_handle is None:
+                    self._soon_handle = loop.call_later(WAL_INDEX_SECONDS, self._wake_soon)
                 if self._settle_handle is not None:
                     self._settle_handle.cancel()
                 self._settle_handle = loop.call_later(self._settle, self._wake.set)
+
+    def _wake_soon(self) -> None:
+        self._soon_handle = None
+        self._wake.set()
