@@ -59,8 +59,10 @@ async def _subscribe(url: str, token: str) -> ClientConnection:
     return socket
 
 
-async def _hold(url: str, tokens: list[str], report: Connection, stop: Connection) -> None:
-    gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
+async def _hold(
+    url: str, tokens: list[str], at_once: int, report: Connection, stop: Connection
+) -> None:
+    gate = asyncio.Semaphore(at_once)
     sockets: list[ClientConnection] = []
     seconds: list[float] = []
     failed = 0
@@ -94,11 +96,13 @@ async def _hold(url: str, tokens: list[str], report: Connection, stop: Connectio
         await socket.close()
 
 
-def _client_process(url: str, tokens: list[str], report: Connection, stop: Connection) -> None:
-    asyncio.run(_hold(url, tokens, report, stop))
+def _client_process(
+    url: str, tokens: list[str], at_once: int, report: Connection, stop: Connection
+) -> None:
+    asyncio.run(_hold(url, tokens, at_once, report, stop))
 
 
-def measure(sockets: int, deflate: bool, processes: int) -> dict[str, float]:
+def measure(sockets: int, deflate: bool, processes: int, at_once: int) -> dict[str, float]:
     """Start a service, connect `sockets` clients, and return its figures."""
     with tempfile.TemporaryDirectory(prefix="livedash-idle-") as temp:
         workdir = Path(temp)
@@ -122,7 +126,7 @@ def measure(sockets: int, deflate: bool, processes: int) -> dict[str, float]:
                 stop_in, stop_out = context.Pipe(duplex=False)
                 share = tokens[index::processes]
                 child = context.Process(
-                    target=_client_process, args=(server.url, share, report_out, stop_in)
+                    target=_client_process, args=(server.url, share, at_once, report_out, stop_in)
                 )
                 child.start()
                 pipes.append((report_in, stop_out))
@@ -154,6 +158,12 @@ def main() -> int:
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument(
+        "--at-once",
+        type=int,
+        default=CONNECTS_AT_ONCE,
+        help=f"connects in flight per client process ({CONNECTS_AT_ONCE}); a storm: all",
+    )
+    parser.add_argument(
         "--deflate", action="append", choices=["off", "on"], help="once per run (default: off)"
     )
     args = parser.parse_args()
@@ -163,7 +173,7 @@ def main() -> int:
         f"{'RSS idle':>9} {'RSS with':>9} {'per socket':>10}"
     )
     for deflate in args.deflate or ["off"]:
-        figures = measure(args.sockets, deflate == "on", args.client_processes)
+        figures = measure(args.sockets, deflate == "on", args.client_processes, args.at_once)
         print(
             f"{deflate:>7} {figures['subscribed']:>7.0f} {figures['failed']:>6.0f} "
             f"{figures['all_subscribed_s']:>6.1f}s {figures['connect_p50_s']:>5.2f}s "

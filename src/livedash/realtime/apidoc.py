@@ -153,7 +153,10 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         "A metric's new value for one department (`department: null` is the whole hospital), "
         "sent as soon as the change is applied. `version` strictly increases; a client keeps "
         "the value with the highest version for each (metric, department). `position` is the "
-        "update's place in the stream; a client remembers the last one for Recovery.",
+        "update's place in the stream; a client remembers the last one for Recovery. A "
+        "client that stops reading (its connection's buffer full) is skipped rather than sent "
+        "a backlog: once it reads again it gets the newest value of each (metric, department) "
+        "it missed, so it catches up with the present, not with the past.",
     ),
     (
         "out",
