@@ -13,7 +13,9 @@ directly (the first test) or leave out of order (the third).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,29 +72,37 @@ async def test_an_update_is_written_to_every_subscribed_websocket_as_one_frame(
     assert await _scrape_room_packets(server, "written") >= 3
 
 
+@contextlib.asynccontextmanager
+async def _watching_ed(
+    server: LiveServer, token: str, transports: list[str]
+) -> AsyncIterator[tuple[socketio.AsyncClient, Recorder]]:
+    """A python-socketio client on `transports`, signed in and subscribed to ED's patients."""
+    client = socketio.AsyncClient(reconnection=False)
+    screen = Recorder(client)
+    await client.connect(server.url, auth={"token": token}, transports=transports, wait_timeout=10)
+    try:
+        await screen.next("authenticated")
+        await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+        yield client, screen
+    finally:
+        if client.transport() == "polling":
+            # Closed from the server's side: python-engineio leaves a pending long-poll open
+            # after the client's CLOSE until the ping interval (25 s) ends it.
+            await gateway_of(server).server.close_transport(client.get_sid())
+        await client.disconnect()
+
+
 async def test_a_polling_client_still_receives_room_updates(
     hospital: dict[str, int], server: LiveServer, token: Any, users: Any, writer: Write
 ) -> None:
     await users.settled()
-    client = socketio.AsyncClient(reconnection=False)
-    screen = Recorder(client)
-    await client.connect(
-        server.url, auth={"token": token()}, transports=["polling"], wait_timeout=10
-    )
-    try:
-        await screen.next("authenticated")
-        await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+    async with _watching_ed(server, token(), ["polling"]) as (_, screen):
         queued = gateway_of(server).frames.queued
 
         await register_patient(writer, hospital["ED"], "Ada")
 
         assert (await screen.next(UPDATE_EVENT))["value"] == 2
         assert gateway_of(server).frames.queued > queued
-    finally:
-        # Closed from the server's side: python-engineio leaves a pending long-poll open
-        # after the client's CLOSE until the ping interval (25 s) ends it.
-        await gateway_of(server).server.close_transport(client.get_sid())
-        await client.disconnect()
 
 
 async def test_an_update_leaves_after_what_was_already_queued_for_that_socket(
@@ -174,15 +184,8 @@ async def test_a_client_that_starts_polling_upgrades_and_then_receives_frames(
     hospital: dict[str, int], server: LiveServer, token: Any, users: Any, writer: Write
 ) -> None:
     await users.settled()
-    client = socketio.AsyncClient(reconnection=False)
-    screen = Recorder(client)
     # As a browser connects: long-polling first, then the upgrade to WebSocket.
-    await client.connect(
-        server.url, auth={"token": token()}, transports=["polling", "websocket"], wait_timeout=10
-    )
-    try:
-        await screen.next("authenticated")
-        await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+    async with _watching_ed(server, token(), ["polling", "websocket"]) as (client, screen):
         assert client.transport() == "websocket"  # python-engineio upgrades within connect()
         frames = gateway_of(server).frames
         written = frames.written
@@ -192,5 +195,3 @@ async def test_a_client_that_starts_polling_upgrades_and_then_receives_frames(
         assert (await screen.next(UPDATE_EVENT))["value"] == 2
         assert frames.written == written + 1
         assert (await screen.call("request_snapshot", [METRIC]))["values"]
-    finally:
-        await client.disconnect()
