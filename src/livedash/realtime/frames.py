@@ -91,11 +91,6 @@ class RoomFrames:
         # Per server: engineio's table of drivers is shared by every server of the process.
         engine._async = {**engine._async, "websocket": self._websocket}
 
-    @property
-    def direct(self) -> int:
-        """WebSocket connections a frame can be written to directly."""
-        return len(self._connections)
-
     def send(self, packet: eio_packet.Packet, eio_sids: Iterable[str], key: Key | None) -> None:
         """Send one Engine.IO packet to each socket; never waits."""
         frame: bytes | None = None
