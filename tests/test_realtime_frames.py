@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import httpx
 import socketio
 from engineio import packet as eio_packet
@@ -195,3 +196,24 @@ async def test_a_client_that_starts_polling_upgrades_and_then_receives_frames(
         assert (await screen.next(UPDATE_EVENT))["value"] == 2
         assert frames.written == written + 1
         assert (await screen.call("request_snapshot", [METRIC]))["values"]
+
+
+async def test_an_upgrade_without_the_probe_leaves_the_client_on_long_polling(
+    server: LiveServer,
+) -> None:
+    base = f"{server.url}/socket.io/?EIO=4"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}&transport=polling") as opened:
+            handshake = await opened.text()
+        assert handshake.startswith("0"), handshake
+        sid = json.loads(handshake[1:])["sid"]
+        async with http.ws_connect(f"{base}&transport=websocket&sid={sid}") as ws:
+            await ws.send_str("2notaprobe")  # not the PING "probe" the upgrade starts with
+            closed = await ws.receive()
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        # The Engine.IO session is still there, on long-polling: it opens a Socket.IO session.
+        async with http.post(f"{base}&transport=polling&sid={sid}", data="40") as posted:
+            assert posted.status == 200
+        async with http.get(f"{base}&transport=polling&sid={sid}") as polled:
+            assert (await polled.text()).startswith("40")
+        await gateway_of(server).server.close_connection(sid)
