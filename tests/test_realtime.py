@@ -266,6 +266,9 @@ async def test_request_historical_serves_the_rollups(
     hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any, writer: Write
 ) -> None:
     client = await connect(server, token())
+    # Subscribed before the payment: its update then arrives as one (had the feed applied it
+    # before the subscription, it would arrive in the snapshot instead).
+    await client.call("subscribe_metrics", {"metrics": ["revenue_today"], "departments": ["CARD"]})
     now = datetime.now(UTC)
     paid = now.strftime("%Y-%m-%d %H:%M:%S.%f")
     bill = await writer(
@@ -276,7 +279,6 @@ async def test_request_historical_serves_the_rollups(
         "INSERT INTO payments (bill_id, department_id, amount_cents, paid_at) VALUES (?, ?, ?, ?)",
         (bill, hospital["CARD"], 12345, paid),
     )
-    await client.call("subscribe_metrics", {"metrics": ["revenue_today"], "departments": ["CARD"]})
     await client.next("dashboard_update", update_of("revenue_today", "CARD", "123.45"))
     request = {
         "metric": "revenue",
