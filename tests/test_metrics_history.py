@@ -31,11 +31,15 @@ START, CRASH = ("start", 0), ("crash", 0)
 FORGET_CHANGES = ("forget_changes", 0)
 
 
-async def _follow(case: Case, clock: ManualClock, *, crash: bool) -> None:
+async def _follow(case: Case, clock: ManualClock, *, crash: bool, overlap: bool = False) -> None:
     """Start like the service, apply what is committed and store the position (with the
     roll-ups) after each batch and at the end, as `MetricPipeline` does. A crash comes after
     applying CRASH_AFTER_BATCHES batches, before storing the last one: it loses what was not
-    stored."""
+    stored.
+
+    With `overlap`, each position is stored while the next batch is applied, as the service's
+    confirming task does alongside its feed task: the store has read its position and waits
+    for the database when the batch comes in."""
     database = create_engine(case.url)
     history = HistoryRecorder(ZONE)
     async with case.feed("metrics", batch_size=5) as feed:
@@ -45,6 +49,9 @@ async def _follow(case: Case, clock: ManualClock, *, crash: bool) -> None:
         applied = 0
         async with contextlib.aclosing(committed(feed)) as batches:
             async for delivered in batches:
+                storing = asyncio.create_task(pipeline.confirm()) if overlap else None
+                if storing is not None:
+                    await asyncio.sleep(0)  # it reads its position, then waits for the database
                 fresh = [c for c in delivered if not feed.counted_at_start(c)]
                 history.apply(fresh if from_rows else delivered)
                 pipeline.engine.apply(fresh)
@@ -52,15 +59,18 @@ async def _follow(case: Case, clock: ManualClock, *, crash: bool) -> None:
                 pipeline.engine.position = max(pipeline.engine.position, last)
                 history.position = max(history.position, last)
                 applied += 1
+                if storing is not None:
+                    await storing
                 if crash and applied == CRASH_AFTER_BATCHES:
                     break
-                await pipeline.confirm()
+                if storing is None:
+                    await pipeline.confirm()
         if not crash:
             await pipeline.confirm()
     await database.dispose()
 
 
-def _replay(cases: Cases, steps: list[tuple[str, int]]) -> None:
+def _replay(cases: Cases, steps: list[tuple[str, int]], *, overlap: bool = False) -> None:
     """Write each step's operation, or start the service (START, CRASH) and stop it; then the
     stored roll-ups must equal a recount."""
 
@@ -69,7 +79,7 @@ def _replay(cases: Cases, steps: list[tuple[str, int]]) -> None:
         async with cases.new() as case, case.writer() as write:
             for kind, seed in steps:
                 if (kind, seed) in (START, CRASH):
-                    await _follow(case, clock, crash=(kind, seed) == CRASH)
+                    await _follow(case, clock, crash=(kind, seed) == CRASH, overlap=overlap)
                 elif (kind, seed) == FORGET_CHANGES:
                     if case.backend == "sqlite":
                         await write("DELETE FROM change_log")
@@ -93,6 +103,14 @@ def test_rollups_equal_a_recount_across_restarts_and_a_crash(cases: Cases, seed:
     writes = _operations(seed, 300)
     steps = [START, *writes[:100], START, *writes[100:150], CRASH, *writes[150:], START]
     _replay(cases, steps)
+
+
+def test_a_crash_after_storing_while_the_next_batch_was_applied(cases: Cases) -> None:
+    # The store that was under way as the crash came holds the roll-ups up to its own
+    # position only: the batch applied meanwhile is replayed after the restart, once.
+    writes = _operations(11, 200)
+    steps = [START, *writes[:50], START, *writes[50:150], CRASH, *writes[150:], START]
+    _replay(cases, steps, overlap=True)
 
 
 def test_a_crash_while_following_the_first_counts_backlog(cases: Cases) -> None:

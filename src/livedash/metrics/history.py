@@ -122,14 +122,22 @@ class HistoryRecorder:
 
     # -- persistence ---------------------------------------------------------------------
 
+    def seal(self) -> None:
+        """Set the pending deltas aside for the next `flush`: exactly those counted up to now.
+
+        Called as the position to store is read, with no await in between. Changes applied
+        while the flush's transaction is being opened stay pending for the next one: stored
+        with the earlier position, they would be counted again when the feed resumes from it.
+        """
+        self._merge(self._pending, into=self._in_flight)
+        self._pending = {}
+
     async def flush(self, connection: AsyncConnection) -> None:
-        """Write the pending deltas in the caller's transaction (the feed position's).
+        """Write the sealed deltas in the caller's transaction (the feed position's).
 
         Until `settle` says whether that transaction committed, the deltas stay readable and
         are not lost: a failed commit puts them back.
         """
-        self._merge(self._pending, into=self._in_flight)
-        self._pending = {}
         rows = [
             {
                 "series": series,

@@ -231,6 +231,8 @@ class MetricPipeline:
             return
         if self._history_from_rows and not self._source.start_settled():
             return
+        if history is not None:
+            history.seal()  # the deltas up to `position`, and no later ones
         committed = False
         try:
             await self._source.confirm(
