@@ -103,10 +103,10 @@ def server_config(settings: Settings, app: ASGIApp, **overrides: Any) -> uvicorn
         "forwarded_allow_ips": settings.forwarded_allow_ips,
         # Past this, connections still open at shutdown are closed rather than waited for.
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
-        # Refuse oversized WebSocket messages while reading them, not after (Engine.IO's own
-        # limit applies only once a whole message has been read).
         # The WebSocket implementation whose transport RoomFrames writes room events to.
         "ws": "websockets-sansio",
+        # Refuse oversized WebSocket messages while reading them, not after (Engine.IO's own
+        # limit applies only once a whole message has been read).
         "ws_max_size": max(2 * settings.max_payload_bytes, 64 * 1024),
         "ws_per_message_deflate": settings.ws_per_message_deflate,
         "ssl_certfile": certfile,

@@ -17,7 +17,7 @@ each (metric, department) it missed is kept and queued once the transport drains
 events are queued as before. Skipping is safe because a value only ever supersedes the ones
 before it: the client ends up with the newest version of every key, as it would have.
 
-Internals this relies on, pinned in pyproject.toml and checked by tests/realtime/test_frames.py:
+Internals this relies on, pinned in pyproject.toml and checked by tests/test_realtime_frames.py:
 
 - uvicorn's sans-I/O websockets protocol, whose ASGI `send` is a method of the protocol and
   which has `transport`, `conn` (a websockets `ServerProtocol`), `writable` (cleared while
@@ -230,26 +230,25 @@ class FrameManager(socketio.AsyncManager):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         room = to or room
-        if self.frames is None or callback is not None or namespace not in self.rooms:
-            await super().emit(
-                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
-            )
-            return
-        arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        encoded = self.server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
-        ).encode()
-        if isinstance(encoded, list):  # binary attachments: not in this API, the stock path
-            await super().emit(
-                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
-            )
-            return
-        skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        recipients = (
-            eio_sid for sid, eio_sid in self.get_participants(namespace, room) if sid not in skipped
-        )
-        self.frames.send(
-            eio_packet.Packet(eio_packet.MESSAGE, encoded),
-            recipients,
-            superseding_key(event, arguments),
+        if self.frames is not None and callback is None and namespace in self.rooms:
+            arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+            encoded = self.server.packet_class(
+                sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
+            ).encode()
+            # A list is a packet with binary attachments: not in this API, the stock path.
+            if not isinstance(encoded, list):
+                skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+                recipients = (
+                    eio_sid
+                    for sid, eio_sid in self.get_participants(namespace, room)
+                    if sid not in skipped
+                )
+                self.frames.send(
+                    eio_packet.Packet(eio_packet.MESSAGE, encoded),
+                    recipients,
+                    superseding_key(event, arguments),
+                )
+                return
+        await super().emit(
+            event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
         )

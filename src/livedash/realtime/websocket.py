@@ -38,7 +38,7 @@ async def serve(socket: Any, ws: Any) -> None:
             data = await ws.wait()
         except Exception:  # the client went away (OSError), or the server is closing
             break
-        if data is None or len(data) > server.max_http_buffer_size:
+        if len(data) > server.max_http_buffer_size:
             break
         try:
             await socket.receive(packet.Packet(encoded_packet=data))
@@ -60,27 +60,21 @@ async def _upgrade(socket: Any, ws: Any) -> bool:
     socket.upgrading = True  # holds packet sends during the upgrade
     try:
         probe = packet.Packet(encoded_packet=await ws.wait())
-    except Exception:
-        socket.upgrading = False
-        return False
-    if probe.packet_type != packet.PING or probe.data != "probe":
-        socket.server.logger.info("%s: Failed websocket upgrade, no PING packet", socket.sid)
-        socket.upgrading = False
-        return False
-    await ws.send(packet.Packet(packet.PONG, data="probe").encode())
-    await socket.queue.put(packet.Packet(packet.NOOP))  # ends the pending long-poll
-    try:
+        if probe.packet_type != packet.PING or probe.data != "probe":
+            socket.server.logger.info("%s: Failed websocket upgrade, no PING packet", socket.sid)
+            return False
+        await ws.send(packet.Packet(packet.PONG, data="probe").encode())
+        await socket.queue.put(packet.Packet(packet.NOOP))  # ends the pending long-poll
         upgrade = packet.Packet(encoded_packet=await ws.wait())
-    except Exception:
+        if upgrade.packet_type != packet.UPGRADE:
+            socket.server.logger.info("%s: Failed websocket upgrade, no UPGRADE packet", socket.sid)
+            return False
+        socket.upgraded = True
+        return True
+    except Exception:  # the client went away, or sent what does not decode
+        return False
+    finally:
         socket.upgrading = False
-        return False
-    socket.upgrading = False
-    if upgrade.packet_type != packet.UPGRADE:
-        socket.upgraded = False
-        socket.server.logger.info("%s: Failed websocket upgrade, no UPGRADE packet", socket.sid)
-        return False
-    socket.upgraded = True
-    return True
 
 
 async def _write(socket: Any, ws: Any) -> None:

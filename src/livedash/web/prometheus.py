@@ -7,6 +7,7 @@ their current figures, so nothing has to be updated on the hot path.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -77,11 +78,8 @@ class ServiceCollector(Collector):
             "up (the newest of what it missed, once it read again)",
             labels=["path"],
         )
-        frames = gateway.frames
-        room_packets.add_metric(["written"], frames.written)
-        room_packets.add_metric(["queued"], frames.queued)
-        room_packets.add_metric(["skipped"], frames.skipped)
-        room_packets.add_metric(["caught_up"], frames.caught_up)
+        for path, count in asdict(gateway.frames).items():
+            room_packets.add_metric([path], count)
         yield room_packets
         yield GaugeMetricFamily(
             "livedash_leader",
