@@ -72,9 +72,12 @@ class Reader:
 
     async def batch(self, within: float = WAIT) -> list[Change]:
         pending = self.pending()
-        async with asyncio.timeout(within):
-            batch = await asyncio.shield(pending)
-        self._pending = None
+        try:
+            async with asyncio.timeout(within):
+                batch = await asyncio.shield(pending)
+        finally:
+            if pending.done():  # delivered, or failed: either way the next call reads anew
+                self._pending = None
         self.delivered += batch
         return batch
 
@@ -435,9 +438,9 @@ async def test_other_tables_transactions_do_not_stall_the_feed(
         await app.execute("INSERT INTO departments (code, name) VALUES ('ED', 'Emergency')")
         (change,) = await reader.changes(1)
         assert keys([change]) == [("departments", Op.INSERT, "ED")]
-        # Pages that held nothing to deliver let the slot move on without a heartbeat.
-        moved_to = lsn_to_int((await slot_row(app, slot))["confirmed"])
-        assert created_at < moved_to < commit_lsn(change.position)
+        await reader.nothing_more()
+        # Not stored yet: the slot keeps it.
+        assert lsn_to_int((await slot_row(app, slot))["confirmed"]) == created_at
 
 
 # -- start-up exactness --------------------------------------------------------------------
@@ -628,6 +631,34 @@ async def test_feeds_starting_together_share_the_slot_one_creates(
     finally:
         for feed in feeds:
             await feed.__aexit__(None, None, None)
+
+
+async def test_a_new_reader_takes_the_slot_from_one_that_still_streams_it(
+    open_feed: OpenFeed, pg: Any, slot: str
+) -> None:
+    # A deposed leader that froze still holds its replication connection; the new leader
+    # must not wait for the server to notice, and the old one must not read on.
+    app = await pg()
+    async with open_feed() as deposed:
+        await app.execute("INSERT INTO departments (code, name) VALUES ('ED', 'Emergency')")
+        assert keys(await deposed.changes(1)) == [("departments", Op.INSERT, "ED")]
+        holder = await app.fetchval(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", slot
+        )
+        assert holder is not None
+        async with open_feed() as leader:
+            await app.execute("INSERT INTO departments (code, name) VALUES ('CARD', 'Cardio')")
+            # Nothing was stored: the new reader starts where the slot was, before ED.
+            assert keys(await leader.changes(2)) == [
+                ("departments", Op.INSERT, "ED"),
+                ("departments", Op.INSERT, "CARD"),
+            ]
+            with pytest.raises(ChangeFeedError, match="replication stream broke"):
+                await deposed.batch()
+            now_active = await app.fetchval(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", slot
+            )
+            assert now_active not in (None, holder)
 
 
 # -- the whole service ---------------------------------------------------------------------

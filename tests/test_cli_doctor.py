@@ -150,7 +150,7 @@ async def test_wal_level_replica_fails_with_the_alter_system_remedy(
     assert "restart PostgreSQL" in remedies(result)[0]
     assert "until wal_level = logical" in line(result, "wal2json plugin")
     assert line(result, "slot livedash").startswith("FAIL")
-    for name in ("server", "role", "migrations", "replica identity", "notify triggers"):
+    for name in ("server", "role", "migrations", "replica identity", "replication connection"):
         assert line(result, name).startswith("OK"), result.stdout
     assert result.stdout.rstrip().endswith("3 of 12 checks failed.")
 
@@ -183,6 +183,8 @@ async def test_a_role_without_replication_gets_the_alter_role_remedy_and_it_work
     assert line(result, "role").startswith("FAIL")
     assert "neither superuser nor REPLICATION" in line(result, "role")
     assert "may not create replication slots" in line(result, "wal2json plugin")
+    assert "replication role to start walsender" in line(result, "replication connection")
+    assert "none of its own: the role needs REPLICATION (above)" in remedies(result)
     assert "no SELECT on beds; no SELECT, INSERT and UPDATE on metric_rollups" in line(
         result, "table rights"
     )
@@ -208,19 +210,11 @@ async def test_schema_drift_is_repaired_by_the_printed_statements(
     admin = await asyncpg.connect(libpq_dsn(database_url))
     try:
         await admin.execute("ALTER TABLE rooms REPLICA IDENTITY DEFAULT")
-        await admin.execute("DROP TRIGGER livedash_notify_beds ON beds")
-        await admin.execute("ALTER TABLE alerts DISABLE TRIGGER livedash_notify_alerts")
         result = await doctor(database_url, feed_slot=slot)
         assert result.exit_code == 1, result.stdout
         assert "not FULL on rooms" in line(result, "replica identity")
-        assert "missing on beds; disabled on alerts" in line(result, "notify triggers")
         fixes = statements(result)
-        assert fixes == [
-            "ALTER TABLE public.rooms REPLICA IDENTITY FULL;",
-            "CREATE TRIGGER livedash_notify_beds AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
-            "ON public.beds FOR EACH STATEMENT EXECUTE FUNCTION livedash_notify_changes();",
-            "ALTER TABLE public.alerts ENABLE TRIGGER livedash_notify_alerts;",
-        ]
+        assert fixes == ["ALTER TABLE public.rooms REPLICA IDENTITY FULL;"]
         for statement in fixes:
             await admin.execute(statement)
         assert_all_ok(await doctor(database_url, feed_slot=slot))
@@ -229,7 +223,7 @@ async def test_schema_drift_is_repaired_by_the_printed_statements(
         await admin.execute("UPDATE alembic_version SET version_num = '0004'")
         await admin.execute("ALTER TABLE rooms REPLICA IDENTITY DEFAULT")
         behind = await doctor(database_url, feed_slot=slot)
-        assert "at 0004, head is 0005" in line(behind, "migrations")
+        assert "at 0004, head is 0006" in line(behind, "migrations")
         assert remedies(behind) == ["livedash migrate", "livedash migrate"]
         await admin.execute("UPDATE alembic_version SET version_num = '9999'")
         ahead = await doctor(database_url, feed_slot=slot)
@@ -293,7 +287,7 @@ def test_sqlite_checks_only_its_file_and_migrations(tmp_path: Path) -> None:
     healthy = runner.invoke(app, ["doctor", "--db", str(path)], env={"LIVEDASH_REDIS_URL": None})
     assert_all_ok(healthy)
     assert "journal_mode WAL" in line(healthy, "database file")
-    assert line(healthy, "migrations").endswith("at head (0005)")
+    assert line(healthy, "migrations").endswith("at head (0006)")
     assert "wal_level" not in healthy.stdout
 
     path.with_name("other.db").write_bytes(b"not a database" * 100)

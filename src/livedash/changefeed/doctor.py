@@ -10,6 +10,7 @@ slot (dropped at once) that proves the plugin loads.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sqlite3
@@ -20,6 +21,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import psycopg2
+import psycopg2.extras
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
@@ -31,7 +34,6 @@ from livedash.store.models import WATCHED_TABLES
 
 TIMEOUT_SECONDS = 5.0
 SLOT_TEST_TIMEOUT = "10s"  # creating a slot waits for the transactions running at that moment
-NOTIFY_FUNCTION = "livedash_notify_changes"  # migration 0005
 GOOD_WAL_STATUS = ("reserved", "extended")
 # The feed stores its position, and the history its roll-ups, in one transaction.
 FEED_WRITES = ("feed_positions", "metric_rollups")
@@ -228,6 +230,7 @@ class _Found:
     major: int = 0
     migrated: bool = False
     slot_creatable: bool = False
+    may_replicate: bool = False
 
 
 def unreachable_check(database_url: str, error: BaseException) -> Check:
@@ -290,8 +293,9 @@ async def check_postgres(
         ):
             checks.append(await _guarded(step, connection, found))
         checks.append(await _plugin(dsn, found, connect_seconds))
-        for step in (_slot, _replica_identity, _notify_triggers):
+        for step in (_slot, _replica_identity):
             checks.append(await _guarded(step, connection, found))
+        checks.append(await _replication_connection(dsn, found, connect_seconds))
     finally:
         await connection.close(timeout=connect_seconds)
     return checks
@@ -392,6 +396,7 @@ async def _role(connection: asyncpg.Connection, found: _Found) -> Check:
     row = await connection.fetchrow(
         "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user"
     )
+    found.may_replicate = bool(row["rolsuper"] or row["rolreplication"])
     if row["rolsuper"]:
         return Check("role", True, f"{found.role} is a superuser")
     if row["rolreplication"]:
@@ -661,37 +666,33 @@ async def _replica_identity(connection: asyncpg.Connection, found: _Found) -> Ch
     )
 
 
-async def _notify_triggers(connection: asyncpg.Connection, found: _Found) -> Check:
-    rows = await connection.fetch(
-        "SELECT name, t.tgenabled::text AS tgenabled FROM unnest($1::text[]) AS name "
-        "LEFT JOIN pg_class c ON c.relname = name AND c.relnamespace = 'public'::regnamespace "
-        "LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = 'livedash_notify_' || name",
-        list(WATCHED_TABLES),
-    )
-    missing = [row["name"] for row in rows if row["tgenabled"] is None]
-    disabled = [row["name"] for row in rows if row["tgenabled"] == "D"]
-    if not missing and not disabled:
-        return Check("notify triggers", True, f"on the {len(rows)} watched tables")
-    statements = [
-        f"CREATE TRIGGER livedash_notify_{name} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
-        f"ON public.{quote_identifier(name)} FOR EACH STATEMENT "
-        f"EXECUTE FUNCTION {NOTIFY_FUNCTION}();"
-        for name in missing
-    ] + [
-        f"ALTER TABLE public.{quote_identifier(name)} ENABLE TRIGGER livedash_notify_{name};"
-        for name in disabled
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing on {', '.join(missing)}")
-    if disabled:
-        problems.append(f"disabled on {', '.join(disabled)}")
-    return Check(
-        "notify triggers",
-        False,
-        "; ".join(problems) + ": the feed would wait for its fallback poll",
-        _schema_remedy(found, statements),
-    )
+async def _replication_connection(dsn: str, found: _Found, connect_seconds: float) -> Check:
+    """Open the kind of connection the feed streams the slot on."""
+
+    def connect() -> None:
+        connection = psycopg2.connect(
+            dsn,
+            connection_factory=psycopg2.extras.LogicalReplicationConnection,
+            connect_timeout=max(1, round(connect_seconds)),
+        )
+        connection.close()
+
+    try:
+        await asyncio.to_thread(connect)
+    except psycopg2.Error as error:
+        reason = str(error).strip()
+        if not found.may_replicate:
+            remedy = "none of its own: the role needs REPLICATION (above)"
+        elif "pg_hba.conf" in reason:
+            remedy = (
+                "allow this host in pg_hba.conf: a logical replication connection matches the "
+                f"entries for database {found.database!r} (not the `replication` ones), then "
+                "SELECT pg_reload_conf();"
+            )
+        else:
+            remedy = "check max_wal_senders (above) and the server's log"
+        return Check("replication connection", False, f"refused: {reason}", remedy)
+    return Check("replication connection", True, f"{found.role} may stream the slot")
 
 
 # -- Redis ---------------------------------------------------------------------------------

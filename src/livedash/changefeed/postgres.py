@@ -1,23 +1,18 @@
-"""The PostgreSQL change feed: logical decoding from a replication slot, with wal2json.
+"""The PostgreSQL change feed: logical decoding of a replication slot, streamed, with wal2json.
 
-Why wal2json through the `pg_logical_slot_peek_changes` function rather than pgoutput over a
-replication connection: it runs on an ordinary connection of the driver we already use
-(asyncpg), its output is JSON with the column names and the whole old row, and the slot's
-progress is moved explicitly with `pg_replication_slot_advance`, only after the changes were
-applied and stored. Peeking re-decodes the WAL since the last advance, so the position is
-advanced every confirm interval. A wake-up comes from `NOTIFY livedash_changes`, which the
-watched tables send at commit (migration 0005); the slot carries the data.
-
-Pages: a peek always starts at the slot's position, so a page of `batch_size` rows is taken
-after the rows already handled since the slot last moved (the peek's row limit grows by one
-page each time). Every transaction in the database is a begin and a commit row in the slot,
-even when it changed no watched table, so a page may decode to no change at all and the next
-one must still be read; when everything delivered is stored, such a page moves the slot on.
+Streaming: the feed holds a replication connection on the slot (`replication.py`), and the
+server sends each transaction as it commits; there is no polling, no wake-up message and no
+re-decoding. wal2json's output is JSON with the column names and the whole old row. What was
+applied and stored is reported back as the slot's flushed position (replication feedback),
+only after it was stored, so the server keeps the WAL of everything not yet stored.
 
 Positions: every change gets `(commit LSN << 16) | ordinal in its transaction`, so positions
-grow in commit order and each change has its own. The slot is advanced to the commit LSN of
-the last applied transaction; PostgreSQL then delivers that transaction once more after a
+grow in commit order and each change has its own. The reported position is the commit LSN of
+the last stored transaction; PostgreSQL then sends that transaction once more after a
 restart, and the stored position (`feed_positions`) skips it: at-least-once, deduplicated.
+
+One reader: a slot streams to one connection at a time, and the leader alone reads the feed,
+so a new reader ends the session of any previous one (a deposed or frozen leader).
 
 Start-up: the metric engine counts the rows in one REPEATABLE READ transaction. Which
 transactions that snapshot saw is not a prefix of the WAL (a commit record can be written
@@ -31,12 +26,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -44,9 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.changefeed.base import Change, Op, Writer
 from livedash.changefeed.positions import load_position, store_position
+from livedash.changefeed.replication import ReplicationStream, SlotInUse
 from livedash.changefeed.rows import decode_row, parse_timestamp
 from livedash.errors import ChangeFeedError
-from livedash.store.capture import NOTIFY_CHANNEL
 from livedash.store.engine import create_engine, libpq_dsn
 from livedash.store.models import WATCHED_TABLES, Base
 
@@ -54,7 +48,8 @@ log = structlog.get_logger(__name__)
 
 PLUGIN = "wal2json"
 ORDINAL_BITS = 16
-FLUSH_RETRY_SECONDS = 0.02
+TAKEOVER_WAIT_SECONDS = 5.0  # for a previous reader's session to end
+CATCH_UP_CHECK_SECONDS = 0.1  # how stale `caught_up`'s idea of the server's WAL may be
 _XID_MASK = 0xFFFFFFFF
 _OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
 # Never copied out of the WAL: password hashes stay in the users table.
@@ -66,12 +61,6 @@ _SLOT = text(
 )
 _DUPLICATE_OBJECT = "42710"
 _UNDEFINED_FILE = "58P01"
-_PEEK = text(
-    "SELECT xid::text, data FROM pg_logical_slot_peek_changes("
-    "CAST(:slot AS name), CAST(CAST(:upto AS text) AS pg_lsn), :limit, "
-    "'format-version', '2', 'include-timestamp', '1', 'include-xids', '1', "
-    "'include-lsn', '1', 'add-tables', CAST(:tables AS text))"
-)
 
 
 def lsn_to_int(lsn: str) -> int:
@@ -163,7 +152,6 @@ class PostgresChangeFeed:
         *,
         slot: str = "livedash",
         batch_size: int = 500,
-        fallback_poll_seconds: float = 1.0,
         heartbeat_seconds: float = 10.0,
         **_sqlite_only: Any,
     ) -> None:
@@ -171,39 +159,31 @@ class PostgresChangeFeed:
         self._consumer = consumer
         self.slot = slot
         self._batch_size = batch_size
-        self._fallback_poll = fallback_poll_seconds
         self._heartbeat = heartbeat_seconds
         self._tables = ",".join(f"public.{table}" for table in WATCHED_TABLES)
         self._wake = asyncio.Event()
         self.caught_up = asyncio.Event()
-        """Set while the feed has delivered everything committed and waits for more."""
+        """Set while the feed has delivered every change committed before it last asked the
+        server (`notify` asks; otherwise at most `CATCH_UP_CHECK_SECONDS` ago)."""
         self._engine: AsyncEngine | None = None
-        self._listener: asyncpg.Connection | None = None
-        self._slot_lock = asyncio.Lock()  # a slot serves one call at a time
+        self._stream: ReplicationStream | None = None
         self._start: StartSnapshot | None = None
         self._delivered = 0
         self._durable = 0
-        self._slot_lsn = 0
-        # Rows at the start of the slot already handled, counted while it stood at `_seen_from`.
-        self._seen_rows = 0
-        self._seen_from = -1
-        self._read_rows = 0
-        self._read_from = -1
-        self._read_end = 0  # the commit LSN of the last transaction read
+        self._flushed = 0  # the LSN last reported to the server as stored
+        self._current: _Transaction | None = None  # a transaction read in part
+        self._check_due = True
+        self._checked_at = 0.0
+        self._check_lsn = 0  # the server's flushed WAL when last asked
         self._last_heartbeat = time.monotonic()
-        self._unflushed = False
 
     async def __aenter__(self) -> PostgresChangeFeed:
         self._engine = create_engine(self._url, pool_size=2, max_overflow=2, pool_pre_ping=True)
         await self.ensure_slot()
-        await self._listen()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close(timeout=2)
-            self._listener = None
+        self._close_stream()
         if self._engine is not None:
             await self._engine.dispose()
 
@@ -237,11 +217,10 @@ class PostgresChangeFeed:
                         ) from error
                     raise
                 log.info("changefeed_slot_created", slot=self.slot, lsn=created)
-                self._slot_lsn = lsn_to_int(str(created))
                 return
             if row is None:
                 raise ChangeFeedError(f"replication slot {self.slot!r} cannot be created")
-            slot_type, plugin, database, same_database, confirmed = row
+            slot_type, plugin, database, same_database, _confirmed = row
             if slot_type != "logical":
                 whose = f"is a {slot_type} replication slot"
             elif plugin != PLUGIN:
@@ -249,27 +228,16 @@ class PostgresChangeFeed:
             elif not same_database:
                 whose = f"belongs to database {database!r}"
             else:
-                self._slot_lsn = lsn_to_int(confirmed) if confirmed else 0
                 return
             raise ChangeFeedError(
                 f"replication slot {self.slot!r} {whose}: it is not this feed's slot; "
                 "set LIVEDASH_FEED_SLOT to another name (or drop that slot if it is unused)"
             )
 
-    async def _listen(self) -> None:
-        try:
-            self._listener = await asyncpg.connect(libpq_dsn(self._url))
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
-        except Exception as error:  # asyncpg raises more than PostgresError on a bad link
-            # The fallback read still delivers everything; only latency suffers.
-            log.warning("changefeed_listen_failed", error=str(error))
-            self._listener = None
-
-    def _notified(self, *_args: object) -> None:
-        self._wake.set()
-
     def notify(self) -> None:
-        """Read now: for writers in this process that know they just committed."""
+        """Look for new changes now, and tell by `caught_up` whether every change committed
+        before this call has been delivered."""
+        self._check_due = True
         self._wake.set()
 
     # -- the contract ----------------------------------------------------------------------
@@ -278,109 +246,100 @@ class PostgresChangeFeed:
         """Whole transactions after the confirmed position, in commit order."""
         self._durable = max(self._durable, await self.confirmed_position())
         self._delivered = max(self._delivered, self._durable)
-        while True:
-            if self._listener is None or self._listener.is_closed():
-                await self._listen()
-            self._wake.clear()
-            changes, complete_to = await self.read()
-            fresh = [change for change in changes if change.position > self._delivered]
-            # Every row read is now handled: the next page starts after them (while the slot
-            # stays where it was read from).
-            self._seen_rows, self._seen_from = self._read_rows, self._read_from
-            if fresh:
-                self.caught_up.clear()
-                self._delivered = fresh[-1].position
-                yield fresh
-                continue
-            if complete_to is None:
-                # A full page without anything new (other tables' transactions, or changes
-                # delivered before): read the next one. Once all delivered is stored, the slot
-                # may move past the page, so a long run of them is not decoded over and over.
-                if self._delivered <= self._durable:
-                    await self._advance(self._read_end)
-                continue
-            if self._start is not None and complete_to >= self._start.lsn_after:
-                self._start = None  # everything the start-up snapshot could hold is delivered
-            self.caught_up.set()
-            await self._heartbeat_to(complete_to)
-            wait = min(self._fallback_poll, self._heartbeat)
-            if self._unflushed:
-                # A transaction committed without waiting for its WAL to reach disk
-                # (synchronous_commit=off) is visible and notified before it can be decoded.
-                wait = min(wait, FLUSH_RETRY_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
-                # that arrives as the event is set, and the reader would wait on forever.
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+        stream = await self._open_stream()
+        try:
+            while True:
+                self._wake.clear()
+                changes, drained = self._read(stream)
+                fresh = [change for change in changes if change.position > self._delivered]
+                if fresh:
+                    self.caught_up.clear()
+                    self._delivered = fresh[-1].position
+                    yield fresh
+                    continue
+                if not drained:
+                    continue  # a full batch of changes delivered before (a restart): read on
+                if self._current is None:
+                    await self._idle(stream)
+                await self._readable(stream)
+        finally:
+            if self._stream is stream:
+                self._close_stream()
 
-    async def read(self) -> tuple[list[Change], int | None]:
-        """The next page of changes in the slot, and the LSN up to which the slot is read.
+    async def _open_stream(self) -> ReplicationStream:
+        self._close_stream()  # a previous `batches` that ended by an error, not closed yet
+        self._current = None
+        self._check_due = True
+        try:
+            stream = await ReplicationStream.open(libpq_dsn(self._url), self.slot, self._tables)
+        except SlotInUse:
+            # The slot serves one connection. The leader alone reads the feed, so the holder
+            # is a deposed leader (frozen, or not yet told) or our own connection still
+            # closing: end its session, which also fences a deposed leader off the slot.
+            await self._end_other_reader()
+            stream = await ReplicationStream.open(libpq_dsn(self._url), self.slot, self._tables)
+        self._stream = stream
+        self._flushed = 0
+        self._report_stored(stream)
+        return stream
 
-        The LSN is None when the page is full (more may follow). The page holds the rows that
-        `batches` already handled since the slot last moved, and `batch_size` rows after them.
-        """
-        async with self._slot_lock, self._database().connect() as connection:
-            read_from = self._slot_lsn
-            handled = self._seen_rows if self._seen_from == read_from else 0
-            limit = handled + self._batch_size
-            written, flushed = (
-                await connection.execute(
-                    text(
-                        "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text"
+    async def _end_other_reader(self) -> None:
+        async with self._database().connect() as connection:
+            ended = await connection.scalar(
+                text(
+                    "SELECT pg_terminate_backend(active_pid, :wait_ms) FROM pg_replication_slots "
+                    "WHERE slot_name = :slot AND active_pid IS NOT NULL"
+                ),
+                {"slot": self.slot, "wait_ms": int(TAKEOVER_WAIT_SECONDS * 1000)},
+            )
+            await connection.rollback()
+        log.warning("changefeed_slot_taken_over", slot=self.slot, ended=ended)
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def _read(self, stream: ReplicationStream) -> tuple[list[Change], bool]:
+        """Complete transactions already received (up to about a batch), and whether the
+        stream held no more."""
+        changes: list[Change] = []
+        while len(changes) < self._batch_size:
+            payload = stream.read()
+            if payload is None:
+                return changes, True
+            changes += self._decode(payload)
+        return changes, False
+
+    def _decode(self, payload: str) -> list[Change]:
+        """The changes of the transaction that `payload` commits, if it is a commit."""
+        try:
+            message = json.loads(payload)
+            action = message["action"]
+            if action == "B":
+                stamp = parse_timestamp(message.get("timestamp"))
+                self._current = _Transaction(
+                    int(message["xid"]), stamp or datetime.now(UTC).replace(tzinfo=None), []
+                )
+            elif action in _OPS and self._current is not None:
+                table = message["table"]
+                self._current.changes.append(
+                    (
+                        table,
+                        _OPS[action],
+                        _row(table, message.get("identity")),
+                        _row(table, message.get("columns")),
                     )
                 )
-            ).one()
-            upto = str(flushed)  # decoding never reads past the flushed WAL
-            self._unflushed = lsn_to_int(written) > lsn_to_int(flushed)
-            result = await connection.execute(
-                _PEEK,
-                {
-                    "slot": self.slot,
-                    "upto": upto,
-                    "limit": limit,
-                    "tables": self._tables,
-                },
-            )
-            rows = result.all()
-            await connection.rollback()
-        self._read_rows, self._read_from = len(rows), read_from
-        changes = self._decode(rows)
-        return changes, (lsn_to_int(upto) if len(rows) < limit else None)
-
-    def _decode(self, rows: Sequence[Any]) -> list[Change]:
-        changes: list[Change] = []
-        current: _Transaction | None = None
-        self._read_end = 0
-        for xid, data in rows:
-            try:
-                message = json.loads(data)
-                action = message["action"]
-                if action == "B":
-                    stamp = parse_timestamp(message.get("timestamp"))
-                    current = _Transaction(
-                        int(xid), stamp or datetime.now(UTC).replace(tzinfo=None), []
-                    )
-                elif action in _OPS and current is not None:
-                    table = message["table"]
-                    current.changes.append(
-                        (
-                            table,
-                            _OPS[action],
-                            _row(table, message.get("identity")),
-                            _row(table, message.get("columns")),
-                        )
-                    )
-                elif action == "C":
-                    self._read_end = lsn_to_int(message["lsn"])
-                    if current is not None:
-                        changes.extend(self._transaction(current, self._read_end))
-                    current = None
-                elif action == "T":
-                    log.error("changefeed_truncate_seen", table=message.get("table"))
-            except (KeyError, TypeError, ValueError) as error:
-                log.error("changefeed_unreadable_change", xid=xid, error=str(error))
-        return changes
+            elif action == "C":
+                current, self._current = self._current, None
+                if current is not None:
+                    return self._transaction(current, lsn_to_int(message["lsn"]))
+            elif action == "T":
+                log.error("changefeed_truncate_seen", table=message.get("table"))
+        except (KeyError, TypeError, ValueError) as error:
+            log.error("changefeed_unreadable_change", payload=payload[:200], error=str(error))
+        return []
 
     def _transaction(self, transaction: _Transaction, commit: int) -> list[Change]:
         if len(transaction.changes) >= 1 << ORDINAL_BITS:
@@ -399,6 +358,70 @@ class PostgresChangeFeed:
             for ordinal, (table, op, old, new) in enumerate(transaction.changes, start=1)
         ]
 
+    async def _idle(self, stream: ReplicationStream) -> None:
+        """Everything received is delivered: tell whether that is everything committed, settle
+        the start-up snapshot, and keep the slot moving on a quiet database."""
+        now = time.monotonic()
+        if self._check_due or now - self._checked_at >= CATCH_UP_CHECK_SECONDS:
+            # What the server has flushed: every commit before it has been sent once the
+            # stream's position passes it (only this tells a stream that is merely slow).
+            self._check_due, self._checked_at = False, now
+            self._check_lsn = await self._server_flushed()
+        wal_end = stream.wal_end
+        if self._start is not None and wal_end >= self._start.lsn_after:
+            self._start = None  # everything the start-up snapshot could hold is delivered
+        behind = wal_end < self._check_lsn or self._start is not None
+        if behind:
+            self.caught_up.clear()
+        else:
+            self.caught_up.set()
+        if now - self._last_heartbeat >= self._heartbeat:
+            self._last_heartbeat = now
+            behind = True  # and learn the server's position for the next heartbeat
+            # Nothing we apply moves the slot while the traffic is all in other tables: once
+            # everything delivered is stored, report what was read as stored too, or the slot
+            # would hold the server's WAL forever.
+            if self._delivered <= self._durable and wal_end > self._flushed:
+                stream.flushed(wal_end)
+                self._flushed = wal_end
+        if behind:
+            stream.ask_position()  # its answer wakes `_readable`
+
+    async def _server_flushed(self) -> int:
+        """The server's flushed WAL position; while the start-up snapshot is not settled, first
+        have the WAL flushed past it."""
+        async with self._database().connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            flushed = lsn_to_int(
+                str(await autocommit.scalar(text("SELECT pg_current_wal_flush_lsn()::text")))
+            )
+            start = self._start
+            if start is not None and flushed < start.lsn_after:
+                # WAL that no commit followed (a running-transactions record, say) is flushed
+                # only by the next commit: make one, so an idle database settles too.
+                await autocommit.execute(
+                    text("SELECT pg_logical_emit_message(true, 'livedash', 'flush')")
+                )
+                flushed = lsn_to_int(
+                    str(await autocommit.scalar(text("SELECT pg_current_wal_flush_lsn()::text")))
+                )
+        return flushed
+
+    async def _readable(self, stream: ReplicationStream) -> None:
+        """Wait for the server to send something, `notify`, or the next heartbeat."""
+        loop = asyncio.get_running_loop()
+        # Watched only while waiting: a socket left readable while the batch is applied would
+        # wake the loop on every turn.
+        loop.add_reader(stream.fileno(), self._wake.set)
+        try:
+            with contextlib.suppress(TimeoutError):
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+                # that arrives as the event is set, and the reader would wait on forever.
+                async with asyncio.timeout(self._heartbeat):
+                    await self._wake.wait()
+        finally:
+            loop.remove_reader(stream.fileno())
+
     async def confirm(self, position: int, also: Writer | None = None) -> None:
         """Store `position` with `also`'s writes, then let the slot release the WAL before it."""
         async with self._database().begin() as connection:
@@ -406,33 +429,17 @@ class PostgresChangeFeed:
                 await also(connection)
             await store_position(connection, self._consumer, position)
         self._durable = max(self._durable, position)
-        await self._advance(commit_lsn(position))
+        if self._stream is not None:
+            with contextlib.suppress(ChangeFeedError):  # `batches` sees the broken stream
+                self._report_stored(self._stream)
 
-    async def _advance(self, lsn: int) -> None:
-        if lsn <= self._slot_lsn:
-            return
-        async with self._slot_lock, self._database().connect() as connection:
-            if lsn <= self._slot_lsn:
-                return  # moved further while this call waited; a slot never moves back
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(
-                text(
-                    "SELECT pg_replication_slot_advance(:slot, CAST(CAST(:lsn AS text) AS pg_lsn))"
-                ),
-                {"slot": self.slot, "lsn": int_to_lsn(lsn)},
-            )
-        self._slot_lsn = lsn
-
-    async def _heartbeat_to(self, lsn: int) -> None:
-        # On a quiet database (or one whose traffic is all in other tables) nothing we apply
-        # moves the slot, and it would hold the server's WAL forever: once everything delivered
-        # is stored, move the slot to where the last complete read ended.
-        if self._delivered > self._durable:
-            return
-        if time.monotonic() - self._last_heartbeat < self._heartbeat:
-            return
-        self._last_heartbeat = time.monotonic()
-        await self._advance(lsn)
+    def _report_stored(self, stream: ReplicationStream) -> None:
+        # The commit LSN of the last stored transaction: after a restart the server sends
+        # that transaction once more, and the stored position skips it.
+        stored = commit_lsn(self._durable)
+        if stored > self._flushed:
+            stream.flushed(stored)
+            self._flushed = stored
 
     async def confirmed_position(self) -> int:
         """The position last stored by `confirm`, or 0."""

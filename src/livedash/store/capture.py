@@ -46,7 +46,8 @@ def drop_trigger_sql(table: str) -> list[str]:
 
 
 NOTIFY_CHANNEL = "livedash_changes"
-"""PostgreSQL: the channel on which a commit to a watched table wakes the change feed."""
+"""PostgreSQL: the channel on which a commit to a watched table woke the change feed (0005;
+migration 0006 removed the triggers, as the feed streams its slot)."""
 
 # The watched tables as of migration 0005 (a migration must not follow later model edits).
 WATCHED = (
