@@ -10,11 +10,16 @@ of an update is its arrival minus the commit that produced its value.
     .venv/bin/python bench/latency.py --backend postgres --instances 2 --clients 1000 \\
         --writes-per-second 200 --seconds 20
 
-On SQLite, one server and every client in this process. On PostgreSQL: a throwaway cluster
+The clients (`--client-kind`): `node`, the stock npm socket.io-client, every client in one
+Node process (bench/clients/watchers.js, `livedash.testing.node_watchers`; the default when
+node and node_modules/socket.io-client are there, as in bench/run.py), or `python`,
+python-socketio (`livedash.testing.watchers`), which costs about twice the CPU per message.
+
+On SQLite, one server; python clients all in this process. On PostgreSQL: a throwaway cluster
 (wal_level=logical), Redis, `--instances` servers and nginx in front (deploy/nginx.conf), all
 on free loopback ports and all stopped at the end; the clients connect through nginx from
 several loopback source addresses, so that its address hash spreads them over the instances,
-and run in `--client-processes` processes.
+and python clients run in `--client-processes` processes.
 
 Figures are printed, never asserted. The clients' own loop lag and CPU time are printed too,
 so a saturated bench can be told apart from a slow server.
@@ -26,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import math
 import os
 import shutil
@@ -54,7 +60,8 @@ from livedash.testing.hospital import (
     seed_sqlite,
     viewers,
 )
-from livedash.testing.servers import new_root
+from livedash.testing.node_watchers import NodeWatchers
+from livedash.testing.servers import loopback_address, new_root
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile, spread
 from livedash.testing.usage import LoopLag, run_queue_seconds, tree_cpu_seconds
@@ -67,13 +74,16 @@ from livedash.testing.watchers import (
 )
 
 DRAIN_SECONDS = 5.0
+HERE = Path(__file__).resolve().parent
+NODE_CLIENTS = HERE / "clients" / "watchers.js"
+CLIENT_LIBRARY = HERE.parent / "node_modules" / "socket.io-client"
 
 # PostgreSQL only.
 FEED_SLOT = "bench"
 CLIENT_ADDRESSES = 200  # loopback source addresses 127.0.0.2...: nginx pins each to an instance
-# Default --client-processes: one per this many clients. An update reaches every client at
-# once; one loop reading 1000 sockets stamps the last of them ~100 ms late (measured: p50
-# loop lag 59 ms with 1000 clients in one process, 1 ms with 250).
+# Default --client-processes (python clients): one per this many clients. An update reaches
+# every client at once; one loop reading 1000 sockets stamps the last of them ~100 ms late
+# (measured: p50 loop lag 59 ms with 1000 python clients in one process, 1 ms with 250).
 CLIENTS_PER_PROCESS = 250
 FEED_SAMPLE_SECONDS = 0.25
 
@@ -81,9 +91,22 @@ FEED_SAMPLE_SECONDS = 0.25
 # -- one run ---------------------------------------------------------------------------------
 
 
+def node_clients_available() -> bool:
+    """As bench/run.py: node on PATH and the npm socket.io-client installed (`npm install`)."""
+    return shutil.which("node") is not None and CLIENT_LIBRARY.is_dir()
+
+
+def clients_label(kind: str) -> str:
+    if kind == "node":
+        manifest = json.loads((CLIENT_LIBRARY / "package.json").read_text())
+        return f"npm socket.io-client {manifest.get('version', '?')}"
+    return "python-socketio"
+
+
 @dataclass
 class Run:
     clients: int
+    client_kind: str = "python"
     connect_seconds: float = 0.0
     health_seconds: float = 0.0
     drain_seconds: float = 0.0
@@ -133,6 +156,31 @@ async def measure(
     return clients, writes
 
 
+async def measure_node(
+    server: ServiceProcess, writer: WriterProcess, tokens: list[str], run: Run
+) -> tuple[Collected, Writes]:
+    """As `measure`, with the clients in one Node process (bench/clients/watchers.js)."""
+    with NodeWatchers(server.url, tokens, NODE_CLIENTS) as clients:
+        await clients.connect()
+        run.connect_seconds = clients.connect_seconds
+        await asyncio.sleep(0.5)  # let the server settle after the connect storm
+        run.rss_connected_kb = server.rss_kb()
+        clients.start()
+        run.load_before = os.getloadavg()[0]
+        cpu_server, wall = server.cpu_seconds(), time.monotonic()
+        writes = await writer.run()
+        await clients.drain(writes.final_value, DRAIN_SECONDS)
+        run.drain_seconds = clients.drain_seconds
+        run.server_cpu_seconds = server.cpu_seconds() - cpu_server
+        run.window_seconds = time.monotonic() - wall
+        run.load_after = os.getloadavg()[0]
+        run.rss_end_kb = server.rss_kb()
+        collected = await clients.collect()
+        run.bench_cpu_seconds = sum(clients.cpu_seconds)
+        run.lag = [sample for samples in clients.lag for sample in samples]
+    return collected, writes
+
+
 # -- a deployment (PostgreSQL) ---------------------------------------------------------------
 
 
@@ -174,6 +222,7 @@ class Cluster:
     instances: list[Instance]
     processes: int
     addresses: int
+    client_kind: str = "python"
     client_roles: list[str] = field(default_factory=list)
     feed: list[FeedSample] = field(default_factory=list)
     other_pids: dict[str, int] = field(default_factory=dict)
@@ -240,9 +289,17 @@ async def measure_cluster(
 ) -> tuple[Collected, Writes]:
     instances = cluster.instances
     leader = next(instance for instance in instances if instance.role == "leader")
-    with WatcherProcesses(
-        url, tokens, cluster.processes, cluster.addresses, leader.server.health_headers
-    ) as clients:
+    headers = leader.server.health_headers
+    clients: NodeWatchers | WatcherProcesses
+    if cluster.client_kind == "node":
+        # Each client from its own loopback address, as the python clients: nginx pins it.
+        addresses = [loopback_address(i, cluster.addresses) for i in range(len(tokens))]
+        clients = NodeWatchers(
+            url, tokens, NODE_CLIENTS, local_addresses=addresses, health_headers=headers
+        )
+    else:
+        clients = WatcherProcesses(url, tokens, cluster.processes, cluster.addresses, headers)
+    with clients:
         await clients.connect()
         run.connect_seconds = clients.connect_seconds
         cluster.client_roles = [clients.roles.get(a, "?") for a in clients.address_of]
@@ -251,12 +308,21 @@ async def measure_cluster(
             instance.rss_connected_kb = instance.server.rss_kb()
             instance.sockets = int((await asyncio.to_thread(instance.server.health))["sockets"])
         held = sum(instance.sockets for instance in instances)
+        # The roles learnt through nginx from each address against the instances' own counts:
+        # a client whose source address was not the one chosen would break the two apart.
+        by_lookup = cluster.client_roles.count("leader")
+        by_leader = sum(i.sockets for i in instances if i.role == "leader")
         print(
             "sockets (/health):  "
             + ", ".join(f"{instance.name} {instance.sockets}" for instance in instances)
             + f"; {held} of {len(tokens)} clients"
             + (" -- MISMATCH" if held != len(tokens) else "")
-            + (" -- NOT SPREAD" if any(i.sockets == 0 for i in instances) else ""),
+            + (" -- NOT SPREAD" if any(i.sockets == 0 for i in instances) else "")
+            + (
+                f" -- ROLES: {by_lookup} clients by their address behind the leader"
+                if by_lookup != by_leader
+                else ""
+            ),
             flush=True,
         )
         clients.start()
@@ -379,7 +445,7 @@ def delivery(run: Run, writer: Writes, clients: Watchers | Collected, rate: floa
     yield f"                    {spread(last_client)}"
 
 
-def report(run: Run, writer: Writes, clients: Watchers, rate: float) -> Iterator[str]:
+def report(run: Run, writer: Writes, clients: Watchers | Collected, rate: float) -> Iterator[str]:
     yield from delivery(run, writer, clients, rate)
     n = run.clients
     per_client = (run.rss_connected_kb - run.rss_idle_kb) / n if n else 0.0
@@ -388,12 +454,13 @@ def report(run: Run, writer: Writes, clients: Watchers, rate: float) -> Iterator
         f"{n} clients ({per_client:.1f} KB per client), {run.rss_end_kb} KB at the end"
     )
     window = run.window_seconds or 1.0
+    where = "one Node process" if run.client_kind == "node" else "this process"
     yield (
         f"CPU (of one core):  server {100 * run.server_cpu_seconds / window:.0f}%, "
-        f"bench clients {100 * run.bench_cpu_seconds / window:.0f}% "
+        f"bench clients {100 * run.bench_cpu_seconds / window:.0f}% ({where}) "
         f"over {window:.1f} s"
     )
-    yield f"bench loop lag (ms) {spread(run.lag)}"
+    yield f"bench loop lag (ms) {spread(run.lag)}  ({where})"
     yield (
         f"load average:       {run.load_before:.2f} before, {run.load_after:.2f} after "
         f"(1 min; this machine has {os.cpu_count()} CPUs)"
@@ -463,8 +530,9 @@ def report_cluster(
     yield (
         "                    "
         + ", ".join(f"{name} {share(seconds)}" for name, seconds in cluster.other_cpu.items())
-        + f"; bench clients {share(run.bench_cpu_seconds)} in {cluster.processes} process"
-        + ("es (" if cluster.processes > 1 else " (")
+        + f"; bench clients {share(run.bench_cpu_seconds)} in {cluster.processes} "
+        + ("Node " if cluster.client_kind == "node" else "")
+        + ("processes (" if cluster.processes > 1 else "process (")
         + ", ".join(share(seconds) for seconds in cluster.client_cpu)
         + ")"
     )
@@ -526,14 +594,30 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--instances", type=int, help="postgres: `livedash serve` processes behind nginx (2)"
     )
     parser.add_argument(
+        "--client-kind",
+        choices=("node", "python"),
+        help="node: npm socket.io-client in one Node process (the default when node and "
+        "node_modules/socket.io-client are there); python: python-socketio (in this process "
+        "on SQLite, in --client-processes processes on PostgreSQL)",
+    )
+    parser.add_argument(
         "--client-processes",
         type=int,
-        help=f"postgres: processes the clients run in (default: one per {CLIENTS_PER_PROCESS} "
-        "clients)",
+        help=f"postgres, python clients: processes the clients run in (default: one per "
+        f"{CLIENTS_PER_PROCESS} clients)",
     )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.writes_per_second <= 0 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--clients >= 1, --writes-per-second > 0, --seconds > 0, --warmup >= 0")
+    if args.client_kind is None:
+        args.client_kind = "node" if node_clients_available() else "python"
+    elif args.client_kind == "node" and not node_clients_available():
+        parser.error(f"--client-kind node needs node on PATH and {CLIENT_LIBRARY} (npm install)")
+    if args.client_kind == "node" and args.client_processes is not None:
+        parser.error(
+            "--client-processes is for python clients: add --client-kind python "
+            "(node clients run in one process)"
+        )
     if args.backend == "sqlite":
         if args.instances is not None or args.client_processes is not None:
             parser.error("--instances and --client-processes are for --backend postgres")
@@ -543,7 +627,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.instances = 2 if args.instances is None else args.instances
         if args.instances < 1:
             parser.error("--instances >= 1")
-        if args.client_processes is None:
+        if args.client_kind == "node":
+            args.client_processes = 1
+        elif args.client_processes is None:
             wanted = math.ceil(args.clients / CLIENTS_PER_PROCESS)
             args.client_processes = max(1, min(wanted, args.clients))
         if not 1 <= args.client_processes <= args.clients:
@@ -569,11 +655,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED])
             for index in range(args.clients)
         ]
-        run = Run(args.clients)
+        run = Run(args.clients, client_kind=args.client_kind)
         server = ServiceProcess(workdir, secret, db=db, port=args.port, env=MANY_CLIENTS)
         print(
             f"database:           SQLite (WAL) at {db}; writer inserts into {WATCHED}, "
             f"clients watch {METRIC}/{WATCHED}",
+            flush=True,
+        )
+        print(
+            f"client library:     {clients_label(args.client_kind)}, "
+            + ("in one Node process" if args.client_kind == "node" else "in this process"),
             flush=True,
         )
         try:
@@ -586,7 +677,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run.health_seconds = server.wait_healthy()
                 print(f"server:             pid {server.pid} at {server.url}", flush=True)
                 run.rss_idle_kb = server.rss_kb()
-                clients, writes = asyncio.run(measure(server, writer, tokens, run))
+                clients: Watchers | Collected
+                if args.client_kind == "node":
+                    clients, writes = asyncio.run(measure_node(server, writer, tokens, run))
+                else:
+                    clients, writes = asyncio.run(measure(server, writer, tokens, run))
         except KeyboardInterrupt:
             print("interrupted; the server was stopped", file=sys.stderr)
             return 130
@@ -655,8 +750,8 @@ def run_postgres(
         instance.rss_idle_kb = instance.server.rss_kb()
     processes = args.client_processes
     addresses = min(args.clients, CLIENT_ADDRESSES)
-    cluster = Cluster(instances, processes, addresses)
-    run = Run(args.clients, health_seconds=deployment.healthy_seconds)
+    cluster = Cluster(instances, processes, addresses, client_kind=args.client_kind)
+    run = Run(args.clients, client_kind=args.client_kind, health_seconds=deployment.healthy_seconds)
     print(f"service:            livedash from {Path(livedash.__file__).parent}", flush=True)
     print(
         f"database:           PostgreSQL {postgres.version} (throwaway, wal_level=logical, "
@@ -685,7 +780,8 @@ def run_postgres(
     )
     print(
         f"through nginx:      {nginx.url} (deploy/nginx.conf, hash $remote_addr); "
-        f"clients from {addresses} loopback addresses in {processes} client process"
+        f"clients ({clients_label(args.client_kind)}) from {addresses} loopback addresses in "
+        + ("one Node process" if args.client_kind == "node" else f"{processes} client process")
         + ("es" if processes > 1 else "")
         + (
             f" ({math.ceil(args.clients / processes)} clients per event loop at most, "

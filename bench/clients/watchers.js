@@ -4,7 +4,11 @@
 //
 //   node bench/clients/watchers.js CONFIG.json
 //
-// CONFIG: {"url", "tokens": [...], "metric", "department", "concurrency" (50)}.
+// CONFIG: {"url", "tokens": [...], "metric", "department", "concurrency" (50),
+// "local_addresses" (optional: [...], one per token)}. With `local_addresses`, client i binds
+// its TCP connection to local_addresses[i] (socket.io-client's `localAddress`, which
+// engine.io-client hands to the `ws` WebSocket): behind nginx's `hash $remote_addr`, clients
+// from different loopback addresses (127.0.0.2, ...) spread over the instances.
 // Each client connects over websocket with its token in the handshake's auth, waits for
 // `authenticated` (`auth_error` fails), and subscribes with `subscribe_metrics`, whose ack must
 // be {ok: true}. Every `dashboard_update` of the watched metric and department is recorded as
@@ -33,6 +37,7 @@ const LAG_TICK_MS = 10;
 const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const { url, tokens, metric, department } = config;
 const concurrency = config.concurrency || 50;
+const localAddresses = config.local_addresses || null;
 
 const sockets = [];
 const latest = new Array(tokens.length).fill(0);
@@ -58,13 +63,15 @@ function send(message) {
 
 function connectOne(index) {
   return new Promise((resolve, reject) => {
-    const socket = io(url, {
+    const options = {
       transports: ["websocket"],
       auth: { token: tokens[index] },
       reconnection: false,
       forceNew: true,
       timeout: STEP_MS,
-    });
+    };
+    if (localAddresses) options.localAddress = localAddresses[index];
+    const socket = io(url, options);
     sockets.push(socket);
     const timer = setTimeout(
       () => reject(new Error(`client ${index}: no authenticated in ${STEP_MS} ms`)),
@@ -170,6 +177,9 @@ async function fail(error) {
 }
 
 async function main() {
+  if (localAddresses && localAddresses.length !== tokens.length) {
+    throw new Error(`${localAddresses.length} local_addresses for ${tokens.length} tokens`);
+  }
   const started = performance.now();
   await connectAll();
   cpuStart = process.cpuUsage();

@@ -2,9 +2,11 @@
 one Node process (bench/clients/watchers.js): the same connection, subscription and receipts,
 at a fraction of python-socketio's CPU cost per message.
 
-`NodeWatchers` offers what bench/run.py uses of `WatcherProcesses`: `connect()`, `start()`,
-`drain(final_value, seconds)`, `collect()`, and the client's CPU time and loop lag. It talks to
-the script over its stdin and stdout, one JSON object per line.
+`NodeWatchers` offers what bench/run.py and bench/latency.py use of `WatcherProcesses`:
+`connect()`, `start()`, `drain(final_value, seconds)`, `collect()`, the client's CPU time and
+loop lag, and, given `local_addresses`, each client's source address (`address_of`) and the
+role of the instance behind it (`roles`). It talks to the script over its stdin and stdout, one
+JSON object per line.
 """
 
 from __future__ import annotations
@@ -16,18 +18,49 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import aiohttp
 
 from livedash.testing.hospital import METRIC, WATCHED
 from livedash.testing.usage import run_queue_seconds
 from livedash.testing.watchers import CONNECT_CONCURRENCY, STOP_SECONDS, Collected, Receipt
 
 POLL_SECONDS = 0.05
+ROLE_CONCURRENCY = 20
+ROLE_TIMEOUT_SECONDS = 10.0
+
+
+async def roles_behind(
+    url: str, addresses: Sequence[str], headers: Mapping[str, str]
+) -> dict[str, str]:
+    """The role of the instance that nginx (`hash $remote_addr`) pins each source address to:
+    `GET /health` through `url` from that address, as `WatcherProcesses` asks."""
+    gate = asyncio.Semaphore(ROLE_CONCURRENCY)
+    timeout = aiohttp.ClientTimeout(total=ROLE_TIMEOUT_SECONDS)
+
+    async def one(address: str) -> tuple[str, str]:
+        async with gate:
+            connector = aiohttp.TCPConnector(local_addr=(address, 0))
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                session.get(f"{url}/health", headers=dict(headers)) as response,
+            ):
+                body = await response.json()
+        return address, str(body.get("role", "?"))
+
+    return dict(await asyncio.gather(*(one(address) for address in dict.fromkeys(addresses))))
 
 
 class NodeWatchers:
     """`tokens` clients of `url` in one Node process running `script` (watchers.js).
+
+    With `local_addresses` (one per token), client i connects from `local_addresses[i]`, and
+    `connect()` then also learns the role behind each address (`roles_behind`, with
+    `health_headers`): `roles[address_of[i]]` is client i's instance's role, as with
+    `WatcherProcesses`.
 
     A context manager: it starts the process, and at the end closes its stdin, waits
     STOP_SECONDS and kills it if still alive.
@@ -41,19 +74,31 @@ class NodeWatchers:
         *,
         node: str | None = None,
         concurrency: int = CONNECT_CONCURRENCY,
+        local_addresses: Sequence[str] | None = None,
+        health_headers: Mapping[str, str] | None = None,
     ) -> None:
         found = node or shutil.which("node")
         if found is None:
             raise RuntimeError("node is not on PATH")
+        if local_addresses is not None and len(local_addresses) != len(tokens):
+            raise ValueError(f"{len(local_addresses)} local addresses for {len(tokens)} tokens")
         self.count = len(tokens)
+        self.url = url
+        self.address_of: list[str] = list(local_addresses or [])
+        """Each client's source address (empty: the system's choice)."""
+        self.roles: dict[str, str] = {}
+        """The role behind each of `address_of`, once connected."""
+        self._health_headers = dict(health_headers or {})
         self._command = [found, str(script)]
-        self._config = {
+        self._config: dict[str, Any] = {
             "url": url,
             "tokens": tokens,
             "metric": METRIC,
             "department": WATCHED,
             "concurrency": concurrency,
         }
+        if local_addresses is not None:
+            self._config["local_addresses"] = self.address_of
         self._temp: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: Path | None = None
@@ -102,12 +147,15 @@ class NodeWatchers:
             self._temp.cleanup()
 
     async def connect(self) -> None:
-        """Wait until every client has connected, authenticated and subscribed."""
+        """Wait until every client has connected, authenticated and subscribed; then, with
+        local addresses, learn the role behind each one."""
         started = time.monotonic()
         ready = await self._receive("ready")
         self.connect_seconds = time.monotonic() - started
         if ready["ready"] != self.count:
             raise RuntimeError(f"{ready['ready']} of {self.count} node clients connected")
+        if self.address_of:
+            self.roles = await roles_behind(self.url, self.address_of, self._health_headers)
 
     def start(self) -> None:
         self._waited_at_start = run_queue_seconds(self.pid)
