@@ -24,6 +24,7 @@ import httpx
 import socketio
 from engineio import packet as eio_packet
 
+from livedash.realtime.lean_queue import LeanQueue
 from livedash.realtime.outbox import room_name
 from livedash.realtime.schemas import UPDATE_EVENT
 from livedash.testing.recorder import Recorder
@@ -217,3 +218,34 @@ async def test_an_upgrade_without_the_probe_leaves_the_client_on_long_polling(
         async with http.get(f"{base}&transport=polling&sid={sid}") as polled:
             assert (await polled.text()).startswith("40")
         await gateway_of(server).server.close_connection(sid)
+
+
+async def test_a_served_websocket_keeps_no_request_headers_no_ping_task_and_lean_queues(
+    server: LiveServer, connect: Connect, token: Any
+) -> None:
+    # Memory per idle socket (bench/idle_sockets.py): what the connection keeps of its request
+    # and its two queues. Guards the internals realtime/frames.py and websocket.py rely on.
+    screen = await connect(server, token())
+    await screen.call("subscribe_metrics", {"metrics": [METRIC], "departments": ["ED"]})
+    sio = gateway_of(server).server
+    (eio_sid,) = list(sio.eio.sockets)
+    socket = sio.eio.sockets[eio_sid]
+    protocol = gateway_of(server).server.frames._connections[eio_sid].protocol
+
+    assert isinstance(socket.queue, LeanQueue)
+    assert isinstance(protocol.queue, LeanQueue)
+    environ = sio.environ[eio_sid]
+    assert "wsgi.input" not in environ
+    assert [key for key in environ if key.startswith("HTTP_")] == []
+    assert environ["asgi.scope"]["client"]  # what the gateway still reads
+    assert protocol.request is None
+    assert protocol.response is None
+    # websockets' parser still holds the request in its suspended generator: emptied.
+    held = protocol.conn.parser.gi_frame.f_locals.get("request")
+    assert held is None or list(held.headers.raw_items()) == []
+
+    # The next ping waits on a timer, not in a task of its own.
+    assert [t for t in asyncio.all_tasks() if "_send_ping" in repr(t.get_coro())] == []
+
+    # And the connection works as before, both ways.
+    assert (await screen.call("subscribe_metrics", {"metrics": [METRIC]}))["ok"] is True

@@ -22,9 +22,10 @@ Internals this relies on, pinned in pyproject.toml and checked by tests/test_rea
 - uvicorn's sans-I/O websockets protocol, whose ASGI `send` is a method of the protocol and
   which has `transport`, `conn` (a websockets `ServerProtocol`), `writable` (cleared while
   the transport is paused), `close_sent` and `disconnected`;
-- python-engineio's socket: `queue` (an `asyncio.Queue` that one writer task drains),
-  `upgraded`, `upgrading` and `closed`; and the server's `_async["websocket"]`, the class
-  that runs a socket's WebSocket.
+- uvicorn's protocol's `queue` of received ASGI events, replaced by a `LeanQueue`;
+- python-engineio's socket: `queue` (a `LeanQueue`, made by the server's `create_queue`,
+  that one writer task drains), `upgraded`, `upgrading` and `closed`; and the server's
+  `_async["websocket"]`, the class that runs a socket's WebSocket.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from livedash.realtime.lean_queue import LeanQueue
 from livedash.realtime.schemas import UPDATE_EVENT
-from livedash.realtime.websocket import serve
+from livedash.realtime.websocket import ping_on_timers, serve, shed_request
 
 Key = tuple[str, str | None]
 """What a newer packet supersedes: (metric, department) of a `dashboard_update`."""
@@ -90,6 +92,8 @@ class RoomFrames:
         self.stats = FrameStats()
         # Per server: engineio's table of drivers is shared by every server of the process.
         engine._async = {**engine._async, "websocket": self._websocket}
+        engine.create_queue = LeanQueue  # each socket's packets (lean_queue.py says why)
+        ping_on_timers(engine)
 
     def send(self, packet: eio_packet.Packet, eio_sids: Iterable[str], key: Key | None) -> None:
         """Send one Engine.IO packet to each socket; never waits."""
@@ -197,12 +201,19 @@ class _AttachedWebSocket(WebSocket):  # type: ignore[misc]
         try:
             self.asgi_receive = environ["asgi.receive"]
             self.asgi_send = environ["asgi.send"]
+            handshake = cast(Any, protocol)
+            # Swapped while empty: nothing is received before the handshake is accepted.
+            handshake.queue = LeanQueue()
             await self.asgi_send({"type": "websocket.accept"})
             # uvicorn keeps the handshake's request and response (their headers, 2.3 KB of
             # RSS per socket with bench/idle_sockets.py) for the connection's life, and reads
-            # neither once it has accepted (guarded by tests/test_realtime_frames.py).
-            handshake = cast(Any, protocol)
+            # neither once it has accepted (guarded by tests/test_realtime_frames.py). The
+            # request stays referenced by the websockets parser's suspended generator as
+            # well: its headers are emptied in place.
+            if handshake.request is not None:
+                handshake.request.headers.clear()
             handshake.request = handshake.response = None
+            shed_request(environ)
             await serve(socket, self)
             return ""
         finally:

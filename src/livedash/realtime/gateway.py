@@ -44,6 +44,7 @@ from livedash.realtime.schemas import StreamPosition
 from livedash.realtime.server import REFUSAL, GatewayServer, PacketStats
 from livedash.realtime.stream import UpdateHistory
 from livedash.realtime.subscriptions import Subscriptions
+from livedash.realtime.websocket import shed_request
 from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -189,6 +190,8 @@ class Gateway:
         session = ClientSession(sid)
         self._sessions[sid] = session
         refusal = environ.get(REFUSAL) if isinstance(environ, dict) else None
+        if isinstance(environ, dict):
+            shed_request(environ)  # a long-polling client's handshake, kept by python-socketio
         if refusal is None and self._draining:
             refusal = Draining("this instance is shutting down: connect again to reach another")
         if refusal is not None:

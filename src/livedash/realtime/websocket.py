@@ -17,9 +17,52 @@ The upgrade from polling and every packet's handling are python-engineio's own
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from engineio import exceptions, packet
+from engineio.async_socket import AsyncSocket
+
+
+def shed_request(environ: dict[str, Any]) -> None:
+    """Drop what an Engine.IO connection's request environ holds that nothing reads once the
+    connection is served: python-engineio keeps the environ for the connection's life (the
+    handler's frames, python-socketio's `environ`), and its request body reader is an instance
+    of a class defined per request (2.4 KB per socket with bench/idle_sockets.py), beside
+    every header, twice (the environ's and the ASGI scope's). livedash reads only the
+    client's address (`asgi.scope`'s `client`) and its refusal."""
+    kept = {
+        key: value
+        for key, value in environ.items()
+        if not key.startswith("HTTP_") and key != "wsgi.input"
+    }
+    environ.clear()  # a dict keeps its table when keys are deleted; cleared, it shrinks
+    environ.update(kept)
+    scope = environ.get("asgi.scope")
+    if isinstance(scope, dict):
+        scope["headers"] = []
+
+
+def ping_on_timers(engine: Any) -> None:
+    """Make `engine` (a python-engineio `AsyncServer`) wait for each socket's next ping on a
+    timer instead of a task: a task sleeping through the ping interval, per socket, is 1 KB
+    of an idle socket's memory. What the ping does is python-engineio's `_send_ping`."""
+    start_task = engine.start_background_task
+
+    def start(target: Any, *args: Any, **kwargs: Any) -> Any:
+        socket = getattr(target, "__self__", None)
+        if getattr(target, "__func__", None) is AsyncSocket._send_ping and not args:
+            asyncio.get_running_loop().call_later(engine.ping_interval, _ping, socket)
+            return None
+        return start_task(target, *args, **kwargs)
+
+    engine.start_background_task = start
+
+
+def _ping(socket: Any) -> None:
+    if not socket.closing and not socket.closed:
+        socket.last_ping = time.time()  # the pong is due within the ping timeout from now
+        socket.queue.put_nowait(packet.Packet(packet.PING))
 
 
 async def serve(socket: Any, ws: Any) -> None:
