@@ -30,13 +30,35 @@ ALLOWED: dict[str, set[str]] = {
     # Writers reach the rest only through the database, as the hospital's application does.
     "simulator": {"store"},
     "ingest": {"store", "changefeed", "auth"},
+    # Alerts hear the metric stream on the leader and push through the gateway's fan-out.
+    "alerts": {*DATA_PATH, "auth"},
     # The composition root builds every part; the web and the entry points compose it.
-    "services": {*DATA_PATH, "auth", "ingest"},
-    "web": {*DATA_PATH, "auth", "ingest", "services"},
-    "app": {*DATA_PATH, "auth", "ingest", "services", "web"},
+    "services": {*DATA_PATH, "auth", "ingest", "alerts"},
+    "web": {*DATA_PATH, "auth", "ingest", "services", "alerts"},
+    "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts"},
     "service": {"app", "web", "simulator"},
-    "cli": {*DATA_PATH, "auth", "ingest", "services", "web", "app", "service", "simulator"},
-    "testing": {*DATA_PATH, "auth", "ingest", "services", "web", "app", "service", "simulator"},
+    "cli": {
+        *DATA_PATH,
+        "auth",
+        "ingest",
+        "alerts",
+        "services",
+        "web",
+        "app",
+        "service",
+        "simulator",
+    },
+    "testing": {
+        *DATA_PATH,
+        "auth",
+        "ingest",
+        "alerts",
+        "services",
+        "web",
+        "app",
+        "service",
+        "simulator",
+    },
 }
 
 

@@ -1,0 +1,1 @@
+"""Alerts: rules evaluated on the leader against the metric stream, and their lifecycle."""
