@@ -8,7 +8,8 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from livedash.alerts.evaluation import Condition, State, Transition, fires, resolves
-from livedash.alerts.rules import Severity, ThresholdRule
+from livedash.alerts.rules import ThresholdRule
+from livedash.store.models import AlertSeverity
 
 ZONE = ZoneInfo("Europe/Paris")
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -20,7 +21,7 @@ def _rule(**fields: object) -> ThresholdRule:
         "metric": "bed_occupancy_rate",
         "condition": "above",
         "threshold": 0.9,
-        "severity": Severity.HIGH,
+        "severity": AlertSeverity.HIGH,
     }
     return ThresholdRule.model_validate({**base, **fields})
 
@@ -107,7 +108,7 @@ def test_a_below_rule_applies_only_from_its_time_of_day() -> None:
         metric="revenue_today",
         condition="below",
         threshold=1000,
-        severity=Severity.LOW,
+        severity=AlertSeverity.LOW,
         active_from=time(14, 0),
     )
     condition = Condition(rule, None, ZONE)

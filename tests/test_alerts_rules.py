@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from livedash.alerts.rules import Severity, load_rules, parse_duration, parse_rules
+from livedash.alerts.rules import load_rules, parse_duration, parse_rules
 from livedash.errors import ConfigurationError
+from livedash.store.models import AlertSeverity
 
 RULES = """
 rules:
@@ -35,7 +36,7 @@ def test_a_rules_file_is_read_with_durations_scopes_and_times(tmp_path: Path) ->
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
     ed, revenue = load_rules(path)
-    assert (ed.name, ed.scope, ed.severity) == ("ed-full", "ED", Severity.CRITICAL)
+    assert (ed.name, ed.scope, ed.severity) == ("ed-full", "ED", AlertSeverity.CRITICAL)
     assert ed.pending_for == timedelta(seconds=90)
     assert ed.keep_firing_for == timedelta(minutes=5)
     assert ed.escalate_after == timedelta(minutes=10)
@@ -64,7 +65,7 @@ def test_a_rules_file_is_read_with_durations_scopes_and_times(tmp_path: Path) ->
         ({"clear_at": 1.2}, "must not be above the threshold of an 'above' rule"),
         (
             {"severity": "warning"},
-            "severity: Input should be 'low', 'medium', 'high' or 'critical'",
+            "severity: Input should be 'critical', 'high', 'medium' or 'low'",
         ),
         ({"scope": "the ED"}, "scope: Value error, 'the ED' is not a scope"),
         ({"condition": "over"}, "condition: Input should be 'above' or 'below'"),
@@ -116,7 +117,7 @@ def test_a_file_that_is_not_yaml_or_not_a_list_is_refused(tmp_path: Path) -> Non
 def test_the_default_rules_load() -> None:
     rules = load_rules(None)
     assert {rule.name for rule in rules} >= {"hospital-occupancy-high", "emergency-waiting"}
-    assert all(rule.severity in Severity for rule in rules)
+    assert all(rule.severity in AlertSeverity for rule in rules)
 
 
 @pytest.mark.parametrize(

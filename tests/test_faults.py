@@ -171,7 +171,7 @@ class Activity:
                 "VALUES (?, ?, 'active', 'fault test', ?)",
                 (
                     rng.choice([None, department]),
-                    rng.choice(["critical", "warning", "info"]),
+                    rng.choice(["critical", "high", "medium", "low"]),
                     self._stamp(),
                 ),
             )

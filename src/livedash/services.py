@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.alerts.rules import load_rules
+from livedash.alerts.service import AlertService
 from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.auth.sessions import SessionService
 from livedash.auth.throttle import LoginLimits
@@ -84,6 +86,7 @@ class Services:
     rest_limiter: RateLimiter
     ingest: Ingest
     gateway: Gateway
+    alerts: AlertService
 
     @property
     def leading(self) -> bool:
@@ -222,6 +225,15 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
+    alerts = AlertService(
+        load_rules(settings.alert_rules_file),
+        database,
+        fanout,
+        clock,
+        settings.zone,
+        stale_after_seconds=settings.alert_stale_after_seconds,
+    )
+    runner.register(alerts)  # evaluated where the feed is read: on the leader
     if manager is not None and breaker is not None:
         # Messages Redis did not carry to (or from) this instance: resend current values.
         manager.on_resync(gateway.resync)
@@ -243,4 +255,5 @@ async def _build(
         rest_limiter=rest_limiter,
         ingest=ingest,
         gateway=gateway,
+        alerts=alerts,
     )

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     time_refresh_seconds: float = Field(default=5.0, gt=0)
     history_refresh_seconds: float = Field(default=60.0, gt=0)
 
+    # Alerts: the rules (YAML; livedash's defaults when unset), and the feed lag past which
+    # data is too old to fire or resolve on.
+    alert_rules_file: Path | None = None
+    alert_stale_after_seconds: float = Field(default=60.0, gt=0)
+
     log_level: str = "info"
     log_json: bool = False
 

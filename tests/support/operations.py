@@ -190,7 +190,7 @@ async def apply_operation(execute: CaseWriter, kind: str, seed: int) -> None:
             "VALUES (?, ?, 'active', 'x', ?)",
             (
                 rng.choice([None, _pick(rng, departments)]),
-                rng.choice(["critical", "warning", "info", "debug"]),
+                rng.choice(["critical", "high", "medium", "low", "debug"]),
                 _moment(rng),
             ),
         )

@@ -12,7 +12,6 @@ or from the REST API; both go through `parse_rules`, whose errors name the rule 
 
 from __future__ import annotations
 
-import enum
 import re
 from datetime import time, timedelta
 from importlib import resources
@@ -32,23 +31,13 @@ from pydantic import (
 
 from livedash.errors import ConfigurationError
 from livedash.metrics.definitions import METRICS
+from livedash.store.models import AlertSeverity
 
 HOSPITAL = "hospital"
 EVERY_DEPARTMENT = "each_department"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _LABELS = "_trend"  # metrics whose value is a word (increasing, decreasing, stable)
-
-
-class Severity(enum.StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return list(Severity).index(self)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -82,7 +71,7 @@ class ThresholdRule(BaseModel):
     condition: Literal["above", "below"]
     threshold: float
     clear_at: float | None = None
-    severity: Severity
+    severity: AlertSeverity
     pending_for: Duration = Field(default=timedelta(0), alias="for")
     keep_firing_for: Duration = timedelta(0)
     escalate_after: Duration | None = None

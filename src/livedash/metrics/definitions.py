@@ -91,7 +91,7 @@ def _week_start(scope: Scope) -> date:
 BED_FAMILIES = ("beds", "beds_all")
 ALOS_DAYS = 30
 APPOINTMENT_STATUSES = ("scheduled", "checked_in", "completed", "cancelled", "no_show")
-ALERT_SEVERITIES = ("critical", "warning", "info")
+ALERT_SEVERITIES = ("critical", "high", "medium", "low")
 
 
 def _count(name: str, tier: Tier, description: str, family: str, *rest: Any) -> MetricDefinition:

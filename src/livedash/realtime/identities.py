@@ -29,6 +29,7 @@ from livedash.metrics.definitions import METRIC_NAMES
 from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.guard import EventGuard
+from livedash.realtime.outbox import alert_room
 from livedash.realtime.requests import ordered, parse
 from livedash.realtime.schemas import Authenticated, AuthenticateRequest
 from livedash.realtime.server import GatewayServer
@@ -93,15 +94,25 @@ class Identities:
     async def _send_authenticated(
         self, session: ClientSession, principal: Principal
     ) -> Authenticated:
+        visible = await self._subscriptions.visible(session)
+        await self._follow_alerts(session, visible)
         reply = Authenticated(
             sub=principal.subject,
             role=principal.role.value,
-            departments=ordered(await self._subscriptions.visible(session)),
+            departments=ordered(visible),
             metrics=list(METRIC_NAMES),
             expires_at=principal.expires_at,
         )
         await self._fanout.to_socket(session.sid, "authenticated", reply.model_dump(mode="json"))
         return reply
+
+    async def _follow_alerts(self, session: ClientSession, visible: set[str | None]) -> None:
+        """Be in the alert rooms of exactly the departments the identity may see."""
+        for department in session.alert_scopes - visible:
+            await self._fanout.leave(session.sid, alert_room(department))
+        for department in visible - session.alert_scopes:
+            await self._fanout.join(session.sid, alert_room(department))
+        session.alert_scopes = set(visible)
 
     # -- the recheck -----------------------------------------------------------------------
 
@@ -195,6 +206,7 @@ class Identities:
         """Forget who the socket was, and every subscription of that identity. It may
         authenticate again within the sign-in timeout."""
         await self._subscriptions.drop(session, set(session.subscriptions))
+        await self._follow_alerts(session, set())
         session.principal = session.claims = None
         self.await_sign_in(session)
 

@@ -34,6 +34,12 @@ def room_name(metric: str, department: str | None) -> str:
     return f"metric|{metric}|" + ("hospital" if department is None else f"dept:{department}")
 
 
+def alert_room(department: str | None) -> str:
+    """The room of one department's alerts (or the hospital's): every socket whose identity
+    may see that department is in it."""
+    return "alerts|" + ("hospital" if department is None else f"dept:{department}")
+
+
 def to_update(value: MetricValue) -> MetricUpdate:
     """The wire model of a metric value."""
     return MetricUpdate(

@@ -18,6 +18,7 @@ MAX_NAMES = 1000
 MAX_NAME_LENGTH = 64
 
 UPDATE_EVENT = "dashboard_update"
+ALERT_EVENT = "alert"
 """The event that carries one metric's new value (`MetricUpdate`)."""
 
 
@@ -123,6 +124,30 @@ class MetricUpdate(BaseModel):
     timestamp: datetime
     position: StreamPosition | None = None
     """Where this update is in the stream (in `dashboard_update`; absent in snapshots)."""
+
+
+class AlertMessage(BaseModel):
+    """`alert`: an alert raised by a rule, or a change of it, as it happens.
+
+    Sent to every socket whose identity may see the alert's department (`null`: the
+    hospital; super_admins only). `state` is the rule's condition: `firing`, `recovering`
+    (cleared, waiting for `keep_firing_for`), `stale` (data too old to judge) or `normal`
+    (recovered: `status` is then `resolved`). `value` is the last value against `threshold`
+    (fire) and `clear_at` (clear).
+    """
+
+    id: int
+    rule: str
+    department: str | None
+    severity: str
+    state: str
+    status: str
+    title: str
+    value: float | None
+    threshold: float
+    clear_at: float
+    raised_at: datetime
+    at: datetime
 
 
 class MetricsSnapshot(BaseModel):

@@ -174,8 +174,9 @@ class StaffShift(Base):
 
 class AlertSeverity(enum.StrEnum):
     CRITICAL = "critical"
-    WARNING = "warning"
-    INFO = "info"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
 
 
 class AlertStatus(enum.StrEnum):
@@ -185,7 +186,11 @@ class AlertStatus(enum.StrEnum):
 
 
 class Alert(Base):
-    """An operational alert; active until resolved (acknowledging does not end it)."""
+    """An operational alert; active until resolved (acknowledging does not end it).
+
+    Raised by a rule (`rule`, the condition's `state`, the `value` against the `threshold`),
+    or written by the hospital's own application (no rule).
+    """
 
     __tablename__ = "alerts"
 
@@ -196,6 +201,33 @@ class Alert(Base):
     title: Mapped[str] = mapped_column(String(256))
     raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    rule: Mapped[str | None] = mapped_column(String(64), index=True)
+    state: Mapped[str | None] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    acknowledgement_note: Mapped[str | None] = mapped_column(String(500))
+    acknowledged_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class AlertTransition(Base):
+    """One change of a rule's condition, or of an alert's lifecycle (with its `actor`)."""
+
+    __tablename__ = "alert_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    before: Mapped[str] = mapped_column(String(16))
+    after: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    value: Mapped[float | None] = mapped_column(Float)
+    actor: Mapped[str | None] = mapped_column(String(128))
 
 
 class MetricRollup(Base):

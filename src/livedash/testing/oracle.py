@@ -19,6 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from livedash.metrics.definitions import ALERT_SEVERITIES
+
 Key = tuple[str, str | None]
 """(metric, department); `None` is the whole hospital."""
 Values = dict[Key, int | float | Decimal]
@@ -160,7 +162,7 @@ async def _department(
             f"SELECT COUNT(*) FROM appointments WHERE {where} AND status = '{status}' AND "
             + between("scheduled_at", "start")
         )
-    for severity in ("critical", "warning", "info"):
+    for severity in ALERT_SEVERITIES:
         values[f"alerts_active_{severity}", key] = await one(
             f"SELECT COUNT(*) FROM alerts WHERE {where} AND status <> 'resolved' "
             f"AND severity = '{severity}'"

@@ -1,0 +1,336 @@
+"""Rules evaluated on the leader: each changed value moves its conditions, a timer ends pending
+and keep-firing periods, and every transition is stored and pushed to the screens.
+
+`AlertService` is a feed consumer (`livedash.services` registers it): it hears every batch of
+changed values while this instance reads the feed, and runs `while_leading` meanwhile. A value
+reaches only the conditions of its own (metric, department): a dictionary lookup, whatever the
+number of rules.
+
+Stored: a firing condition raises an `alerts` row (which the active-alert metrics count), its
+later states update that row, and its recovery resolves it; each transition is a row of
+`alert_transitions`. A new leader reads the open rows back, so a condition that fired before a
+restart or a takeover stays one alert.
+
+Stale: while the database is down, or the feed is later than `alert_stale_after_seconds`,
+every condition is stale; nothing fires or resolves on data that old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from livedash.alerts.evaluation import Condition, State, Transition, fires, resolves
+from livedash.alerts.rules import ThresholdRule
+from livedash.metrics.clock import Clock
+from livedash.metrics.engine import MetricValue
+from livedash.realtime.fanout import FanOut
+from livedash.realtime.outbox import alert_room
+from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
+from livedash.store.engine import write_locking
+from livedash.store.models import Alert, AlertStatus, AlertTransition, Department
+
+log = structlog.get_logger(__name__)
+
+Key = tuple[str, str | None]  # (rule, department)
+
+
+@dataclass(slots=True)
+class _Watched:
+    condition: Condition
+    department_id: int | None
+    alert_id: int | None = None
+    raised_at: datetime | None = None
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class AlertService:
+    """The rules' conditions while this instance leads; see the module's docstring."""
+
+    def __init__(
+        self,
+        rules: Iterable[ThresholdRule],
+        database: AsyncEngine,
+        fanout: FanOut,
+        clock: Clock,
+        zone: ZoneInfo,
+        *,
+        stale_after_seconds: float,
+    ) -> None:
+        self.rules = {rule.name: rule for rule in rules}
+        self._database = write_locking(database)
+        self._fanout = fanout
+        self._clock = clock
+        self._zone = zone
+        self._stale_after = stale_after_seconds
+        self._by_metric: dict[str, list[ThresholdRule]] = {}
+        for rule in self.rules.values():
+            self._by_metric.setdefault(rule.metric, []).append(rule)
+        self._watched: dict[Key, _Watched] = {}
+        self._by_value: dict[tuple[str, str | None], list[_Watched]] = {}
+        self._restored = False
+        self._stale = False
+        self._database_down = False
+        self._feed_late = False
+        self._lock = asyncio.Lock()  # batches and ticks apply one at a time, in order
+        self._deadline_changed = asyncio.Event()
+
+    # -- the consumer ----------------------------------------------------------------------
+
+    async def on_updates(self, values: list[MetricValue]) -> None:
+        now = self._clock.now()
+        async with self._lock:
+            await self._restore()
+            moved: list[tuple[_Watched, Transition]] = []
+            stale = self._staleness(values)
+            if stale != self._stale:
+                self._stale = stale
+                for watched in self._watched.values():
+                    moved += [(watched, t) for t in watched.condition.set_stale(stale, now)]
+            for value in values:
+                number = _number(value.value)
+                if number is None:
+                    continue
+                for watched in self._conditions(value):
+                    moved += [(watched, t) for t in watched.condition.observe(number, now)]
+            await self._record(moved)
+        self._deadline_changed.set()
+
+    async def while_leading(self) -> None:
+        """End pending and keep-firing periods on time, while this instance leads; what it
+        knew is forgotten when it stops (a later term starts from the stored alerts)."""
+        try:
+            async with self._lock:
+                await self._restore()
+            await self._follow_deadlines()
+        finally:
+            self._forget()
+
+    async def _follow_deadlines(self) -> None:
+        while True:
+            self._deadline_changed.clear()
+            deadlines = [
+                deadline
+                for watched in self._watched.values()
+                if (deadline := watched.condition.deadline()) is not None
+            ]
+            wait = (
+                max((min(deadlines) - self._clock.now()).total_seconds(), 0.0)
+                if deadlines
+                else None
+            )
+            try:
+                async with asyncio.timeout(wait):
+                    await self._deadline_changed.wait()
+                continue
+            except TimeoutError:
+                pass
+            await self.tick()
+
+    async def tick(self) -> None:
+        """Move every condition whose period has ended (the clock's now)."""
+        now = self._clock.now()
+        async with self._lock:
+            moved = [
+                (watched, transition)
+                for watched in self._watched.values()
+                for transition in watched.condition.tick(now)
+            ]
+            await self._record(moved)
+
+    # -- conditions ------------------------------------------------------------------------
+
+    def _staleness(self, values: list[MetricValue]) -> bool:
+        """Whether data is stale after this batch: the database down, or the feed late."""
+        for value in values:
+            if value.department is not None:
+                continue
+            if value.metric == "database_up":
+                self._database_down = not bool(value.value)
+            elif value.metric == "feed_lag_seconds":
+                number = _number(value.value)
+                self._feed_late = number is not None and number > self._stale_after
+        return self._database_down or self._feed_late
+
+    def _conditions(self, value: MetricValue) -> list[_Watched]:
+        key = (value.metric, value.department)
+        found = self._by_value.get(key)
+        if found is None:
+            found = self._by_value[key] = [
+                self._watch(rule, value.department, value.department_id)
+                for rule in self._by_metric.get(value.metric, ())
+                if rule.applies_to(value.department)
+            ]
+        return found
+
+    def _watch(
+        self, rule: ThresholdRule, department: str | None, department_id: int | None
+    ) -> _Watched:
+        key = (rule.name, department)
+        watched = self._watched.get(key)
+        if watched is None:
+            condition = Condition(rule, department, self._zone)
+            watched = self._watched[key] = _Watched(condition, department_id)
+            if self._stale:
+                condition.set_stale(True, self._clock.now())
+        elif watched.department_id is None:
+            watched.department_id = department_id
+        return watched
+
+    def _forget(self) -> None:
+        self._watched.clear()
+        self._by_value.clear()
+        self._restored = self._stale = self._database_down = self._feed_late = False
+
+    async def _restore(self) -> None:
+        """Once per term, before the first value: the conditions of the alerts still open
+        (raised before a restart or by an earlier leader) start firing. Under `_lock`."""
+        if self._restored:
+            return
+        async with self._database.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(
+                        Alert.id, Alert.rule, Alert.department_id, Alert.raised_at, Alert.value
+                    ).where(Alert.rule.is_not(None), Alert.status != AlertStatus.RESOLVED.value)
+                )
+            ).all()
+            codes = await _department_codes(connection)
+        self._restored = True
+        for alert_id, name, department_id, raised_at, value in rows:
+            rule = self.rules.get(name) if name is not None else None
+            if rule is None:
+                continue  # its rule was removed: the alert stays for a person to resolve
+            department = codes.get(department_id) if department_id is not None else None
+            watched = self._watch(rule, department, department_id)
+            if watched.alert_id is None:
+                watched.alert_id, watched.raised_at = alert_id, raised_at
+                watched.condition.state = State.FIRING
+                watched.condition.value = value
+
+    # -- storing and telling ---------------------------------------------------------------
+
+    async def _record(self, moved: list[tuple[_Watched, Transition]]) -> None:
+        if not moved:
+            return
+        messages: dict[int, AlertMessage] = {}  # a screen needs each alert's latest state
+        async with self._database.begin() as connection:
+            for watched, transition in moved:
+                rule = watched.condition.rule
+                at = _naive(transition.at)
+                status: str | None = None
+                if fires(transition) and watched.alert_id is None:
+                    watched.raised_at = at
+                    watched.alert_id = (
+                        await connection.execute(
+                            insert(Alert)
+                            .values(
+                                department_id=watched.department_id,
+                                severity=rule.severity.value,
+                                status=AlertStatus.ACTIVE.value,
+                                title=rule.summary or _title(rule, transition.department),
+                                raised_at=at,
+                                rule=rule.name,
+                                state=transition.after.value,
+                                value=transition.value,
+                                threshold=rule.threshold,
+                                updated_at=at,
+                            )
+                            .returning(Alert.id)
+                        )
+                    ).scalar_one()
+                    status = AlertStatus.ACTIVE.value
+                elif watched.alert_id is not None:
+                    changes: dict[str, Any] = {
+                        "state": transition.after.value,
+                        "value": transition.value,
+                        "updated_at": at,
+                    }
+                    if resolves(transition):
+                        changes.update(status=AlertStatus.RESOLVED.value, resolved_at=at)
+                    status = (
+                        await connection.execute(
+                            update(Alert)
+                            .where(Alert.id == watched.alert_id)
+                            .values(**changes)
+                            .returning(Alert.status)
+                        )
+                    ).scalar_one_or_none()
+                await connection.execute(
+                    insert(AlertTransition).values(
+                        alert_id=watched.alert_id,
+                        rule=rule.name,
+                        department_id=watched.department_id,
+                        before=transition.before.value,
+                        after=transition.after.value,
+                        at=at,
+                        value=transition.value,
+                    )
+                )
+                if watched.alert_id is not None and watched.raised_at is not None and status:
+                    messages[watched.alert_id] = _message(
+                        rule, watched.alert_id, watched.raised_at, transition, status
+                    )
+                if resolves(transition):
+                    watched.alert_id = watched.raised_at = None
+        for message in messages.values():
+            log.info(
+                "alert_" + message.state,
+                rule=message.rule,
+                department=message.department,
+                alert=message.id,
+                value=message.value,
+            )
+            await self._fanout.to_room(
+                alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+            )
+
+
+def _message(
+    rule: ThresholdRule, alert_id: int, raised_at: datetime, transition: Transition, status: str
+) -> AlertMessage:
+    return AlertMessage(
+        id=alert_id,
+        rule=rule.name,
+        department=transition.department,
+        severity=rule.severity.value,
+        state=transition.after.value,
+        status=status,
+        title=rule.summary or _title(rule, transition.department),
+        value=transition.value,
+        threshold=rule.threshold,
+        clear_at=rule.clear_threshold,
+        raised_at=raised_at.replace(tzinfo=UTC),
+        at=transition.at,
+    )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _title(rule: ThresholdRule, department: str | None) -> str:
+    where = "the hospital" if department is None else department
+    sign = ">" if rule.condition == "above" else "<"
+    return f"{rule.metric} {sign} {rule.threshold:g} in {where}"
+
+
+async def _department_codes(connection: AsyncConnection) -> dict[int, str]:
+    rows = (await connection.execute(select(Department.id, Department.code))).all()
+    return {row[0]: row[1] for row in rows}
