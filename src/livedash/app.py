@@ -26,6 +26,7 @@ from livedash.observability.logging import ENGINEIO_LOGGER, SOCKETIO_LOGGER
 from livedash.realtime.server import GatewayServer
 from livedash.services import ConsumerFactory, open_services
 from livedash.settings import Settings
+from livedash.web.alerts_api import install_alerts_api
 from livedash.web.api import install_api
 from livedash.web.auth_api import install_auth_api
 from livedash.web.deps import SERVICES
@@ -88,6 +89,7 @@ def create_app(
     install_routes(api)
     install_metrics(api)
     install_api(api)
+    install_alerts_api(api)
     install_ingest(api)
     install_auth_api(api)
     app: ASGIApp = SecurityHeaders(

@@ -73,6 +73,12 @@ class UnknownMetric(ClientError):
     code = "unknown_metric"
 
 
+class UnknownAlert(ClientError):
+    """No such alert, or none the caller may see (the two are not told apart)."""
+
+    code = "unknown_alert"
+
+
 class Forbidden(ClientError):
     """A department or action outside the client's scope."""
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.alerts.lifecycle import AlertDesk
 from livedash.alerts.rules import load_rules
 from livedash.alerts.service import AlertService
 from livedash.auth.ratelimit import RateLimiter, shared_storage
@@ -87,6 +88,7 @@ class Services:
     ingest: Ingest
     gateway: Gateway
     alerts: AlertService
+    alert_desk: AlertDesk
 
     @property
     def leading(self) -> bool:
@@ -256,4 +258,5 @@ async def _build(
         ingest=ingest,
         gateway=gateway,
         alerts=alerts,
+        alert_desk=AlertDesk(database, fanout, clock, alerts.rules),
     )

@@ -25,10 +25,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.alerts.evaluation import Condition, State, Transition, fires, resolves
+from livedash.alerts.lifecycle import alert_message, department_codes
 from livedash.alerts.rules import ThresholdRule
 from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricValue
@@ -36,7 +37,7 @@ from livedash.realtime.fanout import FanOut
 from livedash.realtime.outbox import alert_room
 from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
 from livedash.store.engine import write_locking
-from livedash.store.models import Alert, AlertStatus, AlertTransition, Department
+from livedash.store.models import Alert, AlertStatus, AlertTransition
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +207,7 @@ class AlertService:
                     ).where(Alert.rule.is_not(None), Alert.status != AlertStatus.RESOLVED.value)
                 )
             ).all()
-            codes = await _department_codes(connection)
+            codes = await department_codes(connection)
         self._restored = True
         for alert_id, name, department_id, raised_at, value in rows:
             rule = self.rules.get(name) if name is not None else None
@@ -227,66 +228,16 @@ class AlertService:
         messages: dict[int, AlertMessage] = {}  # a screen needs each alert's latest state
         async with self._database.begin() as connection:
             for watched, transition in moved:
-                rule = watched.condition.rule
-                at = _naive(transition.at)
-                status: str | None = None
-                if fires(transition) and watched.alert_id is None:
-                    watched.raised_at = at
-                    watched.alert_id = (
-                        await connection.execute(
-                            insert(Alert)
-                            .values(
-                                department_id=watched.department_id,
-                                severity=rule.severity.value,
-                                status=AlertStatus.ACTIVE.value,
-                                title=rule.summary or _title(rule, transition.department),
-                                raised_at=at,
-                                rule=rule.name,
-                                state=transition.after.value,
-                                value=transition.value,
-                                threshold=rule.threshold,
-                                updated_at=at,
-                            )
-                            .returning(Alert.id)
-                        )
-                    ).scalar_one()
-                    status = AlertStatus.ACTIVE.value
-                elif watched.alert_id is not None:
-                    changes: dict[str, Any] = {
-                        "state": transition.after.value,
-                        "value": transition.value,
-                        "updated_at": at,
-                    }
-                    if resolves(transition):
-                        changes.update(status=AlertStatus.RESOLVED.value, resolved_at=at)
-                    status = (
-                        await connection.execute(
-                            update(Alert)
-                            .where(Alert.id == watched.alert_id)
-                            .values(**changes)
-                            .returning(Alert.status)
-                        )
-                    ).scalar_one_or_none()
-                await connection.execute(
-                    insert(AlertTransition).values(
-                        alert_id=watched.alert_id,
-                        rule=rule.name,
-                        department_id=watched.department_id,
-                        before=transition.before.value,
-                        after=transition.after.value,
-                        at=at,
-                        value=transition.value,
-                    )
-                )
-                if watched.alert_id is not None and watched.raised_at is not None and status:
-                    messages[watched.alert_id] = _message(
-                        rule, watched.alert_id, watched.raised_at, transition, status
+                row = await self._store(connection, watched, transition)
+                if row is not None:
+                    messages[row["id"]] = alert_message(
+                        row, transition.department, transition.at, watched.condition.rule
                     )
                 if resolves(transition):
-                    watched.alert_id = watched.raised_at = None
+                    watched.alert_id = None
         for message in messages.values():
             log.info(
-                "alert_" + message.state,
+                "alert_" + (message.state or message.status),
                 rule=message.rule,
                 department=message.department,
                 alert=message.id,
@@ -296,24 +247,59 @@ class AlertService:
                 alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
             )
 
-
-def _message(
-    rule: ThresholdRule, alert_id: int, raised_at: datetime, transition: Transition, status: str
-) -> AlertMessage:
-    return AlertMessage(
-        id=alert_id,
-        rule=rule.name,
-        department=transition.department,
-        severity=rule.severity.value,
-        state=transition.after.value,
-        status=status,
-        title=rule.summary or _title(rule, transition.department),
-        value=transition.value,
-        threshold=rule.threshold,
-        clear_at=rule.clear_threshold,
-        raised_at=raised_at.replace(tzinfo=UTC),
-        at=transition.at,
-    )
+    async def _store(
+        self, connection: AsyncConnection, watched: _Watched, transition: Transition
+    ) -> RowMapping | None:
+        """Store one transition; the alert's row as it now is, if the condition has one."""
+        rule = watched.condition.rule
+        at = _naive(transition.at)
+        row: RowMapping | None = None
+        if fires(transition) and watched.alert_id is None:
+            inserted = await connection.execute(
+                insert(Alert)
+                .values(
+                    department_id=watched.department_id,
+                    severity=rule.severity.value,
+                    status=AlertStatus.ACTIVE.value,
+                    title=rule.summary or _title(rule, transition.department),
+                    raised_at=at,
+                    rule=rule.name,
+                    state=transition.after.value,
+                    value=transition.value,
+                    threshold=rule.threshold,
+                    updated_at=at,
+                )
+                .returning(*Alert.__table__.c)
+            )
+            row = inserted.mappings().one()
+            watched.alert_id = row["id"]
+        elif watched.alert_id is not None:
+            changes: dict[str, Any] = {
+                "state": transition.after.value,
+                "value": transition.value,
+                "updated_at": at,
+            }
+            if resolves(transition):
+                changes.update(status=AlertStatus.RESOLVED.value, resolved_at=at)
+            updated = await connection.execute(
+                update(Alert)
+                .where(Alert.id == watched.alert_id)
+                .values(**changes)
+                .returning(*Alert.__table__.c)
+            )
+            row = updated.mappings().one_or_none()
+        await connection.execute(
+            insert(AlertTransition).values(
+                alert_id=watched.alert_id,
+                rule=rule.name,
+                department_id=watched.department_id,
+                before=transition.before.value,
+                after=transition.after.value,
+                at=at,
+                value=transition.value,
+            )
+        )
+        return row
 
 
 def _number(value: Any) -> float | None:
@@ -329,8 +315,3 @@ def _title(rule: ThresholdRule, department: str | None) -> str:
     where = "the hospital" if department is None else department
     sign = ">" if rule.condition == "above" else "<"
     return f"{rule.metric} {sign} {rule.threshold:g} in {where}"
-
-
-async def _department_codes(connection: AsyncConnection) -> dict[int, str]:
-    rows = (await connection.execute(select(Department.id, Department.code))).all()
-    return {row[0]: row[1] for row in rows}

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from livedash.metrics.definitions import METRICS
 from livedash.realtime.schemas import (
+    AlertMessage,
     Authenticated,
     AuthenticateRequest,
     ConnectionStatus,
@@ -157,6 +158,32 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         "client that stops reading (its connection's buffer full) is skipped rather than sent "
         "a backlog: once it reads again it gets the newest value of each (metric, department) "
         "it missed, so it catches up with the present, not with the past.",
+    ),
+    (
+        "out",
+        "alert",
+        AlertMessage,
+        AlertMessage(
+            id=412,
+            rule="department-full",
+            department="CARD",
+            severity="critical",
+            state="firing",
+            status="acknowledged",
+            title="Every bed in service is occupied",
+            value=1.0,
+            threshold=0.99,
+            clear_at=0.95,
+            raised_at=_AT,
+            at=_AT,
+            acknowledged_by="card-admin",
+            acknowledged_at=_AT,
+            acknowledgement_note="two discharges before noon",
+        ),
+        "An alert raised by a rule, or a change of it (its condition's state, an "
+        "acknowledgement, a resolution), sent as it happens to every authenticated socket "
+        "that may see the alert's department; no subscription is needed. A client keeps the "
+        "latest message of each `id`. The open alerts at any moment: `GET /api/alerts`.",
     ),
     (
         "out",

@@ -127,27 +127,36 @@ class MetricUpdate(BaseModel):
 
 
 class AlertMessage(BaseModel):
-    """`alert`: an alert raised by a rule, or a change of it, as it happens.
+    """`alert`: an alert, raised by a rule or written by the hospital's application, or a
+    change of it, as it happens.
 
     Sent to every socket whose identity may see the alert's department (`null`: the
     hospital; super_admins only). `state` is the rule's condition: `firing`, `recovering`
     (cleared, waiting for `keep_firing_for`), `stale` (data too old to judge) or `normal`
-    (recovered: `status` is then `resolved`). `value` is the last value against `threshold`
-    (fire) and `clear_at` (clear).
+    (recovered: `status` is then `resolved`); `null` for an alert without a rule. `value` is
+    the last value against `threshold` (fire) and `clear_at` (clear). `status`: `active`,
+    `acknowledged` (until `acknowledged_until`, if set) or `resolved` (`resolved_by` a person,
+    or `null` when the condition cleared).
     """
 
     id: int
-    rule: str
+    rule: str | None
     department: str | None
     severity: str
-    state: str
+    state: str | None
     status: str
     title: str
     value: float | None
-    threshold: float
-    clear_at: float
+    threshold: float | None
+    clear_at: float | None
     raised_at: datetime
     at: datetime
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    acknowledgement_note: str | None = None
+    acknowledged_until: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
 
 
 class MetricsSnapshot(BaseModel):

@@ -29,6 +29,7 @@ from livedash.errors import (
     RateLimited,
     StoreError,
     Unavailable,
+    UnknownAlert,
     UnknownMetric,
 )
 from livedash.metrics.definitions import METRICS, Tier
@@ -60,11 +61,14 @@ _STATUS: tuple[tuple[type[ClientError], int], ...] = (
     (AuthError, 401),
     (Forbidden, 403),
     (UnknownMetric, 404),
+    (UnknownAlert, 404),
     (InvalidPayload, 422),
     (RateLimited, 429),
     (Unavailable, 503),
 )
-_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ApiError} for status in (401, 429)}
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ApiError} for status in (401, 429)
+}
 _bearer = HTTPBearer(auto_error=False, description="An access token, as `livedash token` prints.")
 MAX_LISTED_PROBLEMS = 5
 # A location part we repeat back: a field name. Anything else may be a key the client made up.
@@ -120,7 +124,9 @@ async def client_error_response(request: Request, error: ClientError) -> JSONRes
 
 def install_api(app: FastAPI) -> None:
     """Add the `/api` routes to `app`; it needs `settings` and `rest_limiter` on its state."""
-    router = APIRouter(prefix="/api", dependencies=[Depends(authenticated_user)], responses=_ERRORS)
+    router = APIRouter(
+        prefix="/api", dependencies=[Depends(authenticated_user)], responses=ERROR_RESPONSES
+    )
 
     metric_list = [
         MetricInfo(name=d.name, tier=d.tier, description=d.description) for d in METRICS.values()

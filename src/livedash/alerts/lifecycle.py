@@ -1,0 +1,196 @@
+"""What people do with alerts: list them, acknowledge them, resolve them by hand.
+
+Only admins and super_admins acknowledge or resolve, and only alerts of departments they may
+see (super_admins also the hospital's); anyone else gets `forbidden`, and an alert outside the
+caller's departments is `unknown_alert`, as if it did not exist. Any instance serves these:
+the change is stored, recorded as a transition with its actor, and pushed to the alert's
+screens as an `alert` event.
+
+An acknowledgement may carry a note and an expiry (`until`), after which the alert counts as
+unacknowledged again. Resolving by hand ends the alert even while its condition lasts; the
+rule then raises a new one only after the condition has cleared and come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from livedash.alerts.rules import ThresholdRule
+from livedash.auth.scope import visible_departments
+from livedash.auth.tokens import Principal
+from livedash.errors import Forbidden, InvalidPayload, UnknownAlert
+from livedash.metrics.clock import Clock
+from livedash.realtime.fanout import FanOut
+from livedash.realtime.outbox import alert_room
+from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
+from livedash.store.engine import write_locking
+from livedash.store.models import Alert, AlertStatus, AlertTransition, Department, Role
+
+MANAGING_ROLES = frozenset({Role.ADMIN, Role.SUPER_ADMIN})
+MAX_LISTED = 500
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def alert_message(
+    row: RowMapping, department: str | None, at: datetime, rule: ThresholdRule | None
+) -> AlertMessage:
+    """The `alert` event of a stored alert row, as of `at`."""
+    return AlertMessage(
+        id=row["id"],
+        rule=row["rule"],
+        department=department,
+        severity=row["severity"],
+        state=row["state"],
+        status=row["status"],
+        title=row["title"],
+        value=row["value"],
+        threshold=row["threshold"],
+        clear_at=rule.clear_threshold if rule is not None else None,
+        raised_at=_aware(row["raised_at"]) or at,
+        at=at,
+        acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=_aware(row["acknowledged_at"]),
+        acknowledgement_note=row["acknowledgement_note"],
+        acknowledged_until=_aware(row["acknowledged_until"]),
+        resolved_at=_aware(row["resolved_at"]),
+        resolved_by=row["resolved_by"],
+    )
+
+
+class AlertDesk:
+    """Alerts as people see and handle them (REST and the page)."""
+
+    def __init__(
+        self,
+        database: AsyncEngine,
+        fanout: FanOut,
+        clock: Clock,
+        rules: Mapping[str, ThresholdRule],
+    ) -> None:
+        self._reader = database
+        self._writer = write_locking(database)
+        self._fanout = fanout
+        self._clock = clock
+        self._rules = rules
+
+    async def listed(
+        self, principal: Principal, *, include_resolved: bool = False, limit: int = 100
+    ) -> list[AlertMessage]:
+        """The alerts `principal` may see, newest first."""
+        now = self._clock.now()
+        async with self._reader.connect() as connection:
+            codes = await department_codes(connection)
+            visible = visible_departments(principal, codes.values())
+            query = (
+                select(*Alert.__table__.c).order_by(Alert.id.desc()).limit(min(limit, MAX_LISTED))
+            )
+            if not include_resolved:
+                query = query.where(Alert.status != AlertStatus.RESOLVED.value)
+            ids = [id_ for id_, code in codes.items() if code in visible]
+            if None in visible:
+                query = query.where(Alert.department_id.in_(ids) | Alert.department_id.is_(None))
+            else:
+                query = query.where(Alert.department_id.in_(ids))
+            rows = (await connection.execute(query)).mappings().all()
+        return [self._message(row, codes, now) for row in rows]
+
+    async def acknowledge(
+        self,
+        principal: Principal,
+        alert_id: int,
+        *,
+        note: str | None = None,
+        until: datetime | None = None,
+    ) -> AlertMessage:
+        now = self._clock.now()
+        if until is not None and until <= now:
+            raise InvalidPayload("until: the acknowledgement's expiry must be in the future")
+        changes = {
+            "acknowledged_by": principal.subject,
+            "acknowledged_at": _naive(now),
+            "acknowledgement_note": note,
+            "acknowledged_until": _naive(until) if until is not None else None,
+        }
+        return await self._change(principal, alert_id, "acknowledged", changes)
+
+    async def resolve(self, principal: Principal, alert_id: int) -> AlertMessage:
+        now = self._clock.now()
+        changes = {
+            "status": AlertStatus.RESOLVED.value,
+            "resolved_at": _naive(now),
+            "resolved_by": principal.subject,
+        }
+        return await self._change(principal, alert_id, "resolved", changes)
+
+    async def _change(
+        self, principal: Principal, alert_id: int, action: str, changes: dict[str, Any]
+    ) -> AlertMessage:
+        if principal.role not in MANAGING_ROLES:
+            raise Forbidden(f"only admins and super_admins may mark an alert {action}")
+        now = self._clock.now()
+        async with self._writer.begin() as connection:
+            codes = await department_codes(connection)
+            row = (
+                (await connection.execute(select(*Alert.__table__.c).where(Alert.id == alert_id)))
+                .mappings()
+                .first()
+            )
+            department = codes.get(row["department_id"]) if row is not None else None
+            if row is None or department not in visible_departments(principal, codes.values()):
+                raise UnknownAlert(f"no alert {alert_id} among those you may see")
+            if row["status"] == AlertStatus.RESOLVED.value:
+                raise InvalidPayload(f"alert {alert_id} is resolved already")
+            if action == "acknowledged":
+                changes = {**changes, "status": AlertStatus.ACKNOWLEDGED.value}
+            changed = (
+                (
+                    await connection.execute(
+                        update(Alert)
+                        .where(Alert.id == alert_id)
+                        .values(**changes, updated_at=_naive(now))
+                        .returning(*Alert.__table__.c)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            await connection.execute(
+                insert(AlertTransition).values(
+                    alert_id=alert_id,
+                    rule=row["rule"] or "",
+                    department_id=row["department_id"],
+                    before=row["status"],
+                    after=changed["status"],
+                    at=_naive(now),
+                    value=row["value"],
+                    actor=principal.subject,
+                )
+            )
+        message = self._message(changed, codes, now)
+        await self._fanout.to_room(
+            alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+        )
+        return message
+
+    def _message(self, row: RowMapping, codes: Mapping[int, str], now: datetime) -> AlertMessage:
+        department_id = row["department_id"]
+        department = codes.get(department_id) if department_id is not None else None
+        rule = self._rules.get(row["rule"]) if row["rule"] is not None else None
+        return alert_message(row, department, now, rule)
+
+
+async def department_codes(connection: AsyncConnection) -> dict[int, str]:
+    rows = (await connection.execute(select(Department.id, Department.code))).all()
+    return {row[0]: row[1] for row in rows}

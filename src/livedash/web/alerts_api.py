@@ -1,0 +1,64 @@
+"""The alerts under `/api/alerts`: list what the caller may see, acknowledge, resolve.
+
+Every route needs an access token (the `/api` router's rules: rate limits, one error shape).
+Acknowledging and resolving are for admins and super_admins (`forbidden` otherwise); an alert
+of a department the caller may not see is `unknown_alert` (404), as if it did not exist.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from livedash.alerts.lifecycle import MAX_LISTED
+from livedash.auth.tokens import Principal
+from livedash.realtime.schemas import AlertMessage
+from livedash.web.api import ERROR_RESPONSES, authenticated_user
+from livedash.web.deps import services
+
+Caller = Annotated[Principal, Depends(authenticated_user)]
+
+
+class Acknowledgement(BaseModel):
+    """An acknowledgement: an optional note, and an optional expiry (aware ISO 8601) after
+    which the alert counts as unacknowledged again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=500)
+    until: datetime | None = None
+
+
+def install_alerts_api(app: FastAPI) -> None:
+    router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=ERROR_RESPONSES)
+
+    @router.get("")
+    async def list_alerts(
+        request: Request,
+        caller: Caller,
+        include_resolved: bool = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 100,
+    ) -> list[AlertMessage]:
+        """The alerts of the departments the caller may see, newest first (open ones only,
+        unless `include_resolved`)."""
+        desk = services(request).alert_desk
+        return await desk.listed(caller, include_resolved=include_resolved, limit=limit)
+
+    @router.post("/{alert_id}/acknowledge")
+    async def acknowledge(
+        request: Request, caller: Caller, alert_id: int, body: Acknowledgement | None = None
+    ) -> AlertMessage:
+        """Acknowledge an open alert (admins and super_admins)."""
+        given = body or Acknowledgement()
+        desk = services(request).alert_desk
+        return await desk.acknowledge(caller, alert_id, note=given.note, until=given.until)
+
+    @router.post("/{alert_id}/resolve")
+    async def resolve(request: Request, caller: Caller, alert_id: int) -> AlertMessage:
+        """Resolve an open alert by hand (admins and super_admins)."""
+        return await services(request).alert_desk.resolve(caller, alert_id)
+
+    app.include_router(router)

@@ -1,0 +1,101 @@
+"""/api/alerts: what an administrator does with an alert, and what others may not do."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from livedash.settings import Settings
+from livedash.store.models import Role
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.writers import Write
+
+RULES = """
+rules:
+  - name: beds-busy
+    metric: beds_occupied
+    scope: each_department
+    condition: above
+    threshold: 1
+    severity: high
+"""
+
+
+@pytest.fixture
+async def alerting(serve: Serve, settings: Settings, tmp_path: Path) -> LiveServer:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    return await serve(settings.model_copy(update={"alert_rules_file": rules}))
+
+
+def _as(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
+    hospital: dict[str, int],
+    alerting: LiveServer,
+    connect: Connect,
+    token: Any,
+    writer: Write,
+) -> None:
+    ed_admin = token(Role.ADMIN, ("ED",), sub="ed-admin")
+    ed_viewer = token(Role.VIEWER, ("ED",), sub="ed-viewer")
+    card_admin = token(Role.ADMIN, ("CARD",), sub="card-admin")
+    screen = await connect(alerting, ed_viewer)
+    for bed in ("ED-1A", "ED-1B"):
+        await writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital[bed],))
+    raised = await screen.next("alert", lambda a: a["state"] == "firing")
+    alert_id = raised["id"]
+
+    async with httpx.AsyncClient(base_url=alerting.url) as http:
+        listed = (await http.get("/api/alerts", headers=_as(ed_admin))).json()
+        assert [alert["id"] for alert in listed] == [alert_id]
+        assert (await http.get("/api/alerts", headers=_as(card_admin))).json() == []
+
+        refused = await http.post(f"/api/alerts/{alert_id}/acknowledge", headers=_as(ed_viewer))
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "forbidden"
+        hidden = await http.post(f"/api/alerts/{alert_id}/resolve", headers=_as(card_admin))
+        assert hidden.status_code == 404
+        assert hidden.json()["code"] == "unknown_alert"
+        past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        stale = await http.post(
+            f"/api/alerts/{alert_id}/acknowledge", headers=_as(ed_admin), json={"until": past}
+        )
+        assert stale.status_code == 422
+        assert "until" in stale.json()["message"]
+
+        until = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+        acknowledged = await http.post(
+            f"/api/alerts/{alert_id}/acknowledge",
+            headers=_as(ed_admin),
+            json={"note": "porters on their way", "until": until.isoformat()},
+        )
+        assert acknowledged.status_code == 200, acknowledged.text
+        body = acknowledged.json()
+        assert body["status"] == "acknowledged"
+        assert body["acknowledged_by"] == "ed-admin"
+        assert body["acknowledgement_note"] == "porters on their way"
+        assert datetime.fromisoformat(body["acknowledged_until"]) == until
+        pushed = await screen.next("alert", lambda a: a["status"] == "acknowledged")
+        assert pushed["acknowledged_by"] == "ed-admin"
+
+        resolved = await http.post(f"/api/alerts/{alert_id}/resolve", headers=_as(ed_admin))
+        assert resolved.status_code == 200
+        assert resolved.json()["resolved_by"] == "ed-admin"
+        assert (await screen.next("alert", lambda a: a["status"] == "resolved"))["id"] == alert_id
+        again = await http.post(f"/api/alerts/{alert_id}/resolve", headers=_as(ed_admin))
+        assert again.status_code == 422
+        assert "resolved already" in again.json()["message"]
+        assert (await http.get("/api/alerts", headers=_as(ed_admin))).json() == []
+        history = await http.get(
+            "/api/alerts", headers=_as(ed_admin), params={"include_resolved": "true"}
+        )
+        assert [alert["status"] for alert in history.json()] == ["resolved"]
+        unknown = await http.post("/api/alerts/999999/resolve", headers=_as(ed_admin))
+        assert unknown.status_code == 404
