@@ -30,11 +30,13 @@ ALLOWED: dict[str, set[str]] = {
     # Writers reach the rest only through the database, as the hospital's application does.
     "simulator": {"store"},
     "ingest": {"store", "changefeed", "auth"},
-    # Alerts hear the metric stream on the leader and push through the gateway's fan-out.
+    # Alerts hear the metric stream on the leader and push through the gateway's fan-out;
+    # notifications hear the alerts' events.
     "alerts": {*DATA_PATH, "auth"},
+    "notifications": {*DATA_PATH, "auth", "alerts"},
     # The composition root builds every part; the web and the entry points compose it.
-    "services": {*DATA_PATH, "auth", "ingest", "alerts"},
-    "web": {*DATA_PATH, "auth", "ingest", "services", "alerts"},
+    "services": {*DATA_PATH, "auth", "ingest", "alerts", "notifications"},
+    "web": {*DATA_PATH, "auth", "ingest", "services", "alerts", "notifications"},
     "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts"},
     "service": {"app", "web", "simulator"},
     "cli": {

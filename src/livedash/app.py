@@ -31,6 +31,7 @@ from livedash.web.api import install_api
 from livedash.web.auth_api import install_auth_api
 from livedash.web.deps import SERVICES
 from livedash.web.ingest import install_ingest
+from livedash.web.notifications_api import install_notifications_api
 from livedash.web.prometheus import install_metrics
 from livedash.web.request_limits import RequestLimits, body_limits
 from livedash.web.routes import install_routes
@@ -90,6 +91,7 @@ def create_app(
     install_metrics(api)
     install_api(api)
     install_alerts_api(api)
+    install_notifications_api(api)
     install_ingest(api)
     install_auth_api(api)
     app: ASGIApp = SecurityHeaders(

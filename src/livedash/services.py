@@ -46,6 +46,8 @@ from livedash.cluster.state import SharedMetricState
 from livedash.cluster.view import MetricView, SharedView
 from livedash.ingest import Ingest
 from livedash.metrics.clock import Clock, SystemClock
+from livedash.notifications.dispatcher import Dispatcher
+from livedash.notifications.inbox import Inbox
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
@@ -89,6 +91,7 @@ class Services:
     gateway: Gateway
     alerts: AlertService
     alert_desk: AlertDesk
+    inbox: Inbox
 
     @property
     def leading(self) -> bool:
@@ -227,6 +230,7 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
+    dispatcher = Dispatcher(database, fanout, clock, settings.zone)
     alerts = AlertService(
         load_rules(settings.alert_rules_file),
         database,
@@ -234,6 +238,7 @@ async def _build(
         clock,
         settings.zone,
         stale_after_seconds=settings.alert_stale_after_seconds,
+        listeners=[dispatcher.on_alert],
     )
     runner.register(alerts)  # evaluated where the feed is read: on the leader
     if manager is not None and breaker is not None:
@@ -259,4 +264,5 @@ async def _build(
         gateway=gateway,
         alerts=alerts,
         alert_desk=AlertDesk(database, fanout, clock, alerts.rules),
+        inbox=Inbox(database),
     )

@@ -18,7 +18,7 @@ every condition is stale; nothing fires or resolves on data that old.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ import structlog
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from livedash.aio import BackgroundTasks
 from livedash.alerts.evaluation import Condition, State, Transition, fires, resolves
 from livedash.alerts.lifecycle import alert_message, department_codes
 from livedash.alerts.rules import ThresholdRule
@@ -42,6 +43,9 @@ from livedash.store.models import Alert, AlertStatus, AlertTransition
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, str | None]  # (rule, department)
+AlertListener = Callable[[AlertMessage, str, int], Awaitable[None]]
+"""Hears an alert event: the alert, `raised`/`escalated`/`resolved`, the escalation level."""
+RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
 
 
 @dataclass(slots=True)
@@ -68,6 +72,7 @@ class AlertService:
         zone: ZoneInfo,
         *,
         stale_after_seconds: float,
+        listeners: Iterable[AlertListener] = (),
     ) -> None:
         self.rules = {rule.name: rule for rule in rules}
         self._database = write_locking(database)
@@ -84,6 +89,9 @@ class AlertService:
         self._stale = False
         self._database_down = False
         self._feed_late = False
+        self._listeners = list(listeners)
+        # Listeners (notifications) run apart: nothing they do may hold up the feed.
+        self._background = BackgroundTasks()
         self._lock = asyncio.Lock()  # batches and ticks apply one at a time, in order
         self._deadline_changed = asyncio.Event()
 
@@ -117,6 +125,7 @@ class AlertService:
             await self._follow_deadlines()
         finally:
             self._forget()
+            await self._background.close()
 
     async def _follow_deadlines(self) -> None:
         while True:
@@ -226,13 +235,18 @@ class AlertService:
         if not moved:
             return
         messages: dict[int, AlertMessage] = {}  # a screen needs each alert's latest state
+        events: list[tuple[AlertMessage, str]] = []
         async with self._database.begin() as connection:
             for watched, transition in moved:
                 row = await self._store(connection, watched, transition)
                 if row is not None:
-                    messages[row["id"]] = alert_message(
+                    message = messages[row["id"]] = alert_message(
                         row, transition.department, transition.at, watched.condition.rule
                     )
+                    if fires(transition):
+                        events.append((message, RAISED))
+                    elif resolves(transition):
+                        events.append((message, RESOLVED))
                 if resolves(transition):
                     watched.alert_id = None
         for message in messages.values():
@@ -245,6 +259,14 @@ class AlertService:
             )
             await self._fanout.to_room(
                 alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+            )
+        for message, event in events:
+            self._tell(message, event, 0)
+
+    def _tell(self, message: AlertMessage, event: str, level: int) -> None:
+        for listener in self._listeners:
+            self._background.spawn(
+                _logged(listener, message, event, level), name=f"livedash-alert-{event}"
             )
 
     async def _store(
@@ -300,6 +322,13 @@ class AlertService:
             )
         )
         return row
+
+
+async def _logged(listener: AlertListener, message: AlertMessage, event: str, level: int) -> None:
+    try:
+        await listener(message, event, level)
+    except Exception:
+        log.exception("alert_listener_failed", alert=message.id, alert_event=event)
 
 
 def _number(value: Any) -> float | None:

@@ -35,6 +35,7 @@ class ClientSession:
     timer: asyncio.TimerHandle | None = None  # the sign-in timeout, or the token's expiry
     since: StreamPosition | None = None  # from the handshake, for the first subscription
     alert_scopes: set[str | None] = field(default_factory=set)  # alert rooms it is in
+    user_room: str | None = None  # whose notifications it receives
 
     def cancel_timer(self) -> None:
         """Stop the sign-in timeout or token expiry, if one is armed."""

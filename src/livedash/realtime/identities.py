@@ -29,7 +29,7 @@ from livedash.metrics.definitions import METRIC_NAMES
 from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.guard import EventGuard
-from livedash.realtime.outbox import alert_room
+from livedash.realtime.outbox import alert_room, user_room
 from livedash.realtime.requests import ordered, parse
 from livedash.realtime.schemas import Authenticated, AuthenticateRequest
 from livedash.realtime.server import GatewayServer
@@ -95,7 +95,7 @@ class Identities:
         self, session: ClientSession, principal: Principal
     ) -> Authenticated:
         visible = await self._subscriptions.visible(session)
-        await self._follow_alerts(session, visible)
+        await self._follow_alerts(session, visible, principal.subject)
         reply = Authenticated(
             sub=principal.subject,
             role=principal.role.value,
@@ -106,13 +106,22 @@ class Identities:
         await self._fanout.to_socket(session.sid, "authenticated", reply.model_dump(mode="json"))
         return reply
 
-    async def _follow_alerts(self, session: ClientSession, visible: set[str | None]) -> None:
-        """Be in the alert rooms of exactly the departments the identity may see."""
+    async def _follow_alerts(
+        self, session: ClientSession, visible: set[str | None], user: str | None
+    ) -> None:
+        """Be in the alert rooms of exactly the departments the identity may see, and in the
+        room of its user's own notifications."""
         for department in session.alert_scopes - visible:
             await self._fanout.leave(session.sid, alert_room(department))
         for department in visible - session.alert_scopes:
             await self._fanout.join(session.sid, alert_room(department))
         session.alert_scopes = set(visible)
+        if session.user_room is not None and session.user_room != user:
+            await self._fanout.leave(session.sid, user_room(session.user_room))
+            session.user_room = None
+        if user is not None and session.user_room is None:
+            await self._fanout.join(session.sid, user_room(user))
+            session.user_room = user
 
     # -- the recheck -----------------------------------------------------------------------
 
@@ -206,7 +215,7 @@ class Identities:
         """Forget who the socket was, and every subscription of that identity. It may
         authenticate again within the sign-in timeout."""
         await self._subscriptions.drop(session, set(session.subscriptions))
-        await self._follow_alerts(session, set())
+        await self._follow_alerts(session, set(), None)
         session.principal = session.claims = None
         self.await_sign_in(session)
 

@@ -40,6 +40,11 @@ def alert_room(department: str | None) -> str:
     return "alerts|" + ("hospital" if department is None else f"dept:{department}")
 
 
+def user_room(username: str) -> str:
+    """The room of one user's own sockets (their notifications)."""
+    return f"user|{username}"
+
+
 def to_update(value: MetricValue) -> MetricUpdate:
     """The wire model of a metric value."""
     return MetricUpdate(

@@ -19,6 +19,7 @@ MAX_NAME_LENGTH = 64
 
 UPDATE_EVENT = "dashboard_update"
 ALERT_EVENT = "alert"
+NOTIFICATION_EVENT = "notification"
 """The event that carries one metric's new value (`MetricUpdate`)."""
 
 
@@ -157,6 +158,24 @@ class AlertMessage(BaseModel):
     acknowledged_until: datetime | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+
+
+class NotificationMessage(BaseModel):
+    """`notification`: one new in-app notification of the signed-in user, as it is written.
+
+    `event`: `raised` (a new alert), `escalated` (nobody acknowledged it in time; addressed
+    to the next tier) or `resolved`. The history and the unread count: `GET
+    /api/notifications`.
+    """
+
+    id: int
+    alert_id: int | None
+    event: str
+    severity: str
+    title: str
+    department: str | None
+    created_at: datetime
+    read: bool = False
 
 
 class MetricsSnapshot(BaseModel):

@@ -230,6 +230,70 @@ class AlertTransition(Base):
     actor: Mapped[str | None] = mapped_column(String(128))
 
 
+class Notification(Base):
+    """One in-app notification of one user; `idempotency_key` makes a retry write it once."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_username", "username", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128))
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"))
+    event: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(256))
+    department: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class NotificationPreference(Base):
+    """A user's choices: channels, the lowest severity, departments, quiet hours, a cap."""
+
+    __tablename__ = "notification_preferences"
+
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channels: Mapped[list[str]] = mapped_column(JSON)
+    min_severity: Mapped[str] = mapped_column(String(16))
+    departments: Mapped[list[str] | None] = mapped_column(JSON)
+    quiet_from: Mapped[str | None] = mapped_column(String(5))
+    quiet_until: Mapped[str | None] = mapped_column(String(5))
+    max_per_hour: Mapped[int] = mapped_column(Integer)
+    email: Mapped[str | None] = mapped_column(String(254))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription (one per user and device)."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), index=True)
+    endpoint: Mapped[str] = mapped_column(String(1000), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+
+class AlertSilence(Base):
+    """Notifications of matching alerts are held back from `starts_at` to `ends_at`."""
+
+    __tablename__ = "alert_silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    rule: Mapped[str | None] = mapped_column(String(64))
+    department: Mapped[str | None] = mapped_column(String(16))
+    severity: Mapped[str | None] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(String(500))
+    expired_by: Mapped[str | None] = mapped_column(String(128))
+
+
 class MetricRollup(Base):
     """One hour of one historical series for one department (0: the whole hospital).
 

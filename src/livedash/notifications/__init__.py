@@ -1,0 +1,1 @@
+"""Notifications: who hears of an alert, on which channel, and the in-app history."""

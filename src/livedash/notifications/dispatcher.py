@@ -1,0 +1,200 @@
+"""Who hears of an alert: the recipients of each alert event, and their in-app notifications.
+
+The leader's `AlertService` hands every alert event here (`on_alert`): `raised` and
+`resolved` go to the active users who may see the alert's department and whose preferences
+allow it; `escalated` goes to the next tier whatever their filters (level 1: the department's
+admins; level 2 and up: the super_admins).
+
+Each recipient's in-app notification is written once (its idempotency key names the alert,
+the event, the escalation level and the user: a retry or a second leader writes nothing
+more) and pushed at once to that user's sockets as a `notification` event. Silenced alerts
+(see `alerts/silences.py`) notify nobody; the alert itself is still shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from livedash.metrics.clock import Clock
+from livedash.notifications.preferences import IN_APP, Preferences, load_preferences
+from livedash.realtime.fanout import FanOut
+from livedash.realtime.outbox import user_room
+from livedash.realtime.schemas import NOTIFICATION_EVENT, AlertMessage, NotificationMessage
+from livedash.store.engine import write_locking
+from livedash.store.models import Notification, Role, User
+
+log = structlog.get_logger(__name__)
+
+RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    username: str
+    preferences: Preferences
+    channels: frozenset[str]
+
+
+Silenced = Callable[[AlertMessage, datetime], Awaitable[bool]]
+
+
+class Dispatcher:
+    """The alert events' recipients and in-app notifications; see the module's docstring."""
+
+    def __init__(
+        self,
+        database: AsyncEngine,
+        fanout: FanOut,
+        clock: Clock,
+        zone: ZoneInfo,
+        *,
+        silenced: Silenced | None = None,
+    ) -> None:
+        self._reader = database
+        self._writer = write_locking(database)
+        self._fanout = fanout
+        self._clock = clock
+        self._zone = zone
+        self._silenced = silenced
+
+    async def on_alert(self, message: AlertMessage, event: str, level: int = 0) -> None:
+        """Tell the recipients of `event` (raised, escalated, resolved) of `message`."""
+        now = self._clock.now()
+        if self._silenced is not None and await self._silenced(message, now):
+            log.info("alert_notification_silenced", alert=message.id, alert_event=event)
+            return
+        async with self._reader.connect() as connection:
+            recipients = await self._recipients(connection, message, event, level, now)
+        written = await self._write_in_app(message, event, level, recipients, now)
+        for username, notification in written:
+            await self._fanout.to_room(
+                user_room(username), NOTIFICATION_EVENT, notification.model_dump(mode="json")
+            )
+        log.info(
+            "alert_notified",
+            alert=message.id,
+            alert_event=event,
+            level=level,
+            recipients=len(recipients),
+            in_app=len(written),
+        )
+
+    async def _recipients(
+        self,
+        connection: AsyncConnection,
+        message: AlertMessage,
+        event: str,
+        level: int,
+        now: datetime,
+    ) -> list[Recipient]:
+        users = (
+            await connection.execute(
+                select(User.username, User.role, User.departments).where(User.active.is_(True))
+            )
+        ).all()
+        escalation = event == ESCALATED
+        chosen = [
+            username
+            for username, role, departments in users
+            if _addressed(role, departments or [], message.department, escalation, level)
+        ]
+        preferences = await load_preferences(connection, chosen)
+        sent = await _sent_last_hour(connection, chosen, now)
+        local = now.astimezone(self._zone).time()
+        recipients = []
+        for username in chosen:
+            channels = preferences[username].channels_for(
+                severity=message.severity,
+                department=message.department,
+                escalation=escalation,
+                local=local,
+                sent_this_hour=sent.get(username, 0),
+            )
+            if channels:
+                recipients.append(Recipient(username, preferences[username], frozenset(channels)))
+        return recipients
+
+    async def _write_in_app(
+        self,
+        message: AlertMessage,
+        event: str,
+        level: int,
+        recipients: Sequence[Recipient],
+        now: datetime,
+    ) -> list[tuple[str, NotificationMessage]]:
+        written: list[tuple[str, NotificationMessage]] = []
+        at = now.astimezone(UTC).replace(tzinfo=None)
+        async with self._writer.begin() as connection:
+            for recipient in recipients:
+                if IN_APP not in recipient.channels:
+                    continue
+                key = f"alert:{message.id}:{event}:{level}:{recipient.username}"
+                exists = await connection.scalar(
+                    select(Notification.id).where(Notification.idempotency_key == key)
+                )
+                if exists is not None:
+                    continue  # written by an earlier attempt
+                notification_id = await connection.scalar(
+                    insert(Notification)
+                    .values(
+                        username=recipient.username,
+                        alert_id=message.id,
+                        event=event,
+                        severity=message.severity,
+                        title=message.title,
+                        department=message.department,
+                        created_at=at,
+                        idempotency_key=key,
+                    )
+                    .returning(Notification.id)
+                )
+                assert notification_id is not None
+                written.append(
+                    (
+                        recipient.username,
+                        NotificationMessage(
+                            id=notification_id,
+                            alert_id=message.id,
+                            event=event,
+                            severity=message.severity,
+                            title=message.title,
+                            department=message.department,
+                            created_at=now,
+                        ),
+                    )
+                )
+        return written
+
+
+def _addressed(
+    role: str, departments: list[str], department: str | None, escalation: bool, level: int
+) -> bool:
+    """Whether a user of `role` and `departments` is addressed by the event."""
+    if escalation:
+        if level <= 1:
+            return role == Role.ADMIN.value and department in departments
+        return role == Role.SUPER_ADMIN.value
+    if role == Role.SUPER_ADMIN.value:
+        return True
+    return department is not None and department in departments
+
+
+async def _sent_last_hour(
+    connection: AsyncConnection, usernames: Sequence[str], now: datetime
+) -> dict[str, int]:
+    if not usernames:
+        return {}
+    since = (now - timedelta(hours=1)).astimezone(UTC).replace(tzinfo=None)
+    rows = await connection.execute(
+        select(Notification.username, func.count())
+        .where(Notification.username.in_(usernames), Notification.created_at >= since)
+        .group_by(Notification.username)
+    )
+    return {username: count for username, count in rows.all()}

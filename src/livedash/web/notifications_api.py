@@ -1,0 +1,78 @@
+"""A user's notifications under `/api/notifications`: the history with its unread count,
+marking read, and the preferences. Each user sees and changes only their own."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import BaseModel
+
+from livedash.auth.scope import visible_departments
+from livedash.auth.tokens import Principal
+from livedash.errors import InvalidPayload
+from livedash.notifications.inbox import MAX_LISTED
+from livedash.notifications.preferences import Preferences, load_preferences, save_preferences
+from livedash.realtime.schemas import NotificationMessage
+from livedash.web.api import ERROR_RESPONSES, authenticated_user
+from livedash.web.deps import services
+
+Caller = Annotated[Principal, Depends(authenticated_user)]
+
+
+class NotificationList(BaseModel):
+    unread: int
+    items: list[NotificationMessage]
+
+
+class Marked(BaseModel):
+    marked: int
+
+
+def install_notifications_api(app: FastAPI) -> None:
+    router = APIRouter(
+        prefix="/api/notifications", tags=["notifications"], responses=ERROR_RESPONSES
+    )
+
+    @router.get("")
+    async def notifications(
+        request: Request,
+        caller: Caller,
+        unread_only: bool = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 50,
+    ) -> NotificationList:
+        """The caller's notifications, newest first, and how many are unread."""
+        inbox = services(request).inbox
+        unread, items = await inbox.listed(caller.subject, unread_only=unread_only, limit=limit)
+        return NotificationList(unread=unread, items=items)
+
+    @router.post("/read")
+    async def read_all(request: Request, caller: Caller) -> Marked:
+        """Mark every notification of the caller read."""
+        return Marked(marked=await services(request).inbox.mark_read(caller.subject))
+
+    @router.post("/{notification_id}/read")
+    async def read_one(request: Request, caller: Caller, notification_id: int) -> Marked:
+        """Mark one of the caller's notifications read."""
+        marked = await services(request).inbox.mark_read(caller.subject, notification_id)
+        return Marked(marked=marked)
+
+    @router.get("/preferences")
+    async def preferences(request: Request, caller: Caller) -> Preferences:
+        """The caller's notification preferences (the defaults until they choose)."""
+        async with services(request).database.connect() as connection:
+            return (await load_preferences(connection, [caller.subject]))[caller.subject]
+
+    @router.put("/preferences")
+    async def set_preferences(request: Request, caller: Caller, body: Preferences) -> Preferences:
+        """Replace the caller's notification preferences."""
+        if body.departments is not None:
+            known = await services(request).view.departments()
+            visible = visible_departments(caller, known)
+            hidden = sorted(code for code in body.departments if code not in visible)
+            if hidden:
+                raise InvalidPayload(f"departments: {hidden[0]!r} is not a department you may see")
+        await save_preferences(services(request).database, caller.subject, body)
+        return body
+
+    app.include_router(router)

@@ -1,0 +1,131 @@
+"""In-app notifications of alerts: who gets one, at once on their sockets and in their
+history; preferences decide, and nobody sees another user's notifications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from livedash.settings import Settings
+from livedash.store.models import Role
+from tests.support.live import Connect, LiveServer, Serve
+from tests.support.writers import Write
+
+RULES = """
+rules:
+  - name: beds-busy
+    metric: beds_occupied
+    scope: each_department
+    condition: above
+    threshold: 1
+    severity: high
+    summary: More than one bed occupied
+"""
+
+
+@pytest.fixture
+async def alerting(serve: Serve, settings: Settings, tmp_path: Path) -> LiveServer:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    return await serve(settings.model_copy(update={"alert_rules_file": rules}))
+
+
+def _as(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _occupy(writer: Write, hospital: dict[str, int], status: str) -> None:
+    for bed in ("ED-1A", "ED-1B"):
+        await writer("UPDATE beds SET status = ? WHERE id = ?", (status, hospital[bed]))
+
+
+async def test_an_alert_notifies_the_users_who_may_see_it_at_once_and_in_their_history(
+    hospital: dict[str, int],
+    alerting: LiveServer,
+    connect: Connect,
+    token: Any,
+    writer: Write,
+) -> None:
+    viewer_token = token(Role.VIEWER, ("ED",), sub="ed-viewer")
+    card_token = token(Role.VIEWER, ("CARD",), sub="card-viewer")
+    ed_viewer = await connect(alerting, viewer_token)
+    card_viewer = await connect(alerting, card_token)
+    chief = await connect(alerting, token(Role.SUPER_ADMIN, sub="chief"))
+
+    await _occupy(writer, hospital, "occupied")
+
+    told = await ed_viewer.next("notification")
+    assert told["event"] == "raised"
+    assert told["severity"] == "high"
+    assert told["title"] == "More than one bed occupied"
+    assert told["department"] == "ED"
+    assert told["read"] is False
+    assert (await chief.next("notification"))["alert_id"] == told["alert_id"]
+
+    async with httpx.AsyncClient(base_url=alerting.url) as http:
+        mine = (await http.get("/api/notifications", headers=_as(viewer_token))).json()
+        assert mine["unread"] == 1
+        assert [item["id"] for item in mine["items"]] == [told["id"]]
+        theirs = (await http.get("/api/notifications", headers=_as(card_token))).json()
+        assert theirs == {"unread": 0, "items": []}
+        # Marking another user's notification read changes nothing.
+        other = await http.post(f"/api/notifications/{told['id']}/read", headers=_as(card_token))
+        assert other.json() == {"marked": 0}
+        read = await http.post(f"/api/notifications/{told['id']}/read", headers=_as(viewer_token))
+        assert read.json() == {"marked": 1}
+        mine = (await http.get("/api/notifications", headers=_as(viewer_token))).json()
+        assert mine["unread"] == 0
+        assert mine["items"][0]["read"] is True
+
+    await _occupy(writer, hospital, "free")
+    assert (await ed_viewer.next("notification", lambda n: n["event"] == "resolved"))[
+        "alert_id"
+    ] == told["alert_id"]
+    assert card_viewer.received("notification") == []
+
+
+async def test_preferences_choose_the_severities_and_are_validated(
+    hospital: dict[str, int],
+    alerting: LiveServer,
+    connect: Connect,
+    token: Any,
+    writer: Write,
+) -> None:
+    picky_token = token(Role.VIEWER, ("ED",), sub="picky")
+    picky = await connect(alerting, picky_token)
+    chief = await connect(alerting, token(Role.SUPER_ADMIN, sub="chief"))
+    async with httpx.AsyncClient(base_url=alerting.url) as http:
+        defaults = (
+            await http.get("/api/notifications/preferences", headers=_as(picky_token))
+        ).json()
+        assert defaults["channels"] == ["in_app"]
+        assert defaults["min_severity"] == "medium"
+        chosen = {**defaults, "min_severity": "critical", "quiet_from": "22:00"}
+        refused = await http.put(
+            "/api/notifications/preferences", headers=_as(picky_token), json=chosen
+        )
+        assert refused.status_code == 422
+        assert "quiet_from and quiet_until go together" in refused.json()["message"]
+        hidden = {**defaults, "departments": ["CARD"]}
+        refused = await http.put(
+            "/api/notifications/preferences", headers=_as(picky_token), json=hidden
+        )
+        assert refused.status_code == 422
+        assert "'CARD' is not a department you may see" in refused.json()["message"]
+        chosen = {**defaults, "min_severity": "critical"}
+        saved = await http.put(
+            "/api/notifications/preferences", headers=_as(picky_token), json=chosen
+        )
+        assert saved.status_code == 200, saved.text
+        again = (await http.get("/api/notifications/preferences", headers=_as(picky_token))).json()
+        assert again["min_severity"] == "critical"
+
+    await _occupy(writer, hospital, "occupied")
+    # The chief's notification shows the alert was raised and dispatched; the HIGH alert
+    # is below what `picky` chose.
+    await chief.next("notification")
+    assert picky.received("notification") == []
+    await picky.next("alert", lambda a: a["state"] == "firing")  # the alert itself is shown
