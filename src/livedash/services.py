@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.alerts.config import load_alert_config
 from livedash.alerts.lifecycle import AlertDesk
-from livedash.alerts.rules import load_rules
 from livedash.alerts.service import AlertService
+from livedash.alerts.silences import Silencer
 from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.auth.sessions import SessionService
 from livedash.auth.throttle import LoginLimits
@@ -91,6 +92,7 @@ class Services:
     gateway: Gateway
     alerts: AlertService
     alert_desk: AlertDesk
+    silencer: Silencer
     inbox: Inbox
 
     @property
@@ -230,9 +232,11 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
-    dispatcher = Dispatcher(database, fanout, clock, settings.zone)
+    alerting = load_alert_config(settings.alert_rules_file)
+    silencer = Silencer(database, settings.zone, alerting.mute_timings)
+    dispatcher = Dispatcher(database, fanout, clock, settings.zone, silenced=silencer.silenced)
     alerts = AlertService(
-        load_rules(settings.alert_rules_file),
+        alerting.rules,
         database,
         fanout,
         clock,
@@ -265,4 +269,5 @@ async def _build(
         alerts=alerts,
         alert_desk=AlertDesk(database, fanout, clock, alerts.rules),
         inbox=Inbox(database),
+        silencer=silencer,
     )

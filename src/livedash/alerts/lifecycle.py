@@ -66,6 +66,7 @@ def alert_message(
         acknowledged_until=_aware(row["acknowledged_until"]),
         resolved_at=_aware(row["resolved_at"]),
         resolved_by=row["resolved_by"],
+        escalation_level=row["escalation_level"],
     )
 
 

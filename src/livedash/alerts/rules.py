@@ -109,6 +109,16 @@ class ThresholdRule(BaseModel):
             )
         return self
 
+    @field_validator("escalate_after")
+    @classmethod
+    def _escalated_only_when_urgent(cls, delay: timedelta | None, info: Any) -> timedelta | None:
+        severity = info.data.get("severity")
+        if delay is not None and severity not in (AlertSeverity.HIGH, AlertSeverity.CRITICAL):
+            raise ValueError("only high and critical alerts escalate")
+        if delay is not None and delay.total_seconds() <= 0:
+            raise ValueError("escalate_after must be longer than 0")
+        return delay
+
     @property
     def clear_threshold(self) -> float:
         return self.threshold if self.clear_at is None else self.clear_at
@@ -162,6 +172,12 @@ def parse_rules(data: Any, *, source: str = "rules") -> list[ThresholdRule]:
 
 def load_rules(path: Path | None) -> list[ThresholdRule]:
     """The rules in the YAML file at `path`, or livedash's defaults when `path` is None."""
+    data, source = read_rules_file(path)
+    return parse_rules(data, source=source)
+
+
+def read_rules_file(path: Path | None) -> tuple[Any, str]:
+    """The decoded YAML of the rules file at `path` (livedash's defaults when None)."""
     if path is None:
         text = resources.files("livedash.alerts").joinpath("default_rules.yaml").read_text()
         source = "the default alert rules"
@@ -172,7 +188,6 @@ def load_rules(path: Path | None) -> list[ThresholdRule]:
             raise ConfigurationError(f"cannot read the alert rules at {path}: {error}") from error
         source = str(path)
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), source
     except yaml.YAMLError as error:
         raise ConfigurationError(f"{source}: not valid YAML: {error}") from error
-    return parse_rules(data, source=source)

@@ -46,6 +46,7 @@ Key = tuple[str, str | None]  # (rule, department)
 AlertListener = Callable[[AlertMessage, str, int], Awaitable[None]]
 """Hears an alert event: the alert, `raised`/`escalated`/`resolved`, the escalation level."""
 RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
+MAX_ESCALATION_LEVEL = 2  # 1: the department's admins; 2: the super_admins
 
 
 @dataclass(slots=True)
@@ -53,7 +54,7 @@ class _Watched:
     condition: Condition
     department_id: int | None
     alert_id: int | None = None
-    raised_at: datetime | None = None
+    escalate_at: datetime | None = None  # when to look whether someone acknowledged it
 
 
 def _naive(moment: datetime) -> datetime:
@@ -133,7 +134,8 @@ class AlertService:
             deadlines = [
                 deadline
                 for watched in self._watched.values()
-                if (deadline := watched.condition.deadline()) is not None
+                for deadline in (watched.condition.deadline(), watched.escalate_at)
+                if deadline is not None
             ]
             wait = (
                 max((min(deadlines) - self._clock.now()).total_seconds(), 0.0)
@@ -149,7 +151,8 @@ class AlertService:
             await self.tick()
 
     async def tick(self) -> None:
-        """Move every condition whose period has ended (the clock's now)."""
+        """Move every condition whose period has ended, and escalate every alert nobody
+        acknowledged in time (the clock's now)."""
         now = self._clock.now()
         async with self._lock:
             moved = [
@@ -158,6 +161,71 @@ class AlertService:
                 for transition in watched.condition.tick(now)
             ]
             await self._record(moved)
+            for watched in list(self._watched.values()):
+                if watched.escalate_at is not None and watched.escalate_at <= now:
+                    await self._escalate(watched, now)
+
+    async def _escalate(self, watched: _Watched, now: datetime) -> None:
+        """Tell the next tier of an alert still unacknowledged (acknowledgements are made on
+        any instance, so the stored row decides)."""
+        rule = watched.condition.rule
+        delay = rule.escalate_after
+        watched.escalate_at = None
+        if watched.alert_id is None or delay is None:
+            return
+        async with self._database.begin() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        select(*Alert.__table__.c).where(Alert.id == watched.alert_id)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None or row["status"] == AlertStatus.RESOLVED.value:
+                return
+            until = row["acknowledged_until"]
+            if row["acknowledged_at"] is not None and (until is None or until > _naive(now)):
+                if until is not None:  # counts as unacknowledged again from then
+                    watched.escalate_at = until.replace(tzinfo=UTC) + delay
+                return
+            level = row["escalation_level"] + 1
+            row = (
+                (
+                    await connection.execute(
+                        update(Alert)
+                        .where(Alert.id == watched.alert_id)
+                        .values(
+                            escalation_level=level,
+                            status=AlertStatus.ACTIVE.value,
+                            updated_at=_naive(now),
+                        )
+                        .returning(*Alert.__table__.c)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            await connection.execute(
+                insert(AlertTransition).values(
+                    alert_id=watched.alert_id,
+                    rule=rule.name,
+                    department_id=watched.department_id,
+                    before=f"level {level - 1}",
+                    after=f"level {level}",
+                    at=_naive(now),
+                    value=row["value"],
+                )
+            )
+        if level < MAX_ESCALATION_LEVEL:
+            watched.escalate_at = now + delay
+        message = alert_message(row, watched.condition.department, now, rule)
+        log.warning("alert_escalated", alert=message.id, rule=rule.name, level=level)
+        await self._fanout.to_room(
+            alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+        )
+        self._tell(message, ESCALATED, level)
 
     # -- conditions ------------------------------------------------------------------------
 
@@ -212,22 +280,31 @@ class AlertService:
             rows = (
                 await connection.execute(
                     select(
-                        Alert.id, Alert.rule, Alert.department_id, Alert.raised_at, Alert.value
+                        Alert.id,
+                        Alert.rule,
+                        Alert.department_id,
+                        Alert.raised_at,
+                        Alert.value,
+                        Alert.escalation_level,
                     ).where(Alert.rule.is_not(None), Alert.status != AlertStatus.RESOLVED.value)
                 )
             ).all()
             codes = await department_codes(connection)
         self._restored = True
-        for alert_id, name, department_id, raised_at, value in rows:
+        now = self._clock.now()
+        for alert_id, name, department_id, raised_at, value, level in rows:
             rule = self.rules.get(name) if name is not None else None
             if rule is None:
                 continue  # its rule was removed: the alert stays for a person to resolve
             department = codes.get(department_id) if department_id is not None else None
             watched = self._watch(rule, department, department_id)
             if watched.alert_id is None:
-                watched.alert_id, watched.raised_at = alert_id, raised_at
+                watched.alert_id = alert_id
                 watched.condition.state = State.FIRING
                 watched.condition.value = value
+                if rule.escalate_after is not None and level < MAX_ESCALATION_LEVEL:
+                    due = raised_at.replace(tzinfo=UTC) + rule.escalate_after * (level + 1)
+                    watched.escalate_at = max(due, now)
 
     # -- storing and telling ---------------------------------------------------------------
 
@@ -248,7 +325,7 @@ class AlertService:
                     elif resolves(transition):
                         events.append((message, RESOLVED))
                 if resolves(transition):
-                    watched.alert_id = None
+                    watched.alert_id = watched.escalate_at = None
         for message in messages.values():
             log.info(
                 "alert_" + (message.state or message.status),
@@ -295,6 +372,8 @@ class AlertService:
             )
             row = inserted.mappings().one()
             watched.alert_id = row["id"]
+            if rule.escalate_after is not None:
+                watched.escalate_at = transition.at + rule.escalate_after
         elif watched.alert_id is not None:
             changes: dict[str, Any] = {
                 "state": transition.after.value,

@@ -1,8 +1,8 @@
 """Who hears of an alert: the recipients of each alert event, and their in-app notifications.
 
-The leader's `AlertService` hands every alert event here (`on_alert`): `raised` and
-`resolved` go to the active users who may see the alert's department and whose preferences
-allow it; `escalated` goes to the next tier whatever their filters (level 1: the department's
+The leader's `AlertService` hands every alert event here (`on_alert`): `raised` goes to the
+active users who may see the alert's department and whose preferences allow it, `resolved` to
+those of them who were told of it; `escalated` goes to the next tier whatever their filters (level 1: the department's
 admins; level 2 and up: the super_admins).
 
 Each recipient's in-app notification is written once (its idempotency key names the alert,
@@ -105,6 +105,20 @@ class Dispatcher:
             for username, role, departments in users
             if _addressed(role, departments or [], message.department, escalation, level)
         ]
+        if event == RESOLVED:
+            # Only those who were told it began: a resolution of an alert someone never
+            # heard of (silenced, muted, below their severity) is noise.
+            told = set(
+                (
+                    await connection.execute(
+                        select(Notification.username).where(
+                            Notification.alert_id == message.id,
+                            Notification.event != RESOLVED,
+                        )
+                    )
+                ).scalars()
+            )
+            chosen = [username for username in chosen if username in told]
         preferences = await load_preferences(connection, chosen)
         sent = await _sent_last_hour(connection, chosen, now)
         local = now.astimezone(self._zone).time()

@@ -158,6 +158,9 @@ class AlertMessage(BaseModel):
     acknowledged_until: datetime | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    escalation_level: int = 0
+    """How many tiers were told because nobody acknowledged it in time (1: the department's
+    admins; 2: the super_admins)."""
 
 
 class NotificationMessage(BaseModel):

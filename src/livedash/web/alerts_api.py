@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from livedash.alerts.lifecycle import MAX_LISTED
+from livedash.alerts.silences import Silence, SilenceRequest
 from livedash.auth.tokens import Principal
 from livedash.realtime.schemas import AlertMessage
 from livedash.web.api import ERROR_RESPONSES, authenticated_user
@@ -46,6 +47,25 @@ def install_alerts_api(app: FastAPI) -> None:
         unless `include_resolved`)."""
         desk = services(request).alert_desk
         return await desk.listed(caller, include_resolved=include_resolved, limit=limit)
+
+    @router.get("/silences")
+    async def silences(request: Request, caller: Caller) -> list[Silence]:
+        """Silences not yet over, of the departments the caller may see."""
+        found = services(request)
+        return await found.silencer.listed(caller, found.clock.now())
+
+    @router.post("/silences")
+    async def silence(request: Request, caller: Caller, body: SilenceRequest) -> Silence:
+        """Hold back the notifications of matching alerts for a while (admins and
+        super_admins, for departments they may see)."""
+        found = services(request)
+        return await found.silencer.create(caller, body, found.clock.now())
+
+    @router.post("/silences/{silence_id}/end")
+    async def end_silence(request: Request, caller: Caller, silence_id: int) -> Silence:
+        """End a silence now."""
+        found = services(request)
+        return await found.silencer.end(caller, silence_id, found.clock.now())
 
     @router.post("/{alert_id}/acknowledge")
     async def acknowledge(
