@@ -2,8 +2,8 @@
 
 The leader's `AlertService` hands every alert event here (`on_alert`): `raised` goes to the
 active users who may see the alert's department and whose preferences allow it, `resolved` to
-those of them who were told of it; `escalated` goes to the next tier whatever their filters (level 1: the department's
-admins; level 2 and up: the super_admins).
+those of them who were told of it; `escalated` goes to the next tier whatever their filters
+(level 1: the department's admins; level 2 and up: the super_admins).
 
 Each recipient's in-app notification is written once (its idempotency key names the alert,
 the event, the escalation level and the user: a retry or a second leader writes nothing
