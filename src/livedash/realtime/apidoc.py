@@ -24,6 +24,7 @@ from livedash.realtime.schemas import (
     MetricSelection,
     MetricsSnapshot,
     MetricUpdate,
+    NotificationMessage,
     StreamPosition,
 )
 
@@ -184,6 +185,23 @@ EVENTS: list[tuple[str, str, type[BaseModel], BaseModel, str]] = [
         "acknowledgement, a resolution), sent as it happens to every authenticated socket "
         "that may see the alert's department; no subscription is needed. A client keeps the "
         "latest message of each `id`. The open alerts at any moment: `GET /api/alerts`.",
+    ),
+    (
+        "out",
+        "notification",
+        NotificationMessage,
+        NotificationMessage(
+            id=9051,
+            alert_id=412,
+            event="escalated",
+            severity="critical",
+            title="Every bed in service is occupied",
+            department="CARD",
+            created_at=_AT,
+        ),
+        "A new in-app notification of the signed-in user (their own sockets only): an alert "
+        "raised, escalated to them, or resolved, as their preferences allow. The history, the "
+        "unread count and marking read: `/api/notifications`.",
     ),
     (
         "out",
