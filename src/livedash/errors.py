@@ -4,10 +4,13 @@
     ├── ConfigurationError       settings that cannot work (bad time zone, missing secret file)
     ├── StoreError               the database refused or is unreachable
     ├── ChangeFeedError          the change feed cannot be read or its position stored
+    ├── DeliveryError            an e-mail or push not delivered (notifications.notice)
+    │   └── SubscriptionGone     the browser's push subscription expired (404/410)
     └── ClientError              something a client sent; turned into an `error` event
         ├── InvalidPayload       the payload does not match the event's model
         ├── UnknownEvent         an event name the gateway does not serve
         ├── UnknownMetric        a metric name that does not exist
+        ├── UnknownAlert         no such alert (or silence) among those the caller may see
         ├── Forbidden            a department or action outside the client's scope
         ├── NotAuthenticated     an event that needs authentication came first
         ├── RateLimited          too many events or connections; says when to retry

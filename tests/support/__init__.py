@@ -12,5 +12,8 @@ event recorder) lives in `livedash.testing`; what only tests use lives here:
 - `instances`: `livedash serve` in a process of its own, with the test's settings;
 - `probes`: raw Engine.IO sockets, `/health`, and the services inside a running server;
 - `security`: the no-foreign-data check and generous rate limits;
-- `browser`, `schema`: the system's Chromium; the newest migration.
+- `browser`, `schema`: the system's Chromium; the newest migration;
+- `smtp`, `push_service`: a throwaway SMTP server (aiosmtpd) and a stand-in Web Push service
+  with the browser's side of a subscription (it decrypts what arrives);
+- `stalled`: a WebSocket client that stops reading.
 """
