@@ -110,9 +110,14 @@ def settings(
             "redis_url": redis.url,
             "feed_slot": "slot_" + make_url(database_url).database,  # type: ignore[operator]
         }
+    # No alert rules unless a test gives some: the defaults depend on the time of day
+    # (revenue by 14:00), and a test must not.
+    no_rules = tmp_path / "no-alert-rules.yaml"
+    no_rules.write_text("rules: []\n")
     return Settings(
         database_url=database_url,
         **production,
+        alert_rules_file=no_rules,
         jwt_secret="test-secret-" + "x" * 64,
         jwt_secret_file=tmp_path / "unused-secret",
         timezone="Europe/Berlin",

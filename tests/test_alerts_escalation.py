@@ -16,6 +16,7 @@ import pytest
 from livedash.metrics.clock import ManualClock
 from livedash.settings import Settings
 from livedash.store.models import Role
+from tests.support.alerting import bearer, set_beds, with_rules
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.probes import services_of
 from tests.support.writers import Write
@@ -46,18 +47,11 @@ def clock() -> ManualClock:
 async def alerting(
     serve: Serve, settings: Settings, tmp_path: Path, clock: ManualClock
 ) -> LiveServer:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    return await serve(settings.model_copy(update={"alert_rules_file": rules}), clock)
-
-
-def _as(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return await serve(with_rules(settings, tmp_path, RULES), clock)
 
 
 async def _occupy(writer: Write, hospital: dict[str, int], department: str) -> None:
-    for bed in (f"{department}-1A", f"{department}-1B"):
-        await writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital[bed],))
+    await set_beds(writer, hospital, (f"{department}-1A", f"{department}-1B"), "occupied")
 
 
 async def test_an_unacknowledged_alert_tells_the_admins_then_the_super_admins(
@@ -109,12 +103,13 @@ async def test_an_acknowledgement_holds_escalation_back_until_it_expires(
     admin = await connect(alerting, admin_token)
     await _occupy(writer, hospital, "ED")
     raised = await admin.next("alert", lambda a: a["state"] == "firing")
+    await admin.next("notification", lambda n: n["event"] == "raised")
     alerts = services_of(alerting).alerts
     until = clock.now() + timedelta(minutes=30)
     async with httpx.AsyncClient(base_url=alerting.url) as http:
         acknowledged = await http.post(
             f"/api/alerts/{raised['id']}/acknowledge",
-            headers=_as(admin_token),
+            headers=bearer(admin_token),
             json={"until": until.isoformat()},
         )
         assert acknowledged.status_code == 200, acknowledged.text
@@ -145,27 +140,27 @@ async def test_a_silence_and_a_mute_timing_hold_back_notifications_not_the_alert
     async with httpx.AsyncClient(base_url=alerting.url) as http:
         refused = await http.post(
             "/api/alerts/silences",
-            headers=_as(viewer_token),
+            headers=bearer(viewer_token),
             json={"department": "ED", "ends_at": (clock.now() + timedelta(hours=1)).isoformat()},
         )
         assert refused.status_code == 403
         hidden = await http.post(
             "/api/alerts/silences",
-            headers=_as(admin_token),
+            headers=bearer(admin_token),
             json={"department": "CARD", "ends_at": (clock.now() + timedelta(hours=1)).isoformat()},
         )
         assert hidden.status_code == 422
         assert "'CARD' is not one you may see" in hidden.json()["message"]
         no_matcher = await http.post(
             "/api/alerts/silences",
-            headers=_as(admin_token),
+            headers=bearer(admin_token),
             json={"ends_at": (clock.now() + timedelta(hours=1)).isoformat()},
         )
         assert no_matcher.status_code == 422
         assert "at least one matcher" in no_matcher.json()["message"]
         made = await http.post(
             "/api/alerts/silences",
-            headers=_as(admin_token),
+            headers=bearer(admin_token),
             json={
                 "rule": "beds-busy",
                 "department": "ED",
@@ -175,7 +170,7 @@ async def test_a_silence_and_a_mute_timing_hold_back_notifications_not_the_alert
         )
         assert made.status_code == 200, made.text
         silence = made.json()
-        listed = (await http.get("/api/alerts/silences", headers=_as(viewer_token))).json()
+        listed = (await http.get("/api/alerts/silences", headers=bearer(viewer_token))).json()
         assert [s["id"] for s in listed] == [silence["id"]]
 
         await _occupy(writer, hospital, "ED")
@@ -183,7 +178,7 @@ async def test_a_silence_and_a_mute_timing_hold_back_notifications_not_the_alert
         assert raised["state"] == "firing"  # shown
         # A later alert that is not silenced notifies: everything before it was held back.
         ended = await http.post(
-            f"/api/alerts/silences/{silence['id']}/end", headers=_as(admin_token)
+            f"/api/alerts/silences/{silence['id']}/end", headers=bearer(admin_token)
         )
         assert ended.status_code == 200
     local = clock.now().astimezone(settings.zone)
@@ -193,8 +188,7 @@ async def test_a_silence_and_a_mute_timing_hold_back_notifications_not_the_alert
     # Out of the window, CARD's next alert notifies; neither the silenced ED alert nor the
     # muted CARD one (dispatched before it) notified anyone.
     clock.set(local.replace(hour=3, minute=0))
-    for bed in ("CARD-1A", "CARD-1B"):
-        await writer("UPDATE beds SET status = 'free' WHERE id = ?", (hospital[bed],))
+    await set_beds(writer, hospital, ("CARD-1A", "CARD-1B"), "free")
     await chief.next("alert", lambda a: a["department"] == "CARD" and a["status"] == "resolved")
     await _occupy(writer, hospital, "CARD")
     later = await chief.next(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from livedash.alerts.config import load_alert_config, scaled
 from livedash.alerts.rules import load_rules, parse_duration, parse_rules
 from livedash.errors import ConfigurationError
 from livedash.store.models import AlertSeverity
@@ -125,3 +126,16 @@ def test_the_default_rules_load() -> None:
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
+
+
+def test_the_demo_scales_the_periods_by_the_simulators_speed() -> None:
+    config = load_alert_config(None)
+    faster = scaled(config, 120.0)
+    for rule, quick in zip(config.rules, faster.rules, strict=True):
+        assert quick.pending_for * 120 == rule.pending_for
+        assert quick.keep_firing_for * 120 == rule.keep_firing_for
+        if rule.escalate_after is not None:
+            assert quick.escalate_after is not None
+            assert quick.escalate_after * 120 == rule.escalate_after
+        assert (quick.threshold, quick.severity) == (rule.threshold, rule.severity)
+    assert scaled(config, 1.0) is config

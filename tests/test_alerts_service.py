@@ -13,6 +13,7 @@ from sqlalchemy import text
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Role
+from tests.support.alerting import with_rules
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.writers import Write
 
@@ -30,9 +31,7 @@ rules:
 
 @pytest.fixture
 def alert_settings(settings: Settings, tmp_path: Path) -> Settings:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    return settings.model_copy(update={"alert_rules_file": rules})
+    return with_rules(settings, tmp_path, RULES)
 
 
 @pytest.fixture

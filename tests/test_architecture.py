@@ -37,13 +37,14 @@ ALLOWED: dict[str, set[str]] = {
     # The composition root builds every part; the web and the entry points compose it.
     "services": {*DATA_PATH, "auth", "ingest", "alerts", "notifications"},
     "web": {*DATA_PATH, "auth", "ingest", "services", "alerts", "notifications"},
-    "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts"},
+    "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts", "notifications"},
     "service": {"app", "web", "simulator"},
     "cli": {
         *DATA_PATH,
         "auth",
         "ingest",
         "alerts",
+        "notifications",
         "services",
         "web",
         "app",
@@ -55,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
         "auth",
         "ingest",
         "alerts",
+        "notifications",
         "services",
         "web",
         "app",

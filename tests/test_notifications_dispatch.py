@@ -11,6 +11,7 @@ import pytest
 
 from livedash.settings import Settings
 from livedash.store.models import Role
+from tests.support.alerting import bearer, set_beds, with_rules
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.writers import Write
 
@@ -28,18 +29,11 @@ rules:
 
 @pytest.fixture
 async def alerting(serve: Serve, settings: Settings, tmp_path: Path) -> LiveServer:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    return await serve(settings.model_copy(update={"alert_rules_file": rules}))
-
-
-def _as(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return await serve(with_rules(settings, tmp_path, RULES))
 
 
 async def _occupy(writer: Write, hospital: dict[str, int], status: str) -> None:
-    for bed in ("ED-1A", "ED-1B"):
-        await writer("UPDATE beds SET status = ? WHERE id = ?", (status, hospital[bed]))
+    await set_beds(writer, hospital, ("ED-1A", "ED-1B"), status)
 
 
 async def test_an_alert_notifies_the_users_who_may_see_it_at_once_and_in_their_history(
@@ -66,17 +60,19 @@ async def test_an_alert_notifies_the_users_who_may_see_it_at_once_and_in_their_h
     assert (await chief.next("notification"))["alert_id"] == told["alert_id"]
 
     async with httpx.AsyncClient(base_url=alerting.url) as http:
-        mine = (await http.get("/api/notifications", headers=_as(viewer_token))).json()
+        mine = (await http.get("/api/notifications", headers=bearer(viewer_token))).json()
         assert mine["unread"] == 1
         assert [item["id"] for item in mine["items"]] == [told["id"]]
-        theirs = (await http.get("/api/notifications", headers=_as(card_token))).json()
+        theirs = (await http.get("/api/notifications", headers=bearer(card_token))).json()
         assert theirs == {"unread": 0, "items": []}
         # Marking another user's notification read changes nothing.
-        other = await http.post(f"/api/notifications/{told['id']}/read", headers=_as(card_token))
+        other = await http.post(f"/api/notifications/{told['id']}/read", headers=bearer(card_token))
         assert other.json() == {"marked": 0}
-        read = await http.post(f"/api/notifications/{told['id']}/read", headers=_as(viewer_token))
+        read = await http.post(
+            f"/api/notifications/{told['id']}/read", headers=bearer(viewer_token)
+        )
         assert read.json() == {"marked": 1}
-        mine = (await http.get("/api/notifications", headers=_as(viewer_token))).json()
+        mine = (await http.get("/api/notifications", headers=bearer(viewer_token))).json()
         assert mine["unread"] == 0
         assert mine["items"][0]["read"] is True
 
@@ -99,28 +95,30 @@ async def test_preferences_choose_the_severities_and_are_validated(
     chief = await connect(alerting, token(Role.SUPER_ADMIN, sub="chief"))
     async with httpx.AsyncClient(base_url=alerting.url) as http:
         defaults = (
-            await http.get("/api/notifications/preferences", headers=_as(picky_token))
+            await http.get("/api/notifications/preferences", headers=bearer(picky_token))
         ).json()
         assert defaults["channels"] == ["in_app"]
         assert defaults["min_severity"] == "medium"
         chosen = {**defaults, "min_severity": "critical", "quiet_from": "22:00"}
         refused = await http.put(
-            "/api/notifications/preferences", headers=_as(picky_token), json=chosen
+            "/api/notifications/preferences", headers=bearer(picky_token), json=chosen
         )
         assert refused.status_code == 422
         assert "quiet_from and quiet_until go together" in refused.json()["message"]
         hidden = {**defaults, "departments": ["CARD"]}
         refused = await http.put(
-            "/api/notifications/preferences", headers=_as(picky_token), json=hidden
+            "/api/notifications/preferences", headers=bearer(picky_token), json=hidden
         )
         assert refused.status_code == 422
         assert "'CARD' is not a department you may see" in refused.json()["message"]
         chosen = {**defaults, "min_severity": "critical"}
         saved = await http.put(
-            "/api/notifications/preferences", headers=_as(picky_token), json=chosen
+            "/api/notifications/preferences", headers=bearer(picky_token), json=chosen
         )
         assert saved.status_code == 200, saved.text
-        again = (await http.get("/api/notifications/preferences", headers=_as(picky_token))).json()
+        again = (
+            await http.get("/api/notifications/preferences", headers=bearer(picky_token))
+        ).json()
         assert again["min_severity"] == "critical"
 
     await _occupy(writer, hospital, "occupied")

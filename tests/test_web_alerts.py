@@ -11,29 +11,14 @@ import pytest
 
 from livedash.settings import Settings
 from livedash.store.models import Role
+from tests.support.alerting import bearer, set_beds, with_rules
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.writers import Write
-
-RULES = """
-rules:
-  - name: beds-busy
-    metric: beds_occupied
-    scope: each_department
-    condition: above
-    threshold: 1
-    severity: high
-"""
 
 
 @pytest.fixture
 async def alerting(serve: Serve, settings: Settings, tmp_path: Path) -> LiveServer:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    return await serve(settings.model_copy(update={"alert_rules_file": rules}))
-
-
-def _as(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return await serve(with_rules(settings, tmp_path))
 
 
 async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
@@ -47,25 +32,24 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
     ed_viewer = token(Role.VIEWER, ("ED",), sub="ed-viewer")
     card_admin = token(Role.ADMIN, ("CARD",), sub="card-admin")
     screen = await connect(alerting, ed_viewer)
-    for bed in ("ED-1A", "ED-1B"):
-        await writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital[bed],))
+    await set_beds(writer, hospital, ("ED-1A", "ED-1B"), "occupied")
     raised = await screen.next("alert", lambda a: a["state"] == "firing")
     alert_id = raised["id"]
 
     async with httpx.AsyncClient(base_url=alerting.url) as http:
-        listed = (await http.get("/api/alerts", headers=_as(ed_admin))).json()
+        listed = (await http.get("/api/alerts", headers=bearer(ed_admin))).json()
         assert [alert["id"] for alert in listed] == [alert_id]
-        assert (await http.get("/api/alerts", headers=_as(card_admin))).json() == []
+        assert (await http.get("/api/alerts", headers=bearer(card_admin))).json() == []
 
-        refused = await http.post(f"/api/alerts/{alert_id}/acknowledge", headers=_as(ed_viewer))
+        refused = await http.post(f"/api/alerts/{alert_id}/acknowledge", headers=bearer(ed_viewer))
         assert refused.status_code == 403
         assert refused.json()["code"] == "forbidden"
-        hidden = await http.post(f"/api/alerts/{alert_id}/resolve", headers=_as(card_admin))
+        hidden = await http.post(f"/api/alerts/{alert_id}/resolve", headers=bearer(card_admin))
         assert hidden.status_code == 404
         assert hidden.json()["code"] == "unknown_alert"
         past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         stale = await http.post(
-            f"/api/alerts/{alert_id}/acknowledge", headers=_as(ed_admin), json={"until": past}
+            f"/api/alerts/{alert_id}/acknowledge", headers=bearer(ed_admin), json={"until": past}
         )
         assert stale.status_code == 422
         assert "until" in stale.json()["message"]
@@ -73,7 +57,7 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
         until = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
         acknowledged = await http.post(
             f"/api/alerts/{alert_id}/acknowledge",
-            headers=_as(ed_admin),
+            headers=bearer(ed_admin),
             json={"note": "porters on their way", "until": until.isoformat()},
         )
         assert acknowledged.status_code == 200, acknowledged.text
@@ -85,17 +69,17 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
         pushed = await screen.next("alert", lambda a: a["status"] == "acknowledged")
         assert pushed["acknowledged_by"] == "ed-admin"
 
-        resolved = await http.post(f"/api/alerts/{alert_id}/resolve", headers=_as(ed_admin))
+        resolved = await http.post(f"/api/alerts/{alert_id}/resolve", headers=bearer(ed_admin))
         assert resolved.status_code == 200
         assert resolved.json()["resolved_by"] == "ed-admin"
         assert (await screen.next("alert", lambda a: a["status"] == "resolved"))["id"] == alert_id
-        again = await http.post(f"/api/alerts/{alert_id}/resolve", headers=_as(ed_admin))
+        again = await http.post(f"/api/alerts/{alert_id}/resolve", headers=bearer(ed_admin))
         assert again.status_code == 422
         assert "resolved already" in again.json()["message"]
-        assert (await http.get("/api/alerts", headers=_as(ed_admin))).json() == []
+        assert (await http.get("/api/alerts", headers=bearer(ed_admin))).json() == []
         history = await http.get(
-            "/api/alerts", headers=_as(ed_admin), params={"include_resolved": "true"}
+            "/api/alerts", headers=bearer(ed_admin), params={"include_resolved": "true"}
         )
         assert [alert["status"] for alert in history.json()] == ["resolved"]
-        unknown = await http.post("/api/alerts/999999/resolve", headers=_as(ed_admin))
+        unknown = await http.post("/api/alerts/999999/resolve", headers=bearer(ed_admin))
         assert unknown.status_code == 404

@@ -448,10 +448,12 @@ async def test_signing_in_while_the_database_is_down_is_refused_as_unavailable(
     server: LiveServer,
     connect: Connect,
     token: Any,
+    users: Any,
     sqlite_writer: Write,
 ) -> None:
     screen = await connect(server)
     unseen = token()  # a token the database has not approved yet
+    await users.settled()  # its user is written before the table goes missing
     # The users table goes missing under the service, as a broken database would have it.
     await sqlite_writer("ALTER TABLE users RENAME TO users_away", ())
     try:

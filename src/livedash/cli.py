@@ -364,6 +364,25 @@ def api_doc() -> None:
     typer.echo(render_api_doc(), nl=False)
 
 
+@app.command("vapid-keys")
+def vapid_keys(
+    out: Annotated[Path, typer.Option(help="Where to write the private key (PEM, mode 0600).")],
+) -> None:
+    """Create the Web Push (VAPID) key pair: the private key to a file for
+    LIVEDASH_VAPID_PRIVATE_KEY_FILE, the public key printed for reference."""
+    from livedash.notifications.push import generate_vapid_keys
+
+    if out.exists():
+        typer.echo(f"{out} exists: not overwritten (remove it first to make a new key)", err=True)
+        raise typer.Exit(1)
+    keys = generate_vapid_keys()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.write_text(keys.private_key_pem)
+    typer.echo(f"private key written to {out}; set LIVEDASH_VAPID_PRIVATE_KEY_FILE={out}")
+    typer.echo(f"public key (browsers get it from /api/notifications/push/key): {keys.public_key}")
+
+
 def main() -> None:
     """Entry point of the `livedash` script."""
     app()

@@ -131,6 +131,8 @@ async def run_demo(
     """Serve, and run the simulator against the same database until interrupted."""
     from livedash.simulator import HospitalSimulator
 
+    # The simulated day runs `speed` times faster than the clock: so do the alert periods.
+    settings = settings.model_copy(update={"alert_time_scale": speed})
     server = build_server(settings, on_ready)
     stop = asyncio.Event()
     async with HospitalSimulator(settings.database_url, seed=seed, zone=settings.zone) as simulator:

@@ -28,11 +28,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from livedash.alerts.config import load_alert_config
+from livedash.alerts.anomaly_watch import AnomalyWatch
+from livedash.alerts.config import load_alert_config, scaled
 from livedash.alerts.lifecycle import AlertDesk
 from livedash.alerts.service import AlertService
 from livedash.alerts.silences import Silencer
@@ -45,10 +47,14 @@ from livedash.cluster.runner import Consumer, FeedRunner
 from livedash.cluster.shared_redis import SharedRedis
 from livedash.cluster.state import SharedMetricState
 from livedash.cluster.view import MetricView, SharedView
+from livedash.errors import ConfigurationError
 from livedash.ingest import Ingest
 from livedash.metrics.clock import Clock, SystemClock
+from livedash.notifications.delivery import DeliveryWorker
 from livedash.notifications.dispatcher import Dispatcher
+from livedash.notifications.email import EmailSender, TlsMode
 from livedash.notifications.inbox import Inbox
+from livedash.notifications.push import PushSender
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
@@ -93,6 +99,8 @@ class Services:
     alerts: AlertService
     alert_desk: AlertDesk
     silencer: Silencer
+    deliveries: DeliveryWorker
+    anomalies: AnomalyWatch
     inbox: Inbox
 
     @property
@@ -232,9 +240,26 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
-    alerting = load_alert_config(settings.alert_rules_file)
+    alerting = scaled(load_alert_config(settings.alert_rules_file), settings.alert_time_scale)
     silencer = Silencer(database, settings.zone, alerting.mute_timings)
-    dispatcher = Dispatcher(database, fanout, clock, settings.zone, silenced=silencer.silenced)
+    deliveries = DeliveryWorker(
+        database,
+        clock,
+        settings.zone,
+        hospital=settings.hospital_name,
+        public_url=settings.public_url,
+        email=_email_sender(settings),
+        push=await _push_sender(stack, settings),
+    )
+    runner.lead(deliveries.run)  # e-mails and pushes leave from the leader
+    dispatcher = Dispatcher(
+        database,
+        fanout,
+        clock,
+        settings.zone,
+        silenced=silencer.silenced,
+        deliveries=deliveries,
+    )
     alerts = AlertService(
         alerting.rules,
         database,
@@ -245,6 +270,16 @@ async def _build(
         listeners=[dispatcher.on_alert],
     )
     runner.register(alerts)  # evaluated where the feed is read: on the leader
+    anomalies = AnomalyWatch(
+        alerting.anomaly_rules,
+        database,
+        fanout,
+        clock,
+        settings.zone,
+        stale=lambda: alerts.stale,
+        tell=alerts.announce,
+    )
+    runner.lead(anomalies.while_leading)
     if manager is not None and breaker is not None:
         # Messages Redis did not carry to (or from) this instance: resend current values.
         manager.on_resync(gateway.resync)
@@ -270,4 +305,33 @@ async def _build(
         alert_desk=AlertDesk(database, fanout, clock, alerts.rules),
         inbox=Inbox(database),
         silencer=silencer,
+        deliveries=deliveries,
+        anomalies=anomalies,
     )
+
+
+def _email_sender(settings: Settings) -> EmailSender | None:
+    if settings.smtp_host is None:
+        return None
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return EmailSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_sender,
+        username=settings.smtp_username,
+        password=password,
+        tls=cast(TlsMode, settings.smtp_tls),
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+
+async def _push_sender(stack: AsyncExitStack, settings: Settings) -> PushSender | None:
+    path = settings.vapid_private_key_file
+    if path is None:
+        return None
+    try:
+        key = path.read_text()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the VAPID key at {path}: {error}") from error
+    sender = PushSender(key, settings.vapid_subject, timeout=settings.smtp_timeout_seconds)
+    return await stack.enter_async_context(sender)

@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     # data is too old to fire or resolve on.
     alert_rules_file: Path | None = None
     alert_stale_after_seconds: float = Field(default=60.0, gt=0)
+    # How many times faster than real time the data moves: the demo's simulator speed. The
+    # rules' periods (for, keep_firing_for, escalate_after) are divided by it.
+    alert_time_scale: float = Field(default=1.0, gt=0)
+
+    # Notifications: what e-mails and pushes say, and where they go. E-mail needs smtp_host
+    # (and smtp_sender); Web Push needs a VAPID key (`livedash vapid-keys` writes one).
+    hospital_name: str = "livedash"
+    public_url: str = "http://localhost:8000"  # the dashboard as users reach it (for links)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_sender: str = "livedash <livedash@localhost>"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: str = Field(default="starttls", pattern=r"^(none|starttls|tls)$")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    vapid_private_key_file: Path | None = None
+    vapid_subject: str = "mailto:livedash@localhost"
+    push_allow_http: bool = False  # tests' local push service only
 
     log_level: str = "info"
     log_json: bool = False

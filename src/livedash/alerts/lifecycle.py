@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from livedash.alerts.records import add_transition, alert_row, change_alert, naive
 from livedash.alerts.rules import ThresholdRule
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
@@ -29,7 +30,7 @@ from livedash.realtime.fanout import FanOut
 from livedash.realtime.outbox import alert_room
 from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
 from livedash.store.engine import write_locking
-from livedash.store.models import Alert, AlertStatus, AlertTransition, Department, Role
+from livedash.store.models import Alert, AlertStatus, Department, Role
 
 MANAGING_ROLES = frozenset({Role.ADMIN, Role.SUPER_ADMIN})
 MAX_LISTED = 500
@@ -37,10 +38,6 @@ MAX_LISTED = 500
 
 def _aware(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.replace(tzinfo=UTC)
-
-
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def alert_message(
@@ -67,6 +64,9 @@ def alert_message(
         resolved_at=_aware(row["resolved_at"]),
         resolved_by=row["resolved_by"],
         escalation_level=row["escalation_level"],
+        expected=row["expected"],
+        band_low=row["band_low"],
+        band_high=row["band_high"],
     )
 
 
@@ -120,9 +120,9 @@ class AlertDesk:
             raise InvalidPayload("until: the acknowledgement's expiry must be in the future")
         changes = {
             "acknowledged_by": principal.subject,
-            "acknowledged_at": _naive(now),
+            "acknowledged_at": naive(now),
             "acknowledgement_note": note,
-            "acknowledged_until": _naive(until) if until is not None else None,
+            "acknowledged_until": naive(until) if until is not None else None,
         }
         return await self._change(principal, alert_id, "acknowledged", changes)
 
@@ -130,7 +130,7 @@ class AlertDesk:
         now = self._clock.now()
         changes = {
             "status": AlertStatus.RESOLVED.value,
-            "resolved_at": _naive(now),
+            "resolved_at": naive(now),
             "resolved_by": principal.subject,
         }
         return await self._change(principal, alert_id, "resolved", changes)
@@ -143,11 +143,7 @@ class AlertDesk:
         now = self._clock.now()
         async with self._writer.begin() as connection:
             codes = await department_codes(connection)
-            row = (
-                (await connection.execute(select(*Alert.__table__.c).where(Alert.id == alert_id)))
-                .mappings()
-                .first()
-            )
+            row = await alert_row(connection, alert_id)
             department = codes.get(row["department_id"]) if row is not None else None
             if row is None or department not in visible_departments(principal, codes.values()):
                 raise UnknownAlert(f"no alert {alert_id} among those you may see")
@@ -155,29 +151,18 @@ class AlertDesk:
                 raise InvalidPayload(f"alert {alert_id} is resolved already")
             if action == "acknowledged":
                 changes = {**changes, "status": AlertStatus.ACKNOWLEDGED.value}
-            changed = (
-                (
-                    await connection.execute(
-                        update(Alert)
-                        .where(Alert.id == alert_id)
-                        .values(**changes, updated_at=_naive(now))
-                        .returning(*Alert.__table__.c)
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            await connection.execute(
-                insert(AlertTransition).values(
-                    alert_id=alert_id,
-                    rule=row["rule"] or "",
-                    department_id=row["department_id"],
-                    before=row["status"],
-                    after=changed["status"],
-                    at=_naive(now),
-                    value=row["value"],
-                    actor=principal.subject,
-                )
+            changed = await change_alert(connection, alert_id, **changes, updated_at=naive(now))
+            assert changed is not None  # read in this transaction
+            await add_transition(
+                connection,
+                alert_id=alert_id,
+                rule=row["rule"] or "",
+                department_id=row["department_id"],
+                before=row["status"],
+                after=changed["status"],
+                at=now,
+                value=row["value"],
+                actor=principal.subject,
             )
         message = self._message(changed, codes, now)
         await self._fanout.to_room(

@@ -60,32 +60,16 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
-class ThresholdRule(BaseModel):
-    """One threshold rule; `scope` is "hospital", "each_department" or a department's code."""
+class ScopedRule(BaseModel):
+    """What every kind of rule has: a name, a scope ("hospital", "each_department" or a
+    department's code), a severity and a summary."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-    metric: str
     scope: str = HOSPITAL
-    condition: Literal["above", "below"]
-    threshold: float
-    clear_at: float | None = None
     severity: AlertSeverity
-    pending_for: Duration = Field(default=timedelta(0), alias="for")
-    keep_firing_for: Duration = timedelta(0)
-    escalate_after: Duration | None = None
-    active_from: time | None = None
     summary: str = Field(default="", max_length=500)
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, metric: str) -> str:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; `livedash metrics` lists them")
-        if metric.endswith(_LABELS):
-            raise ValueError(f"metric {metric!r} is not a number a threshold can be compared with")
-        return metric
 
     @field_validator("scope")
     @classmethod
@@ -95,6 +79,36 @@ class ThresholdRule(BaseModel):
         raise ValueError(
             f"{scope!r} is not a scope: use 'hospital', 'each_department' or a department code"
         )
+
+    def applies_to(self, department: str | None) -> bool:
+        """Whether this rule watches `department`'s value (None: the hospital's)."""
+        if self.scope == HOSPITAL:
+            return department is None
+        if self.scope == EVERY_DEPARTMENT:
+            return department is not None
+        return department == self.scope
+
+
+class ThresholdRule(ScopedRule):
+    """One threshold rule (see the module's docstring)."""
+
+    metric: str
+    condition: Literal["above", "below"]
+    threshold: float
+    clear_at: float | None = None
+    pending_for: Duration = Field(default=timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
+    escalate_after: Duration | None = None
+    active_from: time | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; `livedash metrics` lists them")
+        if metric.endswith(_LABELS):
+            raise ValueError(f"metric {metric!r} is not a number a threshold can be compared with")
+        return metric
 
     @model_validator(mode="after")
     def _hysteresis(self) -> ThresholdRule:
@@ -131,14 +145,6 @@ class ThresholdRule(BaseModel):
         """The value is back on the right side of the clear threshold."""
         clear = self.clear_threshold
         return value <= clear if self.condition == "above" else value >= clear
-
-    def applies_to(self, department: str | None) -> bool:
-        """Whether this rule watches `department`'s value (None: the hospital's)."""
-        if self.scope == HOSPITAL:
-            return department is None
-        if self.scope == EVERY_DEPARTMENT:
-            return department is not None
-        return department == self.scope
 
 
 def parse_rules(data: Any, *, source: str = "rules") -> list[ThresholdRule]:

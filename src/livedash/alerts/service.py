@@ -25,12 +25,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.aio import BackgroundTasks
 from livedash.alerts.evaluation import Condition, State, Transition, fires, resolves
 from livedash.alerts.lifecycle import alert_message, department_codes
+from livedash.alerts.records import add_transition, alert_row, change_alert, naive, raise_alert
 from livedash.alerts.rules import ThresholdRule
 from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricValue
@@ -38,7 +39,7 @@ from livedash.realtime.fanout import FanOut
 from livedash.realtime.outbox import alert_room
 from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
 from livedash.store.engine import write_locking
-from livedash.store.models import Alert, AlertStatus, AlertTransition
+from livedash.store.models import Alert, AlertStatus
 
 log = structlog.get_logger(__name__)
 
@@ -55,10 +56,6 @@ class _Watched:
     department_id: int | None
     alert_id: int | None = None
     escalate_at: datetime | None = None  # when to look whether someone acknowledged it
-
-
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 class AlertService:
@@ -174,49 +171,32 @@ class AlertService:
         if watched.alert_id is None or delay is None:
             return
         async with self._database.begin() as connection:
-            row = (
-                (
-                    await connection.execute(
-                        select(*Alert.__table__.c).where(Alert.id == watched.alert_id)
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
+            row = await alert_row(connection, watched.alert_id)
             if row is None or row["status"] == AlertStatus.RESOLVED.value:
                 return
             until = row["acknowledged_until"]
-            if row["acknowledged_at"] is not None and (until is None or until > _naive(now)):
+            if row["acknowledged_at"] is not None and (until is None or until > naive(now)):
                 if until is not None:  # counts as unacknowledged again from then
                     watched.escalate_at = until.replace(tzinfo=UTC) + delay
                 return
             level = row["escalation_level"] + 1
-            row = (
-                (
-                    await connection.execute(
-                        update(Alert)
-                        .where(Alert.id == watched.alert_id)
-                        .values(
-                            escalation_level=level,
-                            status=AlertStatus.ACTIVE.value,
-                            updated_at=_naive(now),
-                        )
-                        .returning(*Alert.__table__.c)
-                    )
-                )
-                .mappings()
-                .one()
+            row = await change_alert(
+                connection,
+                watched.alert_id,
+                escalation_level=level,
+                status=AlertStatus.ACTIVE.value,
+                updated_at=naive(now),
             )
-            await connection.execute(
-                insert(AlertTransition).values(
-                    alert_id=watched.alert_id,
-                    rule=rule.name,
-                    department_id=watched.department_id,
-                    before=f"level {level - 1}",
-                    after=f"level {level}",
-                    at=_naive(now),
-                    value=row["value"],
-                )
+            assert row is not None  # read in this transaction
+            await add_transition(
+                connection,
+                alert_id=watched.alert_id,
+                rule=rule.name,
+                department_id=watched.department_id,
+                before=f"level {level - 1}",
+                after=f"level {level}",
+                at=now,
+                value=row["value"],
             )
         if level < MAX_ESCALATION_LEVEL:
             watched.escalate_at = now + delay
@@ -225,7 +205,7 @@ class AlertService:
         await self._fanout.to_room(
             alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
         )
-        self._tell(message, ESCALATED, level)
+        self.announce(message, ESCALATED, level)
 
     # -- conditions ------------------------------------------------------------------------
 
@@ -338,9 +318,15 @@ class AlertService:
                 alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
             )
         for message, event in events:
-            self._tell(message, event, 0)
+            self.announce(message, event, 0)
 
-    def _tell(self, message: AlertMessage, event: str, level: int) -> None:
+    @property
+    def stale(self) -> bool:
+        """Whether data is too old to judge now (the database down, or the feed late)."""
+        return self._stale
+
+    def announce(self, message: AlertMessage, event: str, level: int = 0) -> None:
+        """Hand an alert event to the listeners (notifications), apart from the caller."""
         for listener in self._listeners:
             self._background.spawn(
                 _logged(listener, message, event, level), name=f"livedash-alert-{event}"
@@ -351,26 +337,21 @@ class AlertService:
     ) -> RowMapping | None:
         """Store one transition; the alert's row as it now is, if the condition has one."""
         rule = watched.condition.rule
-        at = _naive(transition.at)
+        at = naive(transition.at)
         row: RowMapping | None = None
         if fires(transition) and watched.alert_id is None:
-            inserted = await connection.execute(
-                insert(Alert)
-                .values(
-                    department_id=watched.department_id,
-                    severity=rule.severity.value,
-                    status=AlertStatus.ACTIVE.value,
-                    title=rule.summary or _title(rule, transition.department),
-                    raised_at=at,
-                    rule=rule.name,
-                    state=transition.after.value,
-                    value=transition.value,
-                    threshold=rule.threshold,
-                    updated_at=at,
-                )
-                .returning(*Alert.__table__.c)
+            row = await raise_alert(
+                connection,
+                department_id=watched.department_id,
+                severity=rule.severity.value,
+                title=rule.summary or _title(rule, transition.department),
+                raised_at=at,
+                rule=rule.name,
+                state=transition.after.value,
+                value=transition.value,
+                threshold=rule.threshold,
+                updated_at=at,
             )
-            row = inserted.mappings().one()
             watched.alert_id = row["id"]
             if rule.escalate_after is not None:
                 watched.escalate_at = transition.at + rule.escalate_after
@@ -382,23 +363,16 @@ class AlertService:
             }
             if resolves(transition):
                 changes.update(status=AlertStatus.RESOLVED.value, resolved_at=at)
-            updated = await connection.execute(
-                update(Alert)
-                .where(Alert.id == watched.alert_id)
-                .values(**changes)
-                .returning(*Alert.__table__.c)
-            )
-            row = updated.mappings().one_or_none()
-        await connection.execute(
-            insert(AlertTransition).values(
-                alert_id=watched.alert_id,
-                rule=rule.name,
-                department_id=watched.department_id,
-                before=transition.before.value,
-                after=transition.after.value,
-                at=at,
-                value=transition.value,
-            )
+            row = await change_alert(connection, watched.alert_id, **changes)
+        await add_transition(
+            connection,
+            alert_id=watched.alert_id,
+            rule=rule.name,
+            department_id=watched.department_id,
+            before=transition.before.value,
+            after=transition.after.value,
+            at=transition.at,
+            value=transition.value,
         )
         return row
 

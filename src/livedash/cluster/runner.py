@@ -99,6 +99,11 @@ class FeedRunner:
         self._listeners.append(consumer.on_updates)
         self._leader_tasks.append(consumer.while_leading)
 
+    def lead(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run `task` whenever this instance reads the feed (from the next start on); it is
+        cancelled when the instance stops reading (a deposed leader)."""
+        self._leader_tasks.append(task)
+
     async def start(self) -> None:
         async with self._lock:
             if self._stack is not None:

@@ -23,16 +23,25 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.metrics.clock import Clock
-from livedash.notifications.preferences import IN_APP, Preferences, load_preferences
+from livedash.notifications.delivery import Delivery, DeliveryWorker
+from livedash.notifications.preferences import (
+    EMAIL,
+    IN_APP,
+    PUSH,
+    Preferences,
+    load_preferences,
+    severity_rank,
+)
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.outbox import user_room
 from livedash.realtime.schemas import NOTIFICATION_EVENT, AlertMessage, NotificationMessage
 from livedash.store.engine import write_locking
-from livedash.store.models import Notification, Role, User
+from livedash.store.models import AlertSeverity, Notification, PushSubscription, Role, User
 
 log = structlog.get_logger(__name__)
 
 RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
+URGENT_RANK = severity_rank(AlertSeverity.HIGH.value)  # e-mail and push: HIGH and CRITICAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class Dispatcher:
         zone: ZoneInfo,
         *,
         silenced: Silenced | None = None,
+        deliveries: DeliveryWorker | None = None,
     ) -> None:
         self._reader = database
         self._writer = write_locking(database)
@@ -63,6 +73,7 @@ class Dispatcher:
         self._clock = clock
         self._zone = zone
         self._silenced = silenced
+        self._deliveries = deliveries
 
     async def on_alert(self, message: AlertMessage, event: str, level: int = 0) -> None:
         """Tell the recipients of `event` (raised, escalated, resolved) of `message`."""
@@ -73,6 +84,8 @@ class Dispatcher:
         async with self._reader.connect() as connection:
             recipients = await self._recipients(connection, message, event, level, now)
         written = await self._write_in_app(message, event, level, recipients, now)
+        if self._deliveries is not None:
+            await self._deliveries.add(await self._outbound(message, event, level, recipients))
         for username, notification in written:
             await self._fanout.to_room(
                 user_room(username), NOTIFICATION_EVENT, notification.model_dump(mode="json")
@@ -185,6 +198,44 @@ class Dispatcher:
                     )
                 )
         return written
+
+    async def _outbound(
+        self, message: AlertMessage, event: str, level: int, recipients: Sequence[Recipient]
+    ) -> list[Delivery]:
+        """The e-mails and pushes of this event: HIGH and CRITICAL alerts only."""
+        if self._deliveries is None or severity_rank(message.severity) < URGENT_RANK:
+            return []
+        available = self._deliveries.channels
+        wanted = [r for r in recipients if r.channels & available & {EMAIL, PUSH}]
+        if not wanted:
+            return []
+        async with self._reader.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(PushSubscription.id, PushSubscription.username).where(
+                        PushSubscription.username.in_([r.username for r in wanted])
+                    )
+                )
+            ).all()
+        devices: dict[str, list[int]] = {}
+        for subscription_id, username in rows:
+            devices.setdefault(username, []).append(subscription_id)
+        base = f"alert:{message.id}:{event}:{level}"
+        out: list[Delivery] = []
+        for recipient in wanted:
+            name = recipient.username
+            if EMAIL in recipient.channels & available and recipient.preferences.email:
+                out.append(
+                    Delivery(f"{base}:{name}:email", EMAIL, name, message.id, event,
+                             recipient.preferences.email)
+                )  # fmt: skip
+            if PUSH in recipient.channels & available:
+                out += [
+                    Delivery(f"{base}:{name}:push:{device}", PUSH, name, message.id, event,
+                             str(device))
+                    for device in devices.get(name, [])
+                ]  # fmt: skip
+        return out
 
 
 def _addressed(

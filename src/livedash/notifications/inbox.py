@@ -1,15 +1,17 @@
-"""A user's in-app notifications: the history, the unread count, marking them read."""
+"""A user's own notification things: the in-app history, the unread count, marking read,
+and the browsers registered for Web Push."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.notifications.push import PushSubscription as Subscription
 from livedash.realtime.schemas import NotificationMessage
 from livedash.store.engine import write_locking
-from livedash.store.models import Notification
+from livedash.store.models import Notification, PushSubscription
 
 MAX_LISTED = 200
 
@@ -67,3 +69,40 @@ class Inbox:
                 query.values(read_at=datetime.now(UTC).replace(tzinfo=None))
             )
         return int(result.rowcount)
+
+
+async def register_push(database: AsyncEngine, username: str, subscription: Subscription) -> int:
+    """Store a browser's push subscription for `username` (again: the same row, refreshed)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    async with write_locking(database).begin() as connection:
+        existing = await connection.scalar(
+            select(PushSubscription.id).where(PushSubscription.endpoint == subscription.endpoint)
+        )
+        values = {
+            "username": username,
+            "p256dh": subscription.p256dh,
+            "auth": subscription.auth,
+            "created_at": now,
+        }
+        if existing is not None:
+            await connection.execute(
+                update(PushSubscription).where(PushSubscription.id == existing).values(**values)
+            )
+            return int(existing)
+        created = await connection.scalar(
+            insert(PushSubscription)
+            .values(endpoint=subscription.endpoint, **values)
+            .returning(PushSubscription.id)
+        )
+        return int(created or 0)
+
+
+async def forget_push(database: AsyncEngine, username: str, subscription_id: int) -> int:
+    """Remove one of `username`'s push subscriptions; how many were removed (0 or 1)."""
+    async with write_locking(database).begin() as connection:
+        result = await connection.execute(
+            delete(PushSubscription).where(
+                PushSubscription.id == subscription_id, PushSubscription.username == username
+            )
+        )
+    return int(result.rowcount)

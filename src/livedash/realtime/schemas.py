@@ -158,6 +158,10 @@ class AlertMessage(BaseModel):
     acknowledged_until: datetime | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    expected: float | None = None
+    """Anomaly rules: what the same hour of the week usually is, and the band around it."""
+    band_low: float | None = None
+    band_high: float | None = None
     escalation_level: int = 0
     """How many tiers were told because nobody acknowledged it in time (1: the department's
     admins; 2: the super_admins)."""

@@ -212,6 +212,10 @@ class Alert(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(128))
     escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    expected: Mapped[float | None] = mapped_column(Float)
+    """Anomaly rules: the value the hour's history expected, and the band around it."""
+    band_low: Mapped[float | None] = mapped_column(Float)
+    band_high: Mapped[float | None] = mapped_column(Float)
 
 
 class AlertTransition(Base):
@@ -292,6 +296,29 @@ class AlertSilence(Base):
     severity: Mapped[str | None] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(String(500))
     expired_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class NotificationDelivery(Base):
+    """One e-mail or push to send, keyed by its idempotency key: a retry, a second worker or a
+    second instance sends it once. `lease_until` lets another worker take over a delivery
+    whose worker died while sending."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (Index("ix_notification_deliveries_due", "status", "due_at"),)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str] = mapped_column(String(128))
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    event: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
 
 
 class MetricRollup(Base):

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.errors import InvalidPayload
-from livedash.notifications.inbox import MAX_LISTED
+from livedash.notifications.inbox import MAX_LISTED, forget_push, register_push
 from livedash.notifications.preferences import Preferences, load_preferences, save_preferences
+from livedash.notifications.push import PushSubscription
 from livedash.realtime.schemas import NotificationMessage
 from livedash.web.api import ERROR_RESPONSES, authenticated_user
 from livedash.web.deps import services
@@ -27,6 +28,28 @@ class NotificationList(BaseModel):
 
 class Marked(BaseModel):
     marked: int
+
+
+class PushKeys(BaseModel):
+    p256dh: str = Field(max_length=200)
+    auth: str = Field(max_length=100)
+
+
+class PushSubscriptionBody(BaseModel):
+    """A browser's `PushSubscription.toJSON()`."""
+
+    endpoint: str = Field(max_length=1000)
+    keys: PushKeys
+
+
+class Registered(BaseModel):
+    id: int
+
+
+class PushKey(BaseModel):
+    """The application server key browsers subscribe with (`null`: push is not set up)."""
+
+    public_key: str | None
 
 
 def install_notifications_api(app: FastAPI) -> None:
@@ -74,5 +97,28 @@ def install_notifications_api(app: FastAPI) -> None:
                 raise InvalidPayload(f"departments: {hidden[0]!r} is not a department you may see")
         await save_preferences(services(request).database, caller.subject, body)
         return body
+
+    @router.get("/push/key")
+    async def push_key(request: Request, caller: Caller) -> PushKey:
+        """The VAPID public key for `PushManager.subscribe`."""
+        return PushKey(public_key=services(request).deliveries.application_server_key)
+
+    @router.post("/push/subscriptions")
+    async def subscribe(request: Request, caller: Caller, body: PushSubscriptionBody) -> Registered:
+        """Register this browser for Web Push (one per user and device)."""
+        found = services(request)
+        try:
+            subscription = PushSubscription.from_json(
+                body.model_dump(), allow_http=found.settings.push_allow_http
+            )
+        except ValueError as error:
+            raise InvalidPayload(f"subscription: {error}") from error
+        return Registered(id=await register_push(found.database, caller.subject, subscription))
+
+    @router.delete("/push/subscriptions/{subscription_id}")
+    async def unsubscribe(request: Request, caller: Caller, subscription_id: int) -> Marked:
+        """Forget one of the caller's browsers."""
+        removed = await forget_push(services(request).database, caller.subject, subscription_id)
+        return Marked(marked=removed)
 
     app.include_router(router)
