@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from livedash.settings import Settings
 from livedash.store.models import Role
 from tests.support.alerting import bearer, set_beds, with_rules
 from tests.support.live import Connect, LiveServer, Serve
+from tests.support.probes import services_of
 from tests.support.writers import Write
 
 
@@ -83,3 +85,71 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
         assert [alert["status"] for alert in history.json()] == ["resolved"]
         unknown = await http.post("/api/alerts/999999/resolve", headers=bearer(ed_admin))
         assert unknown.status_code == 404
+
+
+async def test_a_super_admin_replaces_the_rules_and_every_mistake_is_named(
+    hospital: dict[str, int],
+    alerting: LiveServer,
+    connect: Connect,
+    token: Any,
+    writer: Write,
+) -> None:
+    chief_token = token(Role.SUPER_ADMIN, sub="chief")
+    admin_token = token(Role.ADMIN, ("ED",), sub="ed-admin")
+    viewer_token = token(Role.VIEWER, ("ED",), sub="ed-viewer")
+    chief = await connect(alerting, chief_token)
+    stricter = {
+        "rules": [
+            {
+                "name": "ed-crowded",
+                "metric": "beds_occupied",
+                "scope": "ED",
+                "condition": "above",
+                "threshold": 2,
+                "severity": "critical",
+                "for": "0s",
+            }
+        ]
+    }
+    async with httpx.AsyncClient(base_url=alerting.url) as http:
+        in_force = (await http.get("/api/alerts/rules", headers=bearer(admin_token))).json()
+        assert in_force["version"] == 0
+        assert [rule["name"] for rule in in_force["document"]["rules"]] == ["beds-busy"]
+        assert (
+            await http.get("/api/alerts/rules", headers=bearer(viewer_token))
+        ).status_code == 403
+        refused = await http.put("/api/alerts/rules", headers=bearer(admin_token), json=stricter)
+        assert refused.status_code == 403
+        wrong = {"rules": [{**stricter["rules"][0], "metric": "beds_flying"}]}
+        invalid = await http.put("/api/alerts/rules", headers=bearer(chief_token), json=wrong)
+        assert invalid.status_code == 422
+        assert "rule 1 ('ed-crowded'): metric: Value error, unknown metric" in invalid.text
+        unknown = await http.put(
+            "/api/alerts/rules", headers=bearer(chief_token), json={"rulez": []}
+        )
+        assert unknown.status_code == 422
+        assert "rulez: not a section" in unknown.json()["message"]
+        assert (await http.get("/api/alerts/rules", headers=bearer(chief_token))).json()[
+            "version"
+        ] == 0  # nothing changed
+
+        saved = await http.put("/api/alerts/rules", headers=bearer(chief_token), json=stricter)
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["version"] == 1
+        alerts = services_of(alerting).alerts
+
+        async def applied() -> bool:
+            return "ed-crowded" in alerts.rules
+
+        async with asyncio.timeout(10):
+            while not await applied():  # noqa: ASYNC110 - the leader applies it on its own
+                await asyncio.sleep(0.02)
+
+        await set_beds(writer, hospital, ("ED-1A", "ED-1B"), "occupied")  # 2: not above 2
+        await set_beds(writer, hospital, ("ED-2A",), "occupied")
+        raised = await chief.next("alert", lambda a: a["state"] == "firing")
+        assert (raised["rule"], raised["severity"]) == ("ed-crowded", "critical")
+        assert [a["rule"] for a in chief.received("alert")] == ["ed-crowded"]
+
+        back = await http.delete("/api/alerts/rules", headers=bearer(chief_token))
+        assert back.json()["version"] == 0

@@ -34,8 +34,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.alerts.anomaly_watch import AnomalyWatch
-from livedash.alerts.config import load_alert_config, scaled
+from livedash.alerts.config import AlertConfig, parse_alert_config, scaled
 from livedash.alerts.lifecycle import AlertDesk
+from livedash.alerts.rulebook import RuleBook
+from livedash.alerts.rules import read_rules_file
 from livedash.alerts.service import AlertService
 from livedash.alerts.silences import Silencer
 from livedash.auth.ratelimit import RateLimiter, shared_storage
@@ -101,6 +103,7 @@ class Services:
     silencer: Silencer
     deliveries: DeliveryWorker
     anomalies: AnomalyWatch
+    rulebook: RuleBook
     inbox: Inbox
 
     @property
@@ -240,7 +243,9 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
-    alerting = scaled(load_alert_config(settings.alert_rules_file), settings.alert_time_scale)
+    document, source = read_rules_file(settings.alert_rules_file)
+    alerting = scaled(parse_alert_config(document, source=source), settings.alert_time_scale)
+    rulebook = RuleBook(database, document, time_scale=settings.alert_time_scale)
     silencer = Silencer(database, settings.zone, alerting.mute_timings)
     deliveries = DeliveryWorker(
         database,
@@ -280,6 +285,14 @@ async def _build(
         tell=alerts.announce,
     )
     runner.lead(anomalies.while_leading)
+
+    async def apply_rules(config: AlertConfig) -> None:
+        silencer.mute_timings = config.mute_timings
+        await alerts.replace_rules(config.rules)
+        await anomalies.replace_rules(config.anomaly_rules)
+
+    rulebook.on_change(apply_rules)
+    runner.lead(rulebook.follow)  # rules set through the API reach the leader
     if manager is not None and breaker is not None:
         # Messages Redis did not carry to (or from) this instance: resend current values.
         manager.on_resync(gateway.resync)
@@ -307,6 +320,7 @@ async def _build(
         silencer=silencer,
         deliveries=deliveries,
         anomalies=anomalies,
+        rulebook=rulebook,
     )
 
 

@@ -61,15 +61,18 @@ class AnomalyWatch:
         self._tell = tell
         self._open: dict[Key, int] = {}
 
+    async def replace_rules(self, rules: Iterable[AnomalyRule]) -> None:
+        """Assess `rules` from the next hour on."""
+        self.rules = {rule.name: rule for rule in rules}
+        await self.restore()
+
     async def while_leading(self) -> None:
         """Assess each hour once it has settled, for as long as this instance leads."""
-        if not self.rules:
-            return
         await self.restore()
         done: datetime | None = None
         while True:
             hour = completed_hour(self._clock.now() - SETTLE, self._zone)
-            if hour != done:
+            if hour != done and self.rules:
                 await self.assess_hour(hour)
                 done = hour
             due = hour + 2 * HOUR + SETTLE  # the next hour's end, settled

@@ -24,6 +24,19 @@ class AlertConfig:
 def load_alert_config(path: Path | None) -> AlertConfig:
     """The rules file at `path` (livedash's defaults when None); errors name the field."""
     data, source = read_rules_file(path)
+    return parse_alert_config(data, source=source)
+
+
+def parse_alert_config(data: Any, *, source: str) -> AlertConfig:
+    """An alerting configuration from decoded YAML or JSON (`rules`, `anomaly_rules`,
+    `mute_timings`); `ConfigurationError` names the entry and the field of each mistake."""
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source}: expected a mapping with `rules:`")
+    unknown = sorted(set(data) - {"rules", "anomaly_rules", "mute_timings"})
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: {unknown[0]}: not a section (rules, anomaly_rules, mute_timings)"
+        )
     rules = parse_rules(data, source=source)
     anomaly_rules = parse_anomaly_rules(data, source=source)
     taken = {rule.name for rule in rules}

@@ -72,15 +72,14 @@ class AlertService:
         stale_after_seconds: float,
         listeners: Iterable[AlertListener] = (),
     ) -> None:
-        self.rules = {rule.name: rule for rule in rules}
+        self.rules: dict[str, ThresholdRule] = {}
+        self._by_metric: dict[str, list[ThresholdRule]] = {}
+        self._use(rules)
         self._database = write_locking(database)
         self._fanout = fanout
         self._clock = clock
         self._zone = zone
         self._stale_after = stale_after_seconds
-        self._by_metric: dict[str, list[ThresholdRule]] = {}
-        for rule in self.rules.values():
-            self._by_metric.setdefault(rule.metric, []).append(rule)
         self._watched: dict[Key, _Watched] = {}
         self._by_value: dict[tuple[str, str | None], list[_Watched]] = {}
         self._restored = False
@@ -92,6 +91,23 @@ class AlertService:
         self._background = BackgroundTasks()
         self._lock = asyncio.Lock()  # batches and ticks apply one at a time, in order
         self._deadline_changed = asyncio.Event()
+
+    def _use(self, rules: Iterable[ThresholdRule]) -> None:
+        self.rules = {rule.name: rule for rule in rules}
+        self._by_metric = {}
+        for rule in self.rules.values():
+            self._by_metric.setdefault(rule.metric, []).append(rule)
+
+    async def replace_rules(self, rules: Iterable[ThresholdRule]) -> None:
+        """Evaluate `rules` from now on. Open alerts of rules still there carry on (read
+        back from the database); those of rules gone wait for a person to resolve them."""
+        async with self._lock:
+            self._use(rules)
+            self._watched.clear()
+            self._by_value.clear()
+            self._restored = False
+            await self._restore()
+        self._deadline_changed.set()
 
     # -- the consumer ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -319,6 +320,18 @@ class NotificationDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class AlertRuleSet(Base):
+    """One version of the alert rules set through the REST API; the newest is in force (no
+    row: the rules file's)."""
+
+    __tablename__ = "alert_rule_sets"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
 
 
 class MetricRollup(Base):

@@ -8,14 +8,15 @@ of a department the caller may not see is `unknown_alert` (404), as if it did no
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from livedash.alerts.lifecycle import MAX_LISTED
+from livedash.alerts.lifecycle import MANAGING_ROLES, MAX_LISTED
 from livedash.alerts.silences import Silence, SilenceRequest
 from livedash.auth.tokens import Principal
+from livedash.errors import Forbidden
 from livedash.realtime.schemas import AlertMessage
 from livedash.web.api import ERROR_RESPONSES, authenticated_user
 from livedash.web.deps import services
@@ -33,6 +34,13 @@ class Acknowledgement(BaseModel):
     until: datetime | None = None
 
 
+class RuleSet(BaseModel):
+    """The alert rules in force: `version` 0 is the rules file."""
+
+    version: int
+    document: dict[str, Any]
+
+
 def install_alerts_api(app: FastAPI) -> None:
     router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=ERROR_RESPONSES)
 
@@ -47,6 +55,31 @@ def install_alerts_api(app: FastAPI) -> None:
         unless `include_resolved`)."""
         desk = services(request).alert_desk
         return await desk.listed(caller, include_resolved=include_resolved, limit=limit)
+
+    @router.get("/rules")
+    async def rules(request: Request, caller: Caller) -> RuleSet:
+        """The alert rules in force (admins and super_admins): the rules file's (version 0),
+        or the newest set through this API."""
+        if caller.role not in MANAGING_ROLES:
+            raise Forbidden("only admins and super_admins see the alert rules")
+        version, document = await services(request).rulebook.current()
+        return RuleSet(version=version, document=document)
+
+    @router.put("/rules")
+    async def set_rules(request: Request, caller: Caller, document: dict[str, Any]) -> RuleSet:
+        """Put these rules in force on every instance (super_admins): `rules`,
+        `anomaly_rules` and `mute_timings`, as in the rules file. A mistake is refused with
+        the rule and the field it is in, and changes nothing."""
+        version = await services(request).rulebook.replace(caller, document)
+        return RuleSet(version=version, document=document)
+
+    @router.delete("/rules")
+    async def reset_rules(request: Request, caller: Caller) -> RuleSet:
+        """Return to the rules file (super_admins)."""
+        book = services(request).rulebook
+        await book.reset(caller)
+        version, document = await book.current()
+        return RuleSet(version=version, document=document)
 
     @router.get("/silences")
     async def silences(request: Request, caller: Caller) -> list[Silence]:
