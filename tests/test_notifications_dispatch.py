@@ -13,6 +13,7 @@ from livedash.settings import Settings
 from livedash.store.models import Role
 from tests.support.alerting import bearer, set_beds, with_rules
 from tests.support.live import Connect, LiveServer, Serve
+from tests.support.push_service import Browser
 from tests.support.writers import Write
 
 RULES = """
@@ -127,3 +128,35 @@ async def test_preferences_choose_the_severities_and_are_validated(
     await chief.next("notification")
     assert picky.received("notification") == []
     await picky.next("alert", lambda a: a["state"] == "firing")  # the alert itself is shown
+
+
+async def test_a_browser_registers_for_push_only_through_a_known_push_service(
+    alerting: LiveServer, token: Any
+) -> None:
+    user = token(Role.VIEWER, ("ED",), sub="ed-viewer")
+    browser = Browser()
+    async with httpx.AsyncClient(base_url=alerting.url) as http:
+
+        async def register(endpoint: str) -> httpx.Response:
+            return await http.post(
+                "/api/notifications/push/subscriptions",
+                headers=bearer(user),
+                json=browser.subscription_json(endpoint),
+            )
+
+        inside = await register("https://intranet.hospital.test/admin")
+        assert inside.status_code == 422
+        assert "'intranet.hospital.test' is not a push service" in inside.json()["message"]
+        plain = await register("http://fcm.googleapis.com/fcm/send/abc")
+        assert plain.status_code == 422
+        assert "https" in plain.json()["message"]
+        known = await register("https://fcm.googleapis.com/fcm/send/abc")
+        assert known.status_code == 200, known.text
+        again = await register("https://fcm.googleapis.com/fcm/send/abc")
+        assert again.json()["id"] == known.json()["id"]  # one per device
+        apple = await register("https://web.push.apple.com/QGuQyav")
+        assert apple.status_code == 200
+        gone = await http.delete(
+            f"/api/notifications/push/subscriptions/{known.json()['id']}", headers=bearer(user)
+        )
+        assert gone.json() == {"marked": 1}

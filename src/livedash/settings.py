@@ -118,7 +118,15 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     vapid_private_key_file: Path | None = None
     vapid_subject: str = "mailto:livedash@localhost"
-    push_allow_http: bool = False  # tests' local push service only
+    push_allow_http: bool = False  # tests' local push service only (any host then)
+    # The push services browsers subscribe through; a subscription elsewhere is refused, so
+    # that a user cannot make the server post to any address (a host, or ".suffix").
+    push_service_hosts: list[str] = [
+        "fcm.googleapis.com",
+        "updates.push.services.mozilla.com",
+        ".push.apple.com",
+        ".notify.windows.com",
+    ]
 
     log_level: str = "info"
     log_json: bool = False

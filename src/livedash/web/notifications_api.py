@@ -113,6 +113,14 @@ def install_notifications_api(app: FastAPI) -> None:
             )
         except ValueError as error:
             raise InvalidPayload(f"subscription: {error}") from error
+        settings = found.settings
+        if not settings.push_allow_http and not _known_service(
+            subscription.service, settings.push_service_hosts
+        ):
+            raise InvalidPayload(
+                f"endpoint: {subscription.service!r} is not a push service this deployment "
+                "uses (LIVEDASH_PUSH_SERVICE_HOSTS)"
+            )
         return Registered(id=await register_push(found.database, caller.subject, subscription))
 
     @router.delete("/push/subscriptions/{subscription_id}")
@@ -122,3 +130,7 @@ def install_notifications_api(app: FastAPI) -> None:
         return Marked(marked=removed)
 
     app.include_router(router)
+
+
+def _known_service(host: str, allowed: list[str]) -> bool:
+    return any(host == name or (name.startswith(".") and host.endswith(name)) for name in allowed)
