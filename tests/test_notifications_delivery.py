@@ -181,3 +181,29 @@ async def test_a_service_killed_while_sending_delivers_exactly_once_after_restar
 
     await _until(sent)
     assert len(smtp.received) == 1
+
+
+async def test_an_e_mail_only_user_is_mailed_the_raising_and_the_resolution(
+    hospital: dict[str, int],
+    serve: Serve,
+    notifying: Settings,
+    token: Any,
+    writer: Write,
+    smtp: SmtpServer,
+) -> None:
+    server = await serve(notifying)
+    admin = token(Role.ADMIN, ("ED",), sub="ed-admin")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        chosen = await http.put(
+            "/api/notifications/preferences",
+            headers=bearer(admin),
+            json={"channels": ["email"], "email": "ed-admin@hospital.test"},
+        )
+        assert chosen.status_code == 200, chosen.text
+    await _occupy(writer, hospital)
+    raised = await smtp.next_message()
+    for bed in ("ED-1A", "ED-1B"):
+        await writer("UPDATE beds SET status = 'free' WHERE id = ?", (hospital[bed],))
+    resolved = await smtp.next_message()
+    assert raised.message["X-Livedash-Alert"] == resolved.message["X-Livedash-Alert"]
+    assert raised.message["Message-ID"] != resolved.message["Message-ID"]

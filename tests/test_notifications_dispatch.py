@@ -160,3 +160,27 @@ async def test_a_browser_registers_for_push_only_through_a_known_push_service(
             f"/api/notifications/push/subscriptions/{known.json()['id']}", headers=bearer(user)
         )
         assert gone.json() == {"marked": 1}
+
+
+async def test_a_resolution_that_follows_at_once_is_still_told_after_the_raising(
+    hospital: dict[str, int],
+    alerting: LiveServer,
+    connect: Connect,
+    token: Any,
+    writer: Write,
+) -> None:
+    viewer = await connect(alerting, token(Role.VIEWER, ("ED",), sub="ed-viewer"))
+    for _ in range(3):
+        await _occupy(writer, hospital, "occupied")
+        raised = await viewer.next("alert", lambda a: a["state"] == "firing")
+        alert_id = raised["id"]
+        await _occupy(writer, hospital, "free")  # while the raising is being notified
+        resolved = await viewer.next(
+            "notification",
+            lambda n, alert_id=alert_id: n["event"] == "resolved" and n["alert_id"] == alert_id,
+        )
+        events = [
+            n["event"] for n in viewer.received("notification") if n["alert_id"] == raised["id"]
+        ]
+        assert events == ["raised", "resolved"]
+        assert resolved["alert_id"] == raised["id"]

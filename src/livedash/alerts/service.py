@@ -90,6 +90,9 @@ class AlertService:
         # Listeners (notifications) run apart: nothing they do may hold up the feed.
         self._background = BackgroundTasks()
         self._lock = asyncio.Lock()  # batches and ticks apply one at a time, in order
+        # Recordings run one at a time in the order they were made (asyncio's lock is FIFO).
+        self._recording = asyncio.Lock()
+        self._announcing = asyncio.Lock()
         self._deadline_changed = asyncio.Event()
 
     def _use(self, rules: Iterable[ThresholdRule]) -> None:
@@ -127,8 +130,18 @@ class AlertService:
                     continue
                 for watched in self._conditions(value):
                     moved += [(watched, t) for t in watched.condition.observe(number, now)]
-            await self._record(moved)
+        if moved:
+            # Stored apart, in order: a database that makes writers wait (SQLite's lock held
+            # by the hospital's application) must not hold up the feed and every screen.
+            self._background.spawn(self._record_in_order(moved), name="livedash-alert-record")
         self._deadline_changed.set()
+
+    async def _record_in_order(self, moved: list[tuple[_Watched, Transition]]) -> None:
+        try:
+            async with self._recording:
+                await self._record(moved)
+        except Exception:
+            log.exception("alert_record_failed", transitions=len(moved))
 
     async def while_leading(self) -> None:
         """End pending and keep-firing periods on time, while this instance leads; what it
@@ -173,10 +186,12 @@ class AlertService:
                 for watched in self._watched.values()
                 for transition in watched.condition.tick(now)
             ]
-            await self._record(moved)
+            async with self._recording:
+                await self._record(moved)
             for watched in list(self._watched.values()):
                 if watched.escalate_at is not None and watched.escalate_at <= now:
-                    await self._escalate(watched, now)
+                    async with self._recording:
+                        await self._escalate(watched, now)
 
     async def _escalate(self, watched: _Watched, now: datetime) -> None:
         """Tell the next tier of an alert still unacknowledged (acknowledgements are made on
@@ -342,11 +357,14 @@ class AlertService:
         return self._stale
 
     def announce(self, message: AlertMessage, event: str, level: int = 0) -> None:
-        """Hand an alert event to the listeners (notifications), apart from the caller."""
-        for listener in self._listeners:
-            self._background.spawn(
-                _logged(listener, message, event, level), name=f"livedash-alert-{event}"
-            )
+        """Hand an alert event to the listeners (notifications), apart from the caller; one
+        event after another, so that an alert's resolution never overtakes its raising."""
+        self._background.spawn(self._announce_in_order(message, event, level))
+
+    async def _announce_in_order(self, message: AlertMessage, event: str, level: int) -> None:
+        async with self._announcing:
+            for listener in self._listeners:
+                await _logged(listener, message, event, level)
 
     async def _store(
         self, connection: AsyncConnection, watched: _Watched, transition: Transition

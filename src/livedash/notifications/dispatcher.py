@@ -36,7 +36,14 @@ from livedash.realtime.fanout import FanOut
 from livedash.realtime.outbox import user_room
 from livedash.realtime.schemas import NOTIFICATION_EVENT, AlertMessage, NotificationMessage
 from livedash.store.engine import write_locking
-from livedash.store.models import AlertSeverity, Notification, PushSubscription, Role, User
+from livedash.store.models import (
+    AlertSeverity,
+    Notification,
+    NotificationDelivery,
+    PushSubscription,
+    Role,
+    User,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -84,12 +91,12 @@ class Dispatcher:
         async with self._reader.connect() as connection:
             recipients = await self._recipients(connection, message, event, level, now)
         written = await self._write_in_app(message, event, level, recipients, now)
-        if self._deliveries is not None:
-            await self._deliveries.add(await self._outbound(message, event, level, recipients))
         for username, notification in written:
             await self._fanout.to_room(
                 user_room(username), NOTIFICATION_EVENT, notification.model_dump(mode="json")
             )
+        if self._deliveries is not None:
+            await self._deliveries.add(await self._outbound(message, event, level, recipients))
         log.info(
             "alert_notified",
             alert=message.id,
@@ -127,6 +134,15 @@ class Dispatcher:
                         select(Notification.username).where(
                             Notification.alert_id == message.id,
                             Notification.event != RESOLVED,
+                        )
+                    )
+                ).scalars()
+            ) | set(
+                (
+                    await connection.execute(
+                        select(NotificationDelivery.username).where(
+                            NotificationDelivery.alert_id == message.id,
+                            NotificationDelivery.event != RESOLVED,
                         )
                     )
                 ).scalars()
@@ -256,10 +272,14 @@ async def _sent_last_hour(
 ) -> dict[str, int]:
     if not usernames:
         return {}
+    # The cap is of e-mails and pushes: what reaches a person outside the dashboard.
     since = (now - timedelta(hours=1)).astimezone(UTC).replace(tzinfo=None)
     rows = await connection.execute(
-        select(Notification.username, func.count())
-        .where(Notification.username.in_(usernames), Notification.created_at >= since)
-        .group_by(Notification.username)
+        select(NotificationDelivery.username, func.count())
+        .where(
+            NotificationDelivery.username.in_(usernames),
+            NotificationDelivery.created_at >= since,
+        )
+        .group_by(NotificationDelivery.username)
     )
     return {username: count for username, count in rows.all()}
