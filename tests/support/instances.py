@@ -34,6 +34,11 @@ class Instance:
             "LIVEDASH_FEED_SLOT": settings.feed_slot,
             "LIVEDASH_JWT_SECRET": settings.signing_key(),
             "LIVEDASH_TIMEZONE": settings.timezone,
+            **(
+                {"LIVEDASH_ALERT_RULES_FILE": str(settings.alert_rules_file)}
+                if settings.alert_rules_file is not None
+                else {}
+            ),
             "LIVEDASH_LEADER_POLL_SECONDS": "0.2",
             "LIVEDASH_SHUTDOWN_GRACE_SECONDS": "1",
             # A long-poll is answered by the next ping at the latest: short ones let a polling
