@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,6 +48,14 @@ AlertListener = Callable[[AlertMessage, str, int], Awaitable[None]]
 """Hears an alert event: the alert, `raised`/`escalated`/`resolved`, the escalation level."""
 RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
 MAX_ESCALATION_LEVEL = 2  # 1: the department's admins; 2: the super_admins
+
+
+@dataclass(slots=True)
+class _Turn:
+    """One alert's events waiting to be announced, in order (asyncio's lock is FIFO)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
 
 
 @dataclass(slots=True)
@@ -92,7 +100,7 @@ class AlertService:
         self._lock = asyncio.Lock()  # batches and ticks apply one at a time, in order
         # Recordings run one at a time in the order they were made (asyncio's lock is FIFO).
         self._recording = asyncio.Lock()
-        self._announcing = asyncio.Lock()
+        self._announcing: dict[int, _Turn] = {}  # per alert: its events in order
         self._deadline_changed = asyncio.Event()
 
     def _use(self, rules: Iterable[ThresholdRule]) -> None:
@@ -357,14 +365,22 @@ class AlertService:
         return self._stale
 
     def announce(self, message: AlertMessage, event: str, level: int = 0) -> None:
-        """Hand an alert event to the listeners (notifications), apart from the caller; one
-        event after another, so that an alert's resolution never overtakes its raising."""
+        """Hand an alert event to the listeners (notifications), apart from the caller. An
+        alert's events go one after another (its resolution never overtakes its raising);
+        different alerts' go side by side."""
         self._background.spawn(self._announce_in_order(message, event, level))
 
     async def _announce_in_order(self, message: AlertMessage, event: str, level: int) -> None:
-        async with self._announcing:
-            for listener in self._listeners:
-                await _logged(listener, message, event, level)
+        turn = self._announcing.setdefault(message.id, _Turn())
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                for listener in self._listeners:
+                    await _logged(listener, message, event, level)
+        finally:
+            turn.waiting -= 1
+            if turn.waiting == 0:
+                del self._announcing[message.id]
 
     async def _store(
         self, connection: AsyncConnection, watched: _Watched, transition: Transition
