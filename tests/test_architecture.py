@@ -30,10 +30,10 @@ ALLOWED: dict[str, set[str]] = {
     # Writers reach the rest only through the database, as the hospital's application does.
     "simulator": {"store"},
     "ingest": {"store", "changefeed", "auth"},
-    # Alerts hear the metric stream on the leader and push through the gateway's fan-out;
-    # notifications hear the alerts' events.
-    "alerts": {*DATA_PATH, "auth"},
-    "notifications": {*DATA_PATH, "auth", "alerts"},
+    # Alerts hear the metric stream on the leader; notifications hear the alerts' events.
+    # Both push to screens through what the composition root hands them, not the gateway.
+    "alerts": {"store", "changefeed", "metrics", "cluster", "auth"},
+    "notifications": {"store", "changefeed", "metrics", "cluster", "auth", "alerts"},
     # The composition root builds every part; the web and the entry points compose it.
     "services": {*DATA_PATH, "auth", "ingest", "alerts", "notifications"},
     "web": {*DATA_PATH, "auth", "ingest", "services", "alerts", "notifications"},

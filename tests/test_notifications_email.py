@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from livedash.alerts.messages import AlertMessage
 from livedash.notifications.email import EmailSender, message_id
 from livedash.notifications.notice import AlertNotice, DeliveryError
-from livedash.realtime.schemas import AlertMessage
 from livedash.testing.servers import free_port
 from tests.support.smtp import SmtpServer, tls_contexts
 

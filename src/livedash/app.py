@@ -98,3 +98,13 @@ def create_app(
         RequestLimits(socketio.ASGIApp(server, other_asgi_app=api), body_limits(settings))
     )
     return app
+
+
+def api_reference() -> str:
+    """The realtime API reference (docs/api.md): the gateway's events, and those of the parts
+    built on it (alerts, notifications)."""
+    from livedash.alerts.messages import ALERT_EVENT_DOC
+    from livedash.notifications.messages import NOTIFICATION_EVENT_DOC
+    from livedash.realtime.apidoc import render_api_doc
+
+    return render_api_doc([ALERT_EVENT_DOC, NOTIFICATION_EVENT_DOC])

@@ -359,9 +359,9 @@ def doctor(db: DbOption = None) -> None:
 @app.command("api-doc")
 def api_doc() -> None:
     """Print the realtime API reference (Markdown) generated from the wire models."""
-    from livedash.realtime.apidoc import render_api_doc
+    from livedash.app import api_reference
 
-    typer.echo(render_api_doc(), nl=False)
+    typer.echo(api_reference(), nl=False)
 
 
 @app.command("vapid-keys")

@@ -61,7 +61,7 @@ from livedash.observability.status import ServiceStatus
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
 from livedash.realtime.limiter import SocketLimiter
-from livedash.realtime.outbox import Outbox
+from livedash.realtime.outbox import Outbox, RoomScreens
 from livedash.realtime.redis_manager import CappedRedisManager
 from livedash.realtime.server import GatewayServer
 from livedash.realtime.stream import MemoryHistory, RedisHistory, UpdateHistory
@@ -243,6 +243,7 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
+    screens = RoomScreens(fanout)
     document, source = read_rules_file(settings.alert_rules_file)
     alerting = scaled(parse_alert_config(document, source=source), settings.alert_time_scale)
     rulebook = RuleBook(database, document, time_scale=settings.alert_time_scale)
@@ -259,7 +260,7 @@ async def _build(
     runner.lead(deliveries.run)  # e-mails and pushes leave from the leader
     dispatcher = Dispatcher(
         database,
-        fanout,
+        screens,
         clock,
         settings.zone,
         silenced=silencer.silenced,
@@ -268,7 +269,7 @@ async def _build(
     alerts = AlertService(
         alerting.rules,
         database,
-        fanout,
+        screens,
         clock,
         settings.zone,
         stale_after_seconds=settings.alert_stale_after_seconds,
@@ -278,7 +279,7 @@ async def _build(
     anomalies = AnomalyWatch(
         alerting.anomaly_rules,
         database,
-        fanout,
+        screens,
         clock,
         settings.zone,
         stale=lambda: alerts.stale,
@@ -315,7 +316,7 @@ async def _build(
         ingest=ingest,
         gateway=gateway,
         alerts=alerts,
-        alert_desk=AlertDesk(database, fanout, clock, alerts.rules),
+        alert_desk=AlertDesk(database, screens, clock, alerts.rules),
         inbox=Inbox(database),
         silencer=silencer,
         deliveries=deliveries,

@@ -21,11 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.alerts.anomaly import AnomalyRule, Assessment, assess, completed_hour
 from livedash.alerts.lifecycle import alert_message, department_codes
+from livedash.alerts.messages import ALERT_EVENT, AlertMessage, Screens
 from livedash.alerts.records import add_transition, change_alert, naive, raise_alert
 from livedash.metrics.clock import Clock
-from livedash.realtime.fanout import FanOut
-from livedash.realtime.outbox import alert_room
-from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
 from livedash.store.engine import write_locking
 from livedash.store.models import Alert, AlertStatus
 
@@ -44,7 +42,7 @@ class AnomalyWatch:
         self,
         rules: Iterable[AnomalyRule],
         database: AsyncEngine,
-        fanout: FanOut,
+        screens: Screens,
         clock: Clock,
         zone: ZoneInfo,
         *,
@@ -54,7 +52,7 @@ class AnomalyWatch:
         self.rules = {rule.name: rule for rule in rules}
         self._reader = database
         self._writer = write_locking(database)
-        self._fanout = fanout
+        self._screens = screens
         self._clock = clock
         self._zone = zone
         self._stale = stale
@@ -185,8 +183,8 @@ class AnomalyWatch:
             log.info(
                 "anomaly_alert", rule=message.rule, department=message.department, alert_event=event
             )
-            await self._fanout.to_room(
-                alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+            await self._screens.to_department(
+                message.department, ALERT_EVENT, message.model_dump(mode="json")
             )
             if event:
                 self._tell(message, event)

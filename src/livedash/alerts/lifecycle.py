@@ -20,15 +20,13 @@ from typing import Any
 from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from livedash.alerts.messages import ALERT_EVENT, AlertMessage, Screens
 from livedash.alerts.records import add_transition, alert_row, change_alert, naive
 from livedash.alerts.rules import ThresholdRule
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.errors import Forbidden, InvalidPayload, UnknownAlert
 from livedash.metrics.clock import Clock
-from livedash.realtime.fanout import FanOut
-from livedash.realtime.outbox import alert_room
-from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
 from livedash.store.engine import write_locking
 from livedash.store.models import Alert, AlertStatus, Department, Role
 
@@ -76,13 +74,13 @@ class AlertDesk:
     def __init__(
         self,
         database: AsyncEngine,
-        fanout: FanOut,
+        screens: Screens,
         clock: Clock,
         rules: Mapping[str, ThresholdRule],
     ) -> None:
         self._reader = database
         self._writer = write_locking(database)
-        self._fanout = fanout
+        self._screens = screens
         self._clock = clock
         self._rules = rules
 
@@ -165,8 +163,8 @@ class AlertDesk:
                 actor=principal.subject,
             )
         message = self._message(changed, codes, now)
-        await self._fanout.to_room(
-            alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+        await self._screens.to_department(
+            message.department, ALERT_EVENT, message.model_dump(mode="json")
         )
         return message
 

@@ -31,13 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from livedash.aio import BackgroundTasks
 from livedash.alerts.evaluation import Condition, State, Transition, fires, resolves
 from livedash.alerts.lifecycle import alert_message, department_codes
+from livedash.alerts.messages import ALERT_EVENT, AlertMessage, Screens
 from livedash.alerts.records import add_transition, alert_row, change_alert, naive, raise_alert
 from livedash.alerts.rules import ThresholdRule
 from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricValue
-from livedash.realtime.fanout import FanOut
-from livedash.realtime.outbox import alert_room
-from livedash.realtime.schemas import ALERT_EVENT, AlertMessage
 from livedash.store.engine import write_locking
 from livedash.store.models import Alert, AlertStatus
 
@@ -73,7 +71,7 @@ class AlertService:
         self,
         rules: Iterable[ThresholdRule],
         database: AsyncEngine,
-        fanout: FanOut,
+        screens: Screens,
         clock: Clock,
         zone: ZoneInfo,
         *,
@@ -84,7 +82,7 @@ class AlertService:
         self._by_metric: dict[str, list[ThresholdRule]] = {}
         self._use(rules)
         self._database = write_locking(database)
-        self._fanout = fanout
+        self._screens = screens
         self._clock = clock
         self._zone = zone
         self._stale_after = stale_after_seconds
@@ -241,8 +239,8 @@ class AlertService:
             watched.escalate_at = now + delay
         message = alert_message(row, watched.condition.department, now, rule)
         log.warning("alert_escalated", alert=message.id, rule=rule.name, level=level)
-        await self._fanout.to_room(
-            alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+        await self._screens.to_department(
+            message.department, ALERT_EVENT, message.model_dump(mode="json")
         )
         self.announce(message, ESCALATED, level)
 
@@ -353,8 +351,8 @@ class AlertService:
                 alert=message.id,
                 value=message.value,
             )
-            await self._fanout.to_room(
-                alert_room(message.department), ALERT_EVENT, message.model_dump(mode="json")
+            await self._screens.to_department(
+                message.department, ALERT_EVENT, message.model_dump(mode="json")
             )
         for message, event in events:
             self.announce(message, event, 0)

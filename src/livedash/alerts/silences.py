@@ -22,10 +22,10 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.alerts.lifecycle import department_codes
+from livedash.alerts.messages import AlertMessage
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.errors import ConfigurationError, Forbidden, InvalidPayload, UnknownAlert
-from livedash.realtime.schemas import AlertMessage
 from livedash.store.engine import write_locking
 from livedash.store.models import AlertSeverity, AlertSilence, Role
 

@@ -22,8 +22,10 @@ import structlog
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from livedash.alerts.messages import AlertMessage, Screens
 from livedash.metrics.clock import Clock
 from livedash.notifications.delivery import Delivery, DeliveryWorker
+from livedash.notifications.messages import NOTIFICATION_EVENT, NotificationMessage
 from livedash.notifications.preferences import (
     EMAIL,
     IN_APP,
@@ -32,9 +34,6 @@ from livedash.notifications.preferences import (
     load_preferences,
     severity_rank,
 )
-from livedash.realtime.fanout import FanOut
-from livedash.realtime.outbox import user_room
-from livedash.realtime.schemas import NOTIFICATION_EVENT, AlertMessage, NotificationMessage
 from livedash.store.engine import write_locking
 from livedash.store.models import (
     AlertSeverity,
@@ -67,7 +66,7 @@ class Dispatcher:
     def __init__(
         self,
         database: AsyncEngine,
-        fanout: FanOut,
+        screens: Screens,
         clock: Clock,
         zone: ZoneInfo,
         *,
@@ -76,7 +75,7 @@ class Dispatcher:
     ) -> None:
         self._reader = database
         self._writer = write_locking(database)
-        self._fanout = fanout
+        self._screens = screens
         self._clock = clock
         self._zone = zone
         self._silenced = silenced
@@ -92,8 +91,8 @@ class Dispatcher:
             recipients = await self._recipients(connection, message, event, level, now)
         written = await self._write_in_app(message, event, level, recipients, now)
         for username, notification in written:
-            await self._fanout.to_room(
-                user_room(username), NOTIFICATION_EVENT, notification.model_dump(mode="json")
+            await self._screens.to_user(
+                username, NOTIFICATION_EVENT, notification.model_dump(mode="json")
             )
         if self._deliveries is not None:
             await self._deliveries.add(await self._outbound(message, event, level, recipients))

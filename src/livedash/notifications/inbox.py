@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.notifications.messages import NotificationMessage
 from livedash.notifications.push import PushSubscription as Subscription
-from livedash.realtime.schemas import NotificationMessage
 from livedash.store.engine import write_locking
 from livedash.store.models import Notification, PushSubscription
 

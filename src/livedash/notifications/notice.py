@@ -20,8 +20,8 @@ from datetime import datetime
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from livedash.alerts.messages import AlertMessage
 from livedash.errors import LivedashError
-from livedash.realtime.schemas import AlertMessage
 from livedash.timeutil import as_aware
 
 

@@ -45,6 +45,21 @@ def user_room(username: str) -> str:
     return f"user|{username}"
 
 
+class RoomScreens:
+    """The screens alerts and notifications are pushed to (`livedash.alerts.messages.Screens`):
+    the alert room of a department, joined by every socket that may see it, and a user's own
+    room."""
+
+    def __init__(self, fanout: FanOut) -> None:
+        self._fanout = fanout
+
+    async def to_department(self, department: str | None, event: str, payload: Any) -> None:
+        await self._fanout.to_room(alert_room(department), event, payload)
+
+    async def to_user(self, username: str, event: str, payload: Any) -> None:
+        await self._fanout.to_room(user_room(username), event, payload)
+
+
 def to_update(value: MetricValue) -> MetricUpdate:
     """The wire model of a metric value."""
     return MetricUpdate(

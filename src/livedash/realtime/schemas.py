@@ -18,8 +18,6 @@ MAX_NAMES = 1000
 MAX_NAME_LENGTH = 64
 
 UPDATE_EVENT = "dashboard_update"
-ALERT_EVENT = "alert"
-NOTIFICATION_EVENT = "notification"
 """The event that carries one metric's new value (`MetricUpdate`)."""
 
 
@@ -125,64 +123,6 @@ class MetricUpdate(BaseModel):
     timestamp: datetime
     position: StreamPosition | None = None
     """Where this update is in the stream (in `dashboard_update`; absent in snapshots)."""
-
-
-class AlertMessage(BaseModel):
-    """`alert`: an alert, raised by a rule or written by the hospital's application, or a
-    change of it, as it happens.
-
-    Sent to every socket whose identity may see the alert's department (`null`: the
-    hospital; super_admins only). `state` is the rule's condition: `firing`, `recovering`
-    (cleared, waiting for `keep_firing_for`), `stale` (data too old to judge) or `normal`
-    (recovered: `status` is then `resolved`); `null` for an alert without a rule. `value` is
-    the last value against `threshold` (fire) and `clear_at` (clear). `status`: `active`,
-    `acknowledged` (until `acknowledged_until`, if set) or `resolved` (`resolved_by` a person,
-    or `null` when the condition cleared).
-    """
-
-    id: int
-    rule: str | None
-    department: str | None
-    severity: str
-    state: str | None
-    status: str
-    title: str
-    value: float | None
-    threshold: float | None
-    clear_at: float | None
-    raised_at: datetime
-    at: datetime
-    acknowledged_by: str | None = None
-    acknowledged_at: datetime | None = None
-    acknowledgement_note: str | None = None
-    acknowledged_until: datetime | None = None
-    resolved_at: datetime | None = None
-    resolved_by: str | None = None
-    expected: float | None = None
-    """Anomaly rules: what the same hour of the week usually is, and the band around it."""
-    band_low: float | None = None
-    band_high: float | None = None
-    escalation_level: int = 0
-    """How many tiers were told because nobody acknowledged it in time (1: the department's
-    admins; 2: the super_admins)."""
-
-
-class NotificationMessage(BaseModel):
-    """`notification`: one new in-app notification of the signed-in user, as it is written.
-
-    `event`: `raised` (a new alert), `escalated` (nobody acknowledged it in time; addressed
-    to the next tier) or `resolved`. The history and the unread count: `GET
-    /api/notifications`.
-    """
-
-    id: int
-    alert_id: int | None
-    event: str
-    severity: str
-    title: str
-    department: str | None
-    created_at: datetime
-    read: bool = False
 
 
 class MetricsSnapshot(BaseModel):

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from livedash.alerts.lifecycle import MANAGING_ROLES, MAX_LISTED
+from livedash.alerts.messages import AlertMessage
 from livedash.alerts.silences import Silence, SilenceRequest
 from livedash.auth.tokens import Principal
 from livedash.errors import Forbidden
-from livedash.realtime.schemas import AlertMessage
 from livedash.web.api import ERROR_RESPONSES, authenticated_user
 from livedash.web.deps import services
 

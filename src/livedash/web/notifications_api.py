@@ -12,9 +12,9 @@ from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.errors import InvalidPayload
 from livedash.notifications.inbox import MAX_LISTED, forget_push, register_push
+from livedash.notifications.messages import NotificationMessage
 from livedash.notifications.preferences import Preferences, load_preferences, save_preferences
 from livedash.notifications.push import PushSubscription
-from livedash.realtime.schemas import NotificationMessage
 from livedash.web.api import ERROR_RESPONSES, authenticated_user
 from livedash.web.deps import services
 
