@@ -22,6 +22,7 @@ from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.store.models import Role
 from tests.support.alerting import bearer, set_beds, with_rules
+from tests.support.instances import Instance
 from tests.support.live import Connect, Serve
 from tests.support.probes import services_of
 from tests.support.push_service import Browser, PushService
@@ -207,3 +208,50 @@ async def test_an_e_mail_only_user_is_mailed_the_raising_and_the_resolution(
     resolved = await smtp.next_message()
     assert raised.message["X-Livedash-Alert"] == resolved.message["X-Livedash-Alert"]
     assert raised.message["Message-ID"] != resolved.message["Message-ID"]
+
+
+async def test_a_service_killed_9_while_sending_delivers_exactly_once_after_restarting(
+    hospital: dict[str, int],
+    notifying: Settings,
+    token: Any,
+    users: Any,
+    writer: Write,
+    smtp: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    # `livedash serve` in a process of its own, killed with SIGKILL in the middle of DATA: no
+    # shutdown runs, its lease is left held, and the next process takes the delivery over.
+    admin = token(Role.ADMIN, ("ED",), sub="ed-admin")
+    await users.settled()
+    env = {
+        "LIVEDASH_SMTP_HOST": "127.0.0.1",
+        "LIVEDASH_SMTP_PORT": str(smtp.port),
+        "LIVEDASH_SMTP_TLS": "none",
+        "LIVEDASH_DELIVERY_LEASE_SECONDS": "1",
+    }
+    first = await Instance(notifying, tmp_path / "first.log", admin, env=env).start()
+    try:
+        await _sign_up(first.url, admin, None)
+        smtp.stall()
+        await _occupy(writer, hospital)
+
+        async def sending() -> bool:
+            return [row[1] for row in await _deliveries(notifying)] == ["sending"]
+
+        await _until(sending)
+    finally:
+        await first.kill()
+    smtp.resume()
+
+    second = await Instance(notifying, tmp_path / "second.log", admin, env=env).start()
+    try:
+        mail = await smtp.next_message()
+        assert mail.recipients == ["ed-admin@hospital.test"]
+
+        async def sent() -> bool:
+            return [tuple(row[1:]) for row in await _deliveries(notifying)] == [("sent", 2)]
+
+        await _until(sent)
+        assert len(smtp.received) == 1
+    finally:
+        await second.stop()

@@ -28,6 +28,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import cast
 
 import structlog
@@ -256,6 +257,7 @@ async def _build(
         public_url=settings.public_url,
         email=_email_sender(settings),
         push=await _push_sender(stack, settings),
+        lease=timedelta(seconds=settings.delivery_lease_seconds),
     )
     runner.lead(deliveries.run)  # e-mails and pushes leave from the leader
     dispatcher = Dispatcher(

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     vapid_private_key_file: Path | None = None
     vapid_subject: str = "mailto:livedash@localhost"
     push_allow_http: bool = False  # tests' local push service only (any host then)
+    # How long a delivery is held by the worker sending it; after that, a worker whose
+    # process died is presumed gone and another sends it. Longer than any one send.
+    delivery_lease_seconds: float = Field(default=60.0, gt=0)
     # The push services browsers subscribe through; a subscription elsewhere is refused, so
     # that a user cannot make the server post to any address (a host, or ".suffix").
     push_service_hosts: list[str] = [

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,21 @@ READY_LINE = "livedash serving on"
 class Instance:
     """`livedash serve` in its own process; `token`, a super_admin's, reads its `/health`."""
 
-    def __init__(self, settings: Settings, log: Path, token: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        token: str,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.env = {
             **os.environ,
             "LIVEDASH_DATABASE_URL": settings.database_url,
-            "LIVEDASH_REDIS_URL": str(settings.redis_url),
+            **({"LIVEDASH_REDIS_URL": settings.redis_url} if settings.redis_url else {}),
             "LIVEDASH_FEED_SLOT": settings.feed_slot,
             "LIVEDASH_JWT_SECRET": settings.signing_key(),
             "LIVEDASH_TIMEZONE": settings.timezone,
@@ -45,6 +53,7 @@ class Instance:
             # client disconnect (and an instance stop) without waiting 25 s.
             "LIVEDASH_PING_INTERVAL_SECONDS": "1",
             "LIVEDASH_PING_TIMEOUT_SECONDS": "2",
+            **(env or {}),
         }
         self.log = log
         self.process: asyncio.subprocess.Process | None = None

@@ -45,7 +45,6 @@ log = structlog.get_logger(__name__)
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 MAX_ATTEMPTS = 6
 FIRST_RETRY = timedelta(seconds=2)
-LEASE = timedelta(seconds=60)  # longer than any one send's timeout
 BATCH = 20
 
 
@@ -88,6 +87,7 @@ class DeliveryWorker:
         public_url: str,
         email: EmailChannel | None,
         push: PushChannel | None,
+        lease: timedelta = timedelta(seconds=60),
     ) -> None:
         self._reader = database
         self._writer = write_locking(database)
@@ -97,6 +97,7 @@ class DeliveryWorker:
         self._public_url = public_url.rstrip("/")
         self._email = email
         self._push = push
+        self._lease = lease
         self._wake = asyncio.Event()
         self.sent = 0
         self.failed = 0
@@ -211,7 +212,9 @@ class DeliveryWorker:
                 won = await connection.execute(
                     update(NotificationDelivery)
                     .where(NotificationDelivery.key == row["key"], due)
-                    .values(status=SENDING, lease_until=now + LEASE, attempts=row["attempts"] + 1)
+                    .values(
+                        status=SENDING, lease_until=now + self._lease, attempts=row["attempts"] + 1
+                    )
                 )
                 if won.rowcount == 1:
                     claimed.append(
