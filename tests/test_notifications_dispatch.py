@@ -154,6 +154,20 @@ async def test_a_browser_registers_for_push_only_through_a_known_push_service(
         assert known.status_code == 200, known.text
         again = await register("https://fcm.googleapis.com/fcm/send/abc")
         assert again.json()["id"] == known.json()["id"]  # one per device
+        # The same browser signed up by another user becomes a new subscription: the first
+        # user's pushes still queued never reach it.
+        other = token(Role.VIEWER, ("CARD",), sub="card-viewer")
+        taken = await http.post(
+            "/api/notifications/push/subscriptions",
+            headers=bearer(other),
+            json=browser.subscription_json("https://fcm.googleapis.com/fcm/send/abc"),
+        )
+        theirs = taken.json()["id"]
+        mine = await http.delete(
+            f"/api/notifications/push/subscriptions/{theirs}", headers=bearer(user)
+        )
+        assert mine.json() == {"marked": 0}  # no longer the first user's to remove
+        known = await register("https://fcm.googleapis.com/fcm/send/abc")
         apple = await register("https://web.push.apple.com/QGuQyav")
         assert apple.status_code == 200
         gone = await http.delete(

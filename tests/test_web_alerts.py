@@ -55,6 +55,13 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
         )
         assert stale.status_code == 422
         assert "until" in stale.json()["message"]
+        naive = await http.post(
+            f"/api/alerts/{alert_id}/acknowledge",
+            headers=bearer(ed_admin),
+            json={"until": "2030-01-01T18:00:00"},  # no offset: which 18:00?
+        )
+        assert naive.status_code == 422
+        assert "until" in naive.json()["message"]
 
         until = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
         acknowledged = await http.post(
@@ -75,6 +82,9 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
         assert resolved.status_code == 200
         assert resolved.json()["resolved_by"] == "ed-admin"
         assert (await screen.next("alert", lambda a: a["status"] == "resolved"))["id"] == alert_id
+        # Those told of it hear it ended, by hand as when it clears.
+        ended = await screen.next("notification", lambda n: n["event"] == "resolved")
+        assert ended["alert_id"] == alert_id
         again = await http.post(f"/api/alerts/{alert_id}/resolve", headers=bearer(ed_admin))
         assert again.status_code == 422
         assert "resolved already" in again.json()["message"]

@@ -318,7 +318,9 @@ async def _build(
         ingest=ingest,
         gateway=gateway,
         alerts=alerts,
-        alert_desk=AlertDesk(database, screens, clock, alerts.rules),
+        alert_desk=AlertDesk(
+            database, screens, clock, lambda: alerts.rules, announce=alerts.announce
+        ),
         inbox=Inbox(database),
         silencer=silencer,
         deliveries=deliveries,
@@ -350,5 +352,5 @@ async def _push_sender(stack: AsyncExitStack, settings: Settings) -> PushSender 
         key = path.read_text()
     except OSError as error:
         raise ConfigurationError(f"cannot read the VAPID key at {path}: {error}") from error
-    sender = PushSender(key, settings.vapid_subject, timeout=settings.smtp_timeout_seconds)
+    sender = PushSender(key, settings.vapid_subject)
     return await stack.enter_async_context(sender)

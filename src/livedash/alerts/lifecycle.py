@@ -13,7 +13,7 @@ rule then raises a new one only after the condition has cleared and come back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,13 +76,16 @@ class AlertDesk:
         database: AsyncEngine,
         screens: Screens,
         clock: Clock,
-        rules: Mapping[str, ThresholdRule],
+        rules: Callable[[], Mapping[str, ThresholdRule]],
+        *,
+        announce: Callable[[AlertMessage, str], None] | None = None,
     ) -> None:
         self._reader = database
         self._writer = write_locking(database)
         self._screens = screens
         self._clock = clock
-        self._rules = rules
+        self._rules = rules  # the rules in force now (they can be replaced)
+        self._announce = announce
 
     async def listed(
         self, principal: Principal, *, include_resolved: bool = False, limit: int = 100
@@ -150,7 +153,8 @@ class AlertDesk:
             if action == "acknowledged":
                 changes = {**changes, "status": AlertStatus.ACKNOWLEDGED.value}
             changed = await change_alert(connection, alert_id, **changes, updated_at=naive(now))
-            assert changed is not None  # read in this transaction
+            if changed is None:  # resolved meanwhile (by its rule, or by someone else)
+                raise InvalidPayload(f"alert {alert_id} is resolved already")
             await add_transition(
                 connection,
                 alert_id=alert_id,
@@ -163,6 +167,8 @@ class AlertDesk:
                 actor=principal.subject,
             )
         message = self._message(changed, codes, now)
+        if action == "resolved" and self._announce is not None:
+            self._announce(message, "resolved")  # those told of it hear it ended
         await self._screens.to_department(
             message.department, ALERT_EVENT, message.model_dump(mode="json")
         )
@@ -171,7 +177,7 @@ class AlertDesk:
     def _message(self, row: RowMapping, codes: Mapping[int, str], now: datetime) -> AlertMessage:
         department_id = row["department_id"]
         department = codes.get(department_id) if department_id is not None else None
-        rule = self._rules.get(row["rule"]) if row["rule"] is not None else None
+        rule = self._rules().get(row["rule"]) if row["rule"] is not None else None
         return alert_message(row, department, now, rule)
 
 

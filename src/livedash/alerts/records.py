@@ -33,9 +33,14 @@ async def raise_alert(connection: AsyncConnection, **values: Any) -> RowMapping:
 async def change_alert(
     connection: AsyncConnection, alert_id: int, **changes: Any
 ) -> RowMapping | None:
-    """Change alert `alert_id`'s columns; its row, or None if there is no such alert."""
+    """Change open alert `alert_id`'s columns; its row, or None if there is no such alert or
+    it is resolved (checked in the update itself: a resolution made meanwhile on another
+    instance is never undone)."""
     result = await connection.execute(
-        update(Alert).where(Alert.id == alert_id).values(**changes).returning(*Alert.__table__.c)
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.status != AlertStatus.RESOLVED.value)
+        .values(**changes)
+        .returning(*Alert.__table__.c)
     )
     return result.mappings().one_or_none()
 

@@ -45,6 +45,7 @@ Key = tuple[str, str | None]  # (rule, department)
 AlertListener = Callable[[AlertMessage, str, int], Awaitable[None]]
 """Hears an alert event: the alert, `raised`/`escalated`/`resolved`, the escalation level."""
 RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
+TICK_RETRY_SECONDS = 1.0
 MAX_ESCALATION_LEVEL = 2  # 1: the department's admins; 2: the super_admins
 
 
@@ -110,7 +111,7 @@ class AlertService:
     async def replace_rules(self, rules: Iterable[ThresholdRule]) -> None:
         """Evaluate `rules` from now on. Open alerts of rules still there carry on (read
         back from the database); those of rules gone wait for a person to resolve them."""
-        async with self._lock:
+        async with self._lock, self._recording:  # what was decided is stored first
             self._use(rules)
             self._watched.clear()
             self._by_value.clear()
@@ -123,13 +124,18 @@ class AlertService:
     async def on_updates(self, values: list[MetricValue]) -> None:
         now = self._clock.now()
         async with self._lock:
-            await self._restore()
             moved: list[tuple[_Watched, Transition]] = []
             stale = self._staleness(values)
             if stale != self._stale:
                 self._stale = stale
                 for watched in self._watched.values():
                     moved += [(watched, t) for t in watched.condition.set_stale(stale, now)]
+            if not self._restored:
+                try:
+                    await self._restore()
+                except Exception as error:  # judged once the open alerts can be read back
+                    log.warning("alert_restore_failed", error=str(error))
+                    return
             for value in values:
                 number = _number(value.value)
                 if number is None:
@@ -153,8 +159,6 @@ class AlertService:
         """End pending and keep-firing periods on time, while this instance leads; what it
         knew is forgotten when it stops (a later term starts from the stored alerts)."""
         try:
-            async with self._lock:
-                await self._restore()
             await self._follow_deadlines()
         finally:
             self._forget()
@@ -180,24 +184,33 @@ class AlertService:
                 continue
             except TimeoutError:
                 pass
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # the database did not answer: the periods are still due
+                log.exception("alert_tick_failed")
+                await asyncio.sleep(TICK_RETRY_SECONDS)
 
     async def tick(self) -> None:
         """Move every condition whose period has ended, and escalate every alert nobody
         acknowledged in time (the clock's now)."""
         now = self._clock.now()
-        async with self._lock:
+        async with self._lock:  # decided under the lock, stored after it: never the feed's wait
+            if not self._restored:
+                await self._restore()
             moved = [
                 (watched, transition)
                 for watched in self._watched.values()
                 for transition in watched.condition.tick(now)
             ]
-            async with self._recording:
-                await self._record(moved)
-            for watched in list(self._watched.values()):
-                if watched.escalate_at is not None and watched.escalate_at <= now:
-                    async with self._recording:
-                        await self._escalate(watched, now)
+            due = [
+                watched
+                for watched in self._watched.values()
+                if watched.escalate_at is not None and watched.escalate_at <= now
+            ]
+        async with self._recording:
+            await self._record(moved)
+            for watched in due:
+                await self._escalate(watched, now)
 
     async def _escalate(self, watched: _Watched, now: datetime) -> None:
         """Tell the next tier of an alert still unacknowledged (acknowledgements are made on
@@ -224,7 +237,8 @@ class AlertService:
                 status=AlertStatus.ACTIVE.value,
                 updated_at=naive(now),
             )
-            assert row is not None  # read in this transaction
+            if row is None:
+                return  # resolved meanwhile
             await add_transition(
                 connection,
                 alert_id=watched.alert_id,
@@ -356,6 +370,7 @@ class AlertService:
             )
         for message, event in events:
             self.announce(message, event, 0)
+        self._deadline_changed.set()  # an escalation may be due from now on
 
     @property
     def stale(self) -> bool:
@@ -412,6 +427,10 @@ class AlertService:
             if resolves(transition):
                 changes.update(status=AlertStatus.RESOLVED.value, resolved_at=at)
             row = await change_alert(connection, watched.alert_id, **changes)
+            if row is None:
+                # Resolved by a person meanwhile: this condition no longer has an alert; a
+                # new one is raised once it has cleared and breached again.
+                watched.alert_id = watched.escalate_at = None
         await add_transition(
             connection,
             alert_id=watched.alert_id,

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,7 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.alerts.lifecycle import alert_message, department_codes
+from livedash.alerts.records import naive
 from livedash.metrics.clock import Clock
 from livedash.notifications.notice import AlertNotice, DeliveryError, SubscriptionGone
 from livedash.notifications.push import PushSubscription as Subscription
@@ -46,6 +47,7 @@ PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 MAX_ATTEMPTS = 6
 FIRST_RETRY = timedelta(seconds=2)
 BATCH = 20
+RETRY_ROUND_SECONDS = 1.0  # after a round the database did not answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +70,6 @@ class PushChannel(Protocol):
     application_server_key: str
 
     async def send(self, subscription: Subscription, notice: AlertNotice) -> None: ...
-
-
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 class DeliveryWorker:
@@ -116,7 +114,7 @@ class DeliveryWorker:
 
     async def add(self, deliveries: Sequence[Delivery]) -> int:
         """Add deliveries to the ledger (those already there are left as they are)."""
-        now = _naive(self._clock.now())
+        now = naive(self._clock.now())
         added = 0
         async with self._writer.begin() as connection:
             for delivery in deliveries:
@@ -149,13 +147,12 @@ class DeliveryWorker:
         while True:
             self._wake.clear()
             try:
-                worked = await self.work_once()
+                if await self.work_once():
+                    continue
+                wait = await self._until_next_due()
             except Exception:  # the database is down, say: try again shortly
                 log.exception("delivery_round_failed")
-                worked = 0
-            if worked:
-                continue
-            wait = await self._until_next_due()
+                wait = RETRY_ROUND_SECONDS
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
@@ -168,7 +165,7 @@ class DeliveryWorker:
         return len(claimed)
 
     async def _until_next_due(self) -> float:
-        now = _naive(self._clock.now())
+        now = naive(self._clock.now())
         async with self._reader.connect() as connection:
             due = await connection.scalar(
                 select(NotificationDelivery.due_at)
@@ -188,7 +185,7 @@ class DeliveryWorker:
         return max((min(moments) - now).total_seconds(), 0.05)
 
     async def _claim(self) -> list[Delivery]:
-        now = _naive(self._clock.now())
+        now = naive(self._clock.now())
         due = or_(
             (NotificationDelivery.status == PENDING) & (NotificationDelivery.due_at <= now),
             (NotificationDelivery.status == SENDING) & (NotificationDelivery.lease_until < now),
@@ -239,7 +236,7 @@ class DeliveryWorker:
             elif delivery.channel == "push":
                 if self._push is None:
                     raise DeliveryError("no VAPID key is configured", retryable=False)
-                subscription = await self._subscription(int(delivery.target))
+                subscription = await self._subscription(int(delivery.target), delivery.username)
                 if subscription is None:
                     raise DeliveryError("the push subscription was removed", retryable=False)
                 await self._push.send(subscription, notice)
@@ -282,14 +279,14 @@ class DeliveryWorker:
                 .where(NotificationDelivery.key == delivery.key)
                 .values(
                     status=PENDING,
-                    due_at=_naive(self._clock.now() + delay),
+                    due_at=naive(self._clock.now() + delay),
                     lease_until=None,
                     last_error=str(error)[:500],
                 )
             )
 
     async def _finish(self, delivery: Delivery, status: str, error: str | None) -> None:
-        now = _naive(self._clock.now())
+        now = naive(self._clock.now())
         async with self._writer.begin() as connection:
             await connection.execute(
                 update(NotificationDelivery)
@@ -331,13 +328,16 @@ class DeliveryWorker:
             zone=self._zone.key,
         )
 
-    async def _subscription(self, subscription_id: int) -> Subscription | None:
+    async def _subscription(self, subscription_id: int, username: str) -> Subscription | None:
+        """The subscription, if it is still `username`'s (a browser that another user signed
+        up on since must not get this user's alerts)."""
         async with self._reader.connect() as connection:
             row = (
                 (
                     await connection.execute(
                         select(*PushSubscription.__table__.c).where(
-                            PushSubscription.id == subscription_id
+                            PushSubscription.id == subscription_id,
+                            PushSubscription.username == username,
                         )
                     )
                 )

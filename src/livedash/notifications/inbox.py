@@ -72,26 +72,38 @@ class Inbox:
 
 
 async def register_push(database: AsyncEngine, username: str, subscription: Subscription) -> int:
-    """Store a browser's push subscription for `username` (again: the same row, refreshed)."""
+    """Store a browser's push subscription for `username`; its id. The same browser again
+    keeps its row; a browser another user had registered becomes a new one (the other's
+    pending pushes never reach it)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     async with write_locking(database).begin() as connection:
-        existing = await connection.scalar(
-            select(PushSubscription.id).where(PushSubscription.endpoint == subscription.endpoint)
-        )
-        values = {
-            "username": username,
-            "p256dh": subscription.p256dh,
-            "auth": subscription.auth,
-            "created_at": now,
-        }
+        existing = (
+            await connection.execute(
+                select(PushSubscription.id, PushSubscription.username).where(
+                    PushSubscription.endpoint == subscription.endpoint
+                )
+            )
+        ).first()
+        if existing is not None and existing[1] == username:
+            await connection.execute(
+                update(PushSubscription)
+                .where(PushSubscription.id == existing[0])
+                .values(p256dh=subscription.p256dh, auth=subscription.auth, created_at=now)
+            )
+            return int(existing[0])
         if existing is not None:
             await connection.execute(
-                update(PushSubscription).where(PushSubscription.id == existing).values(**values)
+                delete(PushSubscription).where(PushSubscription.id == existing[0])
             )
-            return int(existing)
         created = await connection.scalar(
             insert(PushSubscription)
-            .values(endpoint=subscription.endpoint, **values)
+            .values(
+                username=username,
+                endpoint=subscription.endpoint,
+                p256dh=subscription.p256dh,
+                auth=subscription.auth,
+                created_at=now,
+            )
             .returning(PushSubscription.id)
         )
         return int(created or 0)

@@ -51,7 +51,7 @@ class SubscriptionGone(DeliveryError):
 class AlertNotice:
     """One alert, or one change of it, as the notification channels tell it.
 
-    The fields follow the `alert` event (`livedash.realtime.schemas.AlertMessage`), with the
+    The fields follow the `alert` event (`livedash.alerts.messages.AlertMessage`), with the
     department's display name, the hospital's name and zone and the dashboard link added.
     """
 

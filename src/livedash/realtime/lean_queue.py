@@ -50,7 +50,7 @@ class LeanQueue(Generic[T]):
     def get_nowait(self) -> T:
         if not self._items:
             raise asyncio.QueueEmpty
-        return self._items.pop(0)
+        return self._take()
 
     async def get(self) -> T:
         while not self._items:
@@ -67,7 +67,14 @@ class LeanQueue(Generic[T]):
                 if self._items and not getter.cancelled():
                     self._wake_getter()  # woken, then cancelled: the item is someone else's
                 raise
-        return self._items.pop(0)
+        return self._take()
+
+    def _take(self) -> T:
+        assert self._items  # callers checked
+        item = self._items.pop(0)
+        if not self._items:
+            self._items = None  # an idle socket keeps no list
+        return item
 
     def task_done(self) -> None:
         if self._unfinished_tasks <= 0:

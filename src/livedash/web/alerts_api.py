@@ -7,11 +7,10 @@ of a department the caller may not see is `unknown_alert` (404), as if it did no
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from livedash.alerts.lifecycle import MANAGING_ROLES, MAX_LISTED
 from livedash.alerts.messages import AlertMessage
@@ -31,7 +30,7 @@ class Acknowledgement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=500)
-    until: datetime | None = None
+    until: AwareDatetime | None = None
 
 
 class RuleSet(BaseModel):
