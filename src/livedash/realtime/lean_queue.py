@@ -1,10 +1,10 @@
 """A connection's packet queue, with `asyncio.Queue`'s interface and a fraction of its memory.
 
-Every socket has two queues: python-engineio's (packets to send) and uvicorn's WebSocket
-protocol's (ASGI events received). An `asyncio.Queue` allocates three deques and an `Event`
-(a fourth deque) up front, each with a 64-slot block: 3 KB per queue, 6 KB of an idle
-socket's 35 KB (tracemalloc over bench/idle_sockets.py). These queues are nearly always empty
-and have one consumer, so here items and waiters live in lists made when first needed.
+python-engineio keeps a queue of packets to send per socket. An `asyncio.Queue` allocates
+three deques and an `Event` (a fourth deque) up front, each with a 64-slot block: 3 KB of an
+idle socket's 35 KB (tracemalloc over bench/idle_sockets.py). This queue is nearly always empty
+and has one consumer, so here items and waiters live in lists made when first needed.
+(uvicorn's queue of received events stays an `asyncio.Queue`: see realtime/frames.py.)
 """
 
 from __future__ import annotations
