@@ -788,7 +788,7 @@ class Service(Instance):
     def __init__(self, settings: Settings, log: Path, token: str) -> None:
         super().__init__(settings, log, token)
         if settings.redis_url is None:
-            del self.env["LIVEDASH_REDIS_URL"]
+            self.env.pop("LIVEDASH_REDIS_URL", None)
 
 
 @pytest.fixture

@@ -124,8 +124,10 @@ async def _write(socket: Any, ws: Any) -> None:
     queue: asyncio.Queue[Any] = socket.queue
     while True:
         packets = [await queue.get()]
+        queue.task_done()
         while packets[-1] is not None and not queue.empty():
             packets.append(queue.get_nowait())
+            queue.task_done()
         try:
             for item in packets:
                 if item is None:
@@ -135,8 +137,3 @@ async def _write(socket: Any, ws: Any) -> None:
         except Exception:
             await ws.close()
             return
-        finally:
-            # Done once written, not once taken: until then a room event written straight to
-            # the transport (realtime/frames.py) would overtake them.
-            for _ in packets:
-                queue.task_done()
