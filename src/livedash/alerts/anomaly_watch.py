@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.alerts.anomaly import AnomalyRule, Assessment, assess, completed_hour
 from livedash.alerts.lifecycle import alert_message, department_codes
-from livedash.alerts.messages import ALERT_EVENT, AlertMessage, Screens
+from livedash.alerts.messages import ALERT_EVENT, RAISED, RESOLVED, AlertMessage, Screens
 from livedash.alerts.records import add_transition, change_alert, naive, raise_alert
 from livedash.metrics.clock import Clock
 from livedash.store.engine import write_locking
@@ -141,7 +141,7 @@ class AnomalyWatch:
                     )
                     self._open[key] = raised["id"]
                     row = raised
-                    before, after, event = "normal", "firing", "raised"
+                    before, after, event = "normal", "firing", RAISED
                 elif verdict.anomalous and open_id is not None:
                     row = await change_alert(
                         connection,
@@ -164,7 +164,7 @@ class AnomalyWatch:
                         **band,
                     )
                     del self._open[key]
-                    before, after, event = "firing", "normal", "resolved"
+                    before, after, event = "firing", "normal", RESOLVED
                 else:
                     continue
                 await add_transition(

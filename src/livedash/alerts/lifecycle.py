@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from livedash.alerts.messages import ALERT_EVENT, AlertMessage, Screens
+from livedash.alerts.messages import ALERT_EVENT, RESOLVED, AlertMessage, Screens
 from livedash.alerts.records import add_transition, alert_row, change_alert, naive
 from livedash.alerts.rules import ThresholdRule
 from livedash.auth.scope import visible_departments
@@ -168,7 +168,7 @@ class AlertDesk:
             )
         message = self._message(changed, codes, now)
         if action == "resolved" and self._announce is not None:
-            self._announce(message, "resolved")  # those told of it hear it ended
+            self._announce(message, RESOLVED)  # those told of it hear it ended
         await self._screens.to_department(
             message.department, ALERT_EVENT, message.model_dump(mode="json")
         )

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 ALERT_EVENT = "alert"
+RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
+"""What happened to an alert, as notifications tell it."""
 _AT = datetime(2026, 11, 23, 9, 30, 0, 125000, tzinfo=UTC)
 
 

@@ -31,7 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from livedash.aio import BackgroundTasks
 from livedash.alerts.evaluation import Condition, State, Transition, fires, resolves
 from livedash.alerts.lifecycle import alert_message, department_codes
-from livedash.alerts.messages import ALERT_EVENT, AlertMessage, Screens
+from livedash.alerts.messages import (
+    ALERT_EVENT,
+    ESCALATED,
+    RAISED,
+    RESOLVED,
+    AlertMessage,
+    Screens,
+)
 from livedash.alerts.records import add_transition, alert_row, change_alert, naive, raise_alert
 from livedash.alerts.rules import ThresholdRule
 from livedash.metrics.clock import Clock
@@ -44,7 +51,6 @@ log = structlog.get_logger(__name__)
 Key = tuple[str, str | None]  # (rule, department)
 AlertListener = Callable[[AlertMessage, str, int], Awaitable[None]]
 """Hears an alert event: the alert, `raised`/`escalated`/`resolved`, the escalation level."""
-RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
 TICK_RETRY_SECONDS = 1.0
 MAX_ESCALATION_LEVEL = 2  # 1: the department's admins; 2: the super_admins
 
@@ -146,7 +152,7 @@ class AlertService:
             # Stored apart, in order: a database that makes writers wait (SQLite's lock held
             # by the hospital's application) must not hold up the feed and every screen.
             self._background.spawn(self._record_in_order(moved), name="livedash-alert-record")
-        self._deadline_changed.set()
+            self._deadline_changed.set()  # only a transition moves a deadline
 
     async def _record_in_order(self, moved: list[tuple[_Watched, Transition]]) -> None:
         try:

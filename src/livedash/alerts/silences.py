@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.alerts.lifecycle import department_codes
 from livedash.alerts.messages import AlertMessage
+from livedash.alerts.records import naive
 from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.errors import ConfigurationError, Forbidden, InvalidPayload, UnknownAlert
@@ -119,10 +120,6 @@ def parse_mute_timings(data: Any, *, source: str) -> list[MuteTiming]:
     return timings
 
 
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 class Silencer:
     """Whether an alert's notifications are held back now; and the silences' REST side."""
 
@@ -141,7 +138,7 @@ class Silencer:
         return any(silence.matches(alert) for silence in await self._active(at))
 
     async def _active(self, at: datetime) -> list[Silence]:
-        moment = _naive(at)
+        moment = naive(at)
         async with self._reader.connect() as connection:
             rows = (
                 await connection.execute(
@@ -158,7 +155,7 @@ class Silencer:
             rows = (
                 await connection.execute(
                     select(*AlertSilence.__table__.c)
-                    .where(AlertSilence.ends_at > _naive(at))
+                    .where(AlertSilence.ends_at > naive(at))
                     .order_by(AlertSilence.starts_at)
                 )
             ).mappings()
@@ -185,9 +182,9 @@ class Silencer:
                         insert(AlertSilence)
                         .values(
                             created_by=principal.subject,
-                            created_at=_naive(now),
-                            starts_at=_naive(starts),
-                            ends_at=_naive(request.ends_at),
+                            created_at=naive(now),
+                            starts_at=naive(starts),
+                            ends_at=naive(request.ends_at),
                             rule=request.rule,
                             department=request.department,
                             severity=request.severity.value if request.severity else None,
@@ -223,7 +220,7 @@ class Silencer:
                         update(AlertSilence)
                         .where(AlertSilence.id == silence_id)
                         .values(
-                            ends_at=min(row["ends_at"], _naive(now)), expired_by=principal.subject
+                            ends_at=min(row["ends_at"], naive(now)), expired_by=principal.subject
                         )
                         .returning(*AlertSilence.__table__.c)
                     )

@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from livedash.alerts.messages import AlertMessage, Screens
+from livedash.alerts.messages import ESCALATED, RESOLVED, AlertMessage, Screens
 from livedash.metrics.clock import Clock
 from livedash.notifications.delivery import Delivery, DeliveryWorker
 from livedash.notifications.messages import NOTIFICATION_EVENT, NotificationMessage
@@ -46,7 +46,6 @@ from livedash.store.models import (
 
 log = structlog.get_logger(__name__)
 
-RAISED, ESCALATED, RESOLVED = "raised", "escalated", "resolved"
 URGENT_RANK = severity_rank(AlertSeverity.HIGH.value)  # e-mail and push: HIGH and CRITICAL
 
 
