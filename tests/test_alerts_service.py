@@ -17,21 +17,10 @@ from tests.support.alerting import with_rules
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.writers import Write
 
-RULES = """
-rules:
-  - name: beds-busy
-    metric: beds_occupied
-    scope: each_department
-    condition: above
-    threshold: 1
-    severity: high
-    summary: More than one bed occupied
-"""
-
 
 @pytest.fixture
 def alert_settings(settings: Settings, tmp_path: Path) -> Settings:
-    return with_rules(settings, tmp_path, RULES)
+    return with_rules(settings, tmp_path)
 
 
 @pytest.fixture

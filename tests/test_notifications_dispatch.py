@@ -16,21 +16,10 @@ from tests.support.live import Connect, LiveServer, Serve
 from tests.support.push_service import Browser
 from tests.support.writers import Write
 
-RULES = """
-rules:
-  - name: beds-busy
-    metric: beds_occupied
-    scope: each_department
-    condition: above
-    threshold: 1
-    severity: high
-    summary: More than one bed occupied
-"""
-
 
 @pytest.fixture
 async def alerting(serve: Serve, settings: Settings, tmp_path: Path) -> LiveServer:
-    return await serve(with_rules(settings, tmp_path, RULES))
+    return await serve(with_rules(settings, tmp_path))
 
 
 async def _occupy(writer: Write, hospital: dict[str, int], status: str) -> None:

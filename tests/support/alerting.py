@@ -17,6 +17,7 @@ rules:
     condition: above
     threshold: 1
     severity: high
+    summary: More than one bed occupied
 """
 """A HIGH alert per department as soon as more than one of its beds is occupied."""
 
