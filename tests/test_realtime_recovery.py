@@ -4,6 +4,7 @@ exactly what it missed, or a fresh snapshot marked `recovered: false`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -188,10 +189,14 @@ async def test_no_update_after_the_acknowledged_position_is_missed(
     await reference.next("dashboard_update", update_of("patients_total", "ED", final))
     everything = _offsets(reference)
     for client, acknowledged in late:
-        await client.until(lambda c=client: c.view().get(("patients_total", "ED")) == final)  # type: ignore[misc]
-        expected = [offset for offset in everything if offset > acknowledged]
-        received = set(_offsets(client))
-        assert [o for o in expected if o not in received] == []
+        # Not "until the screen shows the final value": a snapshot read after the stream's
+        # top may already carry a value whose update is still on its way (seen: the last
+        # offset missing when checked, there 0.5 s later).
+        expected = {offset for offset in everything if offset > acknowledged}
+        with contextlib.suppress(TimeoutError):
+            await client.until(lambda c=client, e=expected: e <= set(_offsets(c)))  # type: ignore[misc]
+        assert sorted(expected - set(_offsets(client))) == []
+        assert client.view().get(("patients_total", "ED")) == final
 
 
 async def test_a_resync_sends_each_subscribed_socket_its_values_and_retries_a_failed_pass(
