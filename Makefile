@@ -50,6 +50,7 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	ls /usr/lib/postgresql/*/lib/wal2json.so >/dev/null 2>&1 || missing="$$missing postgresql-wal2json"; \

@@ -40,9 +40,12 @@ CHECK_ORACLE_AT = (timedelta(hours=14), DAY)
 
 FIRING_RULES = frozenset({"emergency-waiting", "department-few-free-beds"})
 """The defaults that a normal simulated day brings to fire."""
-QUIET_RULES = frozenset({"hospital-occupancy-high", "department-full", "revenue-behind"})
+QUIET_RULES = frozenset(
+    {"hospital-occupancy-high", "department-full", "revenue-behind", "report-run-failed"}
+)
 """The defaults meant for what a normal simulated day does not do: the whole hospital above
-90 %, a department with every bed taken, revenue far behind by 14:00."""
+90 %, a department with every bed taken, revenue far behind by 14:00, a scheduled report
+that failed."""
 MIN_ALERTS = 3
 MAX_ALERTS_PER_RULE = 3
 MAX_FIRING = timedelta(hours=6)
@@ -80,6 +83,10 @@ class SimulatedDay:
 
 def _label(since_midnight: timedelta) -> str:
     return f"{since_midnight / timedelta(hours=1):g}:00"
+
+
+HEALTHY: dict[Key, float] = {("report_runs_failing", None): 0}
+"""The service's own health on an ordinary day: every scheduled report ran."""
 
 
 def _sql_readings(database: sqlite3.Connection, today: datetime) -> dict[Key, float]:
@@ -126,14 +133,14 @@ async def _simulate_day(path: Path) -> SimulatedDay:
     day = SimulatedDay()
     checks = list(CHECK_ORACLE_AT)
     with closing(sqlite3.connect(path)) as database:
-        day.readings.append(Reading(MIDNIGHT, _sql_readings(database, MIDNIGHT)))
+        day.readings.append(Reading(MIDNIGHT, {**_sql_readings(database, MIDNIGHT), **HEALTHY}))
         async with HospitalSimulator(url, seed=SEED, clock=clock.now, zone=ZONE) as simulator:
             while True:
                 hour = simulator.simulated_hour
                 await simulator.step()
                 day.events += 1
                 values = _sql_readings(database, MIDNIGHT)
-                day.readings.append(Reading(clock.now(), values))
+                day.readings.append(Reading(clock.now(), {**values, **HEALTHY}))
                 # The simulator chose the gap to its next event; the clock follows it.
                 gap = timedelta(hours=(simulator.simulated_hour - hour) % 24)
                 if checks and clock.now() + gap >= MIDNIGHT + checks[0]:

@@ -150,14 +150,14 @@ async def test_a_silence_and_a_mute_timing_hold_back_notifications_not_the_alert
             json={"department": "CARD", "ends_at": (clock.now() + timedelta(hours=1)).isoformat()},
         )
         assert hidden.status_code == 422
-        assert "'CARD' is not one you may see" in hidden.json()["message"]
+        assert "'CARD' is not one you may see" in hidden.json()["detail"]
         no_matcher = await http.post(
             "/api/alerts/silences",
             headers=bearer(admin_token),
             json={"ends_at": (clock.now() + timedelta(hours=1)).isoformat()},
         )
         assert no_matcher.status_code == 422
-        assert "at least one matcher" in no_matcher.json()["message"]
+        assert "at least one matcher" in no_matcher.json()["detail"]
         made = await http.post(
             "/api/alerts/silences",
             headers=bearer(admin_token),
@@ -171,7 +171,7 @@ async def test_a_silence_and_a_mute_timing_hold_back_notifications_not_the_alert
         assert made.status_code == 200, made.text
         silence = made.json()
         listed = (await http.get("/api/alerts/silences", headers=bearer(viewer_token))).json()
-        assert [s["id"] for s in listed] == [silence["id"]]
+        assert [s["id"] for s in listed["items"]] == [silence["id"]]
 
         await _occupy(writer, hospital, "ED")
         raised = await chief.next("alert", lambda a: a["department"] == "ED")

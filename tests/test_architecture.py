@@ -34,10 +34,12 @@ ALLOWED: dict[str, set[str]] = {
     # Both push to screens through what the composition root hands them, not the gateway.
     "alerts": {"store", "changefeed", "metrics", "cluster", "auth"},
     "notifications": {"store", "changefeed", "metrics", "cluster", "auth", "alerts"},
+    # Reports read the roll-ups through the metric view and mail through notifications.
+    "reports": {"store", "changefeed", "metrics", "cluster", "auth", "notifications"},
     # The composition root builds every part; the web and the entry points compose it.
-    "services": {*DATA_PATH, "auth", "ingest", "alerts", "notifications"},
-    "web": {*DATA_PATH, "auth", "ingest", "services", "alerts", "notifications"},
-    "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts", "notifications"},
+    "services": {*DATA_PATH, "auth", "ingest", "alerts", "notifications", "reports"},
+    "web": {*DATA_PATH, "auth", "ingest", "services", "alerts", "notifications", "reports"},
+    "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts", "notifications", "reports"},
     "service": {"app", "web", "simulator"},
     "cli": {
         *DATA_PATH,
@@ -45,6 +47,7 @@ ALLOWED: dict[str, set[str]] = {
         "ingest",
         "alerts",
         "notifications",
+        "reports",
         "services",
         "web",
         "app",

@@ -382,7 +382,7 @@ async def _login_refresh_and_reuse(server: LiveServer) -> tuple[dict[str, Any], 
     async with httpx.AsyncClient(base_url=server.url) as client:
         wrong = await client.post("/api/auth/login", json={"username": "ann", "password": "wrong"})
         assert wrong.status_code == 401
-        assert wrong.json()["message"] == "wrong user name or password"
+        assert wrong.json()["detail"] == "wrong user name or password"
 
         login = await client.post(
             "/api/auth/login", json={"username": "ann", "password": "correct horse"}

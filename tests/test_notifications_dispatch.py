@@ -54,7 +54,7 @@ async def test_an_alert_notifies_the_users_who_may_see_it_at_once_and_in_their_h
         assert mine["unread"] == 1
         assert [item["id"] for item in mine["items"]] == [told["id"]]
         theirs = (await http.get("/api/notifications", headers=bearer(card_token))).json()
-        assert theirs == {"unread": 0, "items": []}
+        assert theirs == {"unread": 0, "items": [], "next": None}
         # Marking another user's notification read changes nothing.
         other = await http.post(f"/api/notifications/{told['id']}/read", headers=bearer(card_token))
         assert other.json() == {"marked": 0}
@@ -94,13 +94,13 @@ async def test_preferences_choose_the_severities_and_are_validated(
             "/api/notifications/preferences", headers=bearer(picky_token), json=chosen
         )
         assert refused.status_code == 422
-        assert "quiet_from and quiet_until go together" in refused.json()["message"]
+        assert "quiet_from and quiet_until go together" in refused.json()["detail"]
         hidden = {**defaults, "departments": ["CARD"]}
         refused = await http.put(
             "/api/notifications/preferences", headers=bearer(picky_token), json=hidden
         )
         assert refused.status_code == 422
-        assert "'CARD' is not a department you may see" in refused.json()["message"]
+        assert "'CARD' is not a department you may see" in refused.json()["detail"]
         chosen = {**defaults, "min_severity": "critical"}
         saved = await http.put(
             "/api/notifications/preferences", headers=bearer(picky_token), json=chosen
@@ -135,10 +135,10 @@ async def test_a_browser_registers_for_push_only_through_a_known_push_service(
 
         inside = await register("https://intranet.hospital.test/admin")
         assert inside.status_code == 422
-        assert "'intranet.hospital.test' is not a push service" in inside.json()["message"]
+        assert "'intranet.hospital.test' is not a push service" in inside.json()["detail"]
         plain = await register("http://fcm.googleapis.com/fcm/send/abc")
         assert plain.status_code == 422
-        assert "https" in plain.json()["message"]
+        assert "https" in plain.json()["detail"]
         known = await register("https://fcm.googleapis.com/fcm/send/abc")
         assert known.status_code == 200, known.text
         again = await register("https://fcm.googleapis.com/fcm/send/abc")

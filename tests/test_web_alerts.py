@@ -15,6 +15,7 @@ from livedash.store.models import Role
 from tests.support.alerting import bearer, set_beds, with_rules
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.probes import services_of
+from tests.support.rest import problem_of
 from tests.support.writers import Write
 
 
@@ -40,28 +41,25 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
 
     async with httpx.AsyncClient(base_url=alerting.url) as http:
         listed = (await http.get("/api/alerts", headers=bearer(ed_admin))).json()
-        assert [alert["id"] for alert in listed] == [alert_id]
-        assert (await http.get("/api/alerts", headers=bearer(card_admin))).json() == []
+        assert [alert["id"] for alert in listed["items"]] == [alert_id]
+        none = (await http.get("/api/alerts", headers=bearer(card_admin))).json()
+        assert none == {"items": [], "next": None}
 
         refused = await http.post(f"/api/alerts/{alert_id}/acknowledge", headers=bearer(ed_viewer))
-        assert refused.status_code == 403
-        assert refused.json()["code"] == "forbidden"
+        problem_of(refused, 403, "forbidden")
         hidden = await http.post(f"/api/alerts/{alert_id}/resolve", headers=bearer(card_admin))
-        assert hidden.status_code == 404
-        assert hidden.json()["code"] == "unknown_alert"
+        problem_of(hidden, 404, "unknown_alert")
         past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         stale = await http.post(
             f"/api/alerts/{alert_id}/acknowledge", headers=bearer(ed_admin), json={"until": past}
         )
-        assert stale.status_code == 422
-        assert "until" in stale.json()["message"]
+        assert "until" in problem_of(stale, 422, "invalid_payload").detail
         naive = await http.post(
             f"/api/alerts/{alert_id}/acknowledge",
             headers=bearer(ed_admin),
             json={"until": "2030-01-01T18:00:00"},  # no offset: which 18:00?
         )
-        assert naive.status_code == 422
-        assert "until" in naive.json()["message"]
+        assert "until" in problem_of(naive, 422, "invalid_payload").detail
 
         until = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
         acknowledged = await http.post(
@@ -86,15 +84,15 @@ async def test_an_admin_acknowledges_and_resolves_what_others_may_not_touch(
         ended = await screen.next("notification", lambda n: n["event"] == "resolved")
         assert ended["alert_id"] == alert_id
         again = await http.post(f"/api/alerts/{alert_id}/resolve", headers=bearer(ed_admin))
-        assert again.status_code == 422
-        assert "resolved already" in again.json()["message"]
-        assert (await http.get("/api/alerts", headers=bearer(ed_admin))).json() == []
+        assert "resolved already" in problem_of(again, 422, "invalid_payload").detail
+        open_ones = (await http.get("/api/alerts", headers=bearer(ed_admin))).json()
+        assert open_ones["items"] == []
         history = await http.get(
-            "/api/alerts", headers=bearer(ed_admin), params={"include_resolved": "true"}
+            "/api/alerts", headers=bearer(ed_admin), params={"status": "resolved"}
         )
-        assert [alert["status"] for alert in history.json()] == ["resolved"]
+        assert [alert["status"] for alert in history.json()["items"]] == ["resolved"]
         unknown = await http.post("/api/alerts/999999/resolve", headers=bearer(ed_admin))
-        assert unknown.status_code == 404
+        problem_of(unknown, 404, "unknown_alert")
 
 
 async def test_a_super_admin_replaces_the_rules_and_every_mistake_is_named(
@@ -137,8 +135,7 @@ async def test_a_super_admin_replaces_the_rules_and_every_mistake_is_named(
         unknown = await http.put(
             "/api/alerts/rules", headers=bearer(chief_token), json={"rulez": []}
         )
-        assert unknown.status_code == 422
-        assert "rulez: not a section" in unknown.json()["message"]
+        assert "rulez: not a section" in problem_of(unknown, 422, "invalid_payload").detail
         assert (await http.get("/api/alerts/rules", headers=bearer(chief_token))).json()[
             "version"
         ] == 0  # nothing changed

@@ -20,8 +20,9 @@ from livedash.store.engine import create_engine
 from livedash.store.models import WATCHED_TABLES, Role
 from livedash.testing.oracle import snapshot_values
 from livedash.testing.recorder import update_of
-from livedash.web.api import ApiError
+from livedash.web.problems import Problem
 from tests.support.live import Connect, LiveServer, Serve
+from tests.support.rest import problem_of
 from tests.support.writers import Write
 
 
@@ -70,8 +71,8 @@ def count(database_path: Path, sql: str) -> int:
         return int(connection.execute(sql).fetchone()[0])
 
 
-def error_of(response: httpx.Response) -> ApiError:
-    return ApiError.model_validate(response.json())
+def error_of(response: httpx.Response) -> Problem:
+    return problem_of(response, response.status_code)
 
 
 async def test_an_ingested_patient_reaches_the_dashboard(
@@ -141,7 +142,7 @@ async def test_a_batch_is_written_whole_or_not_at_all(
         missing_row = await ingest(client, key, *good, bed_status(99_999, "free"))
         assert [r.status_code for r in (bad_value, bad_reference, missing_row)] == [422, 400, 400]
         for response in (bad_value, bad_reference, missing_row):
-            assert error_of(response).message.startswith("operation 2:"), response.text
+            assert error_of(response).detail.startswith("operation 2:"), response.text
         assert count(database_path, "SELECT count(*) FROM patients") == 2
         assert count(database_path, "SELECT count(*) FROM beds WHERE status != 'free'") == 0
         assert count(database_path, "SELECT count(*) FROM rooms") == 4
@@ -212,7 +213,7 @@ async def test_bad_operations_are_refused(
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await ingest(client, key, operation)
     assert response.status_code == status, response.text
-    message = error_of(response).message
+    message = error_of(response).detail
     assert message.startswith("operation 0:"), message
     assert fragment in message
 
@@ -231,7 +232,7 @@ async def test_bodies_are_limited(
     assert all(error_of(r).code == "invalid_payload" for r in (too_many, none, garbage))
     assert huge.status_code == 413
     assert error_of(huge).code == "payload_too_large"
-    assert str(settings.max_payload_bytes) in error_of(huge).message
+    assert str(settings.max_payload_bytes) in error_of(huge).detail
 
 
 def department(op: str, **row: Any) -> dict[str, Any]:
@@ -273,7 +274,7 @@ async def test_a_key_cannot_move_a_department_to_another_code(
         )
         assert swap.status_code == 403, swap.text
         assert error_of(swap).code == "forbidden"
-        assert error_of(swap).message.startswith("operation 0: departments.code cannot")
+        assert error_of(swap).detail.startswith("operation 0: departments.code cannot")
         assert department_codes(database_path) == codes
         assert count(database_path, "SELECT count(*) FROM change_log") == changes
 
@@ -291,7 +292,7 @@ async def test_a_key_cannot_move_a_department_to_another_code(
         # (SQLite reuses the highest), and the rows still written under it, with another code.
         deleted = await ingest(client, key, department("delete", id=oncology))
         assert deleted.status_code == 403, deleted.text
-        assert "departments cannot be deleted" in error_of(deleted).message
+        assert "departments cannot be deleted" in error_of(deleted).detail
     assert department_codes(database_path) == {**codes, oncology: "ONC"}
 
     update = await admin.next("dashboard_update", update_of("beds_occupied", "CARD"))
@@ -324,7 +325,7 @@ async def test_keys_are_checked(
         )
     assert error_of(missing).code == "not_authenticated"
     assert [r.status_code for r in (missing, malformed, forged, revoked)] == [401] * 4
-    assert "revoked" in error_of(revoked).message
+    assert "revoked" in error_of(revoked).detail
     assert wrong_scope.status_code == 403
     assert error_of(wrong_scope).code == "forbidden"
     assert by_header.status_code == 200, by_header.text

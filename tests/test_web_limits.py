@@ -24,10 +24,11 @@ from livedash.settings import Settings
 from livedash.store.engine import create_engine
 from livedash.testing.recorder import Recorder
 from livedash.testing.servers import NginxServer
-from livedash.web.api import ApiError
 from livedash.web.auth_api import MAX_BODY_BYTES
+from livedash.web.problems import PROBLEM_JSON, Problem
 from livedash.web.request_limits import DEFAULT_MAX_BODY_BYTES, MAX_REQUEST_HEAD_BYTES
 from tests.support.live import LiveServer, Serve
+from tests.support.rest import problem_of
 from tests.support.writers import Users
 
 MiB = 1024 * 1024
@@ -161,11 +162,12 @@ async def chunked_upload(
 
 
 def expect_refused(answer: Answer, limit: int) -> None:
-    """A 413 in the API's error shape, before the client had sent much past `limit`."""
+    """A 413 as problem details, before the client had sent much past `limit`."""
     assert answer.status == 413, answer
-    error = ApiError.model_validate_json(answer.body)
-    assert error.code == "payload_too_large"
-    assert str(limit) in error.message
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    error = Problem.model_validate_json(answer.body)
+    assert (error.code, error.status) == ("payload_too_large", 413)
+    assert str(limit) in error.detail
     assert answer.sent < limit + SLACK_BYTES, answer.sent
     assert answer.closed
 
@@ -188,7 +190,7 @@ async def test_a_declared_length_over_the_limit_is_refused_unread(server: LiveSe
     for response, limit in ((login, MAX_BODY_BYTES), (other, DEFAULT_MAX_BODY_BYTES)):
         assert response.status_code == 413, response.text
         assert response.headers["connection"] == "close"
-        assert str(limit) in ApiError.model_validate(response.json()).message
+        assert str(limit) in problem_of(response, 413, "payload_too_large").detail
         assert response.headers["x-content-type-options"] == "nosniff"  # inside SecurityHeaders
     assert fits.status_code == 401
 
@@ -279,11 +281,10 @@ async def test_validation_errors_do_not_repeat_what_was_sent(server: LiveServer)
         assert response.status_code == 422, response.text
         assert MARKER not in response.text
         assert len(response.content) < 1024
-        error = ApiError.model_validate(response.json())
-        assert error.code == "invalid_payload"
-    assert "body.username" in wrong_types.json()["message"]
-    assert "body.username" in too_long.json()["message"]
-    assert "and 95 more" in many.json()["message"]
+        problem_of(response, 422, "invalid_payload")
+    assert "body.username" in wrong_types.json()["detail"]
+    assert "body.username" in too_long.json()["detail"]
+    assert "and 95 more" in many.json()["detail"]
 
 
 async def _send_head(server: LiveServer, padding: int) -> tuple[bool, bytes]:
@@ -306,6 +307,17 @@ async def test_an_oversized_request_head_is_refused(server: LiveServer, size: in
     # Refused (431, or 400 from the parser) and closed, or closed outright; never served.
     assert closed
     assert answer == b"" or answer.split()[1] in (b"400", b"431"), answer[:100]
+
+
+async def test_a_head_just_over_the_limit_is_a_431_problem(server: LiveServer) -> None:
+    _, answer = await _send_head(server, MAX_REQUEST_HEAD_BYTES)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"431", answer[:100]
+    assert f"content-type: {PROBLEM_JSON}".encode() in head.lower()
+    refusal = Problem.model_validate_json(body)
+    assert (refusal.status, refusal.code) == (431, "headers_too_large")
+    assert str(MAX_REQUEST_HEAD_BYTES) in refusal.detail
+    assert refusal.instance is None  # the path may be what made the head too large
 
 
 async def test_a_head_within_the_limit_is_served(server: LiveServer) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import socketio
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Lifespan
 
 from livedash import __version__
 from livedash.auth.keys import token_keys
@@ -29,10 +29,13 @@ from livedash.settings import Settings
 from livedash.web.alerts_api import install_alerts_api
 from livedash.web.api import install_api
 from livedash.web.auth_api import install_auth_api
+from livedash.web.dashboard_api import install_dashboard_api
 from livedash.web.deps import SERVICES
 from livedash.web.ingest import install_ingest
 from livedash.web.notifications_api import install_notifications_api
+from livedash.web.problems import install_problems
 from livedash.web.prometheus import install_metrics
+from livedash.web.reports_api import install_reports_api
 from livedash.web.request_limits import RequestLimits, body_limits
 from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
@@ -75,36 +78,48 @@ def create_app(
         async with open_services(settings, server, clock=clock, consumers=consumers) as services:
             yield {SERVICES: services}
 
-    # No Swagger UI or ReDoc: they load scripts from a CDN, which the page's CSP refuses.
-    api = FastAPI(
-        title="livedash", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
-    )
+    api = rest_api(lifespan)
     if origins.origins:
         api.add_middleware(
             CORSMiddleware,
             allow_origins=sorted(origins.origins),
             allow_methods=["GET"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "Link"],
         )
-    install_routes(api)
-    install_metrics(api)
-    install_api(api)
-    install_alerts_api(api)
-    install_notifications_api(api)
-    install_ingest(api)
-    install_auth_api(api)
     app: ASGIApp = SecurityHeaders(
         RequestLimits(socketio.ASGIApp(server, other_asgi_app=api), body_limits(settings))
     )
     return app
 
 
+def rest_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """The FastAPI app of the page, `/health`, `/metrics` and the REST API; its routes reach
+    the services `lifespan` yields."""
+    # No Swagger UI or ReDoc: they load scripts from a CDN, which the page's CSP refuses.
+    api = FastAPI(
+        title="livedash", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    install_problems(api)
+    install_routes(api)
+    install_metrics(api)
+    install_api(api)
+    install_dashboard_api(api)
+    install_alerts_api(api)
+    install_notifications_api(api)
+    install_reports_api(api)
+    install_ingest(api)
+    install_auth_api(api)
+    return api
+
+
 def api_reference() -> str:
-    """The realtime API reference (docs/api.md): the gateway's events, and those of the parts
-    built on it (alerts, notifications)."""
+    """The API reference (docs/api.md): the gateway's events, and those of the parts built on
+    it (alerts, notifications); then the REST API, from its OpenAPI schema."""
     from livedash.alerts.messages import ALERT_EVENT_DOC
     from livedash.notifications.messages import NOTIFICATION_EVENT_DOC
     from livedash.realtime.apidoc import render_api_doc
+    from livedash.web.restdoc import render_rest_doc
 
-    return render_api_doc([ALERT_EVENT_DOC, NOTIFICATION_EVENT_DOC])
+    realtime = render_api_doc([ALERT_EVENT_DOC, NOTIFICATION_EVENT_DOC])
+    return realtime + "\n" + render_rest_doc(rest_api().openapi())

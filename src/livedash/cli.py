@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -329,6 +331,211 @@ def api_key_list(db: DbOption = None) -> None:
             f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
         )
     Console().print(table)
+
+
+report_app = typer.Typer(help="Generate reports and manage their schedules.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+schedule_app = typer.Typer(help="Scheduled reports.", no_args_is_help=True)
+report_app.add_typer(schedule_app, name="schedule")
+_STEPS = ("computing", "rendering", "storing", "writing")
+_DONE = {"pause": "paused", "resume": "resumed", "delete": "deleted"}
+T = TypeVar("T")
+
+
+def _explained(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; a refusal (bad input, unknown report) is printed, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except LivedashError as error:
+        console.print(f"[bold red]Refused:[/bold red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+
+
+@report_app.command("generate")
+def report_generate(
+    report_type: Annotated[
+        str,
+        typer.Option(
+            "--type", help="occupancy, admissions, emergency, appointments, revenue or alerts."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the report.")],
+    period: Annotated[
+        str | None, typer.Option(help="yesterday, last-week, month:2026-11, ...")
+    ] = None,
+    start: Annotated[
+        datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First local day.")
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=["%Y-%m-%d"], help="Local day after the last."),
+    ] = None,
+    department: Annotated[
+        str | None, typer.Option(help="A department code (default: the whole hospital).")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="json, csv or pdf.")] = "pdf",
+    db: DbOption = None,
+) -> None:
+    """Generate one report into a file (the archive keeps it too)."""
+    from rich.progress import Progress
+
+    from livedash.reports.commands import run_generate
+
+    settings = _settings(db)
+    _migrate(settings)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("computing", total=len(_STEPS))
+
+        def on_step(step: str) -> None:
+            progress.update(task, description=step, completed=_STEPS.index(step))
+
+        info = _explained(
+            run_generate(
+                settings,
+                report_type=report_type,
+                period=period,
+                start=start.date() if start else None,
+                end=end.date() if end else None,
+                department=department,
+                output_format=output_format,
+                out=out,
+                on_step=on_step,
+            )
+        )
+        progress.update(task, completed=len(_STEPS))
+    if info.status != "done":
+        console.print(f"[bold red]Report {info.id} failed:[/bold red] {escape(info.error or '')}")
+        raise typer.Exit(1)
+    console.print(
+        f"Report {info.id} ({info.report_type}, {escape(info.period_label)}) written to "
+        f"{escape(str(out))}: {info.size:,} bytes, sha256 {info.sha256}"
+    )
+
+
+@report_app.command("list")
+def report_list(
+    report_type: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    db: DbOption = None,
+) -> None:
+    """List generated reports, newest first."""
+    from rich.table import Table
+
+    from livedash.reports.commands import run_list
+
+    settings = _settings(db)
+    _migrate(settings)
+    table = Table()
+    for heading in ("id", "type", "department", "period", "format", "status", "size", "by"):
+        table.add_column(heading, overflow="fold")
+    for info in _explained(run_list(settings, report_type=report_type, limit=limit)):
+        table.add_row(
+            str(info.id),
+            info.report_type,
+            info.department or "hospital",
+            info.period_label,
+            info.format,
+            info.status if info.status != "failed" else f"failed: {info.error}",
+            f"{info.size:,}" if info.size is not None else "",
+            info.requested_by,
+        )
+    Console().print(table)
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: Annotated[str, typer.Option(help="What the schedule is called in e-mails.")],
+    report_type: Annotated[str, typer.Option("--type", help="The report type.")],
+    cron: Annotated[
+        str, typer.Option(help="@daily, @weekly, ... or five cron fields (hospital time).")
+    ],
+    recipient: Annotated[
+        list[str] | None, typer.Option(help="A username to mail it to (repeat).")
+    ] = None,
+    department: Annotated[str | None, typer.Option(help="A department code.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="json, csv or pdf.")] = "pdf",
+    misfire: Annotated[
+        str, typer.Option(help="run_once or skip: runs missed while down.")
+    ] = "run_once",
+    db: DbOption = None,
+) -> None:
+    """Add a report schedule."""
+    from pydantic import ValidationError
+
+    from livedash.reports.commands import run_schedule_create
+    from livedash.reports.schedules import ScheduleRequest
+
+    settings = _settings(db)
+    _migrate(settings)
+    try:
+        request = ScheduleRequest.model_validate(
+            {
+                "name": name,
+                "report_type": report_type,
+                "cron": cron,
+                "recipients": recipient or [],
+                "department": department,
+                "format": output_format,
+                "misfire": misfire,
+            }
+        )
+    except ValidationError as error:
+        console.print(f"[bold red]Not a valid schedule:[/bold red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+    info = _explained(run_schedule_create(settings, request))
+    console.print(f"Schedule {info.id} added; next run {info.next_run_at:%Y-%m-%d %H:%M} UTC.")
+
+
+@schedule_app.command("list")
+def schedule_list(db: DbOption = None) -> None:
+    """List report schedules and how their runs went."""
+    from rich.table import Table
+
+    from livedash.reports.commands import run_schedule_list
+
+    settings = _settings(db)
+    _migrate(settings)
+    table = Table()
+    for heading in ("id", "name", "type", "cron", "next run (UTC)", "state", "last error"):
+        table.add_column(heading, overflow="fold")
+    for info in _explained(run_schedule_list(settings)):
+        table.add_row(
+            str(info.id),
+            info.name,
+            info.report_type + (f" {info.department}" if info.department else ""),
+            info.cron,
+            f"{info.next_run_at:%Y-%m-%d %H:%M}",
+            "paused" if info.paused else ("failing" if info.failures else "active"),
+            info.last_error or "",
+        )
+    Console().print(table)
+
+
+@schedule_app.command("pause")
+def schedule_pause(schedule: Annotated[int, typer.Argument()], db: DbOption = None) -> None:
+    """Pause a schedule."""
+    _change_schedule(schedule, "pause", db)
+
+
+@schedule_app.command("resume")
+def schedule_resume(schedule: Annotated[int, typer.Argument()], db: DbOption = None) -> None:
+    """Resume a paused schedule from now on."""
+    _change_schedule(schedule, "resume", db)
+
+
+@schedule_app.command("delete")
+def schedule_delete(schedule: Annotated[int, typer.Argument()], db: DbOption = None) -> None:
+    """Delete a schedule (its reports stay)."""
+    _change_schedule(schedule, "delete", db)
+
+
+def _change_schedule(ident: int, action: str, db: Path | None) -> None:
+    from livedash.reports.commands import run_schedule_change
+
+    settings = _settings(db)
+    _migrate(settings)
+    _explained(run_schedule_change(settings, ident, action))
+    console.print(f"Schedule {ident}: {_DONE[action]}.")
 
 
 @app.command()

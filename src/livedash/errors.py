@@ -11,6 +11,9 @@
         ├── UnknownEvent         an event name the gateway does not serve
         ├── UnknownMetric        a metric name that does not exist
         ├── UnknownAlert         no such alert (or silence) among those the caller may see
+        ├── UnknownDepartment    a department code that names no department (REST)
+        ├── UnknownReport        no such report (or schedule) among those the caller may see
+        ├── ReportNotReady       a report's file asked for before it is done
         ├── Forbidden            a department or action outside the client's scope
         ├── NotAuthenticated     an event that needs authentication came first
         ├── RateLimited          too many events or connections; says when to retry
@@ -80,6 +83,25 @@ class UnknownAlert(ClientError):
     """No such alert, or none the caller may see (the two are not told apart)."""
 
     code = "unknown_alert"
+
+
+class UnknownReport(ClientError):
+    """No such report or report schedule, or none the caller may see."""
+
+    code = "unknown_report"
+
+
+class UnknownDepartment(ClientError):
+    """A department code that names no department, asked of by a caller who would see it if
+    it existed (others get `Forbidden`, whether it exists or not)."""
+
+    code = "unknown_department"
+
+
+class ReportNotReady(ClientError):
+    """A report asked for before it is done (or after it failed)."""
+
+    code = "report_not_ready"
 
 
 class Forbidden(ClientError):

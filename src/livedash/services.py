@@ -45,8 +45,10 @@ from livedash.auth.ratelimit import RateLimiter, shared_storage
 from livedash.auth.sessions import SessionService
 from livedash.auth.throttle import LoginLimits
 from livedash.auth.users import Authenticator
+from livedash.changefeed.positions import load_position
+from livedash.cluster.instances import InstanceBoard
 from livedash.cluster.leader import LeaderElection
-from livedash.cluster.runner import Consumer, FeedRunner
+from livedash.cluster.runner import FEED_CONSUMER, Consumer, FeedRunner
 from livedash.cluster.shared_redis import SharedRedis
 from livedash.cluster.state import SharedMetricState
 from livedash.cluster.view import MetricView, SharedView
@@ -66,6 +68,12 @@ from livedash.realtime.outbox import Outbox, RoomScreens
 from livedash.realtime.redis_manager import CappedRedisManager
 from livedash.realtime.server import GatewayServer
 from livedash.realtime.stream import MemoryHistory, RedisHistory, UpdateHistory
+from livedash.reports.archive import ReportArchive
+from livedash.reports.inputs import ReportInputs
+from livedash.reports.mailing import ReportMailer
+from livedash.reports.scheduler import ReportScheduler
+from livedash.reports.schedules import ScheduleBook
+from livedash.reports.service import ReportService
 from livedash.settings import Settings
 from livedash.store.engine import create_engine, is_sqlite, write_locking
 
@@ -99,6 +107,7 @@ class Services:
     rest_limiter: RateLimiter
     ingest: Ingest
     gateway: Gateway
+    instances: InstanceBoard
     alerts: AlertService
     alert_desk: AlertDesk
     silencer: Silencer
@@ -106,6 +115,9 @@ class Services:
     anomalies: AnomalyWatch
     rulebook: RuleBook
     inbox: Inbox
+    reports: ReportService
+    report_schedules: ScheduleBook
+    report_scheduler: ReportScheduler
 
     @property
     def leading(self) -> bool:
@@ -244,6 +256,10 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
+    # Each instance's sockets, for the deployment's figures (GET /api/realtime/stats).
+    instances = await stack.enter_async_context(
+        InstanceBoard(redis, lambda: gateway.stats().as_dict())
+    )
     screens = RoomScreens(fanout)
     document, source = read_rules_file(settings.alert_rules_file)
     alerting = scaled(parse_alert_config(document, source=source), settings.alert_time_scale)
@@ -296,6 +312,9 @@ async def _build(
 
     rulebook.on_change(apply_rules)
     runner.lead(rulebook.follow)  # rules set through the API reach the leader
+    reports, report_schedules, report_scheduler = _reports(
+        stack, settings, database, view, runner, clock
+    )
     if manager is not None and breaker is not None:
         # Messages Redis did not carry to (or from) this instance: resend current values.
         manager.on_resync(gateway.resync)
@@ -317,6 +336,7 @@ async def _build(
         rest_limiter=rest_limiter,
         ingest=ingest,
         gateway=gateway,
+        instances=instances,
         alerts=alerts,
         alert_desk=AlertDesk(
             database, screens, clock, lambda: alerts.rules, announce=alerts.announce
@@ -326,7 +346,70 @@ async def _build(
         deliveries=deliveries,
         anomalies=anomalies,
         rulebook=rulebook,
+        reports=reports,
+        report_schedules=report_schedules,
+        report_scheduler=report_scheduler,
     )
+
+
+def _reports(
+    stack: AsyncExitStack,
+    settings: Settings,
+    database: AsyncEngine,
+    view: MetricView,
+    runner: FeedRunner,
+    clock: Clock,
+) -> tuple[ReportService, ScheduleBook, ReportScheduler]:
+    """Reports on demand everywhere; schedules run on the leader."""
+
+    async def feed_position() -> int:
+        pipeline = runner.pipeline
+        if pipeline is not None:
+            return pipeline.status().position
+        async with database.connect() as connection:
+            return await load_position(connection, FEED_CONSUMER)
+
+    async def publish_failing(count: int) -> None:
+        pipeline = runner.pipeline
+        if pipeline is not None:
+            await pipeline.set_system(report_runs_failing=count)
+
+    archive = ReportArchive(
+        database,
+        settings.report_dir,
+        in_database=settings.report_storage == "database",
+        retention_days=settings.report_retention_days,
+    )
+    service = ReportService(
+        ReportInputs(database, view, settings.zone, feed_position),
+        archive,
+        hospital=settings.hospital_name,
+        now=clock.now,
+    )
+    stack.push_async_callback(service.close)
+    book = ScheduleBook(database, settings.zone)
+    sender = _email_sender(settings)
+    mailer = None
+    if sender is not None:
+        mailer = ReportMailer(
+            sender,
+            database,
+            hospital=settings.hospital_name,
+            public_url=settings.public_url,
+            attachment_max_bytes=settings.report_attachment_max_bytes,
+        )
+    scheduler = ReportScheduler(
+        book,
+        service,
+        clock,
+        settings.zone,
+        mailer=mailer,
+        max_attempts=settings.report_max_attempts,
+        retry_seconds=settings.report_retry_seconds,
+        on_failing=publish_failing,
+    )
+    runner.lead(scheduler.while_leading)
+    return service, book, scheduler
 
 
 def _email_sender(settings: Settings) -> EmailSender | None:

@@ -131,6 +131,17 @@ class Settings(BaseSettings):
         ".notify.windows.com",
     ]
 
+    # Reports: where files go (`files`: under report_dir; `database`: in the reports table),
+    # how long each type is kept, and above what size an e-mail carries a link instead.
+    report_storage: Literal["files", "database"] = "files"
+    report_dir: Path = DEFAULT_DATA_DIR / "reports"
+    report_retention_days: dict[str, int] = Field(
+        default={"default": 90}, description="Days kept, by report type ('default': the rest)."
+    )
+    report_attachment_max_bytes: int = Field(default=5_000_000, ge=0)
+    report_max_attempts: int = Field(default=4, ge=1, le=20)
+    report_retry_seconds: float = Field(default=60.0, gt=0)
+
     log_level: str = "info"
     log_json: bool = False
 

@@ -15,5 +15,6 @@ event recorder) lives in `livedash.testing`; what only tests use lives here:
 - `browser`, `schema`: the system's Chromium; the newest migration;
 - `smtp`, `push_service`: a throwaway SMTP server (aiosmtpd) and a stand-in Web Push service
   with the browser's side of a subscription (it decrypts what arrives);
-- `stalled`: a WebSocket client that stops reading.
+- `stalled`: a WebSocket client that stops reading;
+- `reports`: a realistic report document, built without a database.
 """

@@ -14,10 +14,11 @@ rule then raises a new one only after the condition has cleared and come back.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, select
+from sqlalchemy import ColumnElement, RowMapping, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.alerts.messages import ALERT_EVENT, RESOLVED, AlertMessage, Screens
@@ -32,6 +33,22 @@ from livedash.store.models import Alert, AlertStatus, Department, Role
 
 MANAGING_ROLES = frozenset({Role.ADMIN, Role.SUPER_ADMIN})
 MAX_LISTED = 500
+OPEN = frozenset({AlertStatus.ACTIVE.value, AlertStatus.ACKNOWLEDGED.value})
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    """Which alerts a list holds; every field given must match (None: any)."""
+
+    statuses: frozenset[str] = OPEN
+    severities: frozenset[str] | None = None
+    departments: frozenset[str | None] | None = None
+    """Department codes; None in it: the hospital's own alerts."""
+    rules: frozenset[str] | None = None
+    since: datetime | None = None
+    """Raised at or after."""
+    until: datetime | None = None
+    """Raised before."""
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -88,23 +105,41 @@ class AlertDesk:
         self._announce = announce
 
     async def listed(
-        self, principal: Principal, *, include_resolved: bool = False, limit: int = 100
+        self,
+        principal: Principal,
+        wanted: AlertFilter | None = None,
+        *,
+        before: int | None = None,
+        limit: int = 100,
     ) -> list[AlertMessage]:
-        """The alerts `principal` may see, newest first."""
+        """The alerts `principal` may see that match `wanted` (default: the open ones),
+        newest first; with `before`, only those of a smaller id (the next page)."""
+        wanted = wanted or AlertFilter()
         now = self._clock.now()
         async with self._reader.connect() as connection:
             codes = await department_codes(connection)
             visible = visible_departments(principal, codes.values())
+            shown = visible if wanted.departments is None else visible & wanted.departments
+            ids = [id_ for id_, code in codes.items() if code in shown]
+            in_scope: ColumnElement[bool] = Alert.department_id.in_(ids)
+            if None in shown:
+                in_scope = or_(in_scope, Alert.department_id.is_(None))
             query = (
-                select(*Alert.__table__.c).order_by(Alert.id.desc()).limit(min(limit, MAX_LISTED))
+                select(*Alert.__table__.c)
+                .where(in_scope, Alert.status.in_(sorted(wanted.statuses)))
+                .order_by(Alert.id.desc())
+                .limit(min(limit, MAX_LISTED + 1))
             )
-            if not include_resolved:
-                query = query.where(Alert.status != AlertStatus.RESOLVED.value)
-            ids = [id_ for id_, code in codes.items() if code in visible]
-            if None in visible:
-                query = query.where(Alert.department_id.in_(ids) | Alert.department_id.is_(None))
-            else:
-                query = query.where(Alert.department_id.in_(ids))
+            if before is not None:
+                query = query.where(Alert.id < before)
+            if wanted.severities is not None:
+                query = query.where(Alert.severity.in_(sorted(wanted.severities)))
+            if wanted.rules is not None:
+                query = query.where(Alert.rule.in_(sorted(wanted.rules)))
+            if wanted.since is not None:
+                query = query.where(Alert.raised_at >= naive(wanted.since))
+            if wanted.until is not None:
+                query = query.where(Alert.raised_at < naive(wanted.until))
             rows = (await connection.execute(query)).mappings().all()
         return [self._message(row, codes, now) for row in rows]
 

@@ -65,9 +65,20 @@ class MetricView(Protocol):
         ...
 
     async def history(
-        self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
+        self,
+        series: str,
+        department: str | None,
+        start: datetime,
+        end: datetime,
+        granularity: str,
+        *,
+        fresh: bool = False,
     ) -> list[Point]:
-        """A stored series for `request_historical`."""
+        """A stored series for `request_historical`.
+
+        `fresh`: read past the caches, for a report that records the feed position its
+        figures were computed at.
+        """
         ...
 
 
@@ -202,8 +213,17 @@ class SharedView:
     # -- history -------------------------------------------------------------------------
 
     async def history(
-        self, series: str, department: str | None, start: datetime, end: datetime, granularity: str
+        self,
+        series: str,
+        department: str | None,
+        start: datetime,
+        end: datetime,
+        granularity: str,
+        *,
+        fresh: bool = False,
     ) -> list[Point]:
+        if fresh:
+            return await self._history_from_database(series, department, start, end, granularity)
         key = f"h:{series}:{department or ''}:{start.isoformat()}:{end.isoformat()}:{granularity}"
         cached = self._other.get(key)
         if cached is not None:

@@ -35,6 +35,7 @@ class SystemStatus:
     feed_lag_seconds: float = 0.0
     database_up: bool = True
     cache_up: bool = True
+    report_runs_failing: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,13 @@ _DEFINITIONS = (
         "1 while the cache answers, else 0",
         ("system",),
         lambda s: int(s.system.cache_up),
+    ),
+    MetricDefinition(
+        "report_runs_failing",
+        _C,
+        "Report schedules whose last run failed (retried, then alerted on)",
+        ("system",),
+        lambda s: s.system.report_runs_failing,
     ),
     MetricDefinition(
         "appointments_today",

@@ -108,10 +108,21 @@ class EmailSender:
 
     async def send(self, to: str, notice: AlertNotice, *, idempotency_key: str) -> None:
         """Deliver `notice` to `to`; a `DeliveryError` says whether trying again may help."""
-        recipient = parseaddr(to)[1]
-        if "@" not in recipient or any(c in to for c in "\r\n"):
-            raise DeliveryError(f"not an e-mail address: {to!r}", retryable=False)
+        _address(to)
         message = self.compose(to, notice, idempotency_key=idempotency_key)
+        await self.deliver(to, message)
+        log.info(
+            "email_sent",
+            alert=notice.alert_id,
+            to=to,
+            message_id=message["Message-ID"],
+            relay=f"{self.host}:{self.port}",
+        )
+
+    async def deliver(self, to: str, message: EmailMessage) -> None:
+        """Send a composed `message` to `to` through the relay; a `DeliveryError` says
+        whether trying again may help."""
+        recipient = _address(to)
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -136,13 +147,6 @@ class EmailSender:
             await self._quit(client)
         finally:
             client.close()
-        log.info(
-            "email_sent",
-            alert=notice.alert_id,
-            to=recipient,
-            message_id=message["Message-ID"],
-            relay=f"{self.host}:{self.port}",
-        )
 
     async def _quit(self, client: aiosmtplib.SMTP) -> None:
         # The relay has accepted the message: a slow or failed QUIT must not become an error,
@@ -150,6 +154,13 @@ class EmailSender:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
             async with asyncio.timeout(self.timeout):
                 await client.quit()
+
+
+def _address(to: str) -> str:
+    recipient = parseaddr(to)[1]
+    if "@" not in recipient or any(c in to for c in "\r\n"):
+        raise DeliveryError(f"not an e-mail address: {to!r}", retryable=False)
+    return recipient
 
 
 def subject(notice: AlertNotice) -> str:

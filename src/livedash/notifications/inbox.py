@@ -24,17 +24,25 @@ class Inbox:
         self._writer = write_locking(database)
 
     async def listed(
-        self, username: str, *, unread_only: bool = False, limit: int = 50
+        self,
+        username: str,
+        *,
+        unread_only: bool = False,
+        before: int | None = None,
+        limit: int = 50,
     ) -> tuple[int, list[NotificationMessage]]:
-        """The unread count, and the newest notifications (only unread ones if asked)."""
+        """The unread count, and the newest notifications (only unread ones if asked); with
+        `before`, only those of a smaller id (the next page)."""
         query = (
             select(*Notification.__table__.c)
             .where(Notification.username == username)
             .order_by(Notification.id.desc())
-            .limit(min(limit, MAX_LISTED))
+            .limit(min(limit, MAX_LISTED + 1))
         )
         if unread_only:
             query = query.where(Notification.read_at.is_(None))
+        if before is not None:
+            query = query.where(Notification.id < before)
         async with self._reader.connect() as connection:
             unread = await connection.scalar(
                 select(func.count()).where(

@@ -9,9 +9,12 @@ session's `lock`.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from livedash.auth.tokens import Principal
+from livedash.metrics.definitions import METRICS, Tier
 from livedash.realtime.schemas import StreamPosition
 
 Scope = tuple[str, str | None]
@@ -36,9 +39,77 @@ class ClientSession:
     since: StreamPosition | None = None  # from the handshake, for the first subscription
     alert_scopes: set[str | None] = field(default_factory=set)  # alert rooms it is in
     user_room: str | None = None  # whose notifications it receives
+    tiers: Counter[Tier] = field(default_factory=Counter)  # its subscriptions, by tier
+    gone: bool = False  # disconnected: a subscription still under way is not counted
 
     def cancel_timer(self) -> None:
         """Stop the sign-in timeout or token expiry, if one is armed."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+@dataclass(frozen=True, slots=True)
+class TierCount:
+    """Who is subscribed to one tier's metrics."""
+
+    subscribers: int
+    """Sockets subscribed to at least one of its metrics."""
+    subscriptions: int
+    """(metric, department) subscriptions to its metrics, over every socket."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketStats:
+    """Who is connected to one instance, and subscribed to what."""
+
+    connections: int
+    """Socket.IO sessions."""
+    authenticated: int
+    """Sessions signed in."""
+    transports: int
+    """Engine.IO connections, with a session or not."""
+    tiers: dict[Tier, TierCount]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {**asdict(self), "tiers": {t.value: asdict(c) for t, c in self.tiers.items()}}
+
+
+class Subscribers:
+    """Subscriptions by tier, over every session, kept as they change (read in O(tiers))."""
+
+    def __init__(self) -> None:
+        self._subscribers: Counter[Tier] = Counter()
+        self._subscriptions: Counter[Tier] = Counter()
+
+    def add(self, session: ClientSession, scope: Scope) -> None:
+        """Subscribe `session` to `scope`."""
+        if scope not in session.subscriptions and not session.gone:
+            session.subscriptions.add(scope)
+            self._count(session, METRICS[scope[0]].tier, 1)
+
+    def discard(self, session: ClientSession, scope: Scope) -> None:
+        """Unsubscribe `session` from `scope`, if it is subscribed."""
+        if scope in session.subscriptions:
+            session.subscriptions.discard(scope)
+            self._count(session, METRICS[scope[0]].tier, -1)
+
+    def forget(self, session: ClientSession) -> None:
+        """`session` is gone, and its subscriptions with it."""
+        session.gone = True
+        for scope in list(session.subscriptions):
+            self.discard(session, scope)
+
+    def by_tier(self) -> dict[Tier, TierCount]:
+        """Subscribers and subscriptions of every tier, now."""
+        return {
+            tier: TierCount(self._subscribers[tier], self._subscriptions[tier]) for tier in Tier
+        }
+
+    def _count(self, session: ClientSession, tier: Tier, change: int) -> None:
+        before = session.tiers[tier]
+        session.tiers[tier] = before + change
+        self._subscriptions[tier] += change
+        if (before == 0) != (before + change == 0):
+            self._subscribers[tier] += change

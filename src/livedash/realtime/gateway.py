@@ -29,20 +29,21 @@ import structlog
 from pydantic import ValidationError
 
 from livedash.aio import BackgroundTasks
+from livedash.auth.tokens import Principal
 from livedash.auth.users import Authenticator
 from livedash.cluster.view import MetricView
 from livedash.errors import ClientError, Draining, RateLimited, TooManyConnections
 from livedash.observability.status import ServiceStatus
-from livedash.realtime.clients import ClientSession
+from livedash.realtime.clients import ClientSession, SocketStats
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.frames import FrameStats
 from livedash.realtime.guard import EventGuard, Handler
 from livedash.realtime.identities import Identities
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.resync import Resync
-from livedash.realtime.schemas import StreamPosition
+from livedash.realtime.schemas import HistoricalData, StreamPosition
 from livedash.realtime.server import REFUSAL, GatewayServer, PacketStats
-from livedash.realtime.stream import UpdateHistory
+from livedash.realtime.stream import Position, UpdateHistory
 from livedash.realtime.subscriptions import Subscriptions
 from livedash.realtime.websocket import shed_request
 from livedash.settings import Settings
@@ -162,6 +163,24 @@ class Gateway:
         """Engine.IO connections open on this instance, Socket.IO sessions or not."""
         return int(self._server.transports)
 
+    def stats(self) -> SocketStats:
+        """Connections and subscriptions by tier on this instance, now."""
+        return SocketStats(
+            connections=len(self._sessions),
+            authenticated=sum(s.principal is not None for s in self._sessions.values()),
+            transports=self.transports,
+            tiers=self._subscriptions.subscribers.by_tier(),
+        )
+
+    async def history(self, principal: Principal, data: Any) -> HistoricalData:
+        """A `request_historical` for `principal` made elsewhere (REST): the sockets' checks,
+        history budget and limit on reads at once."""
+        return await self._subscriptions.history(principal, data)
+
+    async def stream_top(self) -> Position | None:
+        """The update stream's last position (None while it is out of reach)."""
+        return await self._subscriptions.stream_top()
+
     @property
     def packets(self) -> PacketStats:
         """Packets refused below the event handlers."""
@@ -242,6 +261,7 @@ class Gateway:
         session = self._sessions.pop(sid, None)
         if session is not None:
             session.cancel_timer()
+            self._subscriptions.subscribers.forget(session)
         return None
 
     # -- shutdown ------------------------------------------------------------------------

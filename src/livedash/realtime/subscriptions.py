@@ -7,8 +7,9 @@ reads the stream's top: everything after that position reaches it through the ro
 everything up to it is sent here, either replayed from the update history since the position
 the client gives (recovery) or, when the history no longer holds all of it, as a snapshot.
 
-History reads (`request_historical`) are the one request whose cost the client chooses: they
-count against the user's history budget and run a few at a time per instance.
+History reads (`request_historical`, and `GET /api/history` through `history`) are the one
+request whose cost the client chooses: they count against the user's history budget and run
+a few at a time per instance.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import structlog
 from pydantic import BaseModel
 
 from livedash.auth.scope import visible_departments
+from livedash.auth.tokens import Principal
 from livedash.cluster.view import MetricView
 from livedash.errors import InvalidPayload
 from livedash.metrics.definitions import money
 from livedash.metrics.engine import MetricValue
-from livedash.realtime.clients import ClientSession, Scope
+from livedash.realtime.clients import ClientSession, Scope, Subscribers
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.outbox import room_name, to_update
@@ -69,6 +71,7 @@ class Subscriptions:
         # A few at a time, so that history reads cannot fill the event loop that every
         # screen's updates go through.
         self._history_reads = asyncio.Semaphore(settings.history_reads_at_once)
+        self.subscribers = Subscribers()
 
     # -- events --------------------------------------------------------------------------
 
@@ -91,7 +94,7 @@ class Subscriptions:
             since, session.since = session.since, None
         for metric, department in sorted(new, key=_scope_order):
             await self._fanout.join(session.sid, room_name(metric, department))
-            session.subscriptions.add((metric, department))
+            self.subscribers.add(session, (metric, department))
         # Joined before reading the stream's top: every update after it reaches this socket
         # through its rooms, and everything up to it is in what is sent here.
         top = await self.stream_top()
@@ -134,10 +137,19 @@ class Subscriptions:
 
     async def historical(self, session: ClientSession, data: Any) -> BaseModel:
         """`request_historical`: a metric's series over a range."""
-        query = history_query(data, await self.visible(session))
-        request, start, end = query.request, query.start, query.end
         assert session.principal is not None  # the guard lets only authenticated sockets here
-        await self._limiter.history(session.principal.subject, query.hours)
+        reply = await self.history(session.principal, data)
+        payload = reply.model_dump(mode="json", by_alias=True)
+        await self._fanout.to_socket(session.sid, "historical_data", payload)
+        return reply
+
+    async def history(self, principal: Principal, data: Any) -> HistoricalData:
+        """A `request_historical` of `principal`'s, checked, charged to its user's history
+        budget and read (a few at a time): for sockets and REST alike."""
+        visible = visible_departments(principal, await self._view.departments())
+        query = history_query(data, visible)
+        request, start, end = query.request, query.start, query.end
+        await self._limiter.history(principal.subject, query.hours)
         async with self._history_reads:
             points = await self._view.history(
                 request.metric, request.department, start, end, request.granularity
@@ -157,8 +169,6 @@ class Subscriptions:
                 for point in points
             ],
         )
-        payload = reply.model_dump(mode="json", by_alias=True)
-        await self._fanout.to_socket(session.sid, "historical_data", payload)
         return reply
 
     # -- for the rest of the gateway -------------------------------------------------------
@@ -175,7 +185,7 @@ class Subscriptions:
         for metric, department in scopes:
             with contextlib.suppress(KeyError, ValueError):
                 await self._fanout.leave(session.sid, room_name(metric, department))
-            session.subscriptions.discard((metric, department))
+            self.subscribers.discard(session, (metric, department))
 
     async def stream_top(self) -> Position | None:
         """The update stream's last position; None without a history or while it is out of

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     text,
@@ -332,6 +333,66 @@ class AlertRuleSet(Base):
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+
+
+class ReportRecord(Base):
+    """One generated (or failed, or queued) report: what was asked, by whom, and what came out.
+
+    The file itself is under the reports directory (`path`) or, with `report_storage` set to
+    `database`, in `content`; `sha256` and `size` are the file's.
+    """
+
+    __tablename__ = "reports"
+    __table_args__ = (Index("ix_reports_type_created", "report_type", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_type: Mapped[str] = mapped_column(String(32))
+    department: Mapped[str | None] = mapped_column(String(32))
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    period_label: Mapped[str] = mapped_column(String(64))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(8))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    schedule_id: Mapped[int | None] = mapped_column(ForeignKey("report_schedules.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(String(500))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    figures_sha256: Mapped[str | None] = mapped_column(String(64))
+    feed_position: Mapped[int | None] = mapped_column(BigInteger)
+    generator_version: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(String(500))
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class ReportSchedule(Base):
+    """A report generated on a cron schedule in the hospital's time zone, and mailed."""
+
+    __tablename__ = "report_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    report_type: Mapped[str] = mapped_column(String(32))
+    department: Mapped[str | None] = mapped_column(String(32))
+    format: Mapped[str] = mapped_column(String(8))
+    cron: Mapped[str] = mapped_column(String(128))
+    misfire: Mapped[str] = mapped_column(String(16))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    last_report_id: Mapped[int | None] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    """When a failed run is tried again; `retry_of` is that run's scheduled time."""
+    retry_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
 
 
 class MetricRollup(Base):

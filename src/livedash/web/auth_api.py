@@ -24,8 +24,8 @@ from livedash.auth.sessions import (
 )
 from livedash.auth.throttle import LoginLimits
 from livedash.errors import InvalidToken
-from livedash.web.api import ApiError
 from livedash.web.deps import services
+from livedash.web.problems import problem_responses
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +92,7 @@ def install_auth_api(app: FastAPI) -> None:
         prefix="/api/auth",
         dependencies=[Depends(_not_stored)],
         # 413: bodies over MAX_BODY_BYTES, refused by `RequestLimits` while they arrive.
-        responses={status: {"model": ApiError} for status in (401, 413, 422, 429)},
+        responses=problem_responses(401, 413, 422, 429, 503),
     )
 
     @router.post("/login")

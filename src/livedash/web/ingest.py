@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 from livedash.auth.api_keys import ApiKeyInfo
 from livedash.errors import InvalidPayload, NotAuthenticated
 from livedash.ingest import IngestRequest, IngestResult, validation_message
-from livedash.web.api import ApiError
 from livedash.web.deps import services
+from livedash.web.problems import problem_responses
 
 log = structlog.get_logger(__name__)
 
@@ -40,11 +40,11 @@ def install_ingest(app: FastAPI) -> None:
 
     Its body size is capped by `livedash.web.request_limits.RequestLimits` in front of the app.
     """
-    router = APIRouter(prefix="/api", responses={401: {"model": ApiError}})
+    router = APIRouter(prefix="/api", responses=problem_responses(401, 503))
 
     @router.post(
         "/ingest",
-        responses={s: {"model": ApiError} for s in (400, 403, 413, 422, 429)},
+        responses=problem_responses(400, 403, 413, 422, 429),
         openapi_extra={
             "requestBody": {
                 "required": True,

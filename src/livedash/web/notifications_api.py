@@ -1,29 +1,31 @@
-"""A user's notifications under `/api/notifications`: the history with its unread count,
-marking read, and the preferences. Each user sees and changes only their own."""
+"""A user's notifications under `/api/notifications`: the history (pages, newest first) with
+its unread count, marking read, and the preferences. Each user sees and changes only their
+own."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from livedash.auth.scope import visible_departments
-from livedash.auth.tokens import Principal
 from livedash.errors import InvalidPayload
 from livedash.notifications.inbox import MAX_LISTED, forget_push, register_push
 from livedash.notifications.messages import NotificationMessage
 from livedash.notifications.preferences import Preferences, load_preferences, save_preferences
 from livedash.notifications.push import PushSubscription
-from livedash.web.api import ERROR_RESPONSES, authenticated_user
+from livedash.web.api import ERROR_RESPONSES, Caller
 from livedash.web.deps import services
+from livedash.web.pagination import Page, PageRequest, pages
 
-Caller = Annotated[Principal, Depends(authenticated_user)]
+NotificationPages = Annotated[PageRequest[int], Depends(pages(50, MAX_LISTED, int))]
 
 
-class NotificationList(BaseModel):
+class NotificationPage(Page[NotificationMessage]):
+    """A page of the caller's notifications, and how many of all of them are unread."""
+
     unread: int
-    items: list[NotificationMessage]
 
 
 class Marked(BaseModel):
@@ -59,15 +61,15 @@ def install_notifications_api(app: FastAPI) -> None:
 
     @router.get("")
     async def notifications(
-        request: Request,
-        caller: Caller,
-        unread_only: bool = False,
-        limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 50,
-    ) -> NotificationList:
+        request: Request, caller: Caller, page: NotificationPages, unread_only: bool = False
+    ) -> NotificationPage:
         """The caller's notifications, newest first, and how many are unread."""
         inbox = services(request).inbox
-        unread, items = await inbox.listed(caller.subject, unread_only=unread_only, limit=limit)
-        return NotificationList(unread=unread, items=items)
+        unread, rows = await inbox.listed(
+            caller.subject, unread_only=unread_only, before=page.after, limit=page.fetch
+        )
+        listed = page.of(rows, lambda notification: notification.id)
+        return NotificationPage(items=listed.items, next=listed.next, unread=unread)
 
     @router.post("/read")
     async def read_all(request: Request, caller: Caller) -> Marked:

@@ -2,10 +2,10 @@
 
 `RequestLimits` wraps the whole ASGI app, so the Engine.IO long-polling POSTs are capped like
 the REST API (python-engineio and FastAPI both read a whole body before they look at it).
-Each path prefix has its own body limit. A refusal is a 413 (body) or 431 (head) in the API's
-error shape, and the connection is closed after it, so the rest of an oversized body is never
-read. uvicorn's h11 parser (see `livedash.service`) bounds what a head can cost before this
-sees it; this holds it to `MAX_REQUEST_HEAD_BYTES`.
+Each path prefix has its own body limit. A refusal is a 413 (body) or 431 (head) as problem
+details (`livedash.web.problems`), and the connection is closed after it, so the rest of an
+oversized body is never read. uvicorn's h11 parser (see `livedash.service`) bounds what a head
+can cost before this sees it; this holds it to `MAX_REQUEST_HEAD_BYTES`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from livedash.settings import Settings
-from livedash.web.api import ApiError
 from livedash.web.auth_api import MAX_BODY_BYTES as AUTH_MAX_BODY_BYTES
+from livedash.web.problems import PROBLEM_JSON, Problem, problem, problem_body
 
 log = structlog.get_logger(__name__)
 
@@ -80,9 +80,11 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if _head_size(scope) > self.head:
-            error = ApiError(
-                code="headers_too_large",
-                message=f"the request line and headers must be at most {self.head} bytes",
+            # No `instance`: the path may be what made the head too large.
+            error = problem(
+                431,
+                "headers_too_large",
+                f"the request line and headers must be at most {self.head} bytes",
             )
             if scope["type"] == "websocket":
                 _log_refusal(scope, 403, error)
@@ -98,8 +100,11 @@ class RequestLimits:
 
     async def _limit_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.body_limit(scope["path"])
-        too_large = ApiError(
-            code="payload_too_large", message=f"the request body must be at most {limit} bytes"
+        too_large = problem(
+            413,
+            "payload_too_large",
+            f"the request body must be at most {limit} bytes",
+            instance=_path(scope),
         )
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -170,7 +175,12 @@ def _chunked(scope: Scope) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
-def _log_refusal(scope: Scope, status: int, error: ApiError) -> None:
+def _path(scope: Scope) -> str:
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if isinstance(raw, bytes) else str(scope["path"])
+
+
+def _log_refusal(scope: Scope, status: int, error: Problem) -> None:
     client = scope.get("client")
     log.info(
         "api_refused",
@@ -178,18 +188,18 @@ def _log_refusal(scope: Scope, status: int, error: ApiError) -> None:
         status=status,
         code=error.code,
         address=client[0] if client else None,
-        reason=error.message,
+        reason=error.detail,
     )
 
 
-async def _refuse(send: Send, status: int, error: ApiError) -> None:
-    body = error.model_dump_json(exclude_none=True).encode()
+async def _refuse(send: Send, status: int, error: Problem) -> None:
+    body = problem_body(error)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode("latin-1")),
                 # The rest of the request is not read: the connection cannot carry another.
                 _CLOSE,

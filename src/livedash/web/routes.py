@@ -21,6 +21,7 @@ from livedash.services import Services
 from livedash.store.models import Role
 from livedash.web.api import verified_user
 from livedash.web.deps import services
+from livedash.web.problems import problem_responses
 
 STATIC_DIR = Path(__file__).parent / "static"
 _bearer = HTTPBearer(auto_error=False, description="A super_admin access token, for the details.")
@@ -35,7 +36,11 @@ def install_routes(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     # The token is optional: the empty requirement says so to OpenAPI clients.
-    @router.get("/health", openapi_extra={"security": [{}, {"HTTPBearer": []}]})
+    @router.get(
+        "/health",
+        responses=problem_responses(401, 403),
+        openapi_extra={"security": [{}, {"HTTPBearer": []}]},
+    )
     async def health(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

@@ -421,7 +421,8 @@
     }
     ui.password.value = "";
     if (!answer.ok) {
-      const message = answer.data && answer.data.message ? answer.data.message : "sign-in failed";
+      // Problem details (RFC 9457): `detail` says what was wrong.
+      const message = answer.data && answer.data.detail ? answer.data.detail : "sign-in failed";
       setStatus("auth-error", `Sign-in failed: ${message}`);
       return;
     }

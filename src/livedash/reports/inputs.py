@@ -1,0 +1,112 @@
+"""What a report is built from: the dashboard's own roll-ups and tables, and its clock.
+
+Reports read the same roll-ups as `request_historical` (through the metric view, so the
+leader's deltas not yet stored count too) and the same tables as the metric engine, so a
+report for today equals what the dashboard shows now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from livedash.cluster.view import MetricView
+from livedash.metrics.figures import Point
+from livedash.reports.document import ReportPeriod
+from livedash.store.models import Department
+from livedash.timeutil import as_aware, naive_utc
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The department a report covers (its code and id), or the hospital (all None)."""
+
+    code: str | None = None
+    ident: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInputs:
+    """The sources every report reads."""
+
+    database: AsyncEngine
+    view: MetricView
+    zone: ZoneInfo
+    feed_position: Callable[[], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A report's period as the schema stores time (naive UTC), and its local days."""
+
+    period: ReportPeriod
+    zone: ZoneInfo
+
+    @property
+    def start(self) -> datetime:
+        return naive_utc(self.period.start)
+
+    @property
+    def end(self) -> datetime:
+        return naive_utc(self.period.end)
+
+    def days(self) -> list[date]:
+        """Every local date the period touches, in order."""
+        first = self.period.start.astimezone(self.zone).date()
+        last = (self.period.end - timedelta(microseconds=1)).astimezone(self.zone).date()
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+    def day_of(self, moment: datetime) -> date:
+        """The local date of a stored (naive UTC) moment."""
+        return as_aware(moment).astimezone(self.zone).date()
+
+    def holds(self, moment: datetime | None) -> bool:
+        """Whether a stored moment (naive: UTC) lies in the period."""
+        return moment is not None and self.start <= naive_utc(moment) < self.end
+
+
+async def departments(inputs: ReportInputs) -> list[Scope]:
+    """Every department, by code."""
+    async with inputs.database.connect() as connection:
+        rows = await connection.execute(
+            select(Department.id, Department.code, Department.name).order_by(Department.code)
+        )
+        return [Scope(code, ident, name) for ident, code, name in rows]
+
+
+async def series(
+    inputs: ReportInputs, name: str, scope: Scope, window: Window, granularity: str
+) -> list[Point]:
+    """A roll-up series over the report's period, by `hour` or local `day`, as of now: a
+    cached one may predate the feed position the report records."""
+    return await inputs.view.history(
+        name, scope.code, window.period.start, window.period.end, granularity, fresh=True
+    )
+
+
+def by_day(points: list[Point], window: Window) -> dict[date, Point]:
+    return {point.start.astimezone(window.zone).date(): point for point in points}
+
+
+def cents(amount: int | float | None) -> str:
+    """Cents as the currency units a report prints, exact ("1234.50")."""
+    return f"{Decimal(int(amount or 0)).scaleb(-2):.2f}"
+
+
+def ratio(part: float, whole: float, places: int = 4) -> float | None:
+    return round(part / whole, places) if whole else None
+
+
+def mean(values: list[float], places: int = 2) -> float | None:
+    return round(sum(values) / len(values), places) if values else None
+
+
+def hours_between(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds(), 0.0) / 3600

@@ -1,0 +1,130 @@
+"""Scheduled reports by e-mail: attached, or above a size limit a link that needs sign-in.
+
+Each recipient is checked again when the report goes out, not only when the schedule was
+made: a user deactivated, moved to another department or without an e-mail address since
+receives nothing, and the run says so.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from livedash.notifications.email import EmailSender
+from livedash.notifications.notice import DeliveryError
+from livedash.reports.archive import ReportInfo
+from livedash.reports.formats import MEDIA_TYPES
+from livedash.reports.schedules import ScheduleInfo, may_see
+from livedash.store.models import NotificationPreference, User
+from livedash.timeutil import as_aware
+
+log = structlog.get_logger(__name__)
+
+
+class ReportMailer:
+    """Sends a finished report to its schedule's recipients."""
+
+    def __init__(
+        self,
+        sender: EmailSender,
+        database: AsyncEngine,
+        *,
+        hospital: str,
+        public_url: str,
+        attachment_max_bytes: int,
+    ) -> None:
+        self._sender = sender
+        self._database = database
+        self._hospital = hospital
+        self._public_url = public_url.rstrip("/")
+        self._max_bytes = attachment_max_bytes
+
+    async def send(self, schedule: ScheduleInfo, report: ReportInfo, content: bytes) -> list[str]:
+        """Mail the report to each recipient allowed to see it; returns the problems (an
+        empty list: everyone received it). A relay that refuses raises `DeliveryError`."""
+        problems: list[str] = []
+        addresses = await self._addresses(schedule.recipients, schedule.department, problems)
+        for username, address in addresses.items():
+            message = self.compose(address, schedule, report, content)
+            await self._sender.deliver(address, message)
+            log.info("report_mailed", report=report.id, schedule=schedule.id, to=username)
+        return problems
+
+    def compose(
+        self, to: str, schedule: ScheduleInfo, report: ReportInfo, content: bytes
+    ) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self._sender.sender
+        message["To"] = to
+        message["Subject"] = f"{self._hospital}: {schedule.name} ({report.period_label})"
+        message["Date"] = format_datetime(as_aware(report.finished_at or report.created_at))
+        message["Message-ID"] = make_msgid(f"report-{report.id}")
+        message["Auto-Submitted"] = "auto-generated"
+        link = f"{self._public_url}/api/reports/{report.id}/download"
+        period = f"{report.period_start.isoformat()} to {report.period_end.isoformat()}"
+        lines = [
+            f"{schedule.name}: the {report.report_type} report of {self._hospital}"
+            + (f", department {report.department}" if report.department else ", whole hospital"),
+            f"Period: {report.period_label} ({period}, {report.time_zone})",
+            f"SHA-256: {report.sha256}",
+            "",
+        ]
+        attach = len(content) <= self._max_bytes
+        if attach:
+            lines.append("The report is attached.")
+        else:
+            lines.append(
+                f"The report ({len(content):,} bytes) is too large to attach. Download it, "
+                f"signed in to livedash: {link}"
+            )
+        message.set_content("\n".join(lines) + "\n")
+        if attach:
+            maintype, subtype = MEDIA_TYPES[report.format].split(";")[0].split("/")
+            message.add_attachment(
+                content,
+                maintype=maintype,
+                subtype=subtype,
+                filename=f"{report.report_type}-{report.period_label}.{report.format}",
+            )
+        return message
+
+    async def _addresses(
+        self, usernames: list[str], department: str | None, problems: list[str]
+    ) -> dict[str, str]:
+        async with self._database.connect() as connection:
+            users = {
+                row.username: row
+                for row in await connection.execute(
+                    select(User.username, User.role, User.departments, User.active).where(
+                        User.username.in_(usernames)
+                    )
+                )
+            }
+            emails = dict(
+                (
+                    await connection.execute(
+                        select(NotificationPreference.username, NotificationPreference.email).where(
+                            NotificationPreference.username.in_(usernames)
+                        )
+                    )
+                ).all()
+            )
+        found: dict[str, str] = {}
+        for username in usernames:
+            user = users.get(username)
+            if user is None or not user.active:
+                problems.append(f"{username}: no longer an active user")
+            elif not may_see(user.role, user.departments, department):
+                problems.append(f"{username}: may no longer see this report's scope")
+            elif not emails.get(username):
+                problems.append(f"{username}: no e-mail address")
+            else:
+                found[username] = str(emails[username])
+        return found
+
+
+__all__ = ["DeliveryError", "ReportMailer"]

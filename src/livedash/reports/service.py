@@ -1,0 +1,188 @@
+"""Generating reports: on demand (queued, then polled), for the CLI, and for schedules.
+
+A report is rendered off the event loop (`asyncio.to_thread`), so a 90-day PDF never holds
+up the sockets. Every run ends as `done` with its file, or `failed` with a reason and no file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from livedash.errors import ClientError, InvalidPayload
+from livedash.reports.archive import ReportArchive, ReportInfo
+from livedash.reports.document import ReportPeriod
+from livedash.reports.formats import render
+from livedash.reports.generation import (
+    GENERATOR_VERSION,
+    ReportRequest,
+    build_document,
+    figures_digest,
+)
+from livedash.reports.inputs import ReportInputs, Scope, departments
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """Whether a report generated again gives the same figures, and if not, why."""
+
+    report: int
+    same: bool
+    reason: str
+    feed_position_then: int | None
+    feed_position_now: int
+
+
+class ReportService:
+    """Generates reports and keeps them in the archive."""
+
+    def __init__(
+        self,
+        inputs: ReportInputs,
+        archive: ReportArchive,
+        *,
+        hospital: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.inputs = inputs
+        self.archive = archive
+        self._hospital = hospital
+        self._now = now
+        self._running: set[asyncio.Task[ReportInfo]] = set()
+        self.generated = 0
+        self.failed = 0
+
+    async def scope(self, department: str | None) -> Scope:
+        """The scope of a department code (None: the hospital); unknown codes are refused."""
+        if department is None:
+            return Scope()
+        for known in await departments(self.inputs):
+            if known.code == department:
+                return known
+        raise InvalidPayload(f"unknown department {department!r}", department=department)
+
+    async def submit(self, request: ReportRequest) -> ReportInfo:
+        """Queue a report and generate it in the background; poll `archive.get` for it."""
+        info = await self.archive.open(
+            request, self._now(), generator=GENERATOR_VERSION, schedule_id=None
+        )
+        task = asyncio.create_task(
+            self._run(info.id, request, lambda step: None), name=f"report-{info.id}"
+        )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return info
+
+    async def generate(
+        self,
+        request: ReportRequest,
+        *,
+        schedule_id: int | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> ReportInfo:
+        """Generate a report now and return it, done or failed; `on_step` hears each step
+        begin (computing, rendering, storing)."""
+        info = await self.archive.open(
+            request, self._now(), generator=GENERATOR_VERSION, schedule_id=schedule_id
+        )
+        return await self._run(info.id, request, on_step or (lambda step: None))
+
+    async def _run(
+        self, ident: int, request: ReportRequest, on_step: Callable[[str], None]
+    ) -> ReportInfo:
+        await self.archive.started(ident)
+        try:
+            on_step("computing")
+            document = await build_document(
+                self.inputs, request, hospital=self._hospital, now=self._now()
+            )
+            on_step("rendering")
+            content = await asyncio.to_thread(render, document, request.format)
+            on_step("storing")
+            info = await self.archive.store(
+                ident,
+                content,
+                extension=request.format,
+                feed_position=document.feed_position,
+                figures_sha256=figures_digest(document),
+                now=self._now(),
+            )
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.archive.fail(ident, "cancelled", self._now()))
+            raise
+        except Exception as error:
+            self.failed += 1
+            log.warning("report_failed", report=ident, error=str(error))
+            return await self.archive.fail(ident, _reason(error), self._now())
+        self.generated += 1
+        log.info("report_generated", report=ident, type=request.report_type, size=info.size)
+        return info
+
+    async def verify(self, info: ReportInfo) -> Verification:
+        """Generate `info`'s report again and compare its figures."""
+        request = ReportRequest(
+            report_type=info.report_type,
+            scope=await self.scope(info.department),
+            period=_period_of(info),
+            format=info.format,
+            requested_by=info.requested_by,
+        )
+        document = await build_document(
+            self.inputs, request, hospital=self._hospital, now=self._now()
+        )
+        now_position = document.feed_position
+        if info.figures_sha256 is None:
+            reason, same = "the report was never completed: nothing to compare", False
+        elif figures_digest(document) == info.figures_sha256:
+            reason, same = "the same figures", True
+        elif info.generator_version != GENERATOR_VERSION:
+            reason, same = (
+                f"generated by {info.generator_version}, now {GENERATOR_VERSION}: "
+                "a figure's definition changed",
+                False,
+            )
+        else:
+            reason, same = (
+                f"the data changed since: computed at feed position {info.feed_position}, "
+                f"now {now_position}",
+                False,
+            )
+        return Verification(info.id, same, reason, info.feed_position, now_position)
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        for task in list(self._running):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _period_of(info: ReportInfo) -> ReportPeriod:
+    zone = ZoneInfo(info.time_zone)
+    return ReportPeriod(
+        info.period_start.astimezone(zone),
+        info.period_end.astimezone(zone),
+        info.time_zone,
+        info.period_label,
+    )
+
+
+def _reason(error: Exception) -> str:
+    """What a failed run tells its reader: a client error's message, a disk's complaint."""
+    if isinstance(error, ClientError):
+        return error.message
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return "the disk is full: no space left to write the report"
+    if isinstance(error, OSError):
+        return f"cannot write the report: {error.strerror or error}"
+    return f"generation failed ({type(error).__name__}); see the service's log"
