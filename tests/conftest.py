@@ -123,6 +123,7 @@ def settings(
         timezone="Europe/Berlin",
         auth_timeout_seconds=5.0,
         feed_fallback_poll_seconds=30.0,
+        report_dir=tmp_path / "reports",
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -16,5 +16,6 @@ event recorder) lives in `livedash.testing`; what only tests use lives here:
 - `smtp`, `push_service`: a throwaway SMTP server (aiosmtpd) and a stand-in Web Push service
   with the browser's side of a subscription (it decrypts what arrives);
 - `stalled`: a WebSocket client that stops reading;
-- `reports`: a realistic report document, built without a database.
+- `reports`: a realistic report document, built without a database;
+- `report_oracle`: every report's figures recounted from the rows with plain SQL.
 """

@@ -8,8 +8,8 @@ report for today equals what the dashboard shows now.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from livedash.cluster.view import MetricView
 from livedash.metrics.figures import Point
 from livedash.reports.document import ReportPeriod
+from livedash.reports.periods import local_start
 from livedash.store.models import Department
 from livedash.timeutil import as_aware, naive_utc
 
@@ -62,6 +63,14 @@ class Window:
         first = self.period.start.astimezone(self.zone).date()
         last = (self.period.end - timedelta(microseconds=1)).astimezone(self.zone).date()
         return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+    def whole_days(self) -> Window:
+        """This window, its end moved to the local midnight after its last day."""
+        midnight = datetime.combine(self.days()[-1] + timedelta(days=1), time())
+        end = local_start(midnight, self.zone)  # aware UTC
+        if end <= self.period.end.astimezone(UTC):
+            return self
+        return Window(replace(self.period, end=end.astimezone(self.zone)), self.zone)
 
     def day_of(self, moment: datetime) -> date:
         """The local date of a stored (naive UTC) moment."""

@@ -33,6 +33,9 @@ from livedash.timeutil import naive_utc
 
 
 async def appointments(inputs: ReportInputs, scope: Scope, window: Window) -> Sections:
+    # Appointments belong to the day they are booked for: a period that ends part-way through
+    # a day (today, so far) holds that day's whole list, as `appointments_today` does.
+    window = window.whole_days()
     query = select(Appointment.department_id, Appointment.scheduled_at, Appointment.status).where(
         *around(Appointment.scheduled_at, window),
         *in_scope(Appointment.department_id, scope),
