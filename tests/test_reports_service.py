@@ -4,11 +4,13 @@ and CSV that reads back as its JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
 import re
 import subprocess
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,15 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 import livedash.reports.archive
-from livedash.errors import InvalidPayload, UnknownReport
+import livedash.reports.service
+from livedash.errors import InvalidPayload, RateLimited, UnknownReport
 from livedash.metrics.clock import ManualClock
 from livedash.reports.archive import ReportInfo
 from livedash.reports.document import ReportPeriod
 from livedash.reports.formats import parse_csv
 from livedash.reports.generation import GENERATOR_VERSION, ReportRequest
 from livedash.reports.periods import resolve_period
+from livedash.reports.service import AT_ONCE, QUEUED_PER_USER
 from livedash.settings import Settings
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.probes import services_of
@@ -424,3 +428,37 @@ async def test_every_report_as_csv_reads_back_as_its_json_and_prints_as_a_pdf(
         assert document["title"] in text
         assert "2026-11-16 00:00 \N{EN DASH} 2026-11-23 00:00 (Europe/Berlin)" in text
         assert "for m.schneider" in text
+
+
+async def test_a_user_s_burst_of_requests_waits_its_turn_and_a_fifth_is_refused(
+    reporting: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = services_of(reporting).reports
+    computing = 0
+    full, release = asyncio.Event(), asyncio.Event()
+    real_build = livedash.reports.service.build_document
+
+    async def slow_build(*args: Any, **kwargs: Any) -> Any:
+        nonlocal computing
+        computing += 1
+        if computing == AT_ONCE:
+            full.set()
+        await release.wait()
+        return await real_build(*args, **kwargs)
+
+    monkeypatch.setattr(livedash.reports.service, "build_document", slow_build)
+    request = await _scoped(reporting, "revenue", None)
+    queued = [await reports.submit(request) for _ in range(QUEUED_PER_USER)]
+    with pytest.raises(RateLimited, match="still being generated"):
+        await reports.submit(request)
+    other = await reports.submit(replace(request, requested_by="k.weber"))  # not their queue
+    await full.wait()
+    assert computing == AT_ONCE  # the rest wait for a turn, queued
+    assert {(await reports.archive.get(info.id)).status for info in queued} == {
+        "running",
+        "queued",
+    }
+    release.set()
+    await reports.settled()
+    for info in [*queued, other]:
+        assert (await reports.archive.get(info.id)).status == "done"

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from livedash.errors import ClientError, InvalidPayload
+from livedash.errors import ClientError, InvalidPayload, RateLimited
 from livedash.reports.archive import ReportArchive, ReportInfo
 from livedash.reports.document import ReportPeriod
 from livedash.reports.formats import render
@@ -29,6 +29,11 @@ from livedash.reports.generation import (
 from livedash.reports.inputs import ReportInputs, Scope, departments
 
 log = structlog.get_logger(__name__)
+
+AT_ONCE = 2
+"""Reports computed and rendered at once by one instance (the machine's cores)."""
+QUEUED_PER_USER = 4
+QUEUE_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,9 @@ class ReportService:
         self._hospital = hospital
         self._now = now
         self._running: set[asyncio.Task[ReportInfo]] = set()
+        # Reports are computed and rendered a few at a time: a burst of requests waits its
+        # turn (queued) instead of taking every database connection and both cores.
+        self._turns = asyncio.Semaphore(AT_ONCE)
         self.generated = 0
         self.failed = 0
 
@@ -71,12 +79,23 @@ class ReportService:
         raise InvalidPayload(f"unknown department {department!r}", department=department)
 
     async def submit(self, request: ReportRequest) -> ReportInfo:
-        """Queue a report and generate it in the background; poll `archive.get` for it."""
+        """Queue a report and generate it in the background; poll `archive.get` for it.
+
+        A user with `QUEUED_PER_USER` reports still queued or running is asked to wait."""
+        waiting = sum(
+            1 for task in self._running if task.get_name().endswith(f"/{request.requested_by}")
+        )
+        if waiting >= QUEUED_PER_USER:
+            raise RateLimited(
+                f"{waiting} of your reports are still being generated: wait for one to finish",
+                retry_after=QUEUE_RETRY_SECONDS,
+            )
         info = await self.archive.open(
             request, self._now(), generator=GENERATOR_VERSION, schedule_id=None
         )
         task = asyncio.create_task(
-            self._run(info.id, request, lambda step: None), name=f"report-{info.id}"
+            self._run(info.id, request, lambda step: None),
+            name=f"report-{info.id}/{request.requested_by}",
         )
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -97,6 +116,12 @@ class ReportService:
         return await self._run(info.id, request, on_step or (lambda step: None))
 
     async def _run(
+        self, ident: int, request: ReportRequest, on_step: Callable[[str], None]
+    ) -> ReportInfo:
+        async with self._turns:
+            return await self._generate(ident, request, on_step)
+
+    async def _generate(
         self, ident: int, request: ReportRequest, on_step: Callable[[str], None]
     ) -> ReportInfo:
         await self.archive.started(ident)
@@ -158,6 +183,10 @@ class ReportService:
                 False,
             )
         return Verification(info.id, same, reason, info.feed_position, now_position)
+
+    async def settled(self) -> None:
+        """Wait until every report queued so far is done or failed."""
+        await asyncio.gather(*self._running, return_exceptions=True)
 
     async def close(self) -> None:
         for task in list(self._running):
