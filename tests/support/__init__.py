@@ -17,5 +17,8 @@ event recorder) lives in `livedash.testing`; what only tests use lives here:
   with the browser's side of a subscription (it decrypts what arrives);
 - `stalled`: a WebSocket client that stops reading;
 - `reports`: a realistic report document, built without a database;
-- `report_oracle`: every report's figures recounted from the rows with plain SQL.
+- `report_oracle`: every report's figures recounted from the rows with plain SQL;
+- `report_schedules`: reports and schedules over REST on a clock that stands still, a
+  user's e-mail address, `/metrics` as Prometheus reads it, a mailed attachment and a
+  PDF's text.
 """

@@ -11,6 +11,7 @@ from pathlib import Path
 from livedash.changefeed.positions import load_position
 from livedash.cluster.runner import FEED_CONSUMER
 from livedash.cluster.view import SharedView
+from livedash.errors import InvalidPayload
 from livedash.metrics.clock import SystemClock
 from livedash.reports.archive import ReportArchive, ReportInfo
 from livedash.reports.generation import ReportRequest
@@ -85,6 +86,11 @@ async def run_generate(
             try:
                 partial.write_bytes(content)
                 partial.replace(out)
+            except OSError as error:
+                raise InvalidPayload(
+                    f"cannot write {out}: {error.strerror or error}; the report is kept as "
+                    f"report {info.id} in the archive"
+                ) from error
             finally:
                 partial.unlink(missing_ok=True)
         return info

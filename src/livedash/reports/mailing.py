@@ -62,7 +62,8 @@ class ReportMailer:
         message["To"] = to
         message["Subject"] = f"{self._hospital}: {schedule.name} ({report.period_label})"
         message["Date"] = format_datetime(as_aware(report.finished_at or report.created_at))
-        message["Message-ID"] = make_msgid(f"report-{report.id}")
+        # A domain of its own: without one, make_msgid asks DNS for this host's name, on the loop.
+        message["Message-ID"] = make_msgid(f"report-{report.id}", domain="livedash")
         message["Auto-Submitted"] = "auto-generated"
         link = f"{self._public_url}/api/reports/{report.id}/download"
         period = f"{report.period_start.isoformat()} to {report.period_end.isoformat()}"

@@ -8,8 +8,9 @@ believe they lead still run it once.
   `MISFIRE_GRACE` (the service was down) follows its `misfire` policy: `run_once` runs the
   latest missed run once, `skip` waits for the next one. Either way it never runs a backlog.
 - **Retries.** A failed run (the report, or the relay refusing the e-mail) is tried again
-  after `retry_seconds`, doubling each time, up to `max_attempts` in all; its error stays
-  on the schedule (`failures`, `last_error`) until a run succeeds.
+  after `retry_seconds`, doubling each time, up to `max_attempts` in all for each run; its
+  error stays on the schedule (`failures`: the latest run's failed attempts, `last_error`)
+  until a run succeeds.
 - **Seen.** The number of schedules whose last run failed is handed to `on_failing`: the
   service publishes it as the `report_runs_failing` metric, which the default alert rules
   raise an alert on, and Prometheus exports it.
@@ -65,6 +66,7 @@ class ReportScheduler:
         self._retry = retry_seconds
         self._on_failing = on_failing
         self._changed = asyncio.Event()
+        self._ticking = asyncio.Lock()
         self._last_expiry: datetime | None = None
         self.runs = 0
         self.failures = 0
@@ -101,22 +103,23 @@ class ReportScheduler:
             return None
 
     async def tick(self, *, starting: bool = False) -> None:
-        """Run every run and retry due now."""
-        now = self._clock.now()
-        for schedule in await self._book.due(now):
-            await self._due(schedule, now, starting=starting)
-        await self._publish_failing()
-        if self._last_expiry is None or now - self._last_expiry >= RETENTION_EVERY:
-            self._last_expiry = now
-            removed = await self._service.archive.expire(now)
-            if removed:
-                log.info("reports_expired", removed=removed)
+        """Run every run and retry due now, after any tick still under way here."""
+        async with self._ticking:
+            now = self._clock.now()
+            for schedule in await self._book.due(now):
+                await self._due(schedule, now, starting=starting)
+            await self._publish_failing()
+            if self._last_expiry is None or now - self._last_expiry >= RETENTION_EVERY:
+                self._last_expiry = now
+                removed = await self._service.archive.expire(now)
+                if removed:
+                    log.info("reports_expired", removed=removed)
 
     async def _due(self, schedule: ScheduleInfo, now: datetime, *, starting: bool) -> None:
         if schedule.retry_at is not None and schedule.retry_at <= now < schedule.next_run_at:
             if schedule.retry_of is None or not await self._book.claim(schedule, retry_at=None):
                 return
-            await self._run(schedule, schedule.retry_of, now)
+            await self._run(schedule, schedule.retry_of, now, retrying=True)
             return
         missed = runs_between(
             schedule.cron, schedule.next_run_at - timedelta(microseconds=1), now, self._zone
@@ -129,9 +132,13 @@ class ReportScheduler:
             self.skipped += len(missed)
             log.info("report_runs_skipped", schedule=schedule.id, missed=len(missed))
             return
-        await self._run(schedule, missed[-1] if missed else schedule.next_run_at, now)
+        await self._run(
+            schedule, missed[-1] if missed else schedule.next_run_at, now, retrying=False
+        )
 
-    async def _run(self, schedule: ScheduleInfo, run_at: datetime, now: datetime) -> None:
+    async def _run(
+        self, schedule: ScheduleInfo, run_at: datetime, now: datetime, *, retrying: bool
+    ) -> None:
         """Generate the report of the run scheduled at `run_at`, and mail it."""
         self.runs += 1
         period = previous_period(schedule_kind(schedule.cron), run_at, self._zone)
@@ -172,7 +179,8 @@ class ReportScheduler:
             )
             return
         self.failures += 1
-        failures = schedule.failures + 1
+        # Each run has its own attempts: one whose predecessor spent its retries still gets them.
+        failures = schedule.failures + 1 if retrying else 1
         retry = failures < self._max_attempts
         log.warning("report_run_failed", schedule=schedule.id, error=error, retry=retry)
         await self._book.claim(

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,7 +20,13 @@ from livedash.errors import InvalidPayload, UnknownReport
 from livedash.reports.catalogue import REPORT_TYPES
 from livedash.reports.cron import next_run, validate_cron
 from livedash.reports.generation import FORMATS
-from livedash.store.models import NotificationPreference, ReportSchedule, Role, User
+from livedash.store.models import (
+    NotificationPreference,
+    ReportRecord,
+    ReportSchedule,
+    Role,
+    User,
+)
 from livedash.timeutil import as_aware, naive_utc
 
 Misfire = Literal["run_once", "skip"]
@@ -47,6 +53,14 @@ class ScheduleRequest(BaseModel):
         "of them once at start-up, `skip` waits for the next.",
     )
     recipients: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, name: str) -> str:
+        # The name is the e-mails' subject, where a line break would fail every run.
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ValueError("one line of text, without line breaks or control characters")
+        return name
 
 
 class ScheduleInfo(BaseModel):
@@ -187,8 +201,14 @@ class ScheduleBook:
         return await self.get(ident)
 
     async def delete(self, ident: int) -> None:
+        """Delete a schedule; the reports it made stay (their parameters still name it)."""
         await self.get(ident)
         async with self._database.begin() as connection:
+            await connection.execute(
+                update(ReportRecord)
+                .where(ReportRecord.schedule_id == ident)
+                .values(schedule_id=None)
+            )
             await connection.execute(delete(ReportSchedule).where(ReportSchedule.id == ident))
 
     async def due(self, now: datetime) -> list[ScheduleInfo]:
