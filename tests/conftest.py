@@ -124,6 +124,7 @@ def settings(
         auth_timeout_seconds=5.0,
         feed_fallback_poll_seconds=30.0,
         report_dir=tmp_path / "reports",
+        report_settle_seconds=0.0,  # scheduled runs at their time (tests/test_reports_schedules)
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -32,6 +32,7 @@ def cli(database_path: Path, tmp_path: Path, hospital: dict[str, int]) -> Cli:
         "LIVEDASH_REPORT_DIR": str(tmp_path / "archive"),
         "LIVEDASH_TIMEZONE": "Europe/Berlin",
         "LIVEDASH_HOSPITAL_NAME": HOSPITAL,
+        "LIVEDASH_SMTP_HOST": "127.0.0.1",  # recipients need e-mail; nothing is sent here
         "COLUMNS": "250",  # rich wraps at the terminal's width: one line per message here
     }
 

@@ -21,6 +21,7 @@ from livedash.store.models import Role
 from tests.support.alerting import bearer
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.probes import services_of
+from tests.support.report_oracle import feed_applied, patient_screen
 from tests.support.report_schedules import (
     create_schedule,
     metric_samples,
@@ -28,6 +29,7 @@ from tests.support.report_schedules import (
     schedule_of,
 )
 from tests.support.rest import problem_of, walk
+from tests.support.writers import register_patient
 
 NOW = datetime(2026, 11, 25, 5, 10, tzinfo=UTC)  # a Wednesday, 06:10 in Berlin
 ZONE = ZoneInfo("Europe/Berlin")
@@ -316,3 +318,46 @@ async def test_old_reports_are_removed_by_type(
         assert still.status_code == 200
     assert not files["occupancy"].exists()
     assert files["admissions"].exists()
+
+
+async def test_a_run_waits_for_the_feed_to_settle_and_includes_the_last_second(
+    serve: Serve,
+    settings: Settings,
+    tmp_path: Path,
+    clock: ManualClock,
+    hospital: dict[str, int],
+    chief: str,
+    writer: Any,
+    connect: Connect,
+    token: Any,
+    database_url: str,
+) -> None:
+    server = await serve(reporting(settings, tmp_path, report_settle_seconds=30.0), clock)
+    screen = await patient_screen(connect, server, token)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        schedule = await create_schedule(
+            http, chief, cron="@hourly", format="json", report_type="revenue"
+        )
+    run = at(schedule["next_run_at"])
+    last_second = (run - timedelta(milliseconds=100)).replace(tzinfo=None)
+    await writer(
+        "INSERT INTO payments (bill_id, department_id, amount_cents, paid_at) VALUES (1, ?, ?, ?)",
+        (hospital["ED"], 4_200, last_second.isoformat(sep=" ")),
+    )
+    await register_patient(writer, hospital["ED"], "written after the payment")
+    await feed_applied(database_url, screen)
+    clock.set(run + timedelta(seconds=29))
+    await tick(server)
+    assert await scheduled_reports(server, chief) == []  # not yet: the feed may lag
+    clock.set(run + timedelta(seconds=30))
+    await tick(server)
+    (report,) = await scheduled_reports(server, chief)
+    assert report["status"] == "done"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        download = await http.get(f"/api/reports/{report['id']}/download", headers=bearer(chief))
+    assert download.json()["figures"][0] == {
+        "key": "revenue",
+        "title": "Revenue",
+        "kind": "money",
+        "value": "42.00",
+    }

@@ -256,6 +256,13 @@ async def test_schedules_are_managed_by_admins_within_their_departments(
             json={"name": "everything", "report_type": "occupancy", "cron": "@daily"},
         )
         problem_of(hospital_wide, 403, "forbidden")
+        unmailed = await http.post(
+            "/api/reports/schedules",
+            headers=chief,
+            json=schedule_body(recipients=["chief"]),
+        )
+        refusal = problem_of(unmailed, 422, "invalid_payload")
+        assert "e-mail is not configured" in refusal.detail
 
         card = await create_schedule(http, card_token, department="CARD", format="json")
         assert (card["created_by"], card["paused"], card["failures"]) == ("card-admin", False, 0)

@@ -387,7 +387,7 @@ def _reports(
         now=clock.now,
     )
     stack.push_async_callback(service.close)
-    book = ScheduleBook(database, settings.zone)
+    book = ScheduleBook(database, settings.zone, mail=settings.smtp_host is not None)
     sender = _email_sender(settings)
     mailer = None
     if sender is not None:
@@ -407,6 +407,7 @@ def _reports(
         max_attempts=settings.report_max_attempts,
         retry_seconds=settings.report_retry_seconds,
         on_failing=publish_failing,
+        settle=timedelta(seconds=settings.report_settle_seconds),
     )
     runner.lead(scheduler.while_leading)
     return service, book, scheduler

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     timezone: str = "UTC"
+    # How the page writes money and numbers: an ISO 4217 code, and a BCP 47 locale (None: the
+    # browser's own language).
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    locale: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
 
     # Tokens (RFC 8725): one algorithm, its key, required claims, audience and issuer.
     jwt_secret: SecretStr | None = None
@@ -58,6 +62,13 @@ class Settings(BaseSettings):
     rate_limit_connections_per_ip: str = "1000/minute"
     # History is charged by the hours a request spans (a year by day is 8,784), per user.
     rate_limit_history_hours: str = "20000/minute"
+    # What each socket a user has open adds to its event, history and REST budgets above, on
+    # the instance that holds it: a wall of screens sharing one account all reconnect, sign
+    # in, subscribe and read their trends together after a restart. Each socket's own limit
+    # (`rate_limit_socket`) still holds.
+    rate_limit_user_per_socket: str = "20/minute;10/second"
+    rate_limit_history_hours_per_socket: str = "2000/minute"
+    rate_limit_rest_per_socket: str = "20/minute"
     history_reads_at_once: int = Field(default=2, ge=1)  # per instance; others wait their turn
 
     # HTTP and transport.
@@ -141,6 +152,9 @@ class Settings(BaseSettings):
     report_attachment_max_bytes: int = Field(default=5_000_000, ge=0)
     report_max_attempts: int = Field(default=4, ge=1, le=20)
     report_retry_seconds: float = Field(default=60.0, gt=0)
+    # A scheduled run starts this long after its time, so that what was committed just before
+    # (the end of its period) has come through the change feed.
+    report_settle_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     log_level: str = "info"
     log_json: bool = False

@@ -103,23 +103,33 @@ async def run_list(settings: Settings, *, report_type: str | None, limit: int) -
 
 async def run_schedule_create(settings: Settings, request: ScheduleRequest) -> ScheduleInfo:
     async with report_service(settings) as service:
-        book = ScheduleBook(service.inputs.database, settings.zone)
+        book = ScheduleBook(
+            service.inputs.database, settings.zone, mail=settings.smtp_host is not None
+        )
         known = {scope.code for scope in await departments(service.inputs) if scope.code}
         return await book.create(request, created_by=CLI_USER, known=known, now=datetime.now(UTC))
 
 
 async def run_schedule_list(settings: Settings) -> list[ScheduleInfo]:
     async with report_service(settings) as service:
-        return await ScheduleBook(service.inputs.database, settings.zone).listed()
+        return await ScheduleBook(
+            service.inputs.database, settings.zone, mail=settings.smtp_host is not None
+        ).listed()
 
 
 async def run_schedule_change(settings: Settings, ident: int, action: str) -> ScheduleInfo | None:
     """Pause, resume or delete a schedule (None once deleted)."""
     async with report_service(settings) as service:
-        book = ScheduleBook(service.inputs.database, settings.zone)
+        book = ScheduleBook(
+            service.inputs.database, settings.zone, mail=settings.smtp_host is not None
+        )
         if action == "pause":
             return await book.pause(ident)
         if action == "resume":
             return await book.resume(ident, datetime.now(UTC))
         await book.delete(ident)
         return None
+
+
+def _book(service: ReportService, settings: Settings) -> ScheduleBook:
+    return ScheduleBook(service.inputs.database, settings.zone, mail=settings.smtp_host is not None)

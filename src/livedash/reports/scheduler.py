@@ -14,6 +14,8 @@ believe they lead still run it once.
 - **Seen.** The number of schedules whose last run failed is handed to `on_failing`: the
   service publishes it as the `report_runs_failing` metric, which the default alert rules
   raise an alert on, and Prometheus exports it.
+- **Settling.** A run starts `settle` after its time (`report_settle_seconds`, 30 s), so that
+  a report of the day before includes what was committed in its last second.
 - **Retention.** Old reports are removed once an hour.
 """
 
@@ -56,6 +58,7 @@ class ReportScheduler:
         max_attempts: int,
         retry_seconds: float,
         on_failing: Callable[[int], Awaitable[None]],
+        settle: timedelta = timedelta(0),
     ) -> None:
         self._book = book
         self._service = service
@@ -65,6 +68,7 @@ class ReportScheduler:
         self._max_attempts = max_attempts
         self._retry = retry_seconds
         self._on_failing = on_failing
+        self._settle = settle
         self._changed = asyncio.Event()
         self._ticking = asyncio.Lock()
         self._last_expiry: datetime | None = None
@@ -89,7 +93,8 @@ class ReportScheduler:
             earliest = await self._earliest()
             wait = POLL_SECONDS
             if earliest is not None:
-                wait = min(wait, max((earliest - self._clock.now()).total_seconds(), 0.0))
+                due = earliest + self._settle - self._clock.now()
+                wait = min(wait, max(due.total_seconds(), 0.0))
             try:
                 async with asyncio.timeout(wait):
                     await self._changed.wait()
@@ -106,8 +111,11 @@ class ReportScheduler:
         """Run every run and retry due now, after any tick still under way here."""
         async with self._ticking:
             now = self._clock.now()
-            for schedule in await self._book.due(now):
-                await self._due(schedule, now, starting=starting)
+            # The scheduler's clock runs `settle` behind: a run at midnight starts once the
+            # changes committed just before midnight have come through the feed.
+            settled = now - self._settle
+            for schedule in await self._book.due(settled):
+                await self._due(schedule, settled, starting=starting)
             await self._publish_failing()
             if self._last_expiry is None or now - self._last_expiry >= RETENTION_EVERY:
                 self._last_expiry = now

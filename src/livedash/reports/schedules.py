@@ -101,9 +101,11 @@ def _info(row: Any) -> ScheduleInfo:
 class ScheduleBook:
     """The report_schedules table."""
 
-    def __init__(self, database: AsyncEngine, zone: ZoneInfo) -> None:
+    def __init__(self, database: AsyncEngine, zone: ZoneInfo, *, mail: bool) -> None:
+        """`mail`: whether e-mail is configured (a schedule's recipients need it)."""
         self._database = database
         self._zone = zone
+        self._mail = mail
 
     async def create(
         self, request: ScheduleRequest, *, created_by: str, known: set[str], now: datetime
@@ -118,6 +120,11 @@ class ScheduleBook:
         if request.department is not None and request.department not in known:
             raise InvalidPayload(f"unknown department {request.department!r}")
         expression = validate_cron(request.cron)
+        if request.recipients and not self._mail:
+            raise InvalidPayload(
+                "e-mail is not configured (LIVEDASH_SMTP_HOST): a schedule with recipients "
+                "would mail nobody; configure it, or schedule without recipients"
+            )
         await self._check_recipients(request.recipients, request.department)
         values = {
             **request.model_dump(),
