@@ -44,12 +44,12 @@ from livedash.errors import (
     InvalidPayload,
     NotAuthenticated,
     RateLimited,
+    ReportNotReady,
     StoreError,
     Unavailable,
     UnknownAlert,
     UnknownDepartment,
     UnknownMetric,
-    ReportNotReady,
     UnknownReport,
 )
 
