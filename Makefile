@@ -4,7 +4,9 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 PORT  ?= 8000
-VENDOR := src/livedash/web/static/vendor/socket.io.min.js
+VENDOR_DIR := src/livedash/web/static/vendor
+VENDOR := $(VENDOR_DIR)/socket.io.min.js $(VENDOR_DIR)/uPlot.iife.min.js \
+	$(VENDOR_DIR)/uPlot.min.css $(VENDOR_DIR)/swagger-ui-bundle.js $(VENDOR_DIR)/swagger-ui.css
 
 .PHONY: demo test lint typecheck check system-deps clean
 
@@ -35,13 +37,24 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
-node_modules/socket.io-client/dist/socket.io.min.js: package.json
-	npm install --no-audit --no-fund --silent
+# The browser's packages, from package-lock.json. No install script runs: none is needed, and
+# swagger-ui-dist's dependency @scarf/scarf would report the installation to its makers.
+node_modules/.installed: package.json package-lock.json
+	npm install --no-audit --no-fund --ignore-scripts --silent
 	touch $@
 
-$(VENDOR): node_modules/socket.io-client/dist/socket.io.min.js
-	mkdir -p $(dir $@)
-	cp $< $@
+$(VENDOR_DIR)/socket.io.min.js: node_modules/.installed
+	mkdir -p $(@D)
+	cp node_modules/socket.io-client/dist/$(@F) $@
+
+$(VENDOR_DIR)/uPlot.iife.min.js $(VENDOR_DIR)/uPlot.min.css: node_modules/.installed
+	mkdir -p $(@D)
+	cp node_modules/uplot/dist/$(@F) $@
+
+# Swagger UI for /docs, served from here: the page's CSP allows no script from a CDN.
+$(VENDOR_DIR)/swagger-ui-bundle.js $(VENDOR_DIR)/swagger-ui.css: node_modules/.installed
+	mkdir -p $(@D)
+	cp node_modules/swagger-ui-dist/$(@F) $@
 
 # Debian's servers and browser for the tests that use the real things; installed when
 # missing and we are root, otherwise the one apt-get line is printed.

@@ -7,6 +7,7 @@ report for today equals what the dashboard shows now.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -43,38 +44,48 @@ class ReportInputs:
     feed_position: Callable[[], Awaitable[int]]
 
 
-@dataclass(frozen=True, slots=True)
 class Window:
-    """A report's period as the schema stores time (naive UTC), and its local days."""
+    """A report's period as the schema stores time (naive UTC), and its local days.
 
-    period: ReportPeriod
-    zone: ZoneInfo
+    Reports place every row they read (100,000s at 3,000 beds): the bounds and each local
+    midnight are computed once, and a row's day is found by bisection, not through the zone.
+    """
 
-    @property
-    def start(self) -> datetime:
-        return naive_utc(self.period.start)
+    __slots__ = ("_day_starts", "_days", "end", "period", "start", "zone")
 
-    @property
-    def end(self) -> datetime:
-        return naive_utc(self.period.end)
+    def __init__(self, period: ReportPeriod, zone: ZoneInfo) -> None:
+        self.period = period
+        self.zone = zone
+        self.start = naive_utc(period.start)
+        self.end = naive_utc(period.end)
+        first = period.start.astimezone(zone).date()
+        last = (period.end - timedelta(microseconds=1)).astimezone(zone).date()
+        self._days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        # Each day's first instant, and the next day's: a moment past the last is not placed
+        # by bisection.
+        self._day_starts = [
+            naive_utc(local_start(datetime.combine(day, time()), zone))
+            for day in [*self._days, last + timedelta(days=1)]
+        ]
 
     def days(self) -> list[date]:
         """Every local date the period touches, in order."""
-        first = self.period.start.astimezone(self.zone).date()
-        last = (self.period.end - timedelta(microseconds=1)).astimezone(self.zone).date()
-        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        return list(self._days)
 
     def whole_days(self) -> Window:
         """This window, its end moved to the local midnight after its last day."""
-        midnight = datetime.combine(self.days()[-1] + timedelta(days=1), time())
-        end = local_start(midnight, self.zone)  # aware UTC
+        end = as_aware(self._day_starts[-1])
         if end <= self.period.end.astimezone(UTC):
             return self
         return Window(replace(self.period, end=end.astimezone(self.zone)), self.zone)
 
     def day_of(self, moment: datetime) -> date:
-        """The local date of a stored (naive UTC) moment."""
-        return as_aware(moment).astimezone(self.zone).date()
+        """The local date of a stored moment (naive: UTC)."""
+        utc = naive_utc(moment)
+        index = bisect.bisect_right(self._day_starts, utc) - 1
+        if 0 <= index < len(self._days):
+            return self._days[index]
+        return as_aware(utc).astimezone(self.zone).date()  # past the period's last day
 
     def holds(self, moment: datetime | None) -> bool:
         """Whether a stored moment (naive: UTC) lies in the period."""

@@ -1,4 +1,4 @@
-"""Page routes and the health endpoint.
+"""Page routes (the dashboard, the REST API's docs at `/docs`) and the health endpoint.
 
 `/health` tells anyone whether the instance serves (its status and HTTP code, for a load
 balancer); what an operator needs beyond that (role, feed position, slot, cache, sockets)
@@ -28,12 +28,17 @@ _bearer = HTTPBearer(auto_error=False, description="A super_admin access token, 
 
 
 def install_routes(app: FastAPI) -> None:
-    """Add the dashboard page, its static assets and `/health` to `app`."""
+    """Add the dashboard page, the API docs page, their static assets and `/health` to `app`."""
     router = APIRouter()
 
     @router.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    # Swagger UI (swagger-ui-dist, copied into static/vendor by make) over /openapi.json.
+    @router.get("/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
 
     # The token is optional: the empty requirement says so to OpenAPI clients.
     @router.get(
