@@ -155,8 +155,10 @@ async def test_above_the_size_limit_the_mail_carries_a_link_that_needs_sign_in(
         message = (await smtp.next_message()).message
         assert list(message.iter_attachments()) == []
         text = body_text(message)
+        page = f"{PUBLIC_URL}/?page=reports&report={report_id}"
+        assert f"Open it in livedash (sign-in needed): {page}" in text
         link = f"{PUBLIC_URL}/api/reports/{report_id}/download"
-        assert f"Download it, signed in to livedash: {link}" in text
+        assert f"download it over the API with an access token: {link}" in text
         path = link.removeprefix(PUBLIC_URL)
         anonymous = await http.get(path)
         problem_of(anonymous, 401, "not_authenticated")

@@ -65,6 +65,7 @@ class ReportMailer:
         # A domain of its own: without one, make_msgid asks DNS for this host's name, on the loop.
         message["Message-ID"] = make_msgid(f"report-{report.id}", domain="livedash")
         message["Auto-Submitted"] = "auto-generated"
+        page = f"{self._public_url}/?page=reports&report={report.id}"
         link = f"{self._public_url}/api/reports/{report.id}/download"
         period = f"{report.period_start.isoformat()} to {report.period_end.isoformat()}"
         lines = [
@@ -78,10 +79,11 @@ class ReportMailer:
         if attach:
             lines.append("The report is attached.")
         else:
-            lines.append(
-                f"The report ({len(content):,} bytes) is too large to attach. Download it, "
-                f"signed in to livedash: {link}"
-            )
+            lines += [
+                f"The report ({len(content):,} bytes) is too large to attach. Open it in "
+                f"livedash (sign-in needed): {page}",
+                f"or download it over the API with an access token: {link}",
+            ]
         message.set_content("\n".join(lines) + "\n")
         if attach:
             maintype, subtype = MEDIA_TYPES[report.format].split(";")[0].split("/")
