@@ -202,9 +202,9 @@ async def test_recipients_who_may_no_longer_receive_it_get_nothing(
     skipped = [event for event in logs if event["event"] == "report_recipients_skipped"]
     assert [event["why"] for event in skipped] == [
         [
-            "gone: no longer an active user",
-            "moved: may no longer see this report's scope",
-            "mute: no e-mail address",
+            "gone: is not an active user",
+            "moved: may not see CARD",
+            "mute: has no e-mail address in their notification preferences",
         ]
     ]
     async with httpx.AsyncClient(base_url=server.url) as http:

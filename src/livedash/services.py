@@ -68,12 +68,10 @@ from livedash.realtime.outbox import Outbox, RoomScreens
 from livedash.realtime.redis_manager import CappedRedisManager
 from livedash.realtime.server import GatewayServer
 from livedash.realtime.stream import MemoryHistory, RedisHistory, UpdateHistory
-from livedash.reports.archive import ReportArchive
-from livedash.reports.inputs import ReportInputs
 from livedash.reports.mailing import ReportMailer
 from livedash.reports.scheduler import ReportScheduler
 from livedash.reports.schedules import ScheduleBook
-from livedash.reports.service import ReportService
+from livedash.reports.service import ReportService, configured_report_service
 from livedash.settings import Settings
 from livedash.store.engine import create_engine, is_sqlite, write_locking
 
@@ -179,7 +177,11 @@ async def _build(
     storage = shared_storage(settings.redis_url)
     rest_limiter = await stack.enter_async_context(
         RateLimiter(
-            settings.rate_limit_rest, namespace="rest", storage_uri=storage, connection_pool=pool
+            settings.rate_limit_rest,
+            namespace="rest",
+            storage_uri=storage,
+            connection_pool=pool,
+            per_unit=settings.rate_limit_rest_per_socket,
         )
     )
     login_limits = await stack.enter_async_context(LoginLimits(storage, pool))
@@ -374,17 +376,8 @@ def _reports(
         if pipeline is not None:
             await pipeline.set_system(report_runs_failing=count)
 
-    archive = ReportArchive(
-        database,
-        settings.report_dir,
-        in_database=settings.report_storage == "database",
-        retention_days=settings.report_retention_days,
-    )
-    service = ReportService(
-        ReportInputs(database, view, settings.zone, feed_position),
-        archive,
-        hospital=settings.hospital_name,
-        now=clock.now,
+    service = configured_report_service(
+        settings, database, view, now=clock.now, feed_position=feed_position
     )
     stack.push_async_callback(service.close)
     book = ScheduleBook(database, settings.zone, mail=settings.smtp_host is not None)

@@ -13,12 +13,12 @@ from livedash.cluster.runner import FEED_CONSUMER
 from livedash.cluster.view import SharedView
 from livedash.errors import InvalidPayload
 from livedash.metrics.clock import SystemClock
-from livedash.reports.archive import ReportArchive, ReportInfo
+from livedash.reports.archive import ReportInfo
 from livedash.reports.generation import ReportRequest
-from livedash.reports.inputs import ReportInputs, departments
+from livedash.reports.inputs import departments
 from livedash.reports.periods import resolve_period
 from livedash.reports.schedules import ScheduleBook, ScheduleInfo, ScheduleRequest
-from livedash.reports.service import ReportService
+from livedash.reports.service import ReportService, configured_report_service
 from livedash.settings import Settings
 from livedash.store.engine import create_engine
 
@@ -37,17 +37,8 @@ async def report_service(settings: Settings) -> AsyncIterator[ReportService]:
             async with database.connect() as connection:
                 return await load_position(connection, FEED_CONSUMER)
 
-        archive = ReportArchive(
-            database,
-            settings.report_dir,
-            in_database=settings.report_storage == "database",
-            retention_days=settings.report_retention_days,
-        )
-        service = ReportService(
-            ReportInputs(database, view, settings.zone, feed_position),
-            archive,
-            hospital=settings.hospital_name,
-            now=clock.now,
+        service = configured_report_service(
+            settings, database, view, now=clock.now, feed_position=feed_position
         )
         yield service
         await service.close()

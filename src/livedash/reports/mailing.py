@@ -11,15 +11,12 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.notifications.email import EmailSender
-from livedash.notifications.notice import DeliveryError
 from livedash.reports.archive import ReportInfo
 from livedash.reports.formats import MEDIA_TYPES
-from livedash.reports.schedules import ScheduleInfo, may_see
-from livedash.store.models import NotificationPreference, User
+from livedash.reports.schedules import ScheduleInfo, sort_recipients
 from livedash.timeutil import as_aware
 
 log = structlog.get_logger(__name__)
@@ -46,8 +43,10 @@ class ReportMailer:
     async def send(self, schedule: ScheduleInfo, report: ReportInfo, content: bytes) -> list[str]:
         """Mail the report to each recipient allowed to see it; returns the problems (an
         empty list: everyone received it). A relay that refuses raises `DeliveryError`."""
-        problems: list[str] = []
-        addresses = await self._addresses(schedule.recipients, schedule.department, problems)
+        addresses, refused = await sort_recipients(
+            self._database, schedule.recipients, schedule.department
+        )
+        problems = [f"{username}: {reason}" for username, reason in refused.items()]
         for username, address in addresses.items():
             message = self.compose(address, schedule, report, content)
             await self._sender.deliver(address, message)
@@ -94,40 +93,3 @@ class ReportMailer:
                 filename=f"{report.report_type}-{report.period_label}.{report.format}",
             )
         return message
-
-    async def _addresses(
-        self, usernames: list[str], department: str | None, problems: list[str]
-    ) -> dict[str, str]:
-        async with self._database.connect() as connection:
-            users = {
-                row.username: row
-                for row in await connection.execute(
-                    select(User.username, User.role, User.departments, User.active).where(
-                        User.username.in_(usernames)
-                    )
-                )
-            }
-            emails = dict(
-                (
-                    await connection.execute(
-                        select(NotificationPreference.username, NotificationPreference.email).where(
-                            NotificationPreference.username.in_(usernames)
-                        )
-                    )
-                ).all()
-            )
-        found: dict[str, str] = {}
-        for username in usernames:
-            user = users.get(username)
-            if user is None or not user.active:
-                problems.append(f"{username}: no longer an active user")
-            elif not may_see(user.role, user.departments, department):
-                problems.append(f"{username}: may no longer see this report's scope")
-            elif not emails.get(username):
-                problems.append(f"{username}: no e-mail address")
-            else:
-                found[username] = str(emails[username])
-        return found
-
-
-__all__ = ["DeliveryError", "ReportMailer"]

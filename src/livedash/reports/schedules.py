@@ -143,37 +143,9 @@ class ScheduleBook:
 
     async def _check_recipients(self, usernames: list[str], department: str | None) -> None:
         """Every recipient is an active user with an e-mail address who may see the scope."""
-        if not usernames:
-            return
-        async with self._database.connect() as connection:
-            users = {
-                row.username: row
-                for row in await connection.execute(
-                    select(User.username, User.role, User.departments, User.active).where(
-                        User.username.in_(usernames)
-                    )
-                )
-            }
-            addresses = {
-                row.username: row.email
-                for row in await connection.execute(
-                    select(NotificationPreference.username, NotificationPreference.email).where(
-                        NotificationPreference.username.in_(usernames)
-                    )
-                )
-            }
-        for username in usernames:
-            user = users.get(username)
-            if user is None or not user.active:
-                raise InvalidPayload(f"recipient {username!r} is not an active user")
-            if not may_see(user.role, user.departments, department):
-                where = "the whole hospital" if department is None else department
-                raise InvalidPayload(f"recipient {username!r} may not see {where}")
-            if not addresses.get(username):
-                raise InvalidPayload(
-                    f"recipient {username!r} has no e-mail address in their notification "
-                    "preferences"
-                )
+        _, refused = await sort_recipients(self._database, usernames, department)
+        for username, reason in refused.items():
+            raise InvalidPayload(f"recipient {username!r} {reason}")
 
     async def get(self, ident: int) -> ScheduleInfo:
         async with self._database.connect() as connection:
@@ -271,6 +243,46 @@ class ScheduleBook:
             await connection.execute(
                 update(ReportSchedule).where(ReportSchedule.id == ident).values(**values)
             )
+
+
+async def sort_recipients(
+    database: AsyncEngine, usernames: list[str], department: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The e-mail address of each recipient who may receive a report of `department`'s scope,
+    and why each other one may not (in the order given)."""
+    if not usernames:
+        return {}, {}
+    async with database.connect() as connection:
+        users = {
+            row.username: row
+            for row in await connection.execute(
+                select(User.username, User.role, User.departments, User.active).where(
+                    User.username.in_(usernames)
+                )
+            )
+        }
+        emails = {
+            row.username: row.email
+            for row in await connection.execute(
+                select(NotificationPreference.username, NotificationPreference.email).where(
+                    NotificationPreference.username.in_(usernames)
+                )
+            )
+        }
+    addresses: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    for username in usernames:
+        user = users.get(username)
+        if user is None or not user.active:
+            refused[username] = "is not an active user"
+        elif not may_see(user.role, user.departments, department):
+            where = "the whole hospital" if department is None else department
+            refused[username] = f"may not see {where}"
+        elif not emails.get(username):
+            refused[username] = "has no e-mail address in their notification preferences"
+        else:
+            addresses[username] = str(emails[username])
+    return addresses, refused
 
 
 def may_see(role: str, departments: list[str] | None, department: str | None) -> bool:

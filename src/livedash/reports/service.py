@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.cluster.view import MetricView
 from livedash.errors import ClientError, InvalidPayload, RateLimited
 from livedash.reports.archive import ReportArchive, ReportInfo
 from livedash.reports.document import ReportPeriod
@@ -27,6 +29,7 @@ from livedash.reports.generation import (
     figures_digest,
 )
 from livedash.reports.inputs import ReportInputs, Scope, departments
+from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -215,3 +218,26 @@ def _reason(error: Exception) -> str:
     if isinstance(error, OSError):
         return f"cannot write the report: {error.strerror or error}"
     return f"generation failed ({type(error).__name__}); see the service's log"
+
+
+def configured_report_service(
+    settings: Settings,
+    database: AsyncEngine,
+    view: MetricView,
+    *,
+    now: Callable[[], datetime],
+    feed_position: Callable[[], Awaitable[int]],
+) -> ReportService:
+    """The report service `settings` describe, over `database` and `view`."""
+    archive = ReportArchive(
+        database,
+        settings.report_dir,
+        in_database=settings.report_storage == "database",
+        retention_days=settings.report_retention_days,
+    )
+    return ReportService(
+        ReportInputs(database, view, settings.zone, feed_position),
+        archive,
+        hospital=settings.hospital_name,
+        now=now,
+    )
