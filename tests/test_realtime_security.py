@@ -168,7 +168,11 @@ async def test_user_rate_limit_counts_all_of_a_users_sockets(
     hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
 ) -> None:
     limited = settings.model_copy(
-        update={"rate_limit_socket": "1000/minute", "rate_limit_user": "6/minute;1000/second"}
+        update={
+            "rate_limit_socket": "1000/minute",
+            "rate_limit_user": "6/minute;1000/second",
+            "rate_limit_user_per_socket": "0/minute",  # the user's own budget, not its sockets'
+        }
     )
     server = await serve(limited)
     first = await connect(server, token(Role.VIEWER, ("CARD",), sub="carol"))
@@ -184,7 +188,11 @@ async def test_events_before_authentication_count_against_the_socket_only(
     hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
 ) -> None:
     limited = settings.model_copy(
-        update={"rate_limit_socket": "5/minute", "rate_limit_user": "3/minute"}
+        update={
+            "rate_limit_socket": "5/minute",
+            "rate_limit_user": "3/minute",
+            "rate_limit_user_per_socket": "0/minute",
+        }
     )
     server = await serve(limited)
     erin = token(sub="erin")  # her user is saved before `connect` returns
@@ -223,6 +231,7 @@ async def test_limiter_keeps_addresses_and_users_apart(settings: Settings) -> No
             update={
                 "rate_limit_connections_per_ip": "2/minute",
                 "rate_limit_user": "2/minute",
+                "rate_limit_user_per_socket": "0/minute",
                 "rate_limit_socket": "100/minute",
             }
         )
@@ -352,7 +361,11 @@ def _history(start: str, end: str, granularity: str = "hour") -> dict[str, Any]:
 async def test_history_is_charged_by_the_hours_it_spans_per_user(
     hospital: dict[str, int], serve: Serve, settings: Settings, connect: Connect, token: Any
 ) -> None:
-    server = await serve(settings.model_copy(update={"rate_limit_history_hours": "100/minute"}))
+    budget = {
+        "rate_limit_history_hours": "100/minute",
+        "rate_limit_history_hours_per_socket": "0/minute",
+    }
+    server = await serve(settings.model_copy(update=budget))
     greedy = await connect(server, token(Role.ADMIN, ("ED",), sub="greedy"))
     four_days = _history("2026-11-01T00:00:00Z", "2026-11-05T00:00:00Z")  # 96 hours
     assert len((await greedy.call("request_historical", four_days))["points"]) == 96

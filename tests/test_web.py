@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from livedash.auth.tokens import verify_token
 from livedash.errors import InvalidToken
@@ -19,26 +19,40 @@ from livedash.store.models import Role
 from livedash.testing.hospital import sql_now
 from livedash.testing.oracle import Values, recompute
 from livedash.testing.servers import RedisServer
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, cell
 from tests.support.live import LiveServer
 from tests.support.writers import Write, register_patient
 
-SCREENSHOT = Path("/tmp/livedash-dashboard.png")
+STATIC = Path(__file__).parent.parent / "src" / "livedash" / "web" / "static"
 
-# What the page shows for the hospital and each department row.
-SHOWN_METRICS = (
+# What the page shows in a scope's tiles and panels (the hospital's, or a department's view).
+TILE_METRICS = (
     "patients_active",
     "patients_waiting",
     "patients_new_today",
+    "patients_total",
+    "patients_emergency",
+    "bed_occupancy_rate",
+    "beds_occupied",
+    "beds_free",
+    "beds_cleaning",
+    "beds_out_of_service",
+    "room_occupancy_rate",
+    "staff_on_duty",
+    "appointments_today",
+    "appointments_completed_today",
+    "appointments_scheduled_today",
+)
+# ... and in each department's row of the overview.
+ROW_METRICS = (
+    "patients_active",
+    "patients_waiting",
     "patients_emergency",
     "bed_occupancy_rate",
     "beds_occupied",
     "beds_total",
-    "rooms_occupied",
-    "rooms_total",
+    "beds_free",
     "staff_on_duty",
-    "appointments_today",
-    "appointments_completed_today",
 )
 RATES = {"bed_occupancy_rate", "room_occupancy_rate"}
 
@@ -67,19 +81,16 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     assert not script_errors, f"the page threw: {script_errors}"
 
 
-def cell(page: Page, metric: str, department: str | None) -> Locator:
-    """The element showing `metric` for `department` (`None`: the hospital-wide totals)."""
-    return page.locator(f'[data-metric="{metric}"][data-department="{department or ""}"]')
-
-
 def shown(metric: str, value: float) -> str:
     """`value` as the page formats it in the en-US locale."""
     return f"{value * 100:.1f}%" if metric in RATES else f"{value:,}"
 
 
-async def expect_values(page: Page, truth: Values, department: str | None) -> None:
-    """Wait until every figure shown for `department` equals the SQL recompute."""
-    for metric in SHOWN_METRICS:
+async def expect_values(
+    page: Page, truth: Values, department: str | None, metrics: tuple[str, ...]
+) -> None:
+    """Wait until every figure of `metrics` shown for `department` equals the SQL recompute."""
+    for metric in metrics:
         await expect(cell(page, metric, department)).to_have_text(
             shown(metric, truth[metric, department])
         )
@@ -92,13 +103,24 @@ async def test_page_and_assets_are_served(server: LiveServer) -> None:
         assert page.headers["content-type"].startswith("text/html")
         for asset, kind in (
             ("/static/vendor/socket.io.min.js", "javascript"),
-            ("/static/dashboard.js", "javascript"),
+            ("/static/vendor/uPlot.iife.min.js", "javascript"),
+            ("/static/vendor/uPlot.min.css", "text/css"),
+            ("/static/js/app.js", "javascript"),
             ("/static/dashboard.css", "text/css"),
         ):
             response = await client.get(asset)
             assert response.status_code == 200, asset
             assert kind in response.headers["content-type"], asset
             assert f'"{asset}"' in page.text, asset
+        # Every module the page imports is served, as JavaScript (module scripts need it).
+        modules = sorted(STATIC.glob("js/*.js"))
+        assert modules
+        for module in modules:
+            response = await client.get(f"/static/js/{module.name}")
+            assert response.status_code == 200, module.name
+            assert "javascript" in response.headers["content-type"], module.name
+            for imported in re.findall(r'from "\./([a-z]+\.js)"', module.read_text()):
+                assert (STATIC / "js" / imported).is_file(), (module.name, imported)
     # Ready for a strict CSP: every script is a file, and there is no inline style.
     assert all("src=" in tag for tag in re.findall(r"<script\b[^>]*>", page.text))
     assert "<style" not in page.text
@@ -126,15 +148,17 @@ async def test_super_admin_sees_hospital_totals_and_live_updates(
     await expect(page.locator("#connection")).to_have_text("Live")
     await expect(page.locator("#login")).to_be_hidden()
     assert page.url == f"{server.url}/", "the token is left in the address bar"
-    await expect(page.locator("#hospital .card")).to_have_count(8)
+    await expect(page.locator(".now .tile")).to_have_count(5)
+    await expect(page.locator(".today .tile")).to_have_count(3)
     await expect(page.locator("#department-rows tr")).to_have_count(2)
 
     truth = await recompute(
         settings.database_url, settings.zone, datetime.now(settings.zone).date()
     )
     assert truth["bed_occupancy_rate", None] == 0.25
-    for department in (None, "ED", "CARD"):
-        await expect_values(page, truth, department)
+    await expect_values(page, truth, None, TILE_METRICS)
+    for department in ("ED", "CARD"):
+        await expect_values(page, truth, department, ROW_METRICS)
     await expect(page.locator("#last-update")).not_to_have_text("—")
 
     waiting = cell(page, "patients_waiting", None)
@@ -147,7 +171,6 @@ async def test_super_admin_sees_hospital_totals_and_live_updates(
     await expect(cell(page, "patients_waiting", "CARD")).to_have_text(
         str(truth["patients_waiting", "CARD"])
     )
-    await page.screenshot(path=SCREENSHOT, full_page=True)
 
 
 async def test_department_admin_sees_only_their_department(
@@ -160,9 +183,10 @@ async def test_department_admin_sees_only_their_department(
 
     await page.goto(f"{server.url}/#token={token(Role.ADMIN, ('ED',))}")
     await expect(page.locator("#connection")).to_have_text("Live")
-    await expect(page.locator("#department-rows tr")).to_have_count(1)
+    # One department and no hospital totals: its view is the overview, with nothing to choose.
+    await expect(page.locator("#view-title")).to_have_text("Emergency")
+    await expect(page.locator("#filter")).to_be_hidden()
     await expect(cell(page, "patients_waiting", "ED")).to_have_text("1")
-    await expect(page.locator("#hospital")).to_be_hidden()
 
     await register_patient(sqlite_writer, hospital["CARD"], "walk-in")
     await register_patient(sqlite_writer, hospital["ED"], "walk-in")

@@ -125,7 +125,11 @@ async def test_a_department_admin_reads_only_their_departments(
 async def test_history_over_rest_is_the_sockets_with_its_checks_and_budget(
     hospital: dict[str, int], serve: Serve, connect: Connect, token: Any, settings: Settings
 ) -> None:
-    server = await serve(settings.model_copy(update={"rate_limit_history_hours": "60/minute"}))
+    budget = {
+        "rate_limit_history_hours": "60/minute",
+        "rate_limit_history_hours_per_socket": "0/minute",
+    }
+    server = await serve(settings.model_copy(update=budget))
     caller = token(Role.ADMIN, ("ED",), sub="ed-admin")
     screen = await connect(server, caller)
     asked = day_by_hour(settings, "ED")

@@ -118,7 +118,7 @@ async def handshake(
 async def test_every_http_response_carries_the_security_headers(server: LiveServer) -> None:
     host = f"127.0.0.1:{server.port}"
     async with httpx.AsyncClient(base_url=server.url) as client:
-        for path in ("/", "/static/dashboard.js", "/health", "/api/metrics", "/no-such-page"):
+        for path in ("/", "/static/js/app.js", "/health", "/api/metrics", "/no-such-page"):
             expect_security_headers(await client.get(path), host, tls=False)
         # The Socket.IO polling transport is answered by Engine.IO, not FastAPI.
         polling = await client.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
@@ -144,10 +144,10 @@ async def test_the_page_runs_under_its_policy_and_the_policy_is_enforced(
             )
             await page.goto(f"{server.url}/#token={token()}")
             await expect(page.locator("#connection")).to_have_text("Live")
-            await expect(page.locator("#hospital .card").first).to_be_visible()
-            # The stylesheet applied: the login form the stylesheet hides is not shown.
+            await expect(page.locator(".now .tile").first).to_be_visible()
+            # The stylesheets applied (the page's and the charts'): the login form is hidden.
             await expect(page.locator("#login")).to_be_hidden()
-            assert await page.evaluate("document.styleSheets.length") == 1
+            assert await page.evaluate("document.styleSheets.length") == 2
             assert await page.evaluate("window.violations") == []
             assert problems == []
 

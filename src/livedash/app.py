@@ -29,6 +29,7 @@ from livedash.settings import Settings
 from livedash.web.alerts_api import install_alerts_api
 from livedash.web.api import install_api
 from livedash.web.auth_api import install_auth_api
+from livedash.web.changes_api import install_changes_api
 from livedash.web.dashboard_api import install_dashboard_api
 from livedash.web.deps import SERVICES
 from livedash.web.ingest import install_ingest
@@ -96,7 +97,8 @@ def create_app(
 def rest_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     """The FastAPI app of the page, `/health`, `/metrics` and the REST API; its routes reach
     the services `lifespan` yields."""
-    # No Swagger UI or ReDoc: they load scripts from a CDN, which the page's CSP refuses.
+    # FastAPI's Swagger UI and ReDoc load scripts from a CDN, which the page's CSP refuses;
+    # web/routes.py serves `/docs` from our own files instead.
     api = FastAPI(
         title="livedash", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
@@ -105,6 +107,7 @@ def rest_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     install_metrics(api)
     install_api(api)
     install_dashboard_api(api)
+    install_changes_api(api)
     install_alerts_api(api)
     install_notifications_api(api)
     install_reports_api(api)

@@ -4,6 +4,13 @@ The storage is named by URI: in memory (`async+memory://`) for one process; when
 instances serve the same users, a shared one (`async+redis://host:6379`) so that counts add up
 wherever a client lands. A refused request is not counted, so a client that waits
 `retry_after` seconds gets through again.
+
+A limiter may grow with what its key holds (`per_unit`): a user's budget, say, with the sockets
+it has open, so that a wall of screens sharing one account does not lock itself out when they
+all reconnect at once. Past the limit, a request is counted against an allowance of `per_unit`
+times the units the caller names, counted in memory: the units are this instance's (its own
+sockets), and so are their windows. Units may be given as a function, read when the allowance
+is asked: in a burst they grow while a request waits its turn.
 """
 
 from __future__ import annotations
@@ -12,11 +19,12 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import structlog
 from limits import RateLimitItem, parse_many
+from limits.aio.storage import MovingWindowSupport
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
@@ -29,6 +37,9 @@ from livedash.settings import Settings
 log = structlog.get_logger(__name__)
 
 MEMORY = "async+memory://"
+
+Units = int | Callable[[], int]
+"""What a key holds, now or when asked (see the module's docstring)."""
 
 
 def shared_storage(redis_url: str | None) -> str:
@@ -47,9 +58,11 @@ class RateLimiter:
         counted: str = "requests",
         storage_uri: str = MEMORY,
         connection_pool: ConnectionPool | None = None,
+        per_unit: str | None = None,
     ) -> None:
         try:
             self._items = parse_many(limits)
+            self._per_unit = parse_many(per_unit) if per_unit else []
         except ValueError as error:
             raise ConfigurationError(f"bad {namespace} rate limit {limits!r}: {error}") from error
         if not storage_uri.startswith("async+"):
@@ -65,6 +78,9 @@ class RateLimiter:
         except LimitsConfigurationError as error:
             raise ConfigurationError(f"rate limit storage: {error}") from error
         self._strategy = MovingWindowRateLimiter(storage)
+        self._allowance = (
+            MovingWindowRateLimiter(storage_from_string(MEMORY)) if self._per_unit else None
+        )
         self._namespace = namespace
         self._counted = counted
 
@@ -80,33 +96,58 @@ class RateLimiter:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Let the memory storage's expiry task finish before its event loop goes away."""
-        timer = getattr(self._strategy.storage, "timer", None)
-        if isinstance(timer, asyncio.Task):
-            await asyncio.gather(timer, return_exceptions=True)
+        """Let the memory storages' expiry tasks finish before their event loop goes away."""
+        for strategy in (self._strategy, self._allowance):
+            timer = getattr(strategy.storage, "timer", None) if strategy is not None else None
+            if isinstance(timer, asyncio.Task):
+                await asyncio.gather(timer, return_exceptions=True)
 
-    async def hit(self, key: str, *, cost: int = 1) -> None:
-        """Count `cost` requests for `key`, or raise `RateLimited` saying when to retry."""
+    async def hit(self, key: str, *, cost: int = 1, units: Units = 0) -> None:
+        """Count `cost` requests for `key` (holding `units`: see the module's docstring), or
+        raise `RateLimited` saying when to retry."""
         with storage_failure_tolerated():
-            refusal = await self.refusal(key, cost=cost)
+            refusal = await self.refusal(key, cost=cost, units=units)
             if refusal is None:
-                refusal = await self.count(key, cost=cost)
+                refusal = await self.count(key, cost=cost, units=units)
             if refusal is not None:
                 raise refusal
 
-    async def refusal(self, key: str, *, cost: int = 1) -> RateLimited | None:
+    async def refusal(self, key: str, *, cost: int = 1, units: Units = 0) -> RateLimited | None:
         """Why `cost` more requests for `key` would be refused now, or None (nothing counted)."""
         for item in self._items:
             if not await self._strategy.test(item, self._namespace, key, cost=cost):
+                if await self._allows(key, cost, units, count=False):
+                    return None
                 return await self._refused(item, key)
         return None
 
-    async def count(self, key: str, *, cost: int = 1) -> RateLimited | None:
+    async def count(self, key: str, *, cost: int = 1, units: Units = 0) -> RateLimited | None:
         """Count `cost` requests for `key`; the refusal if concurrent ones took the last slots."""
         for item in self._items:
             if not await self._strategy.hit(item, self._namespace, key, cost=cost):
+                if await self._allows(key, cost, units, count=True):
+                    return None
                 return await self._refused(item, key)
         return None
+
+    async def _allows(self, key: str, cost: int, held: Units, *, count: bool) -> bool:
+        """Whether the allowance of the units `held` takes `cost` more for `key` (and, with
+        `count`, counts them)."""
+        units = held() if callable(held) else held
+        if units <= 0 or self._allowance is None:
+            return False
+        storage = cast(MovingWindowSupport, self._allowance.storage)
+        for item in self._per_unit:
+            # Keyed by the per-unit item, so the window stays the same as the units change.
+            window, limit = item.key_for(self._namespace, key), item.amount * units
+            if count:
+                if not await storage.acquire_entry(window, limit, item.get_expiry(), cost):
+                    return False
+            else:
+                _, used = await storage.get_moving_window(window, limit, item.get_expiry())
+                if used > limit - cost:
+                    return False
+        return True
 
     async def used(self, key: str) -> int:
         """How many have been counted for `key` within the window of the first limit."""
@@ -125,9 +166,11 @@ class RateLimiter:
         )
 
 
-async def hit_together(
-    pairs: Sequence[tuple[RateLimiter, str]], *, tested: Sequence[tuple[RateLimiter, str]] = ()
-) -> None:
+Charge = tuple[RateLimiter, str] | tuple[RateLimiter, str, Units]
+"""A limiter and the key to count against it, and the units that key holds (0 if left out)."""
+
+
+async def hit_together(pairs: Sequence[Charge], *, tested: Sequence[Charge] = ()) -> None:
     """Count one request against several limiters, or none of them if any refuses.
 
     Every limit is tested before any is counted, so a request refused by one (a socket's
@@ -135,14 +178,18 @@ async def hit_together(
     the request too, but are not counted (failures, counted with `count_together` later).
     """
     with storage_failure_tolerated():
-        for limiter, key in (*tested, *pairs):
-            refusal = await limiter.refusal(key)
+        for limiter, key, units in map(_with_units, (*tested, *pairs)):
+            refusal = await limiter.refusal(key, units=units)
             if refusal is not None:
                 raise refusal
-        for limiter, key in pairs:
-            refusal = await limiter.count(key)
+        for limiter, key, units in map(_with_units, pairs):
+            refusal = await limiter.count(key, units=units)
             if refusal is not None:
                 raise refusal
+
+
+def _with_units(charge: Charge) -> tuple[RateLimiter, str, Units]:
+    return charge if len(charge) == 3 else (charge[0], charge[1], 0)
 
 
 async def count_together(pairs: Sequence[tuple[RateLimiter, str]]) -> None:

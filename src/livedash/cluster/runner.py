@@ -13,7 +13,7 @@ to Redis came back earlier has already resent, before those updates.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from livedash.aio import BackgroundTasks
 from livedash.changefeed import ChangeSource, open_change_source
 from livedash.cluster.state import SharedMetricState
+from livedash.metrics.causes import Cause
 from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.history import HistoryRecorder
@@ -144,7 +145,11 @@ class FeedRunner:
         # Shared state first: a follower's snapshot at a stream position must already hold
         # the values of every update up to it.
         if self._state is not None:
-            pipeline.add_listener(self._share)
+
+            async def share(updates: list[MetricValue]) -> None:
+                await self._share(updates, engine.causes.of(updates))
+
+            pipeline.add_listener(share)
         pipeline.add_listener(self._send)
         for listener in self._listeners:
             pipeline.add_listener(listener)
@@ -238,13 +243,13 @@ class FeedRunner:
     async def _send(self, updates: list[MetricValue]) -> None:
         self._sink.put(updates)
 
-    async def _share(self, updates: list[MetricValue]) -> None:
+    async def _share(self, updates: list[MetricValue], causes: Sequence[Cause]) -> None:
         assert self._state is not None
         breaker = self._cache
         if breaker is not None and not breaker.allow():
             return  # Redis is down: the prober tells when to write again
         try:
-            await self._state.publish(updates)
+            await self._state.publish(updates, causes)
         except (RedisError, OSError) as error:
             # The outbox is about to send values Redis does not hold: a follower's snapshot
             # would miss them. Open now; the return rewrites everything and resyncs.

@@ -4,6 +4,10 @@ The elected leader writes each published value under its own key with the tier's
 (critical 5 s, standard 30 s, historical 5 min) and rewrites all of them well within the
 shortest TTL, so the keys live as long as a leader does. When no leader writes any more, the
 values expire and readers fall back to the database instead of serving stale numbers.
+
+With each batch of values it writes, in the same round trip, the causes recorded for them
+(`livedash.metrics.causes`): each key's newest causes as a capped list, newest first, which
+followers read to explain a value.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from livedash.metrics.definitions import METRICS, Tier
+from livedash.metrics.causes import CAUSES_KEPT, Cause, Reason, RowChange
+from livedash.metrics.definitions import METRICS, Tier, Value
 from livedash.metrics.engine import MetricValue
 
 PREFIX = "livedash:"
 TIER_TTL_SECONDS = {Tier.CRITICAL: 5, Tier.STANDARD: 30, Tier.HISTORICAL: 300}
 DEPARTMENTS_TTL_SECONDS = 300
+# A cause explains the past, so it outlives the leader that wrote it; a key that no longer
+# changes (a department gone) expires a day after its last cause.
+CAUSES_TTL_SECONDS = 24 * 3600
 MetricKey = tuple[str, str | None]
 
 # KEYS: the version floor, then one key per value; ARGV: version, encoded value, TTL per value.
@@ -58,15 +66,27 @@ def ttl_of(metric: str) -> int:
     return TIER_TTL_SECONDS[tier]
 
 
+def causes_key(metric: str, department: str | None) -> str:
+    return f"{PREFIX}c:{metric}|{department or ''}"
+
+
+def _plain(raw: Value) -> tuple[Any, str]:
+    """A value as JSON holds it, and its kind (decimals as exact strings)."""
+    return (str(raw), "decimal") if isinstance(raw, Decimal) else (raw, "plain")
+
+
+def _typed(raw: Any, kind: str) -> Value:
+    return Decimal(raw) if kind == "decimal" and raw is not None else raw
+
+
 def encode(value: MetricValue) -> str:
-    raw: Any = value.value
-    kind = "decimal" if isinstance(raw, Decimal) else "plain"
+    raw, kind = _plain(value.value)
     return json.dumps(
         {
             "metric": value.metric,
             "department": value.department,
             "department_id": value.department_id,
-            "value": str(raw) if kind == "decimal" else raw,
+            "value": raw,
             "kind": kind,
             "version": value.version,
             "timestamp": value.timestamp.isoformat(),
@@ -75,13 +95,58 @@ def encode(value: MetricValue) -> str:
     )
 
 
+def encode_cause(cause: Cause) -> str:
+    before, before_kind = _plain(cause.before)
+    after, after_kind = _plain(cause.after)
+    return json.dumps(
+        {
+            "metric": cause.metric,
+            "department": cause.department,
+            "version": cause.version,
+            "at": cause.at.isoformat(),
+            "before": [before, before_kind],
+            "after": [after, after_kind],
+            "reason": cause.reason.value,
+            "changes": [
+                [c.table, c.op, c.row_id, c.committed_at.isoformat(), c.department]
+                for c in cause.changes
+            ],
+            "more": cause.more_changes,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_cause(raw: str | bytes) -> Cause:
+    data = json.loads(raw)
+    return Cause(
+        metric=data["metric"],
+        department=data["department"],
+        version=int(data["version"]),
+        at=datetime.fromisoformat(data["at"]),
+        before=_typed(*data["before"]),
+        after=_typed(*data["after"]),
+        reason=Reason(data["reason"]),
+        changes=tuple(
+            RowChange(
+                table=str(table),
+                op=str(op),
+                row_id=row_id,
+                committed_at=datetime.fromisoformat(committed_at),
+                department=department,
+            )
+            for table, op, row_id, committed_at, department in data["changes"]
+        ),
+        more_changes=bool(data["more"]),
+    )
+
+
 def decode(raw: str | bytes) -> MetricValue:
     data = json.loads(raw)
-    value = Decimal(data["value"]) if data["kind"] == "decimal" else data["value"]
     return MetricValue(
         metric=data["metric"],
         department=data["department"],
-        value=value,
+        value=_typed(data["value"], data["kind"]),
         version=int(data["version"]),
         timestamp=datetime.fromisoformat(data["timestamp"]),
         department_id=data["department_id"],
@@ -95,8 +160,9 @@ class SharedMetricState:
         self._redis = redis
         self._publish = redis.register_script(_PUBLISH)
 
-    async def publish(self, values: Sequence[MetricValue]) -> None:
-        """Store `values` (each with its tier's TTL) and raise the version floor.
+    async def publish(self, values: Sequence[MetricValue], causes: Sequence[Cause] = ()) -> None:
+        """Store `values` (each with its tier's TTL) and raise the version floor; add `causes`
+        to their keys' lists (the newest `CAUSES_KEPT`), in the same round trip.
 
         A stored value is never replaced by an older version of it, nor the floor lowered:
         the periodic rewrite of every value may reach Redis after a newer update did.
@@ -108,7 +174,28 @@ class SharedMetricState:
         for value in values:
             keys.append(value_key(value.metric, value.department))
             arguments += [value.version, encode(value), ttl_of(value.metric)]
-        await self._publish(keys=keys, args=arguments)
+        if not causes:
+            await self._publish(keys=keys, args=arguments)
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._publish(keys=keys, args=arguments, client=pipe)
+            for cause in causes:
+                key = causes_key(cause.metric, cause.department)
+                pipe.lpush(key, encode_cause(cause))
+                pipe.ltrim(key, 0, CAUSES_KEPT - 1)
+                pipe.expire(key, CAUSES_TTL_SECONDS)
+            await pipe.execute()
+
+    async def causes(self, metric: str, department: str | None) -> list[Cause]:
+        """The causes the leader wrote for a key, newest first."""
+        raws = await self._redis.lrange(causes_key(metric, department), 0, CAUSES_KEPT - 1)
+        found: list[Cause] = []
+        for raw in raws:
+            try:
+                found.append(decode_cause(raw))
+            except (ValueError, KeyError, TypeError):  # not ours (another release?): skipped
+                continue
+        return sorted(found, key=lambda cause: cause.version, reverse=True)
 
     async def publish_departments(self, departments: dict[int, str]) -> None:
         await self._redis.set(

@@ -6,7 +6,9 @@ cluster's leader) it answers from its own engine. Elsewhere (a follower) it read
 (cache-aside). Reading from the database means counting the rows once, which is what a
 follower does when no leader has written for longer than a tier's TTL or Redis is down; such
 values carry version 0 ("not from the feed"), so any later update replaces them on the
-screen. History series are cached the same way, for whoever serves them.
+screen. History series are cached the same way, for whoever serves them. The causes of a
+value (what moved it) come from the engine's log where the feed is read, and from the lists
+the leader writes to Redis elsewhere.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from livedash.cluster.cache import CacheStats, LocalCache
 from livedash.cluster.state import TIER_TTL_SECONDS, SharedMetricState
 from livedash.errors import StoreError
+from livedash.metrics.causes import Cause
 from livedash.metrics.clock import Clock
 from livedash.metrics.definitions import METRIC_NAMES, Tier
 from livedash.metrics.engine import MetricEngine, MetricValue
@@ -79,6 +82,10 @@ class MetricView(Protocol):
         `fresh`: read past the caches, for a report that records the feed position its
         figures were computed at.
         """
+        ...
+
+    async def causes(self, metric: str, department: str | None) -> list[Cause]:
+        """What moved a metric's value for a department (None: the hospital), newest first."""
         ...
 
 
@@ -265,6 +272,19 @@ class SharedView:
                 )
         except SQLAlchemyError as error:
             raise StoreError("the database is not reachable") from error
+
+    # -- causes --------------------------------------------------------------------------
+
+    async def causes(self, metric: str, department: str | None) -> list[Cause]:
+        pipeline = self._leader_pipeline()
+        if pipeline is not None:
+            return pipeline.engine.causes.recent(metric, department)
+        if self._state is None:
+            return []  # no leader to ask: nothing has been published
+        found = await self._redis(lambda state: state.causes(metric, department))
+        if found is None:
+            raise StoreError("the shared cache is not reachable")
+        return list(found)
 
     # -- Redis ---------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ rows at start-up and `apply` takes changes afterwards, through the very same cod
 
 Beds are counted per room as well, and reach a department through their room; when a room
 appears, moves or disappears, its beds' counts move with it, so write order does not matter.
+
+Each counter a change moves notes the change, so that a value published after a batch can
+say which rows moved it (`causes`, see `livedash.metrics.causes`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from livedash.changefeed.base import Change, Row
+from livedash.metrics.causes import CHANGES_PER_CAUSE, CauseLog, Note, Reason
 from livedash.metrics.clock import Clock
 from livedash.metrics.contributions import CONTRIBUTIONS, Contribution
 from livedash.metrics.definitions import (
@@ -41,6 +45,8 @@ HOSPITAL: None = None
 
 DepartmentId = int | None
 MetricKey = tuple[str, DepartmentId]
+Touched = dict[tuple[str, DepartmentId], list[Change | None]]
+"""(family, department) -> the changes that moved its counters, in order (None: at start-up)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +89,13 @@ class MetricEngine:
             "rooms": self._apply_room,
             "beds": self._apply_bed,
         }
-        self._touched: set[tuple[str, DepartmentId]] = set()
+        self._touched: Touched = {}
+        self._change: Change | None = None  # the change being applied, which `_bump` notes
         self._system = SystemStatus()
         self._historical: dict[MetricKey, Value] = {}
+        self.causes = CauseLog()
+        """What moved each published value (recorded by `apply`, `refresh_time` and
+        `set_historical`)."""
 
     # -- reading -------------------------------------------------------------------------
 
@@ -150,16 +160,18 @@ class MetricEngine:
         for change in changes:
             if change.position <= self.position:
                 continue  # already counted: delivered again after a restart
+            self._change = change
             self._dispatch(change.table, change.old, change.new)
             self.position = change.position
-        touched, self._touched = self._touched, set()
+        self._change = None
+        touched, self._touched = self._touched, {}
         keys = {
             (metric, department)
             for family, department in touched
             for metric in FAMILY_METRICS.get(family, ())
             if department is HOSPITAL or department in self._departments
         }
-        return updates + self._publish(sorted(keys, key=_sort_key))
+        return updates + self._publish(sorted(keys, key=_sort_key), Reason.ROWS, touched)
 
     def refresh_time(self) -> list[MetricValue]:
         """After midnight (hospital time), publish the day-scoped values for the new day."""
@@ -168,13 +180,13 @@ class MetricEngine:
             return []
         self._today = today
         keys = [(metric, department) for metric in DAILY_METRICS for department in self._scopes()]
-        return self._publish(keys)
+        return self._publish(keys, Reason.NEW_DAY)
 
     def set_historical(self, values: Mapping[MetricKey, Value]) -> list[MetricValue]:
         """Record the historical tier's figures (by metric and department id); publish changes."""
         self._historical.update(values)
         keys = [key for key in values if key[1] is HOSPITAL or key[1] in self._departments]
-        return self._publish(sorted(keys, key=_sort_key))
+        return self._publish(sorted(keys, key=_sort_key), Reason.ROLL_UPS)
 
     def set_system(self, status: SystemStatus) -> list[MetricValue]:
         """Record the service's own health; publish what changed, in every scope."""
@@ -205,18 +217,31 @@ class MetricEngine:
                 return department_id
         raise KeyError(code)
 
-    def _publish(self, keys: Iterable[MetricKey]) -> list[MetricValue]:
+    def _publish(
+        self,
+        keys: Iterable[MetricKey],
+        reason: Reason | None = None,
+        touched: Touched | None = None,
+    ) -> list[MetricValue]:
+        """Publish the values of `keys` that changed; with a `reason`, record their causes
+        (the rows behind each: those `touched` noted for its families)."""
         now = self._clock.now()
         updates: list[MetricValue] = []
+        noted = touched or {}
+        # The metrics that read the same families in the same department share one list, and
+        # the lists share each change's note: made only for the changes a cause lists.
+        behind: dict[tuple[tuple[str, ...], DepartmentId], tuple[tuple[Note, ...], bool]] = {}
+        notes: dict[int, Note] = {}
         for metric, department in keys:
             value = self._evaluate(metric, department)
             previous = self._published.get((metric, department))
             if previous is not None and previous.value == value:
                 continue
             self._version += 1
+            code = self._departments.get(department) if department is not None else None
             published = MetricValue(
                 metric=metric,
-                department=self._departments.get(department) if department is not None else None,
+                department=code,
                 value=value,
                 version=self._version,
                 timestamp=now,
@@ -224,7 +249,77 @@ class MetricEngine:
             )
             self._published[(metric, department)] = published
             updates.append(published)
+            if reason is not None:
+                families = METRICS[metric].families
+                last = behind.get((families, department))
+                if last is None:
+                    last = behind[families, department] = self._last(
+                        noted, families, department, notes
+                    )
+                before = previous.value if previous is not None else None
+                self.causes.record(
+                    (metric, code), (published.version, now, before, value, reason, *last)
+                )
         return updates
+
+    def _last(
+        self,
+        touched: Touched,
+        families: tuple[str, ...],
+        department: DepartmentId,
+        notes: dict[int, Note],
+    ) -> tuple[tuple[Note, ...], bool]:
+        """The notes of the last changes that moved `families` in `department`, and whether
+        there were more."""
+        if len(families) == 1:  # most metrics: the family's own list, in order already
+            noted = touched.get((families[0], department), [])
+            last = [change for change in noted[-CHANGES_PER_CAUSE:] if change is not None]
+            more = len(noted) > CHANGES_PER_CAUSE
+        else:
+            lists = [touched.get((family, department), []) for family in families]
+            unique = {
+                change.position: change
+                for noted in lists
+                for change in noted[-CHANGES_PER_CAUSE:]
+                if change is not None
+            }
+            newest = sorted(unique)[-CHANGES_PER_CAUSE:]
+            last = [unique[position] for position in newest]
+            more = len(unique) > len(newest) or any(len(n) > CHANGES_PER_CAUSE for n in lists)
+        made = []
+        for change in last:
+            note = notes.get(change.position)
+            if note is None:
+                note = notes[change.position] = self._note(change)
+            made.append(note)
+        return tuple(made), more
+
+    def _note(self, change: Change) -> Note:
+        """What a cause may say of `change`: where and when, not the row's content."""
+        row = change.new if change.new is not None else (change.old or {})
+        if change.table == "departments":
+            code = row.get("code")
+        else:
+            identifier = self._department_of(change.table, row)
+            code = self._departments.get(identifier) if identifier is not None else None
+        return (
+            change.position,
+            change.table,
+            change.op,
+            row.get("id"),
+            change.committed_at,
+            str(code) if code is not None else None,
+        )
+
+    def _department_of(self, table: str, row: Row) -> DepartmentId:
+        if table == "departments":
+            identifier = row.get("id")
+        elif table == "beds":
+            room = row.get("room_id")
+            identifier = self._room_department.get(int(room)) if room is not None else None
+        else:
+            identifier = row.get("department_id")
+        return int(identifier) if isinstance(identifier, int) else None
 
     def _evaluate(self, metric: str, department: DepartmentId) -> Value:
         scope = Scope(self._counters, department, self._today, self._system, self._historical)
@@ -260,7 +355,12 @@ class MetricEngine:
         self._counters[full] += amount
         if self._counters[full] == 0:
             del self._counters[full]
-        self._touched.add((family, department))
+        scope = (family, department)
+        noted = self._touched.get(scope)
+        if noted is None:
+            self._touched[scope] = [self._change]
+        elif noted[-1] is not self._change:
+            noted.append(self._change)
 
     # -- departments, rooms and beds -----------------------------------------------------
 
@@ -275,7 +375,10 @@ class MetricEngine:
             department_id = int(new["id"])
             self._departments[department_id] = str(new.get("code") or department_id)
             # A new (or renamed) department publishes all its values once.
-            self._touched.update((family, department_id) for family in FAMILY_METRICS)
+            for family in FAMILY_METRICS:
+                noted = self._touched.setdefault((family, department_id), [])
+                if not noted or noted[-1] is not self._change:
+                    noted.append(self._change)
 
     def _apply_room(self, old: Row | None, new: Row | None) -> None:
         if old is not None and old.get("id") is not None:

@@ -16,15 +16,19 @@ from livedash.metrics.definitions import METRICS
 from livedash.realtime.schemas import (
     Authenticated,
     AuthenticateRequest,
+    ChangedRow,
     ConnectionStatus,
     ErrorPayload,
+    ExplainRequest,
     HistoricalData,
     HistoricalPoint,
     HistoricalRequest,
+    MetricChanges,
     MetricSelection,
     MetricsSnapshot,
     MetricUpdate,
     StreamPosition,
+    ValueChange,
 )
 
 _AT = datetime(2026, 11, 23, 9, 30, 0, 125000, tzinfo=UTC)
@@ -106,6 +110,51 @@ EVENTS: list[EventDoc] = [
         'it, `rate_limited` with `retry_after` and `details.per: "history"`.',
     ),
     (
+        "in",
+        "explain_metric",
+        ExplainRequest,
+        ExplainRequest(metric="patients_active", department="CARD"),
+        'Ask what moved a value: "why did this change?". Acknowledged with `MetricChanges`'
+        " (below): the value's last updates (at most 10), newest first, each with its"
+        " `version` (that of the `dashboard_update` that carried it), the value before and"
+        " after, and the row changes behind it: table, operation, row id, commit time and"
+        " department, never the row's content (no names). A department outside the token's"
+        " scope, or `null` (the hospital-wide totals) for any role but `super_admin`, is"
+        " refused with `forbidden`, as for a subscription. Also `GET"
+        " /api/metrics/{metric}/changes?department=CODE|hospital`.",
+    ),
+    (
+        "out",
+        "explain_metric (acknowledgement)",
+        MetricChanges,
+        MetricChanges(
+            metric="patients_active",
+            department="CARD",
+            changes=[
+                ValueChange(
+                    version=1795426200125001,
+                    timestamp=_AT,
+                    before=40,
+                    after=41,
+                    delta=1,
+                    reason="rows",
+                    rows=[
+                        ChangedRow(
+                            table="patients",
+                            op="insert",
+                            id=18342,
+                            committed_at=_AT.replace(microsecond=98000),
+                            department="CARD",
+                        )
+                    ],
+                )
+            ],
+        ),
+        "The answer to `explain_metric`. A value's updates are kept where the change feed is"
+        " read, and shared through Redis with every instance; an instance that cannot reach"
+        " Redis answers `unavailable`.",
+    ),
+    (
         "out",
         "connection_status",
         ConnectionStatus,
@@ -131,8 +180,13 @@ EVENTS: list[EventDoc] = [
             departments=["CARD"],
             metrics=["patients_total", "..."],
             expires_at=_AT,
+            timezone="Europe/Berlin",
+            currency="EUR",
+            locale="de-DE",
         ),
-        "The token was accepted. `departments` lists what this socket may see. Sent again, "
+        "The token was accepted. `departments` lists what this socket may see; `timezone`, "
+        "`currency` and `locale` say how the hospital's figures are written "
+        "(`LIVEDASH_TIMEZONE`, `LIVEDASH_CURRENCY`, `LIVEDASH_LOCALE`). Sent again, "
         "unasked, when the user's role or departments in the `users` table shrink while "
         "connected (checked every `LIVEDASH_AUTH_RECHECK_SECONDS`, 5 s): subscriptions outside "
         "the new scope are dropped.",
@@ -204,8 +258,10 @@ EVENTS: list[EventDoc] = [
         "cannot be reached: ask again after `retry_after`), `internal`; on connecting also "
         "`too_many_connections` and `draining` (see `connection_status`). Every event counts "
         "against its socket's limit and, once authenticated, its user's (all of that user's "
-        "sockets together); past either, events get `rate_limited` with `retry_after`, the "
-        "seconds until one would be served again.",
+        "sockets together, a budget that grows with each socket the user has open, so that a "
+        "wall of screens on one account can reconnect at once); past either, events get "
+        "`rate_limited` with `retry_after`, the seconds until one would be served again, and "
+        '`details.per` (`"socket"` or `"user"`).',
     ),
 ]
 

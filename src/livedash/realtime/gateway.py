@@ -13,6 +13,9 @@ its own, built here over one shared table of sessions:
   looping over sockets.
 - `resync`: `connection_status`, and fresh snapshots for sockets that may have missed updates.
 
+It serves `explain_metric` itself: a value's last updates and the rows behind them, from the
+view, in the same scope as a subscription (`changes`, for REST too).
+
 This module registers the handlers, admits connections (each attempt counts against the
 instance's cap and its client address's rate limit) and forgets them, and drains the
 instance before it stops.
@@ -29,6 +32,7 @@ import structlog
 from pydantic import ValidationError
 
 from livedash.aio import BackgroundTasks
+from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.auth.users import Authenticator
 from livedash.cluster.view import MetricView
@@ -40,8 +44,9 @@ from livedash.realtime.frames import FrameStats
 from livedash.realtime.guard import EventGuard, Handler
 from livedash.realtime.identities import Identities
 from livedash.realtime.limiter import SocketLimiter
+from livedash.realtime.requests import changes_of, explain_query
 from livedash.realtime.resync import Resync
-from livedash.realtime.schemas import HistoricalData, StreamPosition
+from livedash.realtime.schemas import HistoricalData, MetricChanges, StreamPosition
 from livedash.realtime.server import REFUSAL, GatewayServer, PacketStats
 from livedash.realtime.stream import Position, UpdateHistory
 from livedash.realtime.subscriptions import Subscriptions
@@ -58,6 +63,7 @@ INCOMING_EVENTS = (
     "unsubscribe_metrics",
     "request_snapshot",
     "request_historical",
+    "explain_metric",
 )
 
 RESYNC_RETRY_SECONDS = 1.0
@@ -86,6 +92,7 @@ class Gateway:
         self._settings = settings
         self._server = server
         self._status = status
+        self._view = view
         self._limiter = limiter or SocketLimiter(settings)
         self._sessions: dict[str, ClientSession] = {}
         self._background = BackgroundTasks()
@@ -120,6 +127,7 @@ class Gateway:
             "unsubscribe_metrics": self._subscriptions.unsubscribe,
             "request_snapshot": self._subscriptions.snapshot,
             "request_historical": self._subscriptions.historical,
+            "explain_metric": self._explain,
         }
         served = {
             event: self._guard.serve(event, handler, public=event == "authenticate")
@@ -176,6 +184,21 @@ class Gateway:
         """A `request_historical` for `principal` made elsewhere (REST): the sockets' checks,
         history budget and limit on reads at once."""
         return await self._subscriptions.history(principal, data)
+
+    async def changes(self, principal: Principal, data: Any) -> MetricChanges:
+        """An `explain_metric` for `principal`, from a socket or REST: the value's last
+        updates and the rows behind them, in the scope a subscription would have."""
+        visible = visible_departments(principal, await self._view.departments())
+        request = explain_query(data, visible)
+        return changes_of(request, await self._view.causes(request.metric, request.department))
+
+    async def _explain(self, session: ClientSession, data: Any) -> MetricChanges:
+        assert session.principal is not None  # the guard lets only authenticated sockets here
+        return await self.changes(session.principal, data)
+
+    def sockets_of(self, user: str) -> int:
+        """The sockets `user` has open on this instance: each adds to its budgets (REST's too)."""
+        return self._limiter.sockets_of(user)
 
     async def stream_top(self) -> Position | None:
         """The update stream's last position (None while it is out of reach)."""
@@ -258,6 +281,7 @@ class Gateway:
             # when its handler runs. Obeying it would forget the session (and its token's
             # expiry) while the socket stays in its rooms.
             return await self._guard.refuse_unknown("disconnect", sid, *args[:1])
+        self._limiter.forget(sid)
         session = self._sessions.pop(sid, None)
         if session is not None:
             session.cancel_timer()

@@ -102,6 +102,9 @@ class Identities:
             departments=ordered(visible),
             metrics=list(METRIC_NAMES),
             expires_at=principal.expires_at,
+            timezone=self._settings.timezone,
+            currency=self._settings.currency,
+            locale=self._settings.locale,
         )
         await self._fanout.to_socket(session.sid, "authenticated", reply.model_dump(mode="json"))
         return reply

@@ -1,11 +1,22 @@
 """The gateway's rate limits: events per socket and per user, connections per client address,
-and hours of history per user."""
+and hours of history per user.
+
+A user's event and history budgets grow with the sockets it has open on this instance
+(`rate_limit_user_per_socket`, `rate_limit_history_hours_per_socket`), so that a wall of
+screens sharing one account, all reconnecting after a restart, is not refused; each socket
+still has its own limit, so one noisy screen is stopped whatever its user holds. A socket
+counts as its user's from its first event after authenticating until it disconnects or sends
+one as someone else (or no one).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import partial
+
 from redis.asyncio import ConnectionPool
 
-from livedash.auth.ratelimit import MEMORY, RateLimiter, hit_together, shared_storage
+from livedash.auth.ratelimit import MEMORY, Charge, RateLimiter, hit_together, shared_storage
 from livedash.settings import Settings
 
 
@@ -28,6 +39,7 @@ class SocketLimiter:
             counted="events from this user",
             storage_uri=storage_uri,
             connection_pool=connection_pool,
+            per_unit=settings.rate_limit_user_per_socket,
         )
         self._address = RateLimiter(
             settings.rate_limit_connections_per_ip,
@@ -43,25 +55,51 @@ class SocketLimiter:
             counted="hours of history asked for by this user",
             storage_uri=storage_uri,
             connection_pool=connection_pool,
+            per_unit=settings.rate_limit_history_hours_per_socket,
         )
+        self._user_of: dict[str, str] = {}
+        self._sockets: Counter[str] = Counter()
 
     async def aclose(self) -> None:
         """Let the storages' background work finish."""
         for limiter in (self._socket, self._user, self._address, self._history):
             await limiter.aclose()
 
+    def sockets_of(self, user: str) -> int:
+        """The sockets `user` has open on this instance (that have sent an event as it)."""
+        return self._sockets[user]
+
     async def event(self, sid: str, user: str | None) -> None:
         """Count one event against its socket and, once authenticated, its user."""
-        pairs = [(self._socket, sid)]
+        self._belongs(sid, user)
+        charges: list[Charge] = [(self._socket, sid)]
         if user is not None:
-            pairs.append((self._user, user))
-        await hit_together(pairs)
+            charges.append((self._user, user, partial(self.sockets_of, user)))
+        await hit_together(charges)
 
     async def history(self, user: str, hours: int) -> None:
         """Charge a history request spanning `hours` to its user (at most the whole budget,
         so that a long range is slow to repeat but never refused for ever)."""
-        await self._history.hit(user, cost=min(hours, self._history.capacity))
+        cost = min(hours, self._history.capacity)
+        await self._history.hit(user, cost=cost, units=partial(self.sockets_of, user))
 
     async def connection(self, address: str) -> None:
         """Count one connection attempt from a client address."""
         await self._address.hit(address)
+
+    def forget(self, sid: str) -> None:
+        """A socket disconnected: it no longer adds to its user's budget."""
+        self._belongs(sid, None)
+
+    def _belongs(self, sid: str, user: str | None) -> None:
+        was = self._user_of.get(sid)
+        if was == user:
+            return
+        if was is not None:
+            self._sockets[was] -= 1
+            if self._sockets[was] <= 0:
+                del self._sockets[was]
+            del self._user_of[sid]
+        if user is not None:
+            self._user_of[sid] = user
+            self._sockets[user] += 1

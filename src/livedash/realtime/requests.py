@@ -11,13 +11,23 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from livedash.errors import Forbidden, InvalidPayload, UnknownMetric
-from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES
-from livedash.realtime.schemas import MAX_NAME_LENGTH, HistoricalRequest, MetricSelection
+from livedash.metrics.causes import Cause
+from livedash.metrics.definitions import HISTORY_SERIES, METRIC_NAMES, Value
+from livedash.realtime.schemas import (
+    MAX_NAME_LENGTH,
+    ChangedRow,
+    ExplainRequest,
+    HistoricalRequest,
+    MetricChanges,
+    MetricSelection,
+    ValueChange,
+)
 from livedash.timeutil import as_aware
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -108,6 +118,58 @@ def history_query(data: Any, visible: Departments) -> HistoryQuery:
         raise InvalidPayload(f"at most {request.longest.days} days by {request.granularity}")
     check_visible([request.department], visible)
     return HistoryQuery(request, start, end)
+
+
+def explain_query(data: Any, visible: Departments) -> ExplainRequest:
+    """An `explain_metric` checked for its metric and scope."""
+    request = parse(ExplainRequest, data)
+    if request.metric not in METRIC_NAMES:
+        raise UnknownMetric(
+            f"unknown metric: {request.metric}",
+            unknown=[request.metric],
+            valid=list(METRIC_NAMES),
+        )
+    check_visible([request.department], visible)
+    return request
+
+
+def changes_of(request: ExplainRequest, causes: Iterable[Cause]) -> MetricChanges:
+    """The wire form of a value's causes."""
+    return MetricChanges(
+        metric=request.metric,
+        department=request.department,
+        changes=[
+            ValueChange(
+                version=cause.version,
+                timestamp=cause.at,
+                before=cause.before,
+                after=cause.after,
+                delta=_delta(cause.before, cause.after),
+                reason=cause.reason.value,
+                rows=[
+                    ChangedRow(
+                        table=row.table,
+                        op=row.op,
+                        id=row.row_id,
+                        committed_at=row.committed_at,
+                        department=row.department,
+                    )
+                    for row in cause.changes
+                ],
+                more_rows=cause.more_changes,
+            )
+            for cause in causes
+        ],
+    )
+
+
+def _delta(before: Value, after: Value) -> int | float | Decimal | None:
+    numbers = (int, float, Decimal)
+    if not isinstance(before, numbers) or not isinstance(after, numbers):
+        return None
+    if isinstance(before, float) or isinstance(after, float):
+        return round(float(after) - float(before), 6)  # rates: no float noise in the answer
+    return after - before
 
 
 def label(department: str | None) -> str:

@@ -110,6 +110,55 @@ class HistoricalData(BaseModel):
     points: list[HistoricalPoint]
 
 
+class ExplainRequest(_Incoming):
+    """`explain_metric`: what moved one metric's value for one department (`null`: the
+    hospital-wide totals)."""
+
+    metric: str = Field(max_length=MAX_NAME_LENGTH)
+    department: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+
+
+class ChangedRow(BaseModel):
+    """A row change behind a value: where and when, never what the row holds."""
+
+    table: str
+    op: Literal["insert", "update", "delete"]
+    id: int | str | None = Field(description="The row's id in its table.")
+    committed_at: datetime
+    department: str | None = Field(
+        description="The department whose figures it moved (for a hospital-wide value: the "
+        "row's department)."
+    )
+
+
+class ValueChange(BaseModel):
+    """One update of a value (its `dashboard_update` had this `version`), and what moved it.
+
+    `reason`: `rows` (the listed row changes, the last few of the batch the update came
+    from; `more_rows` when the batch held more), `new_day` (midnight in the hospital's time
+    zone: the day's figures started over) or `roll_ups` (the historical tier, recomputed).
+    `delta` is `after` minus `before` for numbers (`null` otherwise, or for the first value).
+    """
+
+    version: int
+    timestamp: datetime
+    before: int | float | Decimal | str | None
+    after: int | float | Decimal | str | None
+    delta: int | float | Decimal | None
+    reason: Literal["rows", "new_day", "roll_ups"]
+    rows: list[ChangedRow] = Field(default_factory=list)
+    more_rows: bool = False
+
+
+class MetricChanges(BaseModel):
+    """The acknowledgement of `explain_metric` (and `GET /api/metrics/{metric}/changes`):
+    the last updates of one metric for one department, newest first."""
+
+    metric: str
+    department: str | None
+    changes: list[ValueChange]
+
+
 class MetricUpdate(BaseModel):
     """`dashboard_update`: one metric's new value for one department (`null`: hospital).
 
@@ -169,6 +218,11 @@ class Authenticated(BaseModel):
     departments: list[str | None]
     metrics: list[str]
     expires_at: datetime
+    timezone: str = Field(description="The hospital's time zone (IANA): its clock and days.")
+    currency: str = Field(description="The ISO 4217 code revenue is counted in.")
+    locale: str | None = Field(
+        default=None, description="How numbers and dates are written (BCP 47); null: the browser's."
+    )
 
 
 class SubscriptionAck(BaseModel):

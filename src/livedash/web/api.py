@@ -45,9 +45,12 @@ async def authenticated_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, once its token is verified and its user's rate limit allows the request."""
+    """The caller, once its token is verified and its user's rate limit allows the request
+    (more for a user with sockets open here: a wall of screens on one account)."""
     principal = await verified_user(request, credentials)
-    await services(request).rest_limiter.hit(principal.subject)
+    found = services(request)
+    user = principal.subject
+    await found.rest_limiter.hit(user, units=found.gateway.sockets_of(user))
     return principal
 
 
