@@ -64,12 +64,14 @@ def summary(changes: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 def assert_recent(changes: dict[str, Any]) -> None:
-    """Every row was committed within the last minute, and each update was sent after it."""
+    """Every row was committed within the last minute, in UTC, and each update was sent after
+    it."""
     now = datetime.now(UTC)
     for change in changes["changes"]:
         sent = datetime.fromisoformat(change["timestamp"])
         for row in change["rows"]:
-            committed = datetime.fromisoformat(row["committed_at"]).replace(tzinfo=UTC)
+            committed = datetime.fromisoformat(row["committed_at"])
+            assert committed.utcoffset() == timedelta(0), row  # a browser reads it as it says
             assert now - timedelta(minutes=1) < committed <= sent + timedelta(seconds=1), row
 
 

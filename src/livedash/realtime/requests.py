@@ -151,7 +151,7 @@ def changes_of(request: ExplainRequest, causes: Iterable[Cause]) -> MetricChange
                         table=row.table,
                         op=row.op,
                         id=row.row_id,
-                        committed_at=row.committed_at,
+                        committed_at=as_aware(row.committed_at),  # stored naive, in UTC
                         department=row.department,
                     )
                     for row in cause.changes

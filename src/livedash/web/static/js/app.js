@@ -11,6 +11,7 @@
 //   bell.js         the notification bell (#toolbar)    notify.js      browser notifications
 //   reports.js      the reports page                    schedules.js   report schedules
 //   preferences.js  the notification preferences page  /static/sw.js  Web Push's worker
+//   why.js          "why did this change?": a number's last updates, in a dialog
 //
 // The pages (`#nav`): the dashboard (the overview, or a department: its figures, trends and
 // alerts), reports and preferences; `render()` below shows the one the address names.
@@ -33,6 +34,7 @@ import * as router from "./router.js";
 import { Status } from "./status.js";
 import { Store } from "./store.js";
 import { Wall } from "./wall.js";
+import { Why } from "./why.js";
 
 const store = new Store();
 const freshness = new Freshness();
@@ -105,6 +107,10 @@ const auth = new Auth({
 });
 const api = new Api(auth);
 const notifier = new BrowserNotifications(api);
+// A wall is read-only: its numbers open nothing.
+const why = wall
+  ? null
+  : new Why({ view: ui.view, connection, api, store, freshness, directory });
 
 // Another identity, or none: nothing of the previous one stays on the page.
 function forget() {
@@ -137,6 +143,7 @@ async function loadNames() {
 function render() {
   view?.dispose();
   view = null;
+  why?.close({ focus: false }); // its number is gone, or its identity
   notice("", "page");
   const route = router.read();
   showNav(route.page ?? "dashboard");
@@ -192,6 +199,7 @@ function render() {
   });
   parts.push(alertsBox);
   ui.view.replaceChildren(...parts);
+  why?.enhance(ui.view);
   trends?.refresh({ recent: true });
   fillFilter(ui.filter, directory, scope);
   document.title = `${title} · livedash`;

@@ -10,6 +10,7 @@ import { SHOWN } from "./metrics.js";
 
 const REQUEST_TIMEOUT_MS = 15_000;
 const RETRIED = new Set(["rate_limited", "unavailable"]); // with `retry_after`: ask again then
+const SAID_IN_PLACE = new Set(["explain_metric"]); // why.js says its refusals in its dialog
 const MAX_TRIES = 6;
 const RECONNECT_MAX_MS = 30_000;
 
@@ -101,7 +102,7 @@ export class Connection {
         // Refused on connecting (too many connections, draining): it says when to come back.
         this.#retryAfter = error.retry_after ?? null;
         this.#state({ kind: "reconnecting", reason: error.message });
-      } else if (!RETRIED.has(error.code)) {
+      } else if (!RETRIED.has(error.code) && !SAID_IN_PLACE.has(error.event)) {
         this.on.onNotice(`The server refused ${error.event || "a request"}: ${error.message}`);
       }
     });
