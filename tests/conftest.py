@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import socketio
+from playwright.async_api import Browser
 from sqlalchemy.engine import make_url
 
 from livedash.auth.tokens import issue_token
@@ -24,6 +25,7 @@ from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
 from livedash.testing.recorder import Recorder
 from livedash.testing.servers import PostgresServer, RedisServer, new_root
+from tests.support.browser import Screens, Sign, chromium
 from tests.support.cases import TEMPLATE_DATABASE
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.writers import PostgresWriter, SqliteWriter, Users, Write, register_patient
@@ -248,3 +250,31 @@ async def hospital(writer: Write) -> dict[str, int]:
                 ids[f"{code}-{number}{label}"] = bed
         await register_patient(writer, department, f"first patient of {code}")
     return ids
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium; function-scoped: playwright is bound to the event loop that started
+    it, and the live server fixtures run on each test's own loop."""
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+async def screens(browser: Browser) -> AsyncIterator[Screens]:
+    """Open pages; any script error or CSP violation fails the test."""
+    opened = Screens(browser)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def sign(token: Callable[..., str], users: Users) -> Sign:
+    """`token()`, once its user's row is written (a busy service may hold the write lock)."""
+
+    async def make(*args: Any, **kw: Any) -> str:
+        signed = token(*args, **kw)
+        await users.settled()
+        return signed
+
+    return make

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from livedash.auth.tokens import verify_token
 from livedash.errors import InvalidToken
@@ -19,7 +19,7 @@ from livedash.store.models import Role
 from livedash.testing.hospital import sql_now
 from livedash.testing.oracle import Values, recompute
 from livedash.testing.servers import RedisServer
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, cell
+from tests.support.browser import cell
 from tests.support.live import LiveServer
 from tests.support.writers import Write, register_patient
 
@@ -55,16 +55,6 @@ ROW_METRICS = (
     "staff_on_duty",
 )
 RATES = {"bed_occupancy_rate", "room_occupancy_rate"}
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    # Function-scoped: playwright is bound to the event loop that started it, and the live
-    # server fixtures run on each test's own loop.
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture

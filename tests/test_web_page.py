@@ -30,7 +30,6 @@ from livedash.testing.oracle import recompute
 from tests.support.browser import (
     Screen,
     cell,
-    chromium,
     contrast_failures,
     open_screen,
     save_screenshot,
@@ -42,13 +41,6 @@ from tests.support.writers import Users, Write, register_patient
 
 OpenPage = Callable[..., Awaitable[Page]]
 RESTART_SECONDS = 30_000  # ms: a `livedash serve` process stopping, starting, and the page back
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    # Function-scoped: playwright is bound to the event loop that started it.
-    async with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from livedash.notifications.push import generate_vapid_keys
 from livedash.settings import Settings
@@ -25,15 +23,15 @@ from livedash.store.models import Role
 from tests.support.alerting import bearer, set_beds, with_rules
 from tests.support.browser import (
     Screens,
+    Sign,
     axe_violations,
-    chromium,
     contrast_failures,
     save_element_screenshot,
     save_screenshot,
     scrolls_sideways,
 )
 from tests.support.live import LiveServer, Serve
-from tests.support.writers import Users, Write
+from tests.support.writers import Write
 
 TITLE = "More than one bed occupied"  # tests/support/alerting.py's rule
 SEVERITIES = """
@@ -73,37 +71,6 @@ class RecordedNotification {
 }
 Object.defineProperty(window, "Notification", { value: RecordedNotification });
 """
-
-
-Sign = Callable[..., Awaitable[str]]
-"""The `sign` fixture: `await sign(role, departments, sub=...)` is a token."""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    # Function-scoped: playwright is bound to the event loop that started it.
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def sign(token: Callable[..., str], users: Users) -> Sign:
-    """`token()`, once its user's row is written (a busy service may hold the write lock)."""
-
-    async def make(*args: Any, **kw: Any) -> str:
-        signed = token(*args, **kw)
-        await users.settled()
-        return signed
-
-    return make
-
-
-@pytest.fixture
-async def screens(browser: Browser) -> AsyncIterator[Screens]:
-    """Open pages; any script error or CSP violation fails the test."""
-    opened = Screens(browser)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Page, expect
 
 from livedash.reports.generation import ReportRequest
 from livedash.reports.periods import resolve_period
@@ -27,8 +25,8 @@ from livedash.store.models import Role
 from tests.support.alerting import bearer
 from tests.support.browser import (
     Screens,
+    Sign,
     axe_violations,
-    chromium,
     contrast_failures,
     save_screenshot,
     scrolls_sideways,
@@ -36,37 +34,6 @@ from tests.support.browser import (
 from tests.support.live import LiveServer, Serve
 from tests.support.probes import services_of
 from tests.support.report_schedules import reporting
-from tests.support.writers import Users
-
-Sign = Callable[..., Awaitable[str]]
-"""The `sign` fixture: `await sign(role, departments, sub=...)` is a token."""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    # Function-scoped: playwright is bound to the event loop that started it.
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def sign(token: Callable[..., str], users: Users) -> Sign:
-    """`token()`, once its user's row is written (a busy service may hold the write lock)."""
-
-    async def make(*args: Any, **kw: Any) -> str:
-        signed = token(*args, **kw)
-        await users.settled()
-        return signed
-
-    return make
-
-
-@pytest.fixture
-async def screens(browser: Browser) -> AsyncIterator[Screens]:
-    """Open pages; any script error or CSP violation fails the test."""
-    opened = Screens(browser)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from playwright.async_api import Browser, Locator, Page, Request, WebSocket, expect
+from playwright.async_api import Locator, Page, Request, WebSocket, expect
 
 from livedash.auth.sessions import hash_password
 from livedash.store.models import Role
@@ -23,7 +21,6 @@ from tests.support.browser import (
     Screens,
     axe_violations,
     cell,
-    chromium,
     contrast_failures,
     save_screenshot,
 )
@@ -33,21 +30,6 @@ from tests.support.writers import Users, Write
 NAME = "Zebulon Quartermaine"  # a patient's name: never on the page
 CLOCK = r"\d{1,2}:\d\d:\d\d(\s?[AP]M)?"  # the hospital's clock, as its locale writes it
 EVENT = re.compile(r"^42\d*(\[.*\])$", re.DOTALL)  # a Socket.IO event frame, ack id or not
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    # Function-scoped: playwright is bound to the event loop that started it.
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-async def screens(browser: Browser) -> AsyncIterator[Screens]:
-    """Open pages; any script error or CSP violation fails the test."""
-    opened = Screens(browser)
-    yield opened
-    await opened.close()
 
 
 async def admit(writer: Write, department_id: int, name: str) -> int:

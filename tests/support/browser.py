@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -197,3 +197,8 @@ class Screens:
         errors = [error for screen in self.opened for error in screen.errors]
         assert not errors, f"the page threw: {errors}"
         assert not refused, f"the page's CSP refused: {refused}"
+
+
+Sign = Callable[..., Awaitable[str]]
+"""The `sign` fixture: `await sign(role, departments, sub=...)` is a token whose user is
+written."""
