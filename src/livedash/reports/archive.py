@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.errors import UnknownReport
@@ -220,36 +220,36 @@ class ReportArchive:
             return [_info(row) for row in await connection.execute(query)]
 
     async def expire(self, now: datetime) -> int:
-        """Remove reports older than their type's retention; returns how many."""
+        """Remove reports older than their type's retention; returns how many.
+
+        Only the old rows are read: one condition per type with its own retention, and one
+        for every other type with the default."""
         default = self._retention.get("default", 90)
-        removed = 0
+        own = {kind: days for kind, days in self._retention.items() if kind != "default"}
+
+        def cutoff(days: int) -> datetime:
+            return naive_utc(now) - timedelta(days=days)
+
+        too_old = or_(
+            *(
+                (ReportRecord.report_type == kind) & (ReportRecord.created_at < cutoff(days))
+                for kind, days in own.items()
+            ),
+            ReportRecord.report_type.not_in(own) & (ReportRecord.created_at < cutoff(default)),
+        )
         async with self._database.begin() as connection:
-            rows = list(
-                await connection.execute(
-                    select(
-                        ReportRecord.id,
-                        ReportRecord.report_type,
-                        ReportRecord.created_at,
-                        ReportRecord.path,
-                    )
-                )
+            old = list(
+                await connection.execute(select(ReportRecord.id, ReportRecord.path).where(too_old))
             )
-            old = [
-                (ident, path)
-                for ident, report_type, created_at, path in rows
-                if created_at
-                < naive_utc(now) - timedelta(days=self._retention.get(report_type, default))
-            ]
             if old:
                 await connection.execute(
                     delete(ReportRecord).where(ReportRecord.id.in_([ident for ident, _ in old]))
                 )
-                removed = len(old)
         for _ident, path in old:
             if path:
                 with contextlib.suppress(FileNotFoundError):
                     await asyncio.to_thread(os.remove, path)
-        return removed
+        return len(old)
 
     async def _set(self, ident: int, **values: Any) -> None:
         async with self._database.begin() as connection:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,6 +67,7 @@ class ReportService:
         self._hospital = hospital
         self._now = now
         self._running: set[asyncio.Task[ReportInfo]] = set()
+        self._in_flight: Counter[str] = Counter()  # queued or running, by requester
         # Reports are computed and rendered a few at a time: a burst of requests waits its
         # turn (queued) instead of taking every database connection and both cores.
         self._turns = asyncio.Semaphore(AT_ONCE)
@@ -85,9 +87,7 @@ class ReportService:
         """Queue a report and generate it in the background; poll `archive.get` for it.
 
         A user with `QUEUED_PER_USER` reports still queued or running is asked to wait."""
-        waiting = sum(
-            1 for task in self._running if task.get_name().endswith(f"/{request.requested_by}")
-        )
+        waiting = self._in_flight[request.requested_by]
         if waiting >= QUEUED_PER_USER:
             raise RateLimited(
                 f"{waiting} of your reports are still being generated: wait for one to finish",
@@ -98,10 +98,12 @@ class ReportService:
         )
         task = asyncio.create_task(
             self._run(info.id, request, lambda step: None),
-            name=f"report-{info.id}/{request.requested_by}",
+            name=f"report-{info.id}",
         )
         self._running.add(task)
+        self._in_flight[request.requested_by] += 1
         task.add_done_callback(self._running.discard)
+        task.add_done_callback(lambda _: self._in_flight.subtract([request.requested_by]))
         return info
 
     async def generate(
