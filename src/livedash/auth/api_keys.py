@@ -4,7 +4,14 @@ A key reads `ldk_<prefix>_<secret>`. The prefix (8 characters) is stored in clea
 key's row and to tell keys apart in listings; the key itself is stored only as its SHA-256.
 The secret is shown once, when the key is created, and never again.
 
-A key carries scopes (`ingest`); it is refused once revoked, and for any scope it lacks.
+A key carries scopes; it is refused once revoked, and for any scope it lacks:
+
+- `ingest`: the hospital's main application posts changes (`POST /api/ingest/...`).
+- `dashboard`: a wall screen signs in as the key's user (`POST /api/auth/key`) and renews its
+  access token with the key, so that it never needs a person to sign in again. Such a key
+  names an active user who is not a super_admin. Revoking it signs that user out everywhere
+  (`tokens_valid_after`), so its screens lose their sockets within the revocation bound;
+  screens with another key of the same user sign in again with theirs.
 """
 
 from __future__ import annotations
@@ -21,12 +28,12 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from livedash.errors import AuthError, ConfigurationError, Forbidden, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import open_database
-from livedash.store.models import ApiKey
+from livedash.store.models import ApiKey, Role, User
 from livedash.timeutil import naive_utc
 
 log = structlog.get_logger(__name__)
@@ -44,6 +51,7 @@ class Scope(enum.StrEnum):
     """What a key may do."""
 
     INGEST = "ingest"
+    DASHBOARD = "dashboard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,8 @@ class ApiKeyInfo:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    username: str | None = None
+    """The user a `dashboard` key signs in as."""
 
 
 async def create_api_key(
@@ -63,9 +73,13 @@ async def create_api_key(
     name: str,
     scopes: Iterable[str] = (Scope.INGEST,),
     *,
+    username: str | None = None,
     now: datetime | None = None,
 ) -> str:
-    """Create the key `name` and return it; this is the only time its secret is seen."""
+    """Create the key `name` and return it; this is the only time its secret is seen.
+
+    A `dashboard` key needs `username`, an active user who is not a super_admin; the other
+    scopes take none."""
     if not name or len(name) > 128:
         raise ConfigurationError("an API key's name must be 1 to 128 characters")
     granted = sorted({str(scope) for scope in scopes})
@@ -74,10 +88,17 @@ async def create_api_key(
         raise ConfigurationError(
             f"unknown scope {unknown[0]!r}; known: {', '.join(s.value for s in Scope)}"
         )
+    if (Scope.DASHBOARD in granted) != (username is not None):
+        raise ConfigurationError(
+            "a dashboard key signs in as a user: give the user for the dashboard scope, "
+            "and only for it"
+        )
     prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
     key = f"{KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}"
     try:
         async with database.begin() as connection:
+            if username is not None:
+                await _check_key_user(connection, username)
             await connection.execute(
                 insert(ApiKey).values(
                     name=name,
@@ -85,28 +106,52 @@ async def create_api_key(
                     key_hash=_hash(key),
                     scopes=granted,
                     created_at=naive_utc(now or datetime.now(UTC)),
+                    username=username,
                 )
             )
     except IntegrityError as error:
         raise StoreError(f"an API key named {name!r} already exists") from error
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot store the API key: {error}") from error
-    log.info("audit_api_key_created", name=name, prefix=prefix, scopes=granted)
+    log.info("audit_api_key_created", name=name, prefix=prefix, scopes=granted, user=username)
     return key
 
 
+async def _check_key_user(connection: AsyncConnection, username: str) -> None:
+    row = (
+        await connection.execute(select(User.role, User.active).where(User.username == username))
+    ).first()
+    if row is None or not row.active:
+        raise ConfigurationError(f"there is no active user {username!r} to sign in as")
+    if row.role == Role.SUPER_ADMIN:
+        # Whoever can read the screen's storage holds the key: never one with every power.
+        raise ConfigurationError(
+            f"{username!r} is a super_admin; a dashboard key signs in as a viewer or an admin"
+        )
+
+
 async def revoke_api_key(database: AsyncEngine, name: str, *, now: datetime | None = None) -> bool:
-    """Refuse the key `name` from its next use; False if there is no such (unrevoked) key."""
+    """Refuse the key `name` from its next use; False if there is no such (unrevoked) key.
+
+    A `dashboard` key's user is signed out everywhere too: the tokens it handed out stop."""
+    moment = naive_utc(now or datetime.now(UTC))
     try:
         async with database.begin() as connection:
+            username = await connection.scalar(
+                select(ApiKey.username).where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
+            )
             result = await connection.execute(
                 update(ApiKey)
                 .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=naive_utc(now or datetime.now(UTC)))
+                .values(revoked_at=moment)
             )
+            if result.rowcount and username is not None:
+                await connection.execute(
+                    update(User).where(User.username == username).values(tokens_valid_after=moment)
+                )
     except (SQLAlchemyError, OSError) as error:
         raise StoreError(f"cannot revoke the API key {name!r}: {error}") from error
-    log.info("audit_api_key_revoked", name=name, found=bool(result.rowcount))
+    log.info("audit_api_key_revoked", name=name, found=bool(result.rowcount), user=username)
     return bool(result.rowcount)
 
 
@@ -123,6 +168,7 @@ async def list_api_keys(database: AsyncEngine) -> list[ApiKeyInfo]:
                         ApiKey.created_at,
                         ApiKey.revoked_at,
                         ApiKey.last_used_at,
+                        ApiKey.username,
                     ).order_by(ApiKey.name)
                 )
             ).all()
@@ -136,6 +182,7 @@ async def list_api_keys(database: AsyncEngine) -> list[ApiKeyInfo]:
             created_at=row.created_at,
             revoked_at=row.revoked_at,
             last_used_at=row.last_used_at,
+            username=row.username,
         )
         for row in rows
     ]
@@ -144,8 +191,11 @@ async def list_api_keys(database: AsyncEngine) -> list[ApiKeyInfo]:
 class ApiKeyAuthenticator:
     """Checks presented keys against the `api_keys` table (one for the whole service)."""
 
-    def __init__(self, database: AsyncEngine) -> None:
+    def __init__(self, database: AsyncEngine, *, writer: AsyncEngine | None = None) -> None:
         self._database = database
+        # Recording a use writes; on SQLite a writer engine takes the write lock even to read,
+        # so keys are looked up on `database` and only the rare write goes to `writer`.
+        self._writer = writer if writer is not None else database
 
     async def authenticate(
         self, key: str, scope: str, *, now: datetime | None = None
@@ -166,6 +216,7 @@ class ApiKeyAuthenticator:
                             ApiKey.created_at,
                             ApiKey.revoked_at,
                             ApiKey.last_used_at,
+                            ApiKey.username,
                         ).where(ApiKey.prefix == prefix)
                     )
                 ).all()
@@ -186,6 +237,7 @@ class ApiKeyAuthenticator:
             created_at=found.created_at,
             revoked_at=None,
             last_used_at=found.last_used_at,
+            username=found.username,
         )
         if scope not in info.scopes:
             raise Forbidden(f"the API key {info.name!r} does not have the {scope!r} scope")
@@ -197,7 +249,7 @@ class ApiKeyAuthenticator:
     async def _touch(self, key_id: int, moment: datetime) -> None:
         stale = moment - LAST_USED_RESOLUTION
         try:
-            async with self._database.begin() as connection:
+            async with self._writer.begin() as connection:
                 # Concurrent requests may all see a stale time; the condition keeps it one write.
                 await connection.execute(
                     update(ApiKey)
@@ -235,10 +287,12 @@ def _scopes(value: object) -> tuple[str, ...]:
     return ()
 
 
-async def run_create_api_key(settings: Settings, name: str, scopes: Iterable[str]) -> str:
+async def run_create_api_key(
+    settings: Settings, name: str, scopes: Iterable[str], username: str | None = None
+) -> str:
     """`create_api_key` on the configured database, for the CLI."""
     async with open_database(settings.database_url, writer=True) as database:
-        return await create_api_key(database, name, scopes)
+        return await create_api_key(database, name, scopes, username=username)
 
 
 async def run_revoke_api_key(settings: Settings, name: str) -> bool:

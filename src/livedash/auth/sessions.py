@@ -37,8 +37,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from livedash.auth.api_keys import ApiKeyAuthenticator, Scope
 from livedash.auth.tokens import issue_token
-from livedash.errors import InvalidToken, StoreError
+from livedash.errors import AuthError, InvalidToken, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import open_database
 from livedash.store.models import RefreshToken, Role, User
@@ -145,6 +146,17 @@ class TokenPair:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyGrant:
+    """What a sign-in with a `dashboard` API key hands out."""
+
+    access_token: str
+    expires_in: int
+    """Seconds the access token is valid for."""
+    username: str
+    key_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Account:
     role: Role
     departments: tuple[str, ...]
@@ -173,6 +185,7 @@ class SessionService:
         self._database = database
         self._reader = reader if reader is not None else database
         self._now = now or (lambda: datetime.now(UTC))
+        self._keys = ApiKeyAuthenticator(self._reader, writer=database)
 
     async def login(self, username: str, password: str) -> TokenPair:
         """A new session for `username`; `InvalidToken` (one message for every cause) if not."""
@@ -281,6 +294,27 @@ class SessionService:
             raise StoreError(f"cannot look up the refresh token: {error}") from error
         if row is None:
             raise InvalidToken("the refresh token is not valid")
+
+    async def sign_in_with_key(self, key: str) -> KeyGrant:
+        """An access token for the user of a `dashboard` API key (a wall screen); no refresh
+        token: the key itself renews it. `AuthError` or `Forbidden` if the key may not."""
+        info = await self._keys.authenticate(key, Scope.DASHBOARD)
+        username = info.username
+        if username is None:
+            raise AuthError("the API key signs in as nobody")
+        try:
+            async with self._reader.connect() as connection:
+                account = await _account(connection, username)
+        except (SQLAlchemyError, OSError) as error:
+            raise StoreError(f"cannot look up the user: {error}") from error
+        if account is None or not account.active or account.role is Role.SUPER_ADMIN:
+            raise AuthError(f"the API key's user {username!r} may not sign in")
+        now = self._now()
+        minutes = self._settings.access_token_minutes
+        access = issue_token(
+            self._settings, username, account.role, account.departments, minutes=minutes, now=now
+        )
+        return KeyGrant(access, minutes * 60, username, info.name)
 
     def _idle(self) -> timedelta:
         return timedelta(minutes=self._settings.idle_timeout_minutes)

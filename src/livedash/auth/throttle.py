@@ -36,6 +36,10 @@ LOGIN_SLOWDOWN_MAX_SECONDS = 3.0
 # Refreshes and sign-outs per address, generous for the same reason (the page refreshes each
 # tab's access token a minute before it expires, and retries a refused refresh later).
 SESSION_LIMIT_PER_ADDRESS = "120/minute"
+# Wall screens sign in with a key as often as others refresh (so a wall of screens behind one
+# address restarts together within the same limit); wrong keys count as failures under a name
+# no user can have (user names hold no spaces here).
+KEY_SIGN_IN = "api key"
 
 
 class LoginLimits:
@@ -86,6 +90,11 @@ class LoginLimits:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
+    def rejections(self) -> dict[str, int]:
+        """Requests refused so far, by limit (failures per user only slow sign-ins down)."""
+        limiters = (self._by_address, self._failures_by_pair, self._sessions_by_address)
+        return {limiter.namespace: limiter.rejected for limiter in limiters}
+
     async def admit_login(self, address: str, username: str) -> None:
         """Count one sign-in attempt, or raise `RateLimited`; then wait out the name's delay."""
         await hit_together(
@@ -112,6 +121,18 @@ class LoginLimits:
     async def admit_session_use(self, address: str) -> None:
         """Count one refresh or sign-out, or raise `RateLimited`."""
         await hit_together([(self._sessions_by_address, address)])
+
+    async def admit_key_sign_in(self, address: str) -> None:
+        """Count one sign-in with an API key (a wall screen's) as a session use, or raise
+        `RateLimited`, also once the address has presented too many wrong keys."""
+        await hit_together(
+            [(self._sessions_by_address, address)],
+            tested=[(self._failures_by_pair, _pair(address, KEY_SIGN_IN))],
+        )
+
+    async def key_sign_in_failed(self, address: str) -> None:
+        """Count a refused API key for the address."""
+        await count_together([(self._failures_by_pair, _pair(address, KEY_SIGN_IN))])
 
 
 def login_delay(failures: int) -> float:

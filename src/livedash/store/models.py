@@ -448,7 +448,8 @@ class RefreshToken(Base):
 
 
 class ApiKey(Base):
-    """A machine writer's key (the hospital's main application): stored hashed, scoped."""
+    """A machine writer's key (the hospital's main application), or a wall screen's (the
+    `dashboard` scope, signing in as `username`): stored hashed, scoped."""
 
     __tablename__ = "api_keys"
 
@@ -460,6 +461,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    username: Mapped[str | None] = mapped_column(String(128))
+    """The user a `dashboard` key signs in as; None for the other scopes."""
 
 
 class RevokedToken(Base):

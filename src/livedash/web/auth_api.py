@@ -1,4 +1,5 @@
-"""Sign-in over REST: `/api/auth/login`, `/api/auth/refresh` and `/api/auth/logout`.
+"""Sign-in over REST: `/api/auth/login`, `/api/auth/refresh`, `/api/auth/logout`, and
+`/api/auth/key` for wall screens signing in with a `dashboard` API key.
 
 These routes take no access token (they hand them out). Sign-in attempts are limited per client
 address, and failures per (address, user name), so passwords cannot be guessed quickly; the
@@ -16,6 +17,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from livedash.auth.api_keys import MAX_KEY_LENGTH
 from livedash.auth.sessions import (
     MAX_PASSWORD_LENGTH,
     MAX_REFRESH_TOKEN_LENGTH,
@@ -23,7 +25,7 @@ from livedash.auth.sessions import (
     TokenPair,
 )
 from livedash.auth.throttle import LoginLimits
-from livedash.errors import InvalidToken
+from livedash.errors import AuthError, Forbidden, InvalidToken
 from livedash.web.deps import services
 from livedash.web.problems import problem_responses
 
@@ -47,6 +49,23 @@ class RefreshRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     refresh_token: str = Field(min_length=1, max_length=MAX_REFRESH_TOKEN_LENGTH)
+
+
+class KeySignInRequest(BaseModel):
+    """A wall screen's `dashboard` API key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+
+
+class AccessTokenResponse(BaseModel):
+    """An access token for the key's user; sign in with the key again before it expires."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    username: str = Field(description="The user the key signs in as.")
 
 
 class TokenResponse(BaseModel):
@@ -128,6 +147,25 @@ def install_auth_api(app: FastAPI) -> None:
                 )
             raise
         return TokenResponse.of(pair)
+
+    @router.post("/key")
+    async def key_sign_in(
+        body: KeySignInRequest, request: Request, sessions: Sessions, limits: Limits
+    ) -> AccessTokenResponse:
+        """Sign a wall screen in with a `dashboard` API key: an access token for the key's
+        user, and no refresh token (the screen signs in with its key again before expiry)."""
+        address = _address(request)
+        await limits.admit_key_sign_in(address)
+        try:
+            grant = await sessions.sign_in_with_key(body.api_key)
+        except (AuthError, Forbidden):
+            await limits.key_sign_in_failed(address)
+            log.info("key_sign_in_failed", address=address)
+            raise
+        log.info("key_sign_in", user=grant.username, key=grant.key_name, address=address)
+        return AccessTokenResponse(
+            access_token=grant.access_token, expires_in=grant.expires_in, username=grant.username
+        )
 
     @router.post("/logout", status_code=204)
     async def logout(

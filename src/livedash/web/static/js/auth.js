@@ -1,6 +1,8 @@
 // Signing in: with a password (a session: a short access token, renewed ahead of its expiry
-// with the refresh token, which rotates), or with an access token pasted or given in the
-// address's fragment (`#token=...`, never sent to the server and removed from the address).
+// with the refresh token, which rotates), with a wall screen's `dashboard` API key (given in
+// the address's fragment, `#key=ldk_...`, or pasted: the key itself renews the access token, so
+// the screen never needs a person), or with an access token pasted or given in the fragment
+// (`#token=...`). Fragments are never sent to the server and are removed from the address.
 //
 // Tokens live in sessionStorage (this tab, until it closes); a wall screen keeps them in
 // localStorage, so that a restarted browser carries on with nobody there to sign in.
@@ -8,14 +10,18 @@ import { byId } from "./dom.js";
 
 const TOKEN_KEY = "livedash.token";
 const REFRESH_KEY = "livedash.refresh"; // a signed-in session's refresh token
+const API_KEY = "livedash.key"; // a wall screen's dashboard key
+const KEY_MARK = "ldk_";
 const REFRESH_AHEAD_S = 60; // refresh the access token this long before it expires
 const RETRY_REFRESH_S = 15; // after a network failure
 const REFUSED_AGAIN_MS = 30_000;
 export const SESSION_ENDED = "Session ended — sign in again";
+export const KEY_REFUSED = "This screen's key was refused — ask IT for a new one";
 
 export class Auth {
   accessToken = null; // kept in memory only
-  #signedIn = false; // a password session, with a refresh token
+  #signedIn = false; // a session renewed here: a password's (refresh token) or a key's
+  #keyed = false; // ... renewed with a wall screen's key
   #refreshTimer = null;
   #renewedForRefusal = 0; // when a refused token last led to a refresh
   #storage;
@@ -48,7 +54,8 @@ export class Auth {
     ui.tokenLogin.addEventListener("submit", (event) => {
       event.preventDefault();
       const token = ui.token.value.trim();
-      if (token) this.useToken(token);
+      if (token.startsWith(KEY_MARK)) this.useKey(token);
+      else if (token) this.useToken(token);
     });
     ui.passwordLogin.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -58,12 +65,16 @@ export class Auth {
     ui.signOut.addEventListener("click", () => this.signOut());
     // A link with a new #token= opened on this page changes only the hash: no reload.
     window.addEventListener("hashchange", () => {
-      const token = tokenFromHash();
-      if (token) this.useToken(token);
+      const { token, key } = credentialsFromHash();
+      if (key) this.useKey(key);
+      else if (token) this.useToken(token);
     });
-    const token = tokenFromHash() || this.#storage.getItem(TOKEN_KEY);
-    if (token) this.useToken(token);
-    else if (this.#storage.getItem(REFRESH_KEY)) this.#resume();
+    const { token, key } = credentialsFromHash();
+    if (key) this.useKey(key);
+    else if (token) this.useToken(token);
+    else if (this.#storage.getItem(API_KEY)) this.#resume({ keyed: true });
+    else if (this.#storage.getItem(TOKEN_KEY)) this.useToken(this.#storage.getItem(TOKEN_KEY));
+    else if (this.#storage.getItem(REFRESH_KEY)) this.#resume({ keyed: false });
     else this.showLogin(true);
   }
 
@@ -99,15 +110,32 @@ export class Auth {
 
   /** A pasted or linked access token replaces any signed-in session. */
   useToken(token) {
-    const refreshToken = this.#storage.getItem(REFRESH_KEY);
-    if (refreshToken) post("/api/auth/logout", { refresh_token: refreshToken }).catch(() => {});
-    clearTimeout(this.#refreshTimer);
-    this.#signedIn = false;
-    this.#storage.removeItem(REFRESH_KEY);
+    this.#leaveSession();
     this.#ui.token.value = token;
     this.accessToken = token;
     this.on.notice("");
     this.on.connect();
+  }
+
+  /** A wall screen's key replaces any signed-in session; it signs in, and renews, by itself. */
+  useKey(key) {
+    this.#leaveSession();
+    this.#ui.token.value = "";
+    this.#storage.setItem(API_KEY, key);
+    this.on.notice("");
+    this.#resume({ keyed: true });
+  }
+
+  // End a password session on the server too, and forget any credential of another kind.
+  #leaveSession() {
+    const refreshToken = this.#storage.getItem(REFRESH_KEY);
+    if (refreshToken) post("/api/auth/logout", { refresh_token: refreshToken }).catch(() => {});
+    clearTimeout(this.#refreshTimer);
+    this.#signedIn = false;
+    this.#keyed = false;
+    this.#storage.removeItem(REFRESH_KEY);
+    this.#storage.removeItem(API_KEY);
+    this.#storage.removeItem(TOKEN_KEY);
   }
 
   async signIn(username, password) {
@@ -120,6 +148,7 @@ export class Auth {
       return;
     }
     this.#ui.password.value = "";
+    if (answer.ok) this.#leaveSession();
     if (!answer.ok) {
       // Problem details (RFC 9457): `detail` says what was wrong.
       const message = answer.data?.detail ?? "sign-in failed";
@@ -169,8 +198,10 @@ export class Auth {
     this.#refreshTimer = null;
     this.accessToken = null;
     this.#signedIn = false;
+    this.#keyed = false;
     this.#storage.removeItem(TOKEN_KEY);
     this.#storage.removeItem(REFRESH_KEY);
+    this.#storage.removeItem(API_KEY);
     this.on.ended();
     this.showLogin(true);
   }
@@ -193,6 +224,7 @@ export class Auth {
   // Trade the refresh token for new tokens. True with a new access token; false when the
   // server is out of reach (tried again later) or the session has ended (signed out here).
   async #refresh() {
+    if (this.#keyed) return this.#signInWithKey();
     const refreshToken = this.#storage.getItem(REFRESH_KEY);
     if (!refreshToken) return false;
     let answer;
@@ -217,8 +249,41 @@ export class Auth {
     return true;
   }
 
-  async #resume() {
-    this.on.status({ kind: "connecting", text: "Resuming the session…" });
+  // A key's access token, renewed a minute before it expires. True with a new access token;
+  // false when the server is out of reach or busy (tried again later) or the key is refused.
+  async #signInWithKey() {
+    const key = this.#storage.getItem(API_KEY);
+    if (!key) return false;
+    let answer;
+    try {
+      answer = await post("/api/auth/key", { api_key: key });
+    } catch {
+      this.#schedule(RETRY_REFRESH_S);
+      return false;
+    }
+    if (answer.status === 401 || answer.status === 403 || answer.status === 422) {
+      this.#end();
+      this.on.notice(KEY_REFUSED);
+      this.on.status({ kind: "auth-error", text: KEY_REFUSED });
+      return false;
+    }
+    if (!answer.ok) {
+      // 429 and 503 among them: a wall of screens restarting together waits its turn.
+      const retryAfter = Number(answer.retryAfter);
+      this.#schedule(retryAfter > 0 ? retryAfter : RETRY_REFRESH_S);
+      return false;
+    }
+    this.accessToken = answer.data.access_token;
+    this.#schedule(Math.max(answer.data.expires_in - REFRESH_AHEAD_S, 5));
+    return true;
+  }
+
+  async #resume({ keyed }) {
+    this.on.status({
+      kind: "connecting",
+      text: keyed ? "Signing in with this screen's key…" : "Resuming the session…",
+    });
+    this.#keyed = keyed;
     this.#signedIn = true;
     if (await this.#refresh()) this.on.connect();
     // Out of reach: the refresh is tried again, and its success (`refreshed`) connects.
@@ -240,14 +305,21 @@ async function post(path, body) {
   } catch {
     data = null;
   }
-  return { ok: response.ok, status: response.status, data };
+  return {
+    ok: response.ok,
+    status: response.status,
+    data,
+    retryAfter: response.headers.get("Retry-After"),
+  };
 }
 
-function tokenFromHash() {
-  const token = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (token) {
-    // Keep the token out of the address bar, history and screenshots.
+function credentialsFromHash() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get("token");
+  const key = fragment.get("key");
+  if (token || key) {
+    // Keep credentials out of the address bar, history and screenshots.
     history.replaceState(history.state, "", location.pathname + location.search);
   }
-  return token;
+  return { token, key };
 }
