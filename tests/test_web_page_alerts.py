@@ -537,6 +537,10 @@ async def test_axe_finds_nothing_serious_on_the_dashboard_its_alerts_the_bell_an
     await expect(wall.locator("#connection")).to_have_text("Live")
     await expect(panel(wall).locator(".alert-card")).to_have_count(4)
     await expect(panel(wall).locator("button:visible")).to_have_count(0)
+    # A viewer may not read the rules, yet sees the values written as the admin does.
+    await expect(panel(wall).locator(".alert-measure").first).to_have_text(
+        "Value 50.0% · fires above 40.0% · clears at 30.0%"
+    )
     found["wall"] = await axe_violations(wall)
     await save_screenshot(wall, "wall-alerts", full_page=False)
     assert await contrast_failures(wall) == []

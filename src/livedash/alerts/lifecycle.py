@@ -70,6 +70,7 @@ def alert_message(
         value=row["value"],
         threshold=row["threshold"],
         clear_at=rule.clear_threshold if rule is not None else None,
+        metric=rule.metric if rule is not None else None,
         raised_at=_aware(row["raised_at"]) or at,
         at=at,
         acknowledged_by=row["acknowledged_by"],

@@ -64,6 +64,9 @@ class AlertMessage(BaseModel):
     """Anomaly rules: what the same hour of the week usually is, and the band around it."""
     band_low: float | None = None
     band_high: float | None = None
+    metric: str | None = None
+    """The metric a threshold rule watches (its values are that metric's: a rate, money, a
+    count), so that every screen can write them as the dashboard does; None otherwise."""
     escalation_level: int = 0
     """How many tiers were told because nobody acknowledged it in time (1: the department's
     admins; 2: the super_admins)."""

@@ -96,7 +96,7 @@ export class AlertCard {
 
   /**
    * `options`: api (api.js), manage (admins: the actions), name(code) (a department's name),
-   * kind(rule) (how its values are written), changed(alert) (an action's answer),
+   * kind(alert) (how its values are written), changed(alert) (an action's answer),
    * silenced() (a silence was made or ended), gone() (it left the panel with the focus).
    */
   constructor(alert, options) {
@@ -186,7 +186,7 @@ export class AlertCard {
 
   /** Write the value against the threshold again (once the rule's kind is known). */
   measure() {
-    const text = measurement(this.#alert, this.#options.kind(this.#alert.rule));
+    const text = measurement(this.#alert, this.#options.kind(this.#alert));
     this.#ui.measure.hidden = text === null;
     this.#ui.measure.textContent = text ?? "";
   }

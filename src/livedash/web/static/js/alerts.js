@@ -243,7 +243,10 @@ class AlertsPanel {
       api: this.#api,
       manage: this.#manage,
       name: (code) => this.#directory.name(code),
-      kind: (rule) => rules?.kinds.get(rule) ?? null,
+      // The alert names its metric when a threshold rule raised it; anomaly rules' series are
+      // known from the rules, which managers may read.
+      kind: (alert) =>
+        alert.metric ? kindOf(alert.metric) : (rules?.kinds.get(alert.rule) ?? null),
       changed: (changed) => this.#take(changed, { live: true }),
       silenced: () => this.#readSilences(),
       gone: () => this.#ui.title.focus(),
