@@ -14,7 +14,7 @@ demo: $(VENV)/.installed $(VENDOR)
 	$(VENV)/bin/livedash demo --port $(PORT)
 
 test: $(VENV)/.installed-dev $(VENDOR) system-deps
-	$(PY) -m pytest --cov=livedash --cov-report=term --cov-report=xml -q
+	$(PY) -m pytest -n auto --dist worksteal --cov=livedash --cov-report=term --cov-report=xml -q
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check src tests bench
@@ -57,21 +57,29 @@ $(VENDOR_DIR)/swagger-ui-bundle.js $(VENDOR_DIR)/swagger-ui.css: node_modules/.i
 	cp node_modules/swagger-ui-dist/$(@F) $@
 
 # Debian's servers and browser for the tests that use the real things; installed when
-# missing and we are root, otherwise the one apt-get line is printed.
+# missing and we are root, otherwise the one apt-get line is printed. promtool (package
+# prometheus) and docker-compose check deploy/ (tests/test_deploy.py); they come without their
+# recommends (a node exporter, the Docker daemon), which nothing here uses.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v firefox-esr >/dev/null || missing="$$missing firefox-esr"; \
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	ls /usr/lib/postgresql/*/lib/wal2json.so >/dev/null 2>&1 || missing="$$missing postgresql-wal2json"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "Installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      $$(echo $$missing | sed 's/postgresql-wal2json//') >/dev/null; \
+	      $$(echo $$missing | sed -E 's/postgresql-wal2json|prometheus|docker-compose//g') >/dev/null; \
+	    tools=$$(echo $$missing | grep -oE 'prometheus|docker-compose' | tr '\n' ' '); \
+	    [ -z "$$tools" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$tools >/dev/null; \
 	    case "$$missing" in *wal2json*) \
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	        postgresql-$$(ls /usr/lib/postgresql | sort -n | tail -1)-wal2json >/dev/null;; esac; \
