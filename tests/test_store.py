@@ -6,11 +6,14 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
+from livedash.store.engine import create_engine as create_service_engine
 from livedash.store.migrate import alembic_config, upgrade
 from livedash.store.models import WATCHED_TABLES, Base
 from tests.support.schema import head_revision
@@ -85,3 +88,18 @@ def test_a_rolled_back_write_leaves_no_change(database_path: Path) -> None:
     connection.execute("ROLLBACK")
     assert connection.execute("SELECT COUNT(*) FROM change_log").fetchone()[0] == 0
     connection.close()
+
+
+async def test_a_failed_statement_names_no_row_values(database_url: str) -> None:
+    """Errors reach logs and messages: a patient's name written in a failing statement does not."""
+    engine = create_service_engine(database_url)
+    try:
+        with pytest.raises(IntegrityError) as failure:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("INSERT INTO patients (id, name, department_id) VALUES (NULL, :n, -1)"),
+                    {"n": "Zebedee Quartermaine"},
+                )
+    finally:
+        await engine.dispose()
+    assert "Zebedee" not in str(failure.value)

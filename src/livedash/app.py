@@ -37,6 +37,7 @@ from livedash.web.notifications_api import install_notifications_api
 from livedash.web.problems import install_problems
 from livedash.web.prometheus import install_metrics
 from livedash.web.reports_api import install_reports_api
+from livedash.web.request_context import RequestContext
 from livedash.web.request_limits import RequestLimits, body_limits
 from livedash.web.routes import install_routes
 from livedash.web.security import OriginPolicy, SecurityHeaders
@@ -91,7 +92,8 @@ def create_app(
     app: ASGIApp = SecurityHeaders(
         RequestLimits(socketio.ASGIApp(server, other_asgi_app=api), body_limits(settings))
     )
-    return app
+    # Outermost, so that refusals (431, 413) get an id and an access line too.
+    return RequestContext(app)
 
 
 def rest_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:

@@ -90,8 +90,11 @@ def server_config(settings: Settings, app: ASGIApp, **overrides: Any) -> uvicorn
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
+        # uvicorn's log goes through the root handler of configure_logging, at our level; its
+        # access log is off: RequestContext logs each request, without its query string.
         "log_config": None,
         "log_level": settings.log_level.lower(),
+        "access_log": False,
         "lifespan": "on",
         # h11, not httptools: httptools buffers a request head of any size (a 100 MB header
         # was read whole). h11 refuses a head still incomplete past this, so a head costs at

@@ -338,7 +338,8 @@ class PostgresChangeFeed:
             elif action == "T":
                 log.error("changefeed_truncate_seen", table=message.get("table"))
         except (KeyError, TypeError, ValueError) as error:
-            log.error("changefeed_unreadable_change", payload=payload[:200], error=str(error))
+            # Not the payload itself: it carries the rows' values (patients' names).
+            log.error("changefeed_unreadable_change", size=len(payload), error=str(error))
         return []
 
     def _transaction(self, transaction: _Transaction, commit: int) -> list[Change]:

@@ -69,7 +69,8 @@ class EventGuard:
             if session is None:
                 return None
             user = session.principal.subject if session.principal else None
-            with structlog.contextvars.bound_contextvars(sid=sid, user=user, event=event):
+            # `socket_event`: a bound `event` would lose to the name of each event logged.
+            with structlog.contextvars.bound_contextvars(sid=sid, user=user, socket_event=event):
                 try:
                     await self._limiter.event(sid, user)
                     if len(args) > 1:

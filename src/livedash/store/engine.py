@@ -31,6 +31,9 @@ def create_engine(url: str, *, writer: bool = False, **kwargs: Any) -> AsyncEngi
     read-then-write transaction cannot fail half-way when another process wrote in between.
     A service keeps one engine and takes `write_locking(engine)` where it writes instead.
     """
+    # Statements' parameters are rows' values (patients' names among them): an error's text,
+    # which reaches logs and error messages, names the statement without them.
+    kwargs.setdefault("hide_parameters", True)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _configure_sqlite(engine, write_lock=writer)
