@@ -2,35 +2,39 @@
 
 Rows are written as the hospital's own programs write them (the `writer` fixture); a screen's
 `explain_metric` and `GET /api/metrics/{metric}/changes` then name each row by table,
-operation, id, commit time and department, never by its content; a department admin sees only
-its own departments; each key keeps its last ten updates; and with PostgreSQL and Redis a
-follower answers with what the leader recorded.
+operation, id, commit time and department, never by its content; a department admin or viewer
+sees only its own departments; a batch lists its last five rows and says there were more; each
+key keeps its last ten updates; a new day and the roll-ups are causes without rows (on a
+`ManualClock`); and with PostgreSQL and Redis a follower answers with what the leader
+recorded, and a new leader with what its predecessor recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from livedash.changefeed import Change, Op
-from livedash.metrics.causes import CAUSES_KEPT, CHANGES_PER_CAUSE, Reason
+from livedash.metrics.causes import CAUSES_KEPT, CHANGES_PER_CAUSE, CauseLog, Reason, newest
 from livedash.metrics.clock import ManualClock
 from livedash.metrics.engine import MetricEngine
-from livedash.realtime.schemas import MetricChanges
+from livedash.realtime.schemas import MAX_NAME_LENGTH, MetricChanges
 from livedash.settings import Settings
 from livedash.store.models import Role
+from livedash.testing.hospital import sql_now
 from livedash.testing.recorder import Recorder, update_of
 from livedash.testing.servers import RedisServer
 from tests.support.alerting import bearer
 from tests.support.instances import Instance
-from tests.support.live import Connect, LiveServer
+from tests.support.live import Connect, LiveServer, Serve
 from tests.support.operations import NOW, ZONE
 from tests.support.rest import problem_of
 from tests.support.writers import Write, register_patient
@@ -213,18 +217,142 @@ async def test_each_value_keeps_its_last_ten_updates(
 ) -> None:
     chief = await connect(server, token())
     await chief.call("subscribe_metrics", {"metrics": ["patients_total"], "departments": ["ED"]})
-    written = []
+    written, sent = [], []
     for number in range(CAUSES_KEPT + 2):
         written.append(await register_patient(writer, hospital["ED"], f"{NAME} {number}"))
-        await chief.next("dashboard_update", update_of("patients_total", "ED", number + 2))
+        update = await chief.next("dashboard_update", update_of("patients_total", "ED", number + 2))
+        sent.append(update["version"])
     kept = await explain(chief, "patients_total", "ED")
     assert len(kept["changes"]) == CAUSES_KEPT
     # Newest first: the last ten patients, each its own commit and update.
     assert [c["after"] for c in kept["changes"]] == list(range(CAUSES_KEPT + 3, 3, -1))
     assert [c["rows"][0]["id"] for c in kept["changes"]] == written[::-1][:CAUSES_KEPT]
-    versions = [c["version"] for c in kept["changes"]]
-    assert versions == sorted(versions, reverse=True)
+    # Exactly the last ten updates the screen was sent: none missing, none twice.
+    assert [c["version"] for c in kept["changes"]] == sent[::-1][:CAUSES_KEPT]
     assert NAME not in json.dumps(kept)
+
+
+async def test_over_rest_a_viewer_reads_a_batchs_last_rows_and_bad_questions_are_refused(
+    hospital: dict[str, int],
+    server: LiveServer,
+    connect: Connect,
+    token: Callable[..., str],
+    writer: Write,
+) -> None:
+    chief = await connect(server, token())
+    await chief.call("subscribe_metrics", {"metrics": ["patients_total"], "departments": ["ED"]})
+    # Seven patients in one commit (ids given: the listed ones are known): one update.
+    batch = range(901, 908)
+    values = ", ".join(["(?, ?, ?, 'registered', 0, ?)"] * len(batch))
+    parameters = [(n, hospital["ED"], f"{NAME} {n}", sql_now()) for n in batch]
+    await writer(
+        "INSERT INTO patients (id, department_id, name, status, emergency, registered_at) "
+        f"VALUES {values}",
+        tuple(part for row in parameters for part in row),
+    )
+    update = await chief.next("dashboard_update", update_of("patients_total", "ED", 8))
+
+    viewer = token(Role.VIEWER, ("ED",), sub="ed-viewer")
+    path = "/api/metrics/patients_total/changes"
+    async with httpx.AsyncClient(base_url=server.url, headers=bearer(viewer)) as http:
+        answer = await http.get(path, params={"department": "ED"})
+        assert answer.status_code == 200, answer.text
+        [newest, *_] = MetricChanges.model_validate_json(answer.content).changes
+        assert (newest.version, newest.before, newest.after, newest.delta) == (
+            update["version"], 1, 8, 7,
+        )  # fmt: skip
+        # The last five of the batch, in commit order, and word that there were more.
+        assert [(r.table, r.op, r.id, r.department) for r in newest.rows] == [
+            ("patients", "insert", n, "ED") for n in batch[-CHANGES_PER_CAUSE:]
+        ]
+        assert newest.more_rows is True
+        assert answer.json() == await explain(chief, "patients_total", "ED")
+        assert NAME not in answer.text
+        assert_recent(answer.json())
+
+        # A viewer is held to its departments as an admin is.
+        for department in ("CARD", "hospital"):
+            refused = await http.get(path, params={"department": department})
+            problem_of(refused, 403, "forbidden")
+            assert "changes" not in refused.json()
+        # Names too long to be a metric or a department: refused before anything is read.
+        too_long = "x" * (MAX_NAME_LENGTH + 1)
+        problem_of(await http.get(f"/api/metrics/{too_long}/changes"), 422, "invalid_payload")
+        refused = await http.get(path, params={"department": too_long})
+        problem_of(refused, 422, "invalid_payload")
+        unknown = await http.get("/api/metrics/bed_count/changes", params={"department": "ED"})
+        problem_of(unknown, 404, "unknown_metric")
+
+
+MIDNIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+"""Midnight in Berlin (the test hospital's zone), from Monday 23 to Tuesday 24 November."""
+
+
+async def admit(writer: Write, patient: int, department: int, at: datetime) -> int:
+    """An admission that began `at`, written as the hospital's application would."""
+    return await writer(
+        "INSERT INTO admissions (patient_id, department_id, admitted_at, discharged_at) "
+        "VALUES (?, ?, ?, NULL)",
+        (patient, department, at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")),
+    )
+
+
+async def test_a_new_day_and_the_roll_ups_are_causes_without_rows(
+    hospital: dict[str, int],
+    settings: Settings,
+    serve: Serve,
+    connect: Connect,
+    token: Callable[..., str],
+    writer: Write,
+) -> None:
+    clock = ManualClock(MIDNIGHT - timedelta(minutes=2))
+    quick = {"time_refresh_seconds": 0.05, "history_refresh_seconds": 0.2}
+    server = await serve(settings.model_copy(update=quick), clock)
+    chief = await connect(server, token())
+    watched = ["admissions_today", "admissions_growth_day", "admissions_trend"]
+    await chief.call("subscribe_metrics", {"metrics": watched})
+    patient = await register_patient(writer, hospital["ED"], NAME)
+
+    # Yesterday's admission at this hour, then today's: the roll-ups' "vs yesterday" goes
+    # from -100 % to level, with no row behind either figure.
+    await admit(writer, patient, hospital["ED"], clock.now() - timedelta(days=1, seconds=30))
+    fell = await chief.next("dashboard_update", update_of("admissions_growth_day", None, -1.0))
+    admission = await admit(writer, patient, hospital["ED"], clock.now() - timedelta(seconds=30))
+    counted = await chief.next("dashboard_update", update_of("admissions_today", "ED", 1))
+    level = await chief.next("dashboard_update", update_of("admissions_growth_day", None, 0.0))
+
+    growth = await explain(chief, "admissions_growth_day", None)
+    assert summary(growth)[:2] == [
+        (-1.0, 0.0, 1.0, "roll_ups", []),
+        (None, -1.0, None, "roll_ups", []),
+    ]
+    assert [c["version"] for c in growth["changes"][:2]] == [level["version"], fell["version"]]
+    assert all(change["more_rows"] is False for change in growth["changes"])
+
+    # Midnight in Berlin: the day's admissions start over; the hour of today's admission is
+    # over, so the six-hour trend now counts it.
+    clock.advance(timedelta(minutes=3))
+    reset = await chief.next("dashboard_update", update_of("admissions_today", "ED", 0))
+    rising = await chief.next("dashboard_update", update_of("admissions_trend", None, "increasing"))
+    today = await explain(chief, "admissions_today", "ED")
+    assert summary(today)[:2] == [
+        (1, 0, -1, "new_day", []),
+        (0, 1, 1, "rows", [("admissions", "insert", admission, "ED")]),
+    ]
+    assert [c["version"] for c in today["changes"][:2]] == [reset["version"], counted["version"]]
+    # The new day is stamped with the service's clock, past midnight.
+    assert datetime.fromisoformat(today["changes"][0]["timestamp"]) >= MIDNIGHT
+
+    trend = await explain(chief, "admissions_trend", None)
+    [moved] = [c for c in trend["changes"] if c["version"] == rising["version"]]
+    assert (moved["before"], moved["after"], moved["delta"], moved["reason"], moved["rows"]) == (
+        "stable", "increasing", None, "roll_ups", [],
+    )  # fmt: skip
+    async with httpx.AsyncClient(base_url=server.url, headers=bearer(token())) as http:
+        over_rest = await http.get(
+            "/api/metrics/admissions_today/changes", params={"department": "ED"}
+        )
+    assert over_rest.json()["changes"][0] == today["changes"][0]
 
 
 # -- the engine's record ------------------------------------------------------------------------
@@ -295,6 +423,33 @@ def test_a_batch_lists_its_last_rows_and_a_new_day_is_a_cause_of_its_own() -> No
     assert len(engine.causes.recent("patients_total", "ED")) == CAUSES_KEPT
 
 
+def test_the_log_finds_each_published_versions_cause_and_merges_two_leaders_logs() -> None:
+    log = CauseLog(kept=3)
+    at = NOW.replace(tzinfo=None)
+    for version in range(1, 6):  # the oldest two are dropped
+        log.record(
+            ("patients_total", "ED"), (version, at, version - 1, version, Reason.ROWS, (), False)
+        )
+
+    class Value(NamedTuple):
+        metric: str
+        department: str | None
+        version: int
+
+    asked = [Value("patients_total", "ED", v) for v in (5, 3, 1)]
+    asked.append(Value("patients_total", "CARD", 5))  # nothing recorded there
+    assert [cause.version for cause in log.of(asked)] == [5, 3]
+    assert [cause.version for cause in log.recent("patients_total", "ED")] == [5, 4, 3]
+
+    # A new leader's own causes and its predecessors' (in Redis), which may hold its newest
+    # too: each once, newest first, the newest kept.
+    own = log.recent("patients_total", "ED")
+    shared = [own[0], *(own[-1]._replace(version=v) for v in (2, 1))]
+    assert [cause.version for cause in newest(shared, own)] == [5, 4, 3, 2, 1]
+    assert [cause.version for cause in newest(shared, own, kept=2)] == [5, 4]
+    assert newest([], []) == []
+
+
 # -- a follower answers with the leader's record ------------------------------------------------
 
 
@@ -351,3 +506,49 @@ async def test_a_follower_answers_with_the_leaders_record(
         ]
     assert [answer.json() for answer in answers] == [there, there]
     assert all(NAME not in answer.text for answer in answers)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_new_leader_answers_with_its_predecessors_record(
+    two_instances: list[Instance],
+    hospital: dict[str, int],
+    connect: Connect,
+    token: Callable[..., str],
+    writer: Write,
+) -> None:
+    roles = {(await i.health())["role"]: i for i in two_instances}
+    leader, follower = roles["leader"], roles["follower"]
+    ed_token = token(Role.ADMIN, ("ED",), sub="ed-admin")
+    screen = await connect(follower, ed_token)
+    await screen.call("subscribe_metrics", {"metrics": ["patients_total"]})
+    first = await register_patient(writer, hospital["ED"], NAME)
+    await screen.next("dashboard_update", update_of("patients_total", "ED", 2))
+    before = await explain(screen, "patients_total", "ED")
+    assert summary(before) == [(1, 2, 1, "rows", [("patients", "insert", first, "ED")])]
+
+    await leader.kill()
+    # The follower takes over; its /health says so once it reads the feed itself (its
+    # first updates may reach the screen a moment before: they are no sign to await).
+    async with asyncio.timeout(30):
+        while "feed_position" not in await follower.health():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    # Before any new change, the new leader explains the value with what its predecessor
+    # recorded (kept in Redis), as the follower it was did.
+    assert await explain(screen, "patients_total", "ED") == before
+    second = await register_patient(writer, hospital["ED"], f"{NAME} again")
+    update = await screen.next("dashboard_update", update_of("patients_total", "ED", 3))
+    after = await explain(screen, "patients_total", "ED")
+    assert summary(after) == [
+        (2, 3, 1, "rows", [("patients", "insert", second, "ED")]),
+        *summary(before),
+    ]
+    assert after["changes"][0]["version"] == update["version"] > before["changes"][0]["version"]
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(
+            f"{follower.url}/api/metrics/patients_total/changes",
+            headers=bearer(ed_token),
+            params={"department": "ED"},
+        )
+    assert answer.json() == after
+    assert NAME not in answer.text

@@ -2,19 +2,26 @@
 number opens a dialog with the rows behind its last change (and never a patient's name), from
 the mouse and the keyboard; a department admin's answer and requests stay in their department;
 a refusal is said in words; a wall's numbers open nothing; axe-core finds nothing serious.
+While the socket is away (reconnecting, or lost while the question waited), the same answer
+comes over REST; a new day and the roll-ups are said as causes without rows.
 
 Screenshot for people: build/test-artifacts/why.png.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from playwright.async_api import Locator, Page, Request, WebSocket, expect
+from playwright.async_api import Locator, Page, Request, Route, WebSocket, WebSocketRoute, expect
 
 from livedash.auth.sessions import hash_password
+from livedash.metrics.causes import CHANGES_PER_CAUSE
+from livedash.metrics.clock import ManualClock
+from livedash.settings import Settings
 from livedash.store.models import Role
 from livedash.testing.hospital import sql_now
 from tests.support.browser import (
@@ -24,8 +31,8 @@ from tests.support.browser import (
     contrast_failures,
     save_screenshot,
 )
-from tests.support.live import LiveServer
-from tests.support.writers import Users, Write
+from tests.support.live import LiveServer, Serve
+from tests.support.writers import Users, Write, register_patient
 
 NAME = "Zebulon Quartermaine"  # a patient's name: never on the page
 CLOCK = r"\d{1,2}:\d\d:\d\d(\s?[AP]M)?"  # the hospital's clock, as its locale writes it
@@ -38,6 +45,15 @@ async def admit(writer: Write, department_id: int, name: str) -> int:
         "INSERT INTO patients (department_id, name, status, emergency, registered_at) "
         "VALUES (?, ?, 'active', 0, ?)",
         (department_id, name, sql_now()),
+    )
+
+
+async def admit_at(writer: Write, patient: int, department_id: int, at: datetime) -> int:
+    """An admission that began `at` (aware), written as the hospital's application would."""
+    return await writer(
+        "INSERT INTO admissions (patient_id, department_id, admitted_at, discharged_at) "
+        "VALUES (?, ?, ?, NULL)",
+        (patient, department_id, at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")),
     )
 
 
@@ -71,6 +87,69 @@ def record_explains(page: Page) -> list[dict[str, Any]]:
 
     page.on("websocket", socket)
     return sent
+
+
+class Socket:
+    """The page's socket, through Playwright to the service: recorded, and cut at will (the
+    service and its REST API stay up, as when a proxy drops WebSockets)."""
+
+    def __init__(self) -> None:
+        self.cut = False
+        self.cut_on_explain = False  # drop the next `explain_metric` and cut the socket
+        self.explained: list[dict[str, Any]] = []
+        self._open: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+        self._dropping: set[asyncio.Task[None]] = set()
+
+    async def install(self, page: Page) -> None:
+        await page.route_web_socket(re.compile(r"/socket\.io/"), self._route)
+        await page.route(re.compile(r"/socket\.io/\?"), self._polling)
+
+    async def _route(self, page_side: WebSocketRoute) -> None:
+        if self.cut:
+            await page_side.close()
+            return
+        service = page_side.connect_to_server()
+        self._open.append((page_side, service))
+
+        def sent(message: str | bytes) -> None:
+            found = EVENT.match(message) if isinstance(message, str) else None
+            if found:
+                event, *data = json.loads(found.group(1))
+                if event == "explain_metric":
+                    if self.cut_on_explain:
+                        self.cut_on_explain = False
+                        dropping = asyncio.get_running_loop().create_task(self.drop())
+                        self._dropping.add(dropping)
+                        dropping.add_done_callback(self._dropping.discard)
+                        return  # never reaches the service: no answer comes
+                    self.explained.append(data[0])
+            service.send(message)
+
+        page_side.on_message(sent)
+
+    async def _polling(self, route: Route) -> None:
+        await (route.abort() if self.cut else route.continue_())
+
+    async def drop(self) -> None:
+        """Cut every open socket, and refuse the page's attempts to reconnect."""
+        self.cut = True
+        opened, self._open = self._open, []
+        for page_side, service in opened:
+            await page_side.close()
+            await service.close()
+
+
+async def shows_the_batch(why: Locator, batch: range) -> None:
+    """The dialog shows the one update of a batch of patients: its last rows, and "more"."""
+    newest = why.locator(".why-change").first
+    await expect(why.locator(".why-status")).to_have_text("Its last update:")
+    await expect(newest.locator(".why-delta")).to_have_text(f"+{len(batch)}")
+    await expect(newest.locator(".why-row")).to_have_count(CHANGES_PER_CAUSE)
+    ids = [await row.get_attribute("data-id") for row in await newest.locator(".why-row").all()]
+    assert ids == [str(n) for n in batch[-CHANGES_PER_CAUSE:]]
+    await expect(newest.locator(".why-more")).to_have_text("…and more rows in the same batch.")
+    await expect(why.locator(".form-error")).to_be_hidden()
+    assert NAME not in await why.inner_html()
 
 
 async def test_a_number_shows_the_rows_behind_its_last_change_and_never_a_name(
@@ -224,3 +303,131 @@ async def test_a_walls_numbers_open_nothing(
     await expect(page.locator("[data-metric][tabindex]")).to_have_count(0)
     await patients.click()
     await expect(page.locator("dialog")).to_have_count(0)
+
+
+async def test_while_the_socket_is_away_the_dialog_asks_over_rest(
+    hospital: dict[str, int],
+    server: LiveServer,
+    token: Any,
+    users: Users,
+    writer: Write,
+    screens: Screens,
+) -> None:
+    page = await screens.open()
+    socket = Socket()
+    await socket.install(page)
+    asked_over_rest: list[str] = []
+    page.on("request", lambda r: asked_over_rest.append(r.url) if "/changes" in r.url else None)
+    signed = token(Role.ADMIN, ("ED",), sub="ed-admin")
+    await users.settled()
+    await page.goto(f"{server.url}/#token={signed}")
+    status = page.locator("#connection")
+    await expect(status).to_have_text("Live")
+    patients = cell(page, "patients_active", "ED")
+    await expect(patients).to_have_text("0")
+    # Seven patients under care in one commit: one update, its last five rows, "and more".
+    batch = range(901, 908)
+    values = ", ".join(["(?, ?, ?, 'active', 0, ?)"] * len(batch))
+    await writer(
+        "INSERT INTO patients (id, department_id, name, status, emergency, registered_at) "
+        f"VALUES {values}",
+        tuple(part for n in batch for part in (n, hospital["ED"], f"{NAME} {n}", sql_now())),
+    )
+    await expect(patients).to_have_text("7")
+
+    why = dialog(page)
+    # Reconnecting: the socket cannot ask, so the page asks GET /api/metrics/…/changes.
+    await socket.drop()
+    await expect(status).to_contain_text("Reconnecting", timeout=10_000)
+    async with page.expect_response(re.compile(r"/api/metrics/patients_active/changes")) as got:
+        await patients.click()
+    answer = await got.value
+    assert answer.ok
+    assert answer.url.endswith("/api/metrics/patients_active/changes?department=ED")
+    await shows_the_batch(why, batch)
+    await page.keyboard.press("Escape")
+    assert socket.explained == []
+
+    # Back, then lost while the question waits: the service never sees it, the socket.io
+    # client fails it at once, and REST answers instead of "did not answer in time".
+    socket.cut = False
+    await expect(status).to_have_text("Live", timeout=15_000)
+    socket.cut_on_explain = True
+    async with page.expect_response(re.compile(r"/api/metrics/patients_active/changes")):
+        await patients.click()
+    await shows_the_batch(why, batch)
+    await page.keyboard.press("Escape")
+    assert socket.explained == []
+    assert len(asked_over_rest) == 2
+
+    # Live again: the socket answers, and REST is not asked.
+    socket.cut = False
+    await expect(status).to_have_text("Live", timeout=15_000)
+    await patients.click()
+    await shows_the_batch(why, batch)
+    assert socket.explained == [{"metric": "patients_active", "department": "ED"}]
+    assert len(asked_over_rest) == 2
+
+
+MIDNIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+"""Midnight in Berlin, the test hospital's zone."""
+
+
+async def test_a_new_day_and_the_roll_ups_are_said_without_rows(
+    hospital: dict[str, int],
+    settings: Settings,
+    serve: Serve,
+    token: Any,
+    users: Users,
+    writer: Write,
+    screens: Screens,
+) -> None:
+    clock = ManualClock(MIDNIGHT - timedelta(minutes=2))
+    quick = {"time_refresh_seconds": 0.05, "history_refresh_seconds": 0.2}
+    server = await serve(settings.model_copy(update=quick), clock)
+    signed = token()
+    await users.settled()
+    page = await screens.open()
+    await page.goto(f"{server.url}/#token={signed}")
+    await expect(page.locator("#connection")).to_have_text("Live")
+    today = cell(page, "admissions_today", None)
+    growth = cell(page, "admissions_growth_day", None).first  # the panel's; a chart's too
+    await expect(today).to_have_text("0")
+
+    # An admission yesterday at this hour and one today: "vs yesterday" moves on the
+    # roll-ups; then midnight, and the day's admissions start over.
+    patient = await register_patient(writer, hospital["ED"], NAME)
+    await admit_at(writer, patient, hospital["ED"], clock.now() - timedelta(days=1, seconds=30))
+    await expect(growth).to_have_text("-100%")
+    await admit_at(writer, patient, hospital["ED"], clock.now() - timedelta(seconds=30))
+    await expect(today).to_have_text("1")
+    await expect(growth).to_have_text("0%")
+    clock.advance(timedelta(minutes=3))
+    await expect(today).to_have_text("0")
+
+    why = dialog(page)
+    await today.click()
+    changes = why.locator(".why-change")
+    await expect(changes.first).to_have_attribute("data-reason", "new_day")
+    await expect(changes.first.locator(".why-reason")).to_have_text(
+        "A new day began (midnight): the day's figures started over."
+    )
+    await expect(changes.first.locator(".why-before")).to_have_text("1")
+    await expect(changes.first.locator(".why-after")).to_have_text("0")
+    minus = "\u2212"  # as the page writes a fall
+    await expect(changes.first.locator(".why-delta")).to_have_text(f"{minus}1")
+    await expect(changes.first.locator(".why-row")).to_have_count(0)
+    # The admission that counted before midnight is the update below it.
+    await expect(changes.nth(1)).to_have_attribute("data-reason", "rows")
+    await expect(changes.nth(1).locator(".why-row")).to_have_attribute("data-table", "admissions")
+    await page.keyboard.press("Escape")
+
+    await growth.click()
+    level = why.locator('.why-change[data-reason="roll_ups"]').filter(
+        has=page.locator(".why-delta", has_text="+100")
+    )
+    await expect(level).to_have_count(1)
+    await expect(level.locator(".why-reason")).to_have_text("Recomputed from the hourly roll-ups.")
+    await expect(level.locator(".why-row")).to_have_count(0)
+    await expect(why.locator(".why-more")).to_have_count(0)
+    assert NAME not in await why.inner_html()

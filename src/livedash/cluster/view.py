@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from livedash.cluster.cache import CacheStats, LocalCache
 from livedash.cluster.state import TIER_TTL_SECONDS, SharedMetricState
 from livedash.errors import StoreError
-from livedash.metrics.causes import Cause
+from livedash.metrics.causes import CAUSES_KEPT, Cause, newest
 from livedash.metrics.clock import Clock
 from livedash.metrics.definitions import METRIC_NAMES, Tier
 from livedash.metrics.engine import MetricEngine, MetricValue
@@ -278,7 +278,13 @@ class SharedView:
     async def causes(self, metric: str, department: str | None) -> list[Cause]:
         pipeline = self._leader_pipeline()
         if pipeline is not None:
-            return pipeline.engine.causes.recent(metric, department)
+            own = pipeline.engine.causes.recent(metric, department)
+            if self._state is None or len(own) >= CAUSES_KEPT:
+                return own
+            # A new leader's log starts empty: its predecessors' causes are in Redis (when
+            # Redis is out of reach, its own are all it has).
+            shared = await self._redis(lambda state: state.causes(metric, department))
+            return newest(shared or (), own)
         if self._state is None:
             return []  # no leader to ask: nothing has been published
         found = await self._redis(lambda state: state.causes(metric, department))

@@ -6,7 +6,8 @@ it moves). When it then publishes a value, it records a cause: the value before 
 version (as `dashboard_update` carried it), and the last few of those changes that touched the
 metric's input families in that department, each as a `Note` (no row content). A new day and
 the historical tier's refresh are causes too, without rows. The log keeps the newest
-`CAUSES_KEPT` causes per key.
+`CAUSES_KEPT` causes per key. A leader's log starts empty: in a cluster, it answers with its
+predecessors' causes too, from Redis (`newest`).
 
 A change is named by its table, operation, row id, commit time and department code, and by
 nothing else of the row: no name or other content ever reaches a cause.
@@ -85,10 +86,6 @@ class Cause(NamedTuple):
     more_changes: bool = False
     """More changes of its batch touched the value than `changes` lists."""
 
-    @property
-    def key(self) -> CauseKey:
-        return (self.metric, self.department)
-
 
 Entry = tuple[int, datetime, Value, Value, Reason, tuple[Note, ...], bool]
 """A cause as the log keeps it under its key: version, at, before, after, reason, the notes of
@@ -124,6 +121,13 @@ class CauseLog:
                     found.append(_cause(value.metric, value.department, entry))
                     break
         return found
+
+
+def newest(*logs: Iterable[Cause], kept: int = CAUSES_KEPT) -> list[Cause]:
+    """The newest `kept` causes of one key from several logs, each version once, newest
+    first (a version in more than one log: the last log's)."""
+    unique = {cause.version: cause for log in logs for cause in log}
+    return [unique[version] for version in sorted(unique, reverse=True)[:kept]]
 
 
 def _cause(metric: str, department: str | None, entry: Entry) -> Cause:

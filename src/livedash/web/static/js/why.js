@@ -226,7 +226,10 @@ export class Why {
         const question = { metric, department };
         return await this.#connection.request("explain_metric", question, { tries: 3 });
       } catch (error) {
-        if (error?.code !== "offline") throw error;
+        // A socket lost while the question waited fails it at once, as a timeout: the
+        // service never answered, and REST can.
+        const lost = error?.code === "timeout" && !this.#connection.ready;
+        if (error?.code !== "offline" && !lost) throw error;
       }
     }
     const path = `/api/metrics/${encodeURIComponent(metric)}/changes`;
