@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import socketio
+import structlog
 from playwright.async_api import Browser
 from sqlalchemy.engine import make_url
 
@@ -32,6 +33,21 @@ from tests.support.writers import PostgresWriter, SqliteWriter, Users, Write, re
 
 BACKENDS = ["sqlite", "postgres"]
 _DATABASE_NUMBERS = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """structlog's defaults, but plain tracebacks: its default renders each logged error with
+    rich and every frame's local variables, seconds of a test's event loop when a server dies."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+        ]
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

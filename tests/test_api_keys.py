@@ -160,3 +160,38 @@ def test_every_api_key_command_explains_itself() -> None:
         result = runner.invoke(app, ["api-key", command, "--help"])
         assert result.exit_code == 0
         assert len(result.output.splitlines()) > 3
+
+
+def test_the_command_makes_a_wall_screens_key_for_a_user_and_refuses_the_wrong_ones(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "hospital.db"
+    runner = CliRunner()
+    env = {"LIVEDASH_JWT_SECRET_FILE": str(tmp_path / "secret")}
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, [*args, "--db", str(database)], env=env)
+        return result.exit_code, " ".join((result.stdout + result.stderr).split())
+
+    assert run("user", "add", "wall-ed", "--role", "viewer", "-d", "ED")[0] == 0
+    assert run("user", "add", "root", "--role", "super_admin")[0] == 0
+    code, out = run("api-key", "create", "ed-wall", "--scope", "dashboard", "--user", "wall-ed")
+    assert code == 0, out
+    assert KEY.findall(out)
+    code, out = run("api-key", "list")
+    assert "ed-wall" in out
+    assert "dashboard" in out
+    assert "wall-ed" in out
+
+    code, out = run("api-key", "create", "root-wall", "--scope", "dashboard", "--user", "root")
+    assert code == 1
+    assert "super_admin" in out
+    code, out = run("api-key", "create", "lost", "--scope", "dashboard")
+    assert code == 1
+    assert "give the user" in out
+    code, out = run("api-key", "create", "main-app", "--user", "wall-ed")
+    assert code == 1
+    assert "only for it" in out
+    with sqlite3.connect(database) as connection:
+        names = [row[0] for row in connection.execute("SELECT name FROM api_keys")]
+    assert names == ["ed-wall"]

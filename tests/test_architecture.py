@@ -14,7 +14,7 @@ import livedash
 
 PACKAGE = Path(livedash.__file__).parent
 
-FOUNDATION = {"errors", "settings", "aio", "timeutil", "observability"}
+FOUNDATION = {"errors", "settings", "settings_doc", "aio", "timeutil", "observability"}
 """Imported by anyone; they import only each other."""
 
 DATA_PATH = ["store", "changefeed", "metrics", "cluster", "realtime"]
@@ -41,7 +41,10 @@ ALLOWED: dict[str, set[str]] = {
     "web": {*DATA_PATH, "auth", "ingest", "services", "alerts", "notifications", "reports"},
     "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts", "notifications", "reports"},
     "service": {"app", "web", "simulator"},
+    # The whole doctor: the database's checks, and those of the key, e-mail and Web Push.
+    "doctor": {"store", "changefeed", "auth", "notifications"},
     "cli": {
+        "doctor",
         *DATA_PATH,
         "auth",
         "ingest",

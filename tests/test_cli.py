@@ -6,22 +6,20 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-import socketio
+import typer
+from asyncinotify import Inotify, Mask
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from livedash.auth.tokens import verify_token
 from livedash.cli import app
 from livedash.settings import Settings
 from livedash.store.models import Role
-from livedash.testing.recorder import Recorder
 from tests.support.schema import head_revision
 
 
@@ -122,82 +120,82 @@ def test_revoke_signs_a_user_out_or_refuses_one_token(tmp_path: Path) -> None:
     assert revoked == [("token-1", "laptop stolen")]
 
 
-def test_every_command_explains_itself() -> None:
+def _commands(group: TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command under `group`, as the words that name it."""
+    found: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            found += _commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_command_explains_itself_with_an_example() -> None:
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    commands = _commands(group)
+    wanted = {
+        ("demo",),
+        ("serve",),
+        ("simulate",),
+        ("migrate",),
+        ("token",),
+        ("user", "add"),
+        ("user", "list"),
+        ("user", "disable"),
+        ("user", "enable"),
+        ("user", "password"),
+        ("api-key", "create"),
+        ("doctor",),
+        ("report", "generate"),
+        ("alerts", "list"),
+        ("alerts", "silence"),
+        ("bench",),
+        ("settings-doc",),
+        ("vapid-keys",),
+    }
+    assert wanted <= set(commands)
     runner = CliRunner()
-    for command in ("demo", "serve", "migrate", "simulate", "token", "revoke", "api-doc"):
-        result = runner.invoke(app, [command, "--help"])
-        assert result.exit_code == 0
-        assert len(result.output.splitlines()) > 3
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, command
+        assert "Example: " in result.output, command
+        assert len(result.output.splitlines()) > 6, command
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`livedash demo` in its own process; yields it and the URL it prints."""
-    port = _free_port()
+async def test_simulate_writes_hospital_activity_until_stopped(tmp_path: Path) -> None:
+    database = tmp_path / "training.db"
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "livedash",
-        "demo",
-        "--port",
-        str(port),
-        "--db",
-        str(tmp_path / "demo.db"),
-        "--speed",
-        "3000",
+        *(sys.executable, "-m", "livedash", "simulate", "--db", str(database), "--speed", "3000"),
         cwd=tmp_path,
-        env={**os.environ, "LIVEDASH_LOG_LEVEL": "warning"},
-        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, **_env(tmp_path), "LIVEDASH_LOG_LEVEL": "warning"},
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert process.stdout is not None
-    async with asyncio.timeout(60):
-        while True:
-            line = (await process.stdout.readline()).decode()
-            assert line, "the demo exited before printing its URL"
-            if line.startswith("http://"):
-                break
+    assert process.stderr is not None
     try:
-        yield process, line.strip()
+        async with asyncio.timeout(60):
+            while b"Simulating" not in (line := await process.stderr.readline()):
+                assert line, "the simulator exited before simulating"
+        assert re.match(rb"Simulating \d+ departments, \d+ beds at 3000x real time", line)
+
+        def changes() -> int:
+            with sqlite3.connect(database) as connection:
+                return int(connection.execute("SELECT count(*) FROM change_log").fetchone()[0])
+
+        with Inotify() as inotify:  # each commit writes the database's files
+            inotify.add_watch(tmp_path, Mask.MODIFY)
+            seeded = changes()
+            async with asyncio.timeout(30):
+                async for _written in inotify:
+                    if changes() > seeded:  # the hospital's rows change, as its application's
+                        break
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            assert await process.wait() == 0
+            rest = (await process.stderr.read()).decode()
+        assert re.search(r"Simulator stopped after [1-9]\d* events \(", rest), rest
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def test_demo_serves_a_live_hospital_and_stops_cleanly(
-    demo: tuple[asyncio.subprocess.Process, str],
-) -> None:
-    process, url = demo
-    match = re.fullmatch(r"(http://127\.0\.0\.1:\d+)/#token=(\S+)", url)
-    assert match is not None, url
-    base, token = match.groups()
-    async with httpx.AsyncClient(base_url=base) as http:
-        page = await http.get("/")
-        assert page.status_code == 200
-        assert "socket.io.min.js" in page.text
-        assert (await http.get("/health")).json()["status"] == "ok"
-
-    client = socketio.AsyncClient(reconnection=False)
-    screen = Recorder(client)
-    await client.connect(base, auth={"token": token}, transports=["websocket"])
-    try:
-        authenticated = await screen.next("authenticated")
-        assert (authenticated["sub"], authenticated["role"]) == ("admin", "super_admin")
-        await client.call("subscribe_metrics", timeout=10)
-        snapshot = await screen.next("metrics_snapshot")
-        beds = {v["value"] for v in snapshot["values"] if v["metric"] == "beds_total"}
-        assert max(beds) >= 250  # the seeded hospital
-        update = await screen.next("dashboard_update", within=30)  # the simulator at work
-        assert update["version"] > 0
-    finally:
-        await client.disconnect()
-
-    process.send_signal(signal.SIGINT)
-    async with asyncio.timeout(20):
-        assert await process.wait() == 0

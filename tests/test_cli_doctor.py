@@ -38,12 +38,25 @@ def backend() -> str:
     return "postgres"
 
 
+QUIET: dict[str, str | None] = {
+    # The checks beyond the database's pass, whatever this machine runs: a free port, a
+    # deployment's signing key and public address, no e-mail or Web Push.
+    "LIVEDASH_PORT": str(free_port()),
+    "LIVEDASH_JWT_SECRET": "doctor-test-secret-" + "x" * 40,
+    "LIVEDASH_PUBLIC_URL": "https://livedash.example",
+    "LIVEDASH_REDIS_URL": None,
+    "LIVEDASH_SMTP_HOST": None,
+    "LIVEDASH_VAPID_PRIVATE_KEY_FILE": None,
+}
+
+
 async def doctor(database_url: str, *args: str, **env: str | None) -> Result:
     """Run `livedash doctor` with only these settings (in a thread: it runs its own loop)."""
     environment: dict[str, str | None] = {
         "LIVEDASH_DATABASE_URL": database_url,
         "LIVEDASH_REDIS_URL": None,
         "LIVEDASH_FEED_SLOT": None,
+        **QUIET,
     }
     environment.update({f"LIVEDASH_{name.upper()}": value for name, value in env.items()})
     return await asyncio.to_thread(CliRunner().invoke, app, ["doctor", *args], env=environment)
@@ -153,7 +166,7 @@ async def test_wal_level_replica_fails_with_the_alter_system_remedy(
     assert line(result, "slot livedash").startswith("FAIL")
     for name in ("server", "role", "migrations", "replica identity", "replication connection"):
         assert line(result, name).startswith("OK"), result.stdout
-    assert result.stdout.rstrip().endswith("3 of 12 checks failed.")
+    assert result.stdout.rstrip().endswith("3 of 14 checks failed.")
 
 
 @pytest.fixture
@@ -262,7 +275,7 @@ async def test_an_unreachable_server_fails_clearly_without_a_traceback(
     assert f"cannot reach 127.0.0.1:{port}, database hospital" in server
     assert "listen_addresses, pg_hba.conf" in remedies(result)[0]
     assert line(result, "redis").startswith("FAIL")
-    assert result.stdout.rstrip().endswith("2 of 2 checks failed.")
+    assert result.stdout.rstrip().endswith("2 of 4 checks failed.")
 
     missing = make_url(database_url).set(database="no_such_database").render_as_string(False)
     absent = await doctor(missing)
@@ -277,7 +290,7 @@ async def test_an_unreachable_server_fails_clearly_without_a_traceback(
 def test_sqlite_checks_only_its_file_and_migrations(tmp_path: Path) -> None:
     path = tmp_path / "hospital.db"
     runner = CliRunner()
-    missing = runner.invoke(app, ["doctor", "--db", str(path)], env={"LIVEDASH_REDIS_URL": None})
+    missing = runner.invoke(app, ["doctor", "--db", str(path)], env=QUIET)
     assert missing.exit_code == 1
     assert "needs no server settings, replication slot" in missing.stdout
     assert "does not exist" in line(missing, "database file")
@@ -285,7 +298,7 @@ def test_sqlite_checks_only_its_file_and_migrations(tmp_path: Path) -> None:
     assert not path.exists()  # the doctor changes nothing
 
     upgrade(f"sqlite+aiosqlite:///{path}")
-    healthy = runner.invoke(app, ["doctor", "--db", str(path)], env={"LIVEDASH_REDIS_URL": None})
+    healthy = runner.invoke(app, ["doctor", "--db", str(path)], env=QUIET)
     assert_all_ok(healthy)
     assert "journal_mode WAL" in line(healthy, "database file")
     assert line(healthy, "migrations").endswith(f"at head ({head_revision()})")

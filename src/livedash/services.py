@@ -28,7 +28,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 import structlog
@@ -48,6 +48,7 @@ from livedash.auth.users import Authenticator
 from livedash.changefeed.positions import load_position
 from livedash.cluster.instances import InstanceBoard
 from livedash.cluster.leader import LeaderElection
+from livedash.cluster.probes import FeedLagReader, database_probe, feed_probe, job_queue_probe
 from livedash.cluster.runner import FEED_CONSUMER, Consumer, FeedRunner
 from livedash.cluster.shared_redis import SharedRedis
 from livedash.cluster.state import SharedMetricState
@@ -60,7 +61,16 @@ from livedash.notifications.dispatcher import Dispatcher
 from livedash.notifications.email import EmailSender, TlsMode
 from livedash.notifications.inbox import Inbox
 from livedash.notifications.push import PushSender
+from livedash.observability.readiness import (
+    Instant,
+    Readiness,
+    breaker_check,
+    connections_check,
+    memory_probe,
+)
 from livedash.observability.status import ServiceStatus
+from livedash.observability.telemetry import Telemetry
+from livedash.observability.upstream import UpstreamPoller, polled
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
 from livedash.realtime.limiter import SocketLimiter
@@ -94,6 +104,7 @@ class Services:
     database: AsyncEngine
     redis: SharedRedis | None
     status: ServiceStatus
+    telemetry: Telemetry
     history: UpdateHistory
     outbox: Outbox
     runner: FeedRunner
@@ -109,6 +120,7 @@ class Services:
     alerts: AlertService
     alert_desk: AlertDesk
     silencer: Silencer
+    dispatcher: Dispatcher
     deliveries: DeliveryWorker
     anomalies: AnomalyWatch
     rulebook: RuleBook
@@ -116,6 +128,9 @@ class Services:
     reports: ReportService
     report_schedules: ScheduleBook
     report_scheduler: ReportScheduler
+    readiness: Readiness
+    feed_lag: FeedLagReader
+    upstream: UpstreamPoller | None
 
     @property
     def leading(self) -> bool:
@@ -153,6 +168,7 @@ async def open_services(
         # Unwound first: clients are handed over before the feed stops (and stores its
         # position). The server may call it earlier, before it closes the connections.
         stack.push_async_callback(services.gateway.drain)
+        await services.readiness.refresh()  # the first answer of /health/ready is a verdict
         yield services
 
 
@@ -213,8 +229,14 @@ async def _build(
         server.use_manager(manager)
     breaker = redis.breaker if redis is not None else None
     fanout = SocketIOFanOut(server, breaker=breaker)
+    telemetry = Telemetry()
     outbox = await stack.enter_async_context(
-        Outbox(fanout, window=settings.coalesce_window_seconds, history=history)
+        Outbox(
+            fanout,
+            window=settings.coalesce_window_seconds,
+            history=history,
+            telemetry=telemetry,
+        )
     )
     runner = FeedRunner(
         settings,
@@ -226,6 +248,12 @@ async def _build(
         announce=manager.announce_resync if manager is not None else None,
     )
     runner.watch(status)
+
+    def batch_committed_at() -> datetime | None:
+        pipeline = runner.pipeline
+        return pipeline.batch_committed_at if pipeline is not None else None
+
+    outbox.commit_time = batch_committed_at
     view = SharedView(
         database,
         state,
@@ -258,9 +286,8 @@ async def _build(
             limiter=SocketLimiter(settings, pool),
         )
     )
-    # Each instance's sockets, for the deployment's figures (GET /api/realtime/stats).
-    instances = await stack.enter_async_context(
-        InstanceBoard(redis, lambda: gateway.stats().as_dict())
+    instances, readiness, feed_lag, upstream = await _health(
+        stack, settings, database, redis, status, runner, election, gateway, clock
     )
     screens = RoomScreens(fanout)
     document, source = read_rules_file(settings.alert_rules_file)
@@ -315,7 +342,7 @@ async def _build(
     rulebook.on_change(apply_rules)
     runner.lead(rulebook.follow)  # rules set through the API reach the leader
     reports, report_schedules, report_scheduler = _reports(
-        stack, settings, database, view, runner, clock
+        stack, settings, database, view, runner, clock, telemetry
     )
     if manager is not None and breaker is not None:
         # Messages Redis did not carry to (or from) this instance: resend current values.
@@ -327,6 +354,7 @@ async def _build(
         database=database,
         redis=redis,
         status=status,
+        telemetry=telemetry,
         history=history,
         outbox=outbox,
         runner=runner,
@@ -345,12 +373,16 @@ async def _build(
         ),
         inbox=Inbox(database),
         silencer=silencer,
+        dispatcher=dispatcher,
         deliveries=deliveries,
         anomalies=anomalies,
         rulebook=rulebook,
         reports=reports,
         report_schedules=report_schedules,
         report_scheduler=report_scheduler,
+        readiness=readiness,
+        feed_lag=feed_lag,
+        upstream=upstream,
     )
 
 
@@ -361,6 +393,7 @@ def _reports(
     view: MetricView,
     runner: FeedRunner,
     clock: Clock,
+    telemetry: Telemetry,
 ) -> tuple[ReportService, ScheduleBook, ReportScheduler]:
     """Reports on demand everywhere; schedules run on the leader."""
 
@@ -377,7 +410,7 @@ def _reports(
             await pipeline.set_system(report_runs_failing=count)
 
     service = configured_report_service(
-        settings, database, view, now=clock.now, feed_position=feed_position
+        settings, database, view, now=clock.now, feed_position=feed_position, telemetry=telemetry
     )
     stack.push_async_callback(service.close)
     book = ScheduleBook(database, settings.zone, mail=settings.smtp_host is not None)
@@ -431,3 +464,83 @@ async def _push_sender(stack: AsyncExitStack, settings: Settings) -> PushSender 
         raise ConfigurationError(f"cannot read the VAPID key at {path}: {error}") from error
     sender = PushSender(key, settings.vapid_subject)
     return await stack.enter_async_context(sender)
+
+
+async def _health(
+    stack: AsyncExitStack,
+    settings: Settings,
+    database: AsyncEngine,
+    redis: SharedRedis | None,
+    status: ServiceStatus,
+    runner: FeedRunner,
+    election: LeaderElection | None,
+    gateway: Gateway,
+    clock: Clock,
+) -> tuple[InstanceBoard, Readiness, FeedLagReader, UpstreamPoller | None]:
+    """Readiness's checks, the instance board (GET /api/realtime/stats, `livedash status`) and
+    the main application's poller, whose verdict the leader publishes as `main_app_up`."""
+    upstream = await stack.enter_async_context(
+        polled(
+            settings.main_app_health_url,
+            interval=settings.main_app_poll_seconds,
+            request_timeout=settings.main_app_timeout_seconds,
+        )
+    )
+    feed_lag = FeedLagReader(runner, database, sqlite=election is None)
+
+    def report() -> dict[str, object]:
+        verdict = readiness.report()
+        lag = feed_lag.latest
+        leading = runner.pipeline is not None and (election is None or election.leading)
+        return {
+            **gateway.stats().as_dict(),
+            "role": "leader" if leading else "follower",
+            "feed_lag_seconds": lag.seconds if lag is not None else None,
+            "ready": verdict.ready,
+            "failing": verdict.failing,
+        }
+
+    board = InstanceBoard(redis, report)
+
+    async def leader_lag() -> float | None:
+        leader = await board.leader()
+        lag = leader.get("feed_lag_seconds") if leader is not None else None
+        return float(lag) if isinstance(lag, int | float) else None
+
+    instant: list[Instant] = [
+        connections_check(
+            lambda: gateway.transports, settings.max_connections, lambda: gateway.draining
+        )
+    ]
+    if status.cache is not None:
+        cache = status.cache
+        instant.append(lambda: breaker_check("redis", cache, what="Redis"))
+    if upstream is not None:
+        instant.append(upstream.check)
+    probes = [
+        database_probe(database, status.database),
+        feed_probe(
+            feed_lag,
+            runner,
+            max_lag_seconds=settings.ready_max_feed_lag_seconds,
+            embedded=election is None,
+            leader_lag=leader_lag,
+        ),
+        job_queue_probe(database, clock.now, max_waiting=settings.ready_max_waiting_jobs),
+        memory_probe(settings.ready_max_memory_mb),
+    ]
+    readiness = await stack.enter_async_context(
+        Readiness(instant, probes, interval=settings.ready_probe_seconds)
+    )
+    await stack.enter_async_context(board)
+    if upstream is not None:
+        poller = upstream
+
+        async def publish_main_app() -> None:
+            async for up in poller.changes():
+                pipeline = runner.pipeline
+                if pipeline is not None:
+                    await pipeline.set_system(main_app_up=up)
+
+        runner.lead(publish_main_app)  # the metric engine is the leader's
+    return board, readiness, feed_lag, upstream

@@ -18,6 +18,7 @@ every condition is stale; nothing fires or resolves on data that old.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,6 +108,7 @@ class AlertService:
         self._recording = asyncio.Lock()
         self._announcing: dict[int, _Turn] = {}  # per alert: its events in order
         self._deadline_changed = asyncio.Event()
+        self.raised: Counter[str] = Counter()  # alerts raised here (rules, anomalies), by severity
 
     def _use(self, rules: Iterable[ThresholdRule]) -> None:
         self.rules = {rule.name: rule for rule in rules}
@@ -387,6 +389,8 @@ class AlertService:
         """Hand an alert event to the listeners (notifications), apart from the caller. An
         alert's events go one after another (its resolution never overtakes its raising);
         different alerts' go side by side."""
+        if event == RAISED:
+            self.raised[message.severity] += 1
         self._background.spawn(self._announce_in_order(message, event, level))
 
     async def _announce_in_order(self, message: AlertMessage, event: str, level: int) -> None:

@@ -83,6 +83,12 @@ class RateLimiter:
         )
         self._namespace = namespace
         self._counted = counted
+        self.rejected = 0  # requests refused (raised), for Prometheus
+
+    @property
+    def namespace(self) -> str:
+        """What this limiter counts, as refusals name it (`per`)."""
+        return self._namespace
 
     @property
     def capacity(self) -> int:
@@ -110,6 +116,7 @@ class RateLimiter:
             if refusal is None:
                 refusal = await self.count(key, cost=cost, units=units)
             if refusal is not None:
+                self.rejected += 1
                 raise refusal
 
     async def refusal(self, key: str, *, cost: int = 1, units: Units = 0) -> RateLimited | None:
@@ -181,10 +188,12 @@ async def hit_together(pairs: Sequence[Charge], *, tested: Sequence[Charge] = ()
         for limiter, key, units in map(_with_units, (*tested, *pairs)):
             refusal = await limiter.refusal(key, units=units)
             if refusal is not None:
+                limiter.rejected += 1
                 raise refusal
         for limiter, key, units in map(_with_units, pairs):
             refusal = await limiter.count(key, units=units)
             if refusal is not None:
+                limiter.rejected += 1
                 raise refusal
 
 

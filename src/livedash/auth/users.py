@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,7 +30,7 @@ from livedash.auth.tokens import Principal, verify_token
 from livedash.errors import ConfigurationError, InvalidToken, StoreError
 from livedash.settings import Settings
 from livedash.store.engine import open_database
-from livedash.store.models import RevokedToken, Role, User
+from livedash.store.models import RefreshToken, RevokedToken, Role, User
 from livedash.timeutil import naive_utc
 
 log = structlog.get_logger(__name__)
@@ -300,6 +300,94 @@ async def run_find_user(settings: Settings, username: str) -> bool:
     ):
         found = await _user(connection, username)
     return found is not None and bool(found.active)
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """A user as `livedash user list` shows it."""
+
+    username: str
+    role: str
+    departments: tuple[str, ...]
+    active: bool
+    has_password: bool
+    last_sign_in: datetime | None
+    """When its newest sign-in session began (UTC), if it ever signed in with a password."""
+
+
+async def list_users(database: AsyncEngine) -> list[UserInfo]:
+    """Every user, by name, with when it last signed in."""
+    started = (
+        select(RefreshToken.username, func.min(RefreshToken.issued_at).label("started"))
+        .group_by(RefreshToken.username, RefreshToken.family_id)
+        .subquery()
+    )
+    last = (
+        select(started.c.username, func.max(started.c.started).label("last_sign_in"))
+        .group_by(started.c.username)
+        .subquery()
+    )
+    query = (
+        select(
+            User.username,
+            User.role,
+            User.departments,
+            User.active,
+            User.password_hash.is_not(None).label("has_password"),
+            last.c.last_sign_in,
+        )
+        .outerjoin(last, last.c.username == User.username)
+        .order_by(User.username)
+    )
+    try:
+        async with database.connect() as connection:
+            rows = (await connection.execute(query)).all()
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreError(f"cannot list the users: {error}") from error
+    return [
+        UserInfo(
+            str(row.username),
+            str(row.role),
+            tuple(sorted(_codes(row.departments))),
+            bool(row.active),
+            bool(row.has_password),
+            row.last_sign_in.replace(tzinfo=UTC) if row.last_sign_in is not None else None,
+        )
+        for row in rows
+    ]
+
+
+async def set_active(database: AsyncEngine, username: str, *, active: bool, now: datetime) -> bool:
+    """Enable or disable `username`; False if there is no such user.
+
+    Disabling also signs the user out everywhere (`tokens_valid_after`), so that enabling it
+    again later does not bring back the tokens and sessions it held.
+    """
+    values: dict[str, object] = {"active": active}
+    if not active:
+        values["tokens_valid_after"] = naive_utc(now)
+    try:
+        async with database.begin() as connection:
+            result = await connection.execute(
+                update(User).where(User.username == username).values(**values)
+            )
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreError(f"cannot change the user {username!r}: {error}") from error
+    found = bool(result.rowcount)
+    log.info("audit_user_enabled" if active else "audit_user_disabled", user=username, found=found)
+    return found
+
+
+async def run_list_users(settings: Settings) -> list[UserInfo]:
+    """`list_users` on the configured database (for the CLI)."""
+    async with open_database(settings.database_url) as database:
+        return await list_users(database)
+
+
+async def run_set_active(settings: Settings, username: str, *, active: bool) -> bool:
+    """`set_active` on the configured database, now (for the CLI)."""
+    async with open_database(settings.database_url, writer=True) as database:
+        return await set_active(database, username, active=active, now=datetime.now(UTC))
 
 
 async def _users(connection: AsyncConnection, usernames: Sequence[str]) -> dict[str, _UserRow]:

@@ -1,11 +1,13 @@
 """Each instance's own figures, shared through Redis, so that any instance can answer for the
 whole deployment (`GET /api/realtime/stats`).
 
-Every instance writes its report (a JSON object: its sockets and subscriptions) under
-`livedash:instance:<name>` every `REPORT_SECONDS`, with a TTL of `REPORT_TTL_SECONDS`, and
-keeps its name in the set `livedash:instances`. A reader takes the set, reads the others'
-reports, and drops the names whose report has expired (an instance that died); an instance
-that stops removes its own at once. Without Redis there are no others to read.
+Every instance writes its report (a JSON object: its version and start time, its role, its
+sockets and subscriptions, its feed lag and readiness) under `livedash:instance:<name>` every
+`REPORT_SECONDS`, with a TTL of `REPORT_TTL_SECONDS`, and keeps its name in the set
+`livedash:instances`. A reader takes the set, reads the reports, and drops the names whose
+report has expired (an instance that died); an instance that stops removes its own at once.
+Without Redis there are no others to read. `livedash status` reads the same board
+(`read_reports`), with the service's settings and no token.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from livedash import __version__
 from livedash.aio import BackgroundTasks
 from livedash.cluster.shared_redis import SharedRedis, text
 from livedash.cluster.state import PREFIX
@@ -53,6 +57,7 @@ class InstanceBoard:
 
     def __init__(self, redis: SharedRedis | None, report: Report, name: str | None = None) -> None:
         self.name = name or instance_name()
+        self.started_at = datetime.now(UTC)
         self._redis = redis
         self._report = report
         self._key = report_key(self.name)
@@ -72,7 +77,12 @@ class InstanceBoard:
 
     def current(self) -> dict[str, Any]:
         """This instance's report, now."""
-        stamp = {"instance": self.name, "reported_at": datetime.now(UTC).isoformat()}
+        stamp = {
+            "instance": self.name,
+            "reported_at": datetime.now(UTC).isoformat(),
+            "version": __version__,
+            "started_at": self.started_at.isoformat(),
+        }
         return stamp | dict(self._report())
 
     async def others(self) -> list[dict[str, Any]] | None:
@@ -84,22 +94,18 @@ class InstanceBoard:
         if not redis.breaker.allow():
             return None
         try:
-            names = sorted(text(name) for name in await redis.client.smembers(MEMBERS))
-            others = [name for name in names if name != self.name]
-            raws = await redis.client.mget([report_key(n) for n in others]) if others else []
-            expired = [name for name, raw in zip(others, raws, strict=True) if raw is None]
-            if expired:
-                await redis.client.srem(MEMBERS, *expired)
+            found = await read_reports(redis.client, besides=self.name)
         except (RedisError, OSError) as error:
             redis.breaker.failure(error)
             return None
         redis.breaker.success()
-        found: list[dict[str, Any]] = []
-        for raw in raws:
-            with contextlib.suppress(ValueError, TypeError):
-                if raw is not None and isinstance(report := json.loads(raw), dict):
-                    found.append(report)
         return found
+
+    async def leader(self) -> dict[str, Any] | None:
+        """The report of the instance that reads the feed, if another one does and its
+        report can be read."""
+        others = await self.others()
+        return next((r for r in others or [] if r.get("role") == "leader"), None)
 
     async def _publish_periodically(self, redis: SharedRedis) -> None:
         client = redis.client
@@ -113,3 +119,20 @@ class InstanceBoard:
                 # The breaker and its prober report Redis down; the next report retries.
                 log.debug("instance_report_failed", error=str(error))
             await asyncio.sleep(REPORT_SECONDS)
+
+
+async def read_reports(client: Redis, besides: str | None = None) -> list[dict[str, Any]]:
+    """The latest report of every live instance (but `besides`), by name; the names whose
+    report expired (instances that died) are dropped from the set. Raises RedisError."""
+    names = sorted(text(name) for name in await client.smembers(MEMBERS))
+    others = [name for name in names if name != besides]
+    raws = await client.mget([report_key(n) for n in others]) if others else []
+    expired = [name for name, raw in zip(others, raws, strict=True) if raw is None]
+    if expired:
+        await client.srem(MEMBERS, *expired)
+    found: list[dict[str, Any]] = []
+    for raw in raws:
+        with contextlib.suppress(ValueError, TypeError):
+            if raw is not None and isinstance(report := json.loads(raw), dict):
+                found.append(report)
+    return found

@@ -36,6 +36,7 @@ class SystemStatus:
     database_up: bool = True
     cache_up: bool = True
     report_runs_failing: int = 0
+    main_app_up: bool | None = None  # None: no main application's health URL is polled
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,13 @@ _DEFINITIONS = (
         "Report schedules whose last run failed (retried, then alerted on)",
         ("system",),
         lambda s: s.system.report_runs_failing,
+    ),
+    MetricDefinition(
+        "main_app_up",
+        _C,
+        "1 while the hospital's main application answers its health URL, else 0 (none: not polled)",
+        ("system",),
+        lambda s: None if s.system.main_app_up is None else int(s.system.main_app_up),
     ),
     MetricDefinition(
         "appointments_today",

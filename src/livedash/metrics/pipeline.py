@@ -91,6 +91,9 @@ class MetricPipeline:
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_change_at: datetime | None = None
+        self.batch_committed_at: datetime | None = None
+        """While a batch from the feed is handed to the listeners: its first change's commit
+        time (naive UTC), from which a sink times the values' way out; None otherwise."""
         self._last_error: str | None = None
         self._running = False
         self._history_from_rows = False
@@ -189,7 +192,11 @@ class MetricPipeline:
             updates += self.engine.set_system(
                 replace(self.engine.system, feed_lag_seconds=round(lag, 1))
             )
-            await self._notify(updates)
+            self.batch_committed_at = delivered[0].committed_at
+            try:
+                await self._notify(updates)
+            finally:
+                self.batch_committed_at = None
 
     def _apply(self, delivered: list[Change]) -> list[MetricValue]:
         """Count a delivered batch into the engine and the roll-ups; both reach its position.

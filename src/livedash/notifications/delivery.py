@@ -8,6 +8,10 @@ a failure is retried with exponential backoff up to `MAX_ATTEMPTS`, a permanent 
 marked failed, and an expired push subscription is removed. A worker that dies while sending
 leaves its lease to expire; another worker then takes the delivery over.
 
+Counted for Prometheus: deliveries sent and given up (`failed`: permanently, or after the
+last attempt), by channel, and the ledger's deliveries still to send (`pending`), as of the
+worker's last round.
+
 Why the database rather than arq: the ledger is what makes a delivery happen once (arq's job
 ids dedupe only while the job is queued or its result kept), it is the same on SQLite and
 PostgreSQL, and it survives Redis being down. The worker runs on the leader, woken when a
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +30,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.alerts.lifecycle import alert_message, department_codes
@@ -97,8 +102,8 @@ class DeliveryWorker:
         self._push = push
         self._lease = lease
         self._wake = asyncio.Event()
-        self.sent = 0
-        self.failed = 0
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (channel, sent | failed)
+        self.pending = 0  # pending or being sent, as of the worker's last round
 
     @property
     def application_server_key(self) -> str | None:
@@ -179,6 +184,14 @@ class DeliveryWorker:
                 .order_by(NotificationDelivery.lease_until)
                 .limit(1)
             )
+            self.pending = (
+                await connection.scalar(
+                    select(func.count())
+                    .select_from(NotificationDelivery)
+                    .where(NotificationDelivery.status.in_((PENDING, SENDING)))
+                )
+                or 0
+            )
         moments = [moment for moment in (due, lease) if moment is not None]
         if not moments:
             return 60.0
@@ -243,6 +256,7 @@ class DeliveryWorker:
             else:
                 raise DeliveryError(f"unknown channel {delivery.channel!r}", retryable=False)
         except SubscriptionGone as gone:
+            self.outcomes[delivery.channel, FAILED] += 1
             await self._finish(delivery, FAILED, str(gone))
             await self._forget_subscription(int(delivery.target))
         except DeliveryError as error:
@@ -252,7 +266,7 @@ class DeliveryWorker:
             await self._retry_or_fail(delivery, DeliveryError(repr(error), retryable=True))
         else:
             await self._finish(delivery, SENT, None)
-            self.sent += 1
+            self.outcomes[delivery.channel, SENT] += 1
             log.info("notification_sent", channel=delivery.channel, key=delivery.key)
 
     async def _retry_or_fail(self, delivery: Delivery, error: DeliveryError) -> None:
@@ -263,7 +277,7 @@ class DeliveryWorker:
                 )
             )
         if not error.retryable or (attempts or 0) >= MAX_ATTEMPTS:
-            self.failed += 1
+            self.outcomes[delivery.channel, FAILED] += 1
             log.warning(
                 "notification_failed", channel=delivery.channel, key=delivery.key, error=str(error)
             )

@@ -9,10 +9,15 @@ Each recipient's in-app notification is written once (its idempotency key names 
 the event, the escalation level and the user: a retry or a second leader writes nothing
 more) and pushed at once to that user's sockets as a `notification` event. Silenced alerts
 (see `alerts/silences.py`) notify nobody; the alert itself is still shown.
+
+In-app notifications are counted for Prometheus (`in_app`): written and pushed (`sent`), or
+not written because the database refused (`failed`, one per recipient; the alert service
+logs the error).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,6 +84,7 @@ class Dispatcher:
         self._zone = zone
         self._silenced = silenced
         self._deliveries = deliveries
+        self.in_app: Counter[str] = Counter()  # sent | failed
 
     async def on_alert(self, message: AlertMessage, event: str, level: int = 0) -> None:
         """Tell the recipients of `event` (raised, escalated, resolved) of `message`."""
@@ -88,7 +94,12 @@ class Dispatcher:
             return
         async with self._reader.connect() as connection:
             recipients = await self._recipients(connection, message, event, level, now)
-        written = await self._write_in_app(message, event, level, recipients, now)
+        try:
+            written = await self._write_in_app(message, event, level, recipients, now)
+        except Exception:
+            self.in_app["failed"] += sum(IN_APP in r.channels for r in recipients)
+            raise
+        self.in_app["sent"] += len(written)
         for username, notification in written:
             await self._screens.to_user(
                 username, NOTIFICATION_EVENT, notification.model_dump(mode="json")

@@ -18,13 +18,16 @@ view, in the same scope as a subscription (`changes`, for REST too).
 
 This module registers the handlers, admits connections (each attempt counts against the
 instance's cap and its client address's rate limit) and forgets them, and drains the
-instance before it stops.
+instance before it stops. It counts, for Prometheus, the sessions opened and every sign-in's
+outcome: `ok`, or `failed` with a reason read from the refusal's code (and, for a refused
+token, from what the refusal says: expired, revoked, disabled...).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from typing import Any
 
 import socketio
@@ -37,11 +40,12 @@ from livedash.auth.tokens import Principal
 from livedash.auth.users import Authenticator
 from livedash.cluster.view import MetricView
 from livedash.errors import ClientError, Draining, RateLimited, TooManyConnections
+from livedash.metrics.definitions import Tier
 from livedash.observability.status import ServiceStatus
-from livedash.realtime.clients import ClientSession, SocketStats
+from livedash.realtime.clients import ClientSession, SocketStats, TierCount
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.frames import FrameStats
-from livedash.realtime.guard import EventGuard, Handler
+from livedash.realtime.guard import EventGuard, Handler, Served
 from livedash.realtime.identities import Identities
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.requests import changes_of, explain_query
@@ -68,6 +72,33 @@ INCOMING_EVENTS = (
 
 RESYNC_RETRY_SECONDS = 1.0
 """The pause before a failed resync pass is tried again; read at each retry."""
+
+AUTH_FAILURES = (
+    "expired",
+    "invalid",
+    "revoked",
+    "disabled",
+    "unknown_user",
+    "rate_limited",
+    "timeout",
+    "unavailable",
+    "error",
+)
+"""Why a sign-in failed, as `livedash_socket_authentications_total` says."""
+# A refused token's reason, from the message of its `invalid_token` refusal (auth.tokens,
+# auth.users); any other is "invalid".
+_TOKEN_REFUSALS = (
+    ("has expired", "expired"),
+    ("revoked", "revoked"),
+    ("inactive", "disabled"),
+    ("does not exist", "unknown_user"),
+)
+_REFUSAL_REASONS = {
+    "invalid_token": "invalid",
+    "invalid_payload": "invalid",
+    "rate_limited": "rate_limited",
+    "unavailable": "unavailable",
+}
 
 
 class Gateway:
@@ -97,6 +128,10 @@ class Gateway:
         self._sessions: dict[str, ClientSession] = {}
         self._background = BackgroundTasks()
         self._draining = False  # set by drain(): from then on, every connect is refused
+        self.opened = 0  # Socket.IO sessions accepted, ever
+        self._authentications: Counter[tuple[str, str]] = Counter(
+            {("ok", ""): 0, **{("failed", reason): 0 for reason in AUTH_FAILURES}}
+        )
         self._guard = EventGuard(self._sessions, self._limiter, fanout, known=INCOMING_EVENTS)
         self._subscriptions = Subscriptions(
             settings, fanout, view=view, limiter=self._limiter, history=history
@@ -133,6 +168,7 @@ class Gateway:
             event: self._guard.serve(event, handler, public=event == "authenticate")
             for event, handler in handlers.items()
         }
+        served["authenticate"] = self._counted(served["authenticate"])
         self._authenticate = served["authenticate"]
         server.on("connect", self._on_connect)
         server.on("disconnect", self._on_disconnect)
@@ -171,6 +207,21 @@ class Gateway:
         """Engine.IO connections open on this instance, Socket.IO sessions or not."""
         return int(self._server.transports)
 
+    def subscribers(self) -> dict[Tier, TierCount]:
+        """Sockets and subscriptions of every tier on this instance, now (kept as they
+        change, read in O(tiers))."""
+        return self._subscriptions.subscribers.by_tier()
+
+    def authentications(self) -> dict[tuple[str, str], int]:
+        """Sign-ins by (result, reason): ("ok", ""), or ("failed", one of AUTH_FAILURES)."""
+        counts = dict(self._authentications)
+        counts["failed", "timeout"] += self._identities.timed_out
+        return counts
+
+    def rate_limit_rejections(self) -> dict[str, int]:
+        """Events, connection attempts and history reads refused, by limit."""
+        return self._limiter.rejections()
+
     def stats(self) -> SocketStats:
         """Connections and subscriptions by tier on this instance, now."""
         return SocketStats(
@@ -191,6 +242,21 @@ class Gateway:
         visible = visible_departments(principal, await self._view.departments())
         request = explain_query(data, visible)
         return changes_of(request, await self._view.causes(request.metric, request.department))
+
+    def _counted(self, authenticate: Served) -> Served:
+        """`authenticate`, guarded, counting each attempt's outcome from its reply."""
+
+        async def counted(sid: str, *args: Any) -> dict[str, Any] | None:
+            reply = await authenticate(sid, *args)
+            if reply is not None:
+                code = reply.get("code")
+                if code is None:
+                    self._authentications["ok", ""] += 1
+                else:
+                    self._authentications["failed", _failure(code, reply.get("message"))] += 1
+            return reply
+
+        return counted
 
     async def _explain(self, session: ClientSession, data: Any) -> MetricChanges:
         assert session.principal is not None  # the guard lets only authenticated sockets here
@@ -244,6 +310,7 @@ class Gateway:
             del self._sessions[sid]
             payload = await self._guard.send_error(sid, "connect", refusal)
             raise socketio.exceptions.ConnectionRefusedError(refusal.message, payload)
+        self.opened += 1
         self._identities.await_sign_in(session)
         await self._resync.send_status(session)
         if isinstance(auth, dict) and isinstance(auth.get("since"), dict):
@@ -325,6 +392,15 @@ class Gateway:
         for result in results:
             if isinstance(result, Exception):
                 log.warning("gateway_drain_failed", error=repr(result))
+
+
+def _failure(code: str, message: Any) -> str:
+    """Why a sign-in was refused, from its refusal's code and message."""
+    if code == "invalid_token" and isinstance(message, str):
+        for fragment, reason in _TOKEN_REFUSALS:
+            if fragment in message:
+                return reason
+    return _REFUSAL_REASONS.get(code, "error")
 
 
 def _client_address(environ: Any) -> str:

@@ -66,6 +66,7 @@ class Identities:
         self._guard = guard
         self._server = server
         self._background = background
+        self.timed_out = 0  # sockets closed for not signing in within the timeout
 
     def await_sign_in(self, session: ClientSession) -> None:
         """Give a socket without an identity the sign-in timeout to authenticate."""
@@ -206,6 +207,7 @@ class Identities:
                 await self._drop_identity(session, AuthError(reason))
                 return
             await self._guard.send_error(session.sid, None, AuthError(reason))
+            self.timed_out += 1
             log.info("socket_auth_timeout", sid=session.sid)
             await self._server.close_transport(session.sid)
 

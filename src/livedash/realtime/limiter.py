@@ -65,6 +65,11 @@ class SocketLimiter:
         for limiter in (self._socket, self._user, self._address, self._history):
             await limiter.aclose()
 
+    def rejections(self) -> dict[str, int]:
+        """Requests refused so far, by limit."""
+        limiters = (self._socket, self._user, self._address, self._history)
+        return {limiter.namespace: limiter.rejected for limiter in limiters}
+
     def sockets_of(self, user: str) -> int:
         """The sockets `user` has open on this instance (that have sent an event as it)."""
         return self._sockets[user]

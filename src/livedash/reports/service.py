@@ -2,6 +2,9 @@
 
 A report is rendered off the event loop (`asyncio.to_thread`), so a 90-day PDF never holds
 up the sockets. Every run ends as `done` with its file, or `failed` with a reason and no file.
+
+Counted for Prometheus: runs by report type and result, the reports in flight (queued or
+being generated) and, with a `Telemetry`, how long each report that was generated took.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.cluster.view import MetricView
 from livedash.errors import ClientError, InvalidPayload, RateLimited
+from livedash.observability.telemetry import Telemetry
 from livedash.reports.archive import ReportArchive, ReportInfo
+from livedash.reports.catalogue import REPORT_TYPES
 from livedash.reports.document import ReportPeriod
 from livedash.reports.formats import render
 from livedash.reports.generation import (
@@ -61,11 +67,15 @@ class ReportService:
         *,
         hospital: str,
         now: Callable[[], datetime],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.inputs = inputs
         self.archive = archive
         self._hospital = hospital
         self._now = now
+        self._telemetry = telemetry
+        if telemetry is not None:
+            telemetry.report_types(REPORT_TYPES)
         self._running: set[asyncio.Task[ReportInfo]] = set()
         self._in_flight: Counter[str] = Counter()  # queued or running, by requester
         # Reports are computed and rendered a few at a time: a burst of requests waits its
@@ -73,6 +83,9 @@ class ReportService:
         self._turns = asyncio.Semaphore(AT_ONCE)
         self.generated = 0
         self.failed = 0
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (report type, done | failed)
+        self.in_flight = 0  # runs queued for a turn or being generated
+        self.refused = 0  # requests refused for the requester's reports in flight
 
     async def scope(self, department: str | None) -> Scope:
         """The scope of a department code (None: the hospital); unknown codes are refused."""
@@ -89,6 +102,7 @@ class ReportService:
         A user with `QUEUED_PER_USER` reports still queued or running is asked to wait."""
         waiting = self._in_flight[request.requested_by]
         if waiting >= QUEUED_PER_USER:
+            self.refused += 1
             raise RateLimited(
                 f"{waiting} of your reports are still being generated: wait for one to finish",
                 retry_after=QUEUE_RETRY_SECONDS,
@@ -123,13 +137,18 @@ class ReportService:
     async def _run(
         self, ident: int, request: ReportRequest, on_step: Callable[[str], None]
     ) -> ReportInfo:
-        async with self._turns:
-            return await self._generate(ident, request, on_step)
+        self.in_flight += 1
+        try:
+            async with self._turns:
+                return await self._generate(ident, request, on_step)
+        finally:
+            self.in_flight -= 1
 
     async def _generate(
         self, ident: int, request: ReportRequest, on_step: Callable[[str], None]
     ) -> ReportInfo:
         await self.archive.started(ident)
+        started = time.perf_counter()
         try:
             on_step("computing")
             document = await build_document(
@@ -152,9 +171,13 @@ class ReportService:
             raise
         except Exception as error:
             self.failed += 1
+            self.outcomes[request.report_type, "failed"] += 1
             log.warning("report_failed", report=ident, error=str(error))
             return await self.archive.fail(ident, _reason(error), self._now())
         self.generated += 1
+        self.outcomes[request.report_type, "done"] += 1
+        if self._telemetry is not None:
+            self._telemetry.report_generated(request.report_type, time.perf_counter() - started)
         log.info("report_generated", report=ident, type=request.report_type, size=info.size)
         return info
 
@@ -229,6 +252,7 @@ def configured_report_service(
     *,
     now: Callable[[], datetime],
     feed_position: Callable[[], Awaitable[int]],
+    telemetry: Telemetry | None = None,
 ) -> ReportService:
     """The report service `settings` describe, over `database` and `view`."""
     archive = ReportArchive(
@@ -242,4 +266,5 @@ def configured_report_service(
         archive,
         hospital=settings.hospital_name,
         now=now,
+        telemetry=telemetry,
     )

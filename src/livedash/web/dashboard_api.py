@@ -15,7 +15,8 @@ does.
 - `GET /api/history`: a `request_historical`, charged to the same history budget.
 - `GET /api/departments`: the departments the caller may see.
 - `GET /api/realtime/stats` (super_admins, like `/health`'s details): sockets and
-  subscriptions by tier on this instance and on every instance of the deployment.
+  subscriptions by tier on this instance and on every instance of the deployment, with each
+  instance's role, version, start, feed lag and readiness.
 """
 
 from __future__ import annotations
@@ -83,6 +84,19 @@ class InstanceStats(BaseModel):
     authenticated: int = Field(description="Sessions signed in.")
     transports: int = Field(description="Engine.IO connections, with a session or not.")
     tiers: dict[Tier, TierCount]
+    # Optional: an instance of an older release, during a rolling upgrade, reports none.
+    role: Literal["leader", "follower"] | None = Field(
+        default=None, description="`leader`: it reads the change feed."
+    )
+    version: str | None = Field(default=None, description="Its livedash release.")
+    started_at: datetime | None = None
+    feed_lag_seconds: float | None = Field(
+        default=None, description="The leader's: how far its change feed is behind (seconds)."
+    )
+    ready: bool | None = Field(default=None, description="What its `/health/ready` says.")
+    failing: list[str] = Field(
+        default_factory=list, description="The readiness checks it fails, by name."
+    )
 
 
 class DeploymentStats(BaseModel):

@@ -1,21 +1,28 @@
-"""Page routes (the dashboard, the REST API's docs at `/docs`) and the health endpoint.
+"""Page routes (the dashboard, the REST API's docs at `/docs`) and the health endpoints.
 
-`/health` tells anyone whether the instance serves (its status and HTTP code, for a load
-balancer); what an operator needs beyond that (role, feed position, slot, cache, sockets)
-goes only to a `super_admin` token, since feed positions and change times say how much
-happens in the hospital.
+- `/health` tells anyone whether the instance serves (its status and HTTP code, for a load
+  balancer); what an operator needs beyond that (role, feed position, slot, cache, sockets)
+  goes only to a `super_admin` token, since feed positions and change times say how much
+  happens in the hospital.
+- `/health/live`: the process answers (nothing else is checked): restart it when it does not.
+- `/health/ready`: whether it should get new clients, check by check
+  (`livedash.observability.readiness`); 503 when not. Anyone sees which checks fail; their
+  reasons and figures go to a `super_admin` token, as with `/health`.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
 
+from livedash import __version__
 from livedash.errors import Forbidden
 from livedash.services import Services
 from livedash.store.models import Role
@@ -25,6 +32,48 @@ from livedash.web.problems import problem_responses
 
 STATIC_DIR = Path(__file__).parent / "static"
 _bearer = HTTPBearer(auto_error=False, description="A super_admin access token, for the details.")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+# The token is optional: the empty requirement says so to OpenAPI clients.
+_TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}, {"HTTPBearer": []}]}
+
+
+class Liveness(BaseModel):
+    """The process answers."""
+
+    status: Literal["alive"] = "alive"
+
+
+class CheckVerdict(BaseModel):
+    """One check of `/health/ready`; with a super_admin token, also its reason and figures."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool
+    required: bool = Field(
+        description="False: reported only, never makes the instance not ready (`main_app`)."
+    )
+    reason: str | None = Field(default=None, description="Why, in words (super_admin only).")
+
+
+class InstanceIdentity(BaseModel):
+    """Which instance answered (super_admin only)."""
+
+    instance: str
+    role: Literal["leader", "follower"]
+    version: str
+    started_at: datetime
+
+
+class ReadinessAnswer(BaseModel):
+    """Whether this instance should get new clients, and every check behind the verdict."""
+
+    status: Literal["ready", "not_ready"]
+    failing: list[str] = Field(description="The required checks that are not ok.")
+    checks: dict[str, CheckVerdict] = Field(
+        description="By name: database, redis (when configured), feed, replication_slot (the "
+        "leader on PostgreSQL), job_queue, memory, connections, main_app (when configured)."
+    )
+    instance: InstanceIdentity | None = None
 
 
 def install_routes(app: FastAPI) -> None:
@@ -40,16 +89,8 @@ def install_routes(app: FastAPI) -> None:
     async def docs() -> FileResponse:
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
 
-    # The token is optional: the empty requirement says so to OpenAPI clients.
-    @router.get(
-        "/health",
-        responses=problem_responses(401, 403),
-        openapi_extra={"security": [{}, {"HTTPBearer": []}]},
-    )
-    async def health(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> JSONResponse:
+    @router.get("/health", responses=problem_responses(401, 403), openapi_extra=_TOKEN_OPTIONAL)
+    async def health(request: Request, credentials: Bearer) -> JSONResponse:
         """Whether this instance serves; with a super_admin token, what an operator needs:
         role, feed, slot, cache, sockets."""
         body, status_code = await _health(services(request))
@@ -60,6 +101,42 @@ def install_routes(app: FastAPI) -> None:
         principal = await verified_user(request, credentials)
         if principal.role is not Role.SUPER_ADMIN:
             raise Forbidden("the details of /health are for super_admin tokens")
+        return JSONResponse(body, status_code=status_code)
+
+    @router.get("/health/live")
+    async def live() -> Liveness:
+        """The process answers; nothing else is checked (restart it when this fails)."""
+        return Liveness()
+
+    # Not ready is answered 503 with the same body, which is no problem details: like
+    # /health's 503, it is left out of the declared error responses.
+    @router.get(
+        "/health/ready",
+        response_model=ReadinessAnswer,
+        responses=problem_responses(401, 403),
+        openapi_extra=_TOKEN_OPTIONAL,
+    )
+    async def ready(request: Request, credentials: Bearer) -> JSONResponse:
+        """Whether this instance should get new clients, check by check: 200 when it should,
+        503 (the same body) when not; with a super_admin token, each check's reason and
+        figures."""
+        found = services(request)
+        report = found.readiness.report()
+        status_code = 200 if report.ready else 503
+        full = credentials is not None
+        if full:
+            principal = await verified_user(request, credentials)
+            if principal.role is not Role.SUPER_ADMIN:
+                raise Forbidden("the details of /health/ready are for super_admin tokens")
+        body = report.as_dict(full=full)
+        if full:
+            board = found.instances
+            body["instance"] = {
+                "instance": board.name,
+                "role": "leader" if found.leading else "follower",
+                "version": __version__,
+                "started_at": board.started_at.isoformat(),
+            }
         return JSONResponse(body, status_code=status_code)
 
     app.include_router(router)
