@@ -861,12 +861,35 @@ def test_the_kit_and_the_guides_name_only_real_settings() -> None:
         for name in SETTING_NAME.findall(path.read_text()):
             named.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     assert "LIVEDASH_DATABASE_URL" in named
+    commands = command_variables()
+    assert "LIVEDASH_STATUS_TOKEN" in commands  # the walk finds the commands' own variables
     unknown = {
         name: sorted(found)
         for name, found in named.items()
         if name.removeprefix("LIVEDASH_").lower() not in Settings.model_fields
+        and name not in commands
     }
     assert unknown == {}
+
+
+def command_variables() -> set[str]:
+    """The environment variables the CLI's commands read for their own options."""
+    import typer.main
+
+    from livedash.cli import app
+
+    found: set[str] = set()
+
+    # Typer's commands are click's, or its own copy of click's: read them by their attributes.
+    def walk(command: Any) -> None:
+        for parameter in command.params:
+            names = parameter.envvar
+            found.update([names] if isinstance(names, str) else names or [])
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return found
 
 
 def test_compose_publishes_only_nginx_and_a_local_prometheus() -> None:

@@ -35,8 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
-"""Progress, notes and refusals: on stderr, so that stdout holds only what scripts read."""
+console = Console(stderr=True, soft_wrap=True)
+"""Progress, notes and refusals: on stderr, so that stdout holds only what scripts read.
+Never wrapped by rich (the terminal wraps for the eye): a path or a token copied from it works."""
 
 DbOption = Annotated[
     Path | None,

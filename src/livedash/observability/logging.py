@@ -217,7 +217,9 @@ def configure_logging(
     # Other libraries' information is chatter (httpx's even names whole URLs): only their
     # warnings and errors get through.
     logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
-    logging.getLogger(UVICORN_LOGGER).setLevel(numeric)
+    # uvicorn sets its loggers' levels when a server is configured: set them all again here.
+    for name in (UVICORN_LOGGER, f"{UVICORN_LOGGER}.error"):
+        logging.getLogger(name).setLevel(numeric)
     # Engine.IO's warnings are about what clients sent (a bad method, a send to a socket
     # gone), one line per request if a client likes. Socket.IO's one such warning (an event
     # before connecting) is counted by the gateway instead; its others (Redis) stay.

@@ -6,8 +6,9 @@ sets one) when that is a sane token, else a new one (uuid4, hex). It is bound as
 `request_id` for every event logged while the request is served, and sent back in the
 `X-Request-ID` response header. Each HTTP request then ends with one `request` event: method,
 path, status, duration and client address; never its query string, which can carry a token.
-This replaces uvicorn's access log. A WebSocket gets an id too, in the accept's headers and
-in what its socket's handlers log; it has no access line (the gateway logs its events).
+This replaces uvicorn's access log. A WebSocket gets an id too, in what its socket's handlers
+log (not in the accept's headers: its `send` is passed on untouched, see below); it has no
+access line (the gateway logs its events).
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ class RequestContext:
         header = (_HEADER, request_id.encode("ascii"))
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             if scope["type"] == "websocket":
-                await self.app(scope, receive, _adding(header, "websocket.accept", send))
+                # `send` itself, never a wrapper: the gateway writes frames straight to the
+                # server's WebSocket behind it (realtime/websocket.py), the fan-out's fast path.
+                await self.app(scope, receive, send)
             else:
                 await self._http(scope, receive, send, header)
 
@@ -94,12 +97,3 @@ class RequestContext:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 client=client[0] if client else None,
             )
-
-
-def _adding(header: tuple[bytes, bytes], kind: str, send: Send) -> Send:
-    """`send`, with `header` added to the message of type `kind`."""
-
-    async def send_with_id(message: Message) -> None:
-        await send(_with_request_id(message, header) if message["type"] == kind else message)
-
-    return send_with_id
