@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import socketio
-import structlog
 from playwright.async_api import Browser
 from sqlalchemy.engine import make_url
 
@@ -29,6 +28,7 @@ from livedash.testing.servers import PostgresServer, RedisServer, new_root
 from tests.support.browser import Screens, Sign, chromium
 from tests.support.cases import TEMPLATE_DATABASE
 from tests.support.live import Connect, LiveServer, Serve
+from tests.support.logs import use_test_logging
 from tests.support.writers import PostgresWriter, SqliteWriter, Users, Write, register_patient
 
 BACKENDS = ["sqlite", "postgres"]
@@ -36,18 +36,7 @@ _DATABASE_NUMBERS = itertools.count(1)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """structlog's defaults, but plain tracebacks: its default renders each logged error with
-    rich and every frame's local variables, seconds of a test's event loop when a server dies."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.StackInfoRenderer(),
-            structlog.dev.set_exc_info,
-            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
-        ]
-    )
+    use_test_logging()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -24,6 +24,7 @@ from livedash.auth.api_keys import (
 from livedash.cli import app
 from livedash.errors import AuthError, ConfigurationError, Forbidden, StoreError
 from livedash.store.engine import create_engine
+from tests.support.logs import use_test_logging
 
 KEY = re.compile(r"ldk_[a-z0-9]{8}_[A-Za-z0-9_-]{43}")
 
@@ -114,7 +115,7 @@ def _logs_on_stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr("livedash.cli.configure_logging", configure)
     yield
-    structlog.reset_defaults()
+    use_test_logging()
 
 
 def test_the_command_creates_lists_and_revokes_keys(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 
 from livedash.observability.breaker import CircuitBreaker, State
 from livedash.observability.logging import ENGINEIO_LOGGER, SOCKETIO_LOGGER, configure_logging
@@ -16,6 +15,7 @@ from livedash.testing.recorder import update_of
 from livedash.testing.servers import RedisServer
 from tests.support import probes
 from tests.support.live import Connect, LiveServer
+from tests.support.logs import use_test_logging
 from tests.support.writers import Write, register_patient
 
 
@@ -137,7 +137,7 @@ def test_socket_library_logs_go_through_structlog_and_only_from_errors_up(
         root.setLevel(saved[1])
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-        structlog.reset_defaults()
+        use_test_logging()
     assert [(line["event"], line["level"], line["logger"]) for line in lines] == [
         ("post request handler error", "error", ENGINEIO_LOGGER),
         ("Cannot receive from redis", "warning", SOCKETIO_LOGGER),

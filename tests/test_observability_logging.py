@@ -40,6 +40,7 @@ from livedash.store.models import Role
 from livedash.testing.servers import free_port
 from livedash.web.request_context import request_id_of
 from tests.support.live import Connect, Serve
+from tests.support.logs import use_test_logging
 from tests.support.writers import Users
 
 PASSWORD = "Tr0ub4dor&3-correct-horse"
@@ -63,7 +64,7 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
     root.setLevel(saved[1])
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
-    structlog.reset_defaults()
+    use_test_logging()
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
