@@ -74,6 +74,18 @@ async def _prepare_template(server: PostgresServer) -> None:
 
 
 @pytest.fixture
+async def own_postgres() -> AsyncIterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, which it may kill (never the session's)."""
+    root = new_root("livedash-own-pg-")
+    server = await asyncio.to_thread(lambda: PostgresServer(root).init().start())
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server of this test's own, so a test may kill it."""
     server = RedisServer(tmp_path / "redis").start()

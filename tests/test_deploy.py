@@ -13,8 +13,6 @@ Grafana dashboard, the alert rules and the troubleshooting guide name is in a re
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import itertools
 import json
 import os
@@ -30,10 +28,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from livedash.settings import Settings
@@ -54,6 +48,7 @@ from tests.support.instances import Instance
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.prometheus import scrape
 from tests.support.report_schedules import POLL_SECONDS, WAIT_SECONDS, finished
+from tests.support.tls import write_self_signed
 from tests.support.writers import Write, register_patient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -653,37 +648,6 @@ def render_site(output: Path, **environment: str) -> subprocess.CompletedProcess
     )
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = directory / "cert.pem", directory / "key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, private
-
-
 async def test_compose_nginx_is_the_tests_nginx_conf_and_proxies_an_instance(
     server: LiveServer, connect: Connect, token: Any, tmp_path: Path
 ) -> None:
@@ -715,7 +679,7 @@ async def test_compose_nginx_is_the_tests_nginx_conf_and_proxies_an_instance(
     # TLS at nginx, as docker-compose.yml's NGINX_TLS_CERT and NGINX_TLS_KEY ask for it.
     secure = NginxServer(tmp_path / "tls", [server.port])
     secure.root.mkdir()
-    cert, key = self_signed(secure.root)
+    cert, key = write_self_signed(secure.root)
     succeeded(
         render_site(
             rendered,

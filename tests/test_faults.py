@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from livedash.store.models import Role
 from livedash.testing.oracle import Values, recompute
 from livedash.testing.recorder import Recorder
 from livedash.testing.screen import Screen
-from livedash.testing.servers import NginxServer, PostgresServer, RedisServer, new_root
+from livedash.testing.servers import NginxServer, PostgresServer, RedisServer
 from tests.support.instances import Instance
 from tests.support.live import LiveServer, Serve
 from tests.support.probes import health
@@ -593,18 +592,6 @@ async def test_a_follower_whose_subscription_to_redis_broke_resends_what_it_miss
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[PostgresServer]:
-    """A PostgreSQL server of this test's own, which it may kill (never the session's)."""
-    root = new_root("livedash-fault-pg-")
-    server = await asyncio.to_thread(lambda: PostgresServer(root).init().start())
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class Deployment:

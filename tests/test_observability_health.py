@@ -9,10 +9,9 @@ hangs); each change of state is awaited by asking the endpoint until a deadline.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from livedash.settings import Settings
 from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
 from livedash.testing.recorder import Recorder
-from livedash.testing.servers import PostgresServer, RedisServer, new_root
+from livedash.testing.servers import PostgresServer, RedisServer
 from tests.support.browser import Sign
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.writers import Users, Write, register_patient
@@ -156,18 +155,6 @@ async def test_not_ready_while_redis_is_down_and_ready_once_it_is_back(
 
 
 # -- the database -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[PostgresServer]:
-    """A PostgreSQL server of this test's own, which it may kill (never the session's)."""
-    root = new_root("livedash-ready-pg-")
-    server = await asyncio.to_thread(lambda: PostgresServer(root).init().start())
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_not_ready_while_the_database_is_down_and_ready_once_it_is_back(

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +14,7 @@ import aiohttp
 import httpx
 import pytest
 import socketio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from playwright.async_api import async_playwright, expect
 
 from livedash.app import create_app
@@ -32,6 +27,7 @@ from livedash.web.api import MetricInfo
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.rest import problem_of
+from tests.support.tls import write_self_signed
 from tests.support.writers import Write
 
 SocketClient = Callable[..., Awaitable[socketio.AsyncClient]]
@@ -265,41 +261,6 @@ def test_origins_must_be_origins(settings: Settings) -> None:
 
 
 # -- TLS -----------------------------------------------------------------------------------
-
-
-def write_self_signed(directory: Path, name: str = "server") -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "livedash test")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = directory / f"{name}.crt", directory / f"{name}.key"
-    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return certfile, keyfile
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ with `credentials` it requires AUTH.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 import warnings
 from dataclasses import dataclass
@@ -22,10 +20,8 @@ from types import TracebackType
 from typing import Any, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.support.tls import write_self_signed
 
 WAIT_SECONDS = 10.0
 """How long `next_message` waits before failing the test (nothing arrives: a bug)."""
@@ -203,38 +199,8 @@ class _Handler:
 def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a fresh self-signed certificate for 127.0.0.1 and localhost,
     and a client context that trusts exactly that certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    certificate_path = directory / "smtp-certificate.pem"
-    key_path = directory / "smtp-key.pem"
-    certificate_path.write_bytes(certificate_pem)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    certificate, key = write_self_signed(directory, "smtp")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(certificate_path, key_path)
-    client = ssl.create_default_context(cadata=certificate_pem.decode("ascii"))
+    server.load_cert_chain(certificate, key)
+    client = ssl.create_default_context(cafile=certificate)
     return server, client
