@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from livedash.testing.recorder import Recorder
 from livedash.testing.servers import PostgresServer, RedisServer, new_root
 from tests.support.browser import Screens, Sign, chromium
 from tests.support.cases import TEMPLATE_DATABASE
+from tests.support.instances import Instance, ServeProcess
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.logs import use_test_logging
 from tests.support.writers import PostgresWriter, SqliteWriter, Users, Write, register_patient
@@ -161,6 +162,29 @@ async def serve(settings: Settings) -> AsyncIterator[Serve]:
     yield start
     for server in started:
         await server.stop()
+
+
+@pytest.fixture
+async def serve_process(
+    settings: Settings, token: Callable[..., str], tmp_path: Path
+) -> AsyncIterator[ServeProcess]:
+    """Start `livedash serve` in a process of its own (with `settings`, and `env` on top), as
+    an operator would, to be stopped and started again on its port; each is stopped."""
+    started: list[Instance] = []
+
+    async def start(env: Mapping[str, str] | None = None) -> Instance:
+        service = Instance(
+            settings,
+            tmp_path / f"service-{len(started)}.log",
+            token(),
+            env={"LIVEDASH_REPORT_DIR": str(settings.report_dir), **(env or {})},
+        )
+        started.append(service)
+        return await service.start()
+
+    yield start
+    for service in started:
+        await service.stop()
 
 
 @pytest.fixture

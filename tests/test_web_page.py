@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,7 +34,7 @@ from tests.support.browser import (
     save_screenshot,
     scrolls_sideways,
 )
-from tests.support.instances import Instance
+from tests.support.instances import Instance, ServeProcess
 from tests.support.live import LiveServer, Serve
 from tests.support.writers import Users, Write, register_patient
 
@@ -61,19 +60,9 @@ async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
 
 
 @pytest.fixture
-async def instance(
-    settings: Settings, token: Callable[..., str], tmp_path: Path
-) -> AsyncIterator[Instance]:
+async def instance(serve_process: ServeProcess) -> Instance:
     """`livedash serve` in its own process: stopped and started again on the same port."""
-    service = Instance(
-        settings,
-        tmp_path / "service.log",
-        token(),
-        env={"LIVEDASH_REPORT_DIR": str(settings.report_dir)},
-    )
-    await service.start()
-    yield service
-    await service.stop()
+    return await serve_process()
 
 
 async def with_password(

@@ -5,8 +5,7 @@ there."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from livedash.settings import Settings
 from livedash.store.engine import open_database
 from livedash.store.models import Role
 from tests.support.browser import cell, open_screen
-from tests.support.instances import Instance
+from tests.support.instances import Instance, ServeProcess
 from tests.support.live import LiveServer, Serve
 from tests.support.writers import Users, Write, register_patient
 
@@ -152,22 +151,9 @@ async def test_revoking_a_dashboard_key_ends_the_tokens_it_handed_out(
 
 
 @pytest.fixture
-async def instance(
-    settings: Settings, token: Callable[..., str], tmp_path: Path
-) -> AsyncIterator[Instance]:
+async def instance(serve_process: ServeProcess) -> Instance:
     """`livedash serve` in its own process, with one-minute access tokens."""
-    service = Instance(
-        settings,
-        tmp_path / "service.log",
-        token(),
-        env={
-            "LIVEDASH_REPORT_DIR": str(settings.report_dir),
-            "LIVEDASH_ACCESS_TOKEN_MINUTES": "1",
-        },
-    )
-    await service.start()
-    yield service
-    await service.stop()
+    return await serve_process({"LIVEDASH_ACCESS_TOKEN_MINUTES": "1"})
 
 
 async def test_a_wall_signs_in_with_its_key_renews_itself_and_survives_a_restart(

@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ from livedash.testing.servers import free_port
 from tests.support.probes import health
 
 READY_LINE = "livedash serving on"
+
+ServeProcess = Callable[..., Awaitable["Instance"]]
+"""The `serve_process` fixture: start an `Instance` (with `env` on top of the test's settings)."""
 
 
 class Instance:
