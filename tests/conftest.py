@@ -30,6 +30,7 @@ from tests.support.cases import TEMPLATE_DATABASE
 from tests.support.instances import Instance, ServeProcess
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.logs import use_test_logging
+from tests.support.main_app import MainApp
 from tests.support.writers import PostgresWriter, SqliteWriter, Users, Write, register_patient
 
 BACKENDS = ["sqlite", "postgres"]
@@ -84,6 +85,15 @@ async def own_postgres() -> AsyncIterator[PostgresServer]:
     finally:
         await asyncio.to_thread(server.stop)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def main_app() -> Iterator[MainApp]:
+    """The main application's health URL: `mode` "ok" (200), "error" (500) or "hang"."""
+    app = MainApp()
+    app.thread.start()
+    yield app
+    app.stop()
 
 
 @pytest.fixture

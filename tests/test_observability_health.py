@@ -9,10 +9,8 @@ hangs); each change of state is awaited by asking the endpoint until a deadline.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from livedash.testing.recorder import Recorder
 from livedash.testing.servers import PostgresServer, RedisServer
 from tests.support.browser import Sign
 from tests.support.live import Connect, LiveServer, Serve
+from tests.support.main_app import MainApp
 from tests.support.writers import Users, Write, register_patient
 
 CHANGE_SECONDS = 20.0  # at most this long for a dependency's loss (or return) to show
@@ -268,47 +267,6 @@ async def test_a_feed_behind_its_bound_makes_the_instance_not_ready_until_it_cat
 
 
 # -- the main application ---------------------------------------------------------------------
-
-
-class MainApp:
-    """The hospital's main application's health URL: answers 200, 500, or hangs."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.release = threading.Event()
-        app = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if app.mode == "hang":
-                    app.release.wait(60)
-                    return
-                code = 200 if app.mode == "ok" else 500
-                body = b'{"status": "ok"}' if code == 200 else b"database locked"
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def main_app() -> Iterator[MainApp]:
-    app = MainApp()
-    app.thread.start()
-    yield app
-    app.stop()
 
 
 def shown(client: Recorder, metric: str) -> Any:

@@ -36,6 +36,7 @@ from tests.support.browser import (
 )
 from tests.support.instances import Instance, ServeProcess
 from tests.support.live import LiveServer, Serve
+from tests.support.main_app import MainApp
 from tests.support.writers import Users, Write, register_patient
 
 OpenPage = Callable[..., Awaitable[Page]]
@@ -184,6 +185,32 @@ async def test_a_change_written_to_the_database_reaches_its_tile_within_a_second
     await expect(cell(page, "bed_occupancy_rate", "CARD")).to_have_text("25.0%", timeout=1000)
     await expect(cell(page, "bed_occupancy_rate", None)).to_have_text("12.5%", timeout=1000)
     assert time.monotonic() - written < 1.0
+
+
+async def test_the_page_says_when_the_main_application_stops_answering_and_when_it_is_back(
+    hospital: dict[str, int],
+    settings: Settings,
+    serve: Serve,
+    token: Callable[..., str],
+    main_app: MainApp,
+    open_page: OpenPage,
+) -> None:
+    polled = {"main_app_health_url": main_app.url, "main_app_poll_seconds": 0.1}
+    server = await serve(settings.model_copy(update=polled))
+    page = await open_page()
+    await page.goto(f"{server.url}/?department=ED#token={token(Role.VIEWER, ('ED',))}")
+    await expect(page.locator("#connection")).to_have_text("Live")
+    banner = page.locator("#connection-banner")
+    await expect(banner).to_be_hidden()
+
+    main_app.mode = "error"
+    await expect(banner).to_contain_text("main application is not answering", timeout=10_000)
+    # Still live: livedash itself is fine, and its figures are the database's.
+    await expect(page.locator("#connection")).to_have_text("Live")
+    await expect(cell(page, "patients_waiting", "ED")).to_have_text("1")
+
+    main_app.mode = "ok"
+    await expect(banner).to_be_hidden(timeout=10_000)
 
 
 async def test_a_trend_chart_has_a_point_for_every_hour_requested(

@@ -121,6 +121,7 @@ function forget() {
   notifier.user = null;
   forgetAlerts();
   store.clear();
+  status.forget();
   forgetReadings();
   freshness.forget();
   directory.forget();

@@ -24,6 +24,7 @@ const critical = {
   feed_lag_seconds: "seconds",
   database_up: "flag",
   cache_up: "flag",
+  main_app_up: "flag",
 };
 
 const standard = {

@@ -1,13 +1,20 @@
 // Honest about the connection: the state in the top bar (live, degraded with what and why,
 // stale with the data's age, reconnecting with the attempt), a banner saying what it means for
-// the figures whenever they may be behind, the hospital's clock and the newest change seen.
+// the figures whenever they may be behind, the hospital's clock and the newest change seen. It
+// also says when the hospital's main application stops answering its health check
+// (`main_app_up`): livedash's figures are still what the database holds, but the activity the
+// main application would record is not coming in.
 import { byId } from "./dom.js";
 import * as fmt from "./format.js";
 
 const NAMES = { cache: "cache", database: "database", feed: "change feed" };
+const MAIN_APP_DOWN =
+  "The hospital's main application is not answering its health check: the figures are what " +
+  "the database holds, but activity it would record may be missing until it is back.";
 
 export class Status {
   #state = { kind: "idle" };
+  #mainAppDown = false;
   #freshness;
   #store;
   #ui = {
@@ -21,6 +28,19 @@ export class Status {
   constructor(freshness, store) {
     this.#freshness = freshness;
     this.#store = store;
+    store.subscribe((entry) => {
+      if (entry.metric !== "main_app_up") return;
+      const down = entry.value === 0;
+      if (down !== this.#mainAppDown) {
+        this.#mainAppDown = down;
+        this.tick();
+      }
+    });
+  }
+
+  /** Forget what was known of the service (signing out, or another identity). */
+  forget() {
+    this.#mainAppDown = false;
   }
 
   get kind() {
@@ -77,7 +97,11 @@ export class Status {
       lastUpdate.textContent = "—";
       lastUpdate.removeAttribute("datetime");
     }
-    const words = this.#bannerWords();
+    const said = this.#bannerWords();
+    const words =
+      this.#mainAppDown && !["stale", "offline"].includes(this.#state.kind)
+        ? [said, MAIN_APP_DOWN].filter(Boolean).join(" ")
+        : said;
     banner.hidden = words === null;
     banner.dataset.state = this.#state.kind;
     if (words !== null && bannerText.textContent !== words) bannerText.textContent = words;
