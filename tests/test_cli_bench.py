@@ -1,8 +1,8 @@
-"""`livedash bench`: the latency bench against a temporary instance, its figures printed."""
+"""`livedash bench`: livedash and the two bare baselines, in one table, as bench/run.py."""
 
 from __future__ import annotations
 
-import re
+import json
 from pathlib import Path
 
 import pytest
@@ -11,29 +11,38 @@ from typer.testing import CliRunner
 from livedash.cli import app
 
 
-def test_the_bench_runs_a_temporary_instance_and_prints_its_figures() -> None:
+def test_the_bench_measures_livedash_next_to_a_baseline_and_prints_one_table(
+    tmp_path: Path,
+) -> None:
+    saved = tmp_path / "bench.json"
     result = CliRunner().invoke(
         app,
         [
-            *("bench", "--clients", "2", "--writes-per-second", "5"),
-            *("--seconds", "1", "--warmup", "0", "--client-kind", "python"),
+            *("bench", "--sockets", "2", "--writes-per-second", "5"),
+            *("--seconds", "1", "--warmup", "0", "--clients", "python"),
+            *("--scenarios", "python,livedash", "--json", str(saved)),
         ],
     )
     assert result.exit_code == 0, result.output
-    out = result.stdout
-    assert "database:           SQLite (WAL) at " in out  # a temporary one
-    assert re.search(r"updates:\s+expected \d+, received \d+, missing 0", out), out
-    assert re.search(r"latency \(ms\).*\n\s+p50\s+[\d.]+\s+p95", out), out
-    assert "server RSS:" in out
-    temporary = re.search(r"SQLite \(WAL\) at (\S+);", out)
-    assert temporary is not None
-    assert not Path(temporary[1]).exists()  # everything it made is gone
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["scenario", "sockets"])
+    assert "p99/python" in lines[header]
+    printed = {line.split()[0]: line.split() for line in lines[header + 1 :] if line.strip()}
+    assert set(printed) == {"python-socketio", "livedash"}, result.stdout
+    assert printed["livedash"][1:3] == ["2", "5"]  # sockets, writes/s
+    assert printed["livedash"][-1].endswith("x")  # its p99 against python-socketio's
+    rows = {row["scenario"]: row for row in json.loads(saved.read_text())["rows"]}
+    assert set(rows) == {"python-socketio", "livedash"}
+    for row in rows.values():
+        assert row["delivered_share"] == 1.0, row
+        assert 0 < row["p50"] <= row["p99"], row
+    assert rows["livedash"]["p99_vs_python"] > 0
 
 
 def test_without_the_source_checkout_it_says_where_the_bench_is(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("livedash.cli.operations.BENCH_SCRIPT", tmp_path / "latency.py")
+    monkeypatch.setattr("livedash.cli.operations.BENCH_SCRIPT", tmp_path / "run.py")
     result = CliRunner().invoke(app, ["bench"], env={"COLUMNS": "200"})
     assert result.exit_code == 1
-    assert "The bench comes with livedash's source (bench/latency.py)" in result.stderr
+    assert "The bench comes with livedash's source (bench/run.py)" in result.stderr

@@ -17,7 +17,7 @@ import livedash
 from livedash.cli import DbOption, app, console, settings_for
 from livedash.errors import ConfigurationError
 
-BENCH_SCRIPT = Path(livedash.__file__).resolve().parents[2] / "bench" / "latency.py"
+BENCH_SCRIPT = Path(livedash.__file__).resolve().parents[2] / "bench" / "run.py"
 """The latency bench of a source checkout (bench/ is not installed with the package)."""
 
 
@@ -96,42 +96,53 @@ def status(
 
 @app.command()
 def bench(
-    clients: Annotated[int, typer.Option(min=1, max=2000, help="socket.io clients watching.")] = 20,
+    sockets: Annotated[
+        str, typer.Option(help="Comma-separated numbers of clients, one run each (100,1000).")
+    ] = "100",
     writes_per_second: Annotated[
-        float, typer.Option(min=0.1, max=1000, help="Patients inserted per second.")
-    ] = 20.0,
-    seconds: Annotated[float, typer.Option(min=1, max=600, help="Seconds measured.")] = 5.0,
-    warmup: Annotated[float, typer.Option(min=0, max=60, help="Unmeasured seconds first.")] = 1.0,
-    client_kind: Annotated[
+        float, typer.Option(min=0.1, max=1000, help="Patients inserted (or emits) per second.")
+    ] = 40.0,
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="Seconds measured.")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0, max=60, help="Unmeasured seconds first.")] = 2.0,
+    scenarios: Annotated[
+        str,
+        typer.Option(help="Comma-separated servers to run: node, python, livedash (all)."),
+    ] = "node,python,livedash",
+    clients: Annotated[
         str | None,
         typer.Option(
             help="node (the npm socket.io-client, if installed) or python (python-socketio)."
         ),
     ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also save the table here as JSON.")
+    ] = None,
 ) -> None:
-    """Measure commit-to-screen latency on this machine, against a temporary instance.
+    """Measure livedash against bare Node socket.io and bare python-socketio on this machine.
 
-    Runs bench/latency.py (from the source checkout): a temporary SQLite database with a
-    small hospital, `livedash serve` on a free port, a writer inserting patients and
-    socket.io clients timing each update, then prints the figures (latency percentiles,
-    delivery, server CPU and memory). Touches no configured database; everything it starts
-    is stopped and deleted. Takes about seconds + warmup + 10 s.
+    Runs bench/run.py (from the source checkout): each server broadcasts the same room to the
+    same clients, which run in processes of their own; livedash on a temporary SQLite database
+    with a writer inserting patients. Prints one table: latency percentiles, values delivered,
+    server memory and CPU, and livedash's p99 against each baseline's. Touches no configured
+    database; everything it starts is stopped and deleted. Run it on an otherwise idle machine.
 
-    Example: livedash bench --clients 100 --writes-per-second 50 --seconds 20
+    Example: livedash bench --sockets 100,1000 --writes-per-second 200 --json bench.json
     """
     if not BENCH_SCRIPT.is_file():
         console.print(
-            f"The bench comes with livedash's source (bench/latency.py), not found at "
+            f"The bench comes with livedash's source (bench/run.py), not found at "
             f"{BENCH_SCRIPT}: run this from a checkout installed with `pip install -e .`."
         )
         raise typer.Exit(1)
-    command = [sys.executable, str(BENCH_SCRIPT), "--clients", str(clients)]
+    command = [sys.executable, str(BENCH_SCRIPT), "--sockets", sockets, "--scenarios", scenarios]
     command += ["--writes-per-second", f"{writes_per_second:g}", "--seconds", f"{seconds:g}"]
     command += ["--warmup", f"{warmup:g}"]
-    if client_kind is not None:
-        command += ["--client-kind", client_kind]
+    if clients is not None:
+        command += ["--clients", clients]
+    if json_out is not None:
+        command += ["--json", str(json_out)]
     with (
-        console.status(f"Benchmarking: {clients} clients, {writes_per_second:g} writes/s..."),
+        console.status(f"Benchmarking {scenarios} with {sockets} sockets..."),
         subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1) as process,
     ):
         for line in process.stdout or ():
