@@ -233,6 +233,7 @@ async def test_a_served_websocket_keeps_no_request_headers_no_ping_task_and_lean
     protocol = gateway_of(server).server.frames._connections[eio_sid].protocol
 
     assert isinstance(socket.queue, LeanQueue)
+    assert isinstance(protocol.queue, LeanQueue)  # uvicorn's queue of received events
     environ = sio.environ[eio_sid]
     assert "wsgi.input" not in environ
     assert [key for key in environ if key.startswith("HTTP_")] == []

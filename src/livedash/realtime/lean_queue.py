@@ -3,8 +3,8 @@
 python-engineio keeps a queue of packets to send per socket. An `asyncio.Queue` allocates
 three deques and an `Event` (a fourth deque) up front, each with a 64-slot block: 3 KB of an
 idle socket's 35 KB (tracemalloc over bench/idle_sockets.py). This queue is nearly always empty
-and has one consumer, so here items and waiters live in lists made when first needed.
-(uvicorn's queue of received events stays an `asyncio.Queue`: see realtime/frames.py.)
+and has one consumer, so here items and waiters live in lists made when first needed. uvicorn's
+queue of received events, per WebSocket, is one too (realtime/frames.py).
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from livedash.reports.document import Cell, Kind, ReportDocument
-from livedash.reports.pdf import render_pdf
 
 MEDIA_TYPES: dict[str, str] = {
     "json": "application/json",
@@ -155,10 +154,19 @@ def parse_csv(data: bytes) -> dict[str, Any]:
     return result
 
 
+def to_pdf(document: ReportDocument) -> bytes:
+    """The document as a PDF (reportlab)."""
+    # Imported when first rendered: reportlab and Pillow are 8 MB of every instance's memory,
+    # and most instances never render a PDF.
+    from livedash.reports.pdf import render_pdf
+
+    return render_pdf(document)
+
+
 _RENDERERS: dict[str, Callable[[ReportDocument], bytes]] = {
     "json": to_json,
     "csv": to_csv,
-    "pdf": render_pdf,
+    "pdf": to_pdf,
 }
 
 

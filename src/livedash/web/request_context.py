@@ -6,9 +6,9 @@ sets one) when that is a sane token, else a new one (uuid4, hex). It is bound as
 `request_id` for every event logged while the request is served, and sent back in the
 `X-Request-ID` response header. Each HTTP request then ends with one `request` event: method,
 path, status, duration and client address; never its query string, which can carry a token.
-This replaces uvicorn's access log. A WebSocket gets an id too, in what its socket's handlers
-log (not in the accept's headers: its `send` is passed on untouched, see below); it has no
-access line (the gateway logs its events).
+This replaces uvicorn's access log. A WebSocket is passed on untouched: its socket's events
+are logged with the socket's `sid` and user instead, and the Engine.IO handshake's HTTP
+requests (long-polling) get ids and access lines like any other.
 """
 
 from __future__ import annotations
@@ -55,18 +55,17 @@ class RequestContext:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] != "http":
+            # WebSockets pass untouched: the gateway writes frames straight to the server's
+            # WebSocket `send` (realtime/websocket.py, the fan-out's fast path), and a socket's
+            # events are logged with its `sid` and user (realtime/guard.py). An id bound for a
+            # connection's whole life would cost 1 KB of every idle socket (bench/idle_sockets.py).
             await self.app(scope, receive, send)
             return
         request_id = request_id_of(scope)
         header = (_HEADER, request_id.encode("ascii"))
         with structlog.contextvars.bound_contextvars(request_id=request_id):
-            if scope["type"] == "websocket":
-                # `send` itself, never a wrapper: the gateway writes frames straight to the
-                # server's WebSocket behind it (realtime/websocket.py), the fan-out's fast path.
-                await self.app(scope, receive, send)
-            else:
-                await self._http(scope, receive, send, header)
+            await self._http(scope, receive, send, header)
 
     async def _http(
         self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]
