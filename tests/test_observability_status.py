@@ -147,8 +147,10 @@ async def test_every_instance_is_listed_with_its_role_sockets_lag_and_version_un
         "LIVEDASH_DATABASE_URL": settings.database_url,
         "LIVEDASH_REDIS_URL": str(settings.redis_url),
     }
-    code, out, err = await livedash_status(env)
-    assert code == 0, out + err
+    # Both were ready a moment ago; a loaded machine may delay a probe past its bound.
+    code, out, err = await eventually(
+        lambda: livedash_status(env), lambda answer: answer[0] == 0, "livedash status"
+    )
     for name, item in listed.items():
         [row] = [line for line in out.splitlines() if name in line]
         assert (item["role"] in row, "ready" in row, __version__ in row) == (True,) * 3, row

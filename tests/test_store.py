@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
+from livedash.errors import StoreError
 from livedash.store.engine import create_engine as create_service_engine
-from livedash.store.migrate import alembic_config, upgrade
+from livedash.store.migrate import alembic_config, upgrade, upgrade_in_child
 from livedash.store.models import WATCHED_TABLES, Base
 from tests.support.schema import head_revision
 
@@ -103,3 +106,27 @@ async def test_a_failed_statement_names_no_row_values(database_url: str) -> None
     finally:
         await engine.dispose()
     assert "Zebedee" not in str(failure.value)
+
+
+def test_a_migration_in_a_child_process_leaves_alembic_out_of_the_service(tmp_path: Path) -> None:
+    """`livedash serve` migrates in a process of its own: the service holds none of it."""
+    database = tmp_path / "hospital.db"
+    script = (
+        "import sys\n"
+        "from livedash.store.migrate import upgrade_in_child\n"
+        f"upgrade_in_child('sqlite+aiosqlite:///{database}')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    with sqlite3.connect(database) as connection:
+        (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert version == head_revision()
+
+
+def test_a_failed_migration_in_a_child_process_says_why(tmp_path: Path) -> None:
+    (tmp_path / "a-directory.db").mkdir()
+    with pytest.raises(StoreError, match=r"cannot migrate the database: .+"):
+        upgrade_in_child(f"sqlite+aiosqlite:///{tmp_path / 'a-directory.db'}")

@@ -2,4 +2,7 @@
 
 from livedash.cli import main
 
-main()
+# Guarded: a process started with "spawn" (the migration of `livedash serve`) imports this
+# module again, and must not run the command line a second time.
+if __name__ == "__main__":
+    main()

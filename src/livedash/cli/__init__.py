@@ -78,12 +78,16 @@ def settings_for(
     return settings
 
 
-def migrate_database(settings: Settings) -> None:
-    """Create or upgrade the schema, with a spinner."""
-    from livedash.store.migrate import upgrade
+def migrate_database(settings: Settings, *, in_child: bool = False) -> None:
+    """Create or upgrade the schema, with a spinner; `in_child`: in a process of its own, for a
+    command that goes on to serve for long (it then holds none of the migrations' memory)."""
+    from livedash.store.migrate import upgrade, upgrade_in_child
 
     with console.status("Migrating the database..."):
-        upgrade(settings.database_url)
+        if in_child:
+            upgrade_in_child(settings.database_url)
+        else:
+            upgrade(settings.database_url)
 
 
 def explained(work: Coroutine[Any, Any, T], *, failure: str = "Refused") -> T:

@@ -126,7 +126,7 @@ def serve(
     from livedash.service import run_service
 
     settings = settings_for(db, port=port, host=host)
-    migrate_database(settings)
+    migrate_database(settings, in_child=True)
 
     def ready() -> None:
         console.print(

@@ -159,11 +159,13 @@ class Readiness:
 
     async def _refresh_periodically(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            # Measured at once, then every interval: a new instance is not "not measured
+            # yet" (not ready) for a whole interval after it starts.
             try:
                 await self.refresh()
             except Exception:  # never stop measuring: the verdict would freeze
                 log.exception("readiness_probe_failed_unexpectedly")
+            await asyncio.sleep(self._interval)
 
 
 def breaker_check(name: str, breaker: CircuitBreaker, *, what: str, required: bool = True) -> Check:
