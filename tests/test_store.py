@@ -6,16 +6,22 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from livedash.errors import StoreError
+from livedash.reports.inputs import Window
+from livedash.reports.periods import resolve_period
+from livedash.reports.sections import around
 from livedash.store.engine import create_engine as create_service_engine
 from livedash.store.migrate import alembic_config, upgrade, upgrade_in_child
 from livedash.store.models import WATCHED_TABLES, Base
@@ -130,3 +136,40 @@ def test_a_failed_migration_in_a_child_process_says_why(tmp_path: Path) -> None:
     (tmp_path / "a-directory.db").mkdir()
     with pytest.raises(StoreError, match=r"cannot migrate the database: .+"):
         upgrade_in_child(f"sqlite+aiosqlite:///{tmp_path / 'a-directory.db'}")
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "index"),
+    [
+        ("patients", "registered_at", "ix_patients_registered_at"),
+        ("admissions", "discharged_at", "ix_admissions_discharged_at"),
+        ("alerts", "raised_at", "ix_alerts_raised_at"),
+    ],
+)
+def test_a_reports_period_is_read_through_an_index(
+    database_path: Path, table: str, column: str, index: str
+) -> None:
+    """A month's report reads its rows, not the table (reports/sections.py `around`)."""
+    upgrade(f"sqlite+aiosqlite:///{database_path}")
+    zone = ZoneInfo("Europe/Berlin")
+    now = datetime(2026, 12, 5, 12)  # naive: UTC
+    window = Window(resolve_period("month:2026-11", zone=zone, now=now), zone)
+    model = Base.metadata.tables[table]
+    query = select(model.c.id).where(*around(model.c[column], window))
+    sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    with sqlite3.connect(database_path) as connection:
+        plan = " ".join(row[-1] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+
+
+def test_counting_the_reports_still_waiting_uses_an_index(database_path: Path) -> None:
+    upgrade(f"sqlite+aiosqlite:///{database_path}")
+    with sqlite3.connect(database_path) as connection:
+        plan = " ".join(
+            row[-1]
+            for row in connection.execute(
+                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM reports "
+                "WHERE status IN ('queued', 'running')"
+            )
+        )
+    assert "ix_reports_status" in plan, plan

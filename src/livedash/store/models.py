@@ -95,7 +95,7 @@ class Patient(Base):
     name: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(32), default=PatientStatus.REGISTERED.value)
     emergency: Mapped[bool] = mapped_column(Boolean, default=False)
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
     discharged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
 
 
@@ -109,7 +109,7 @@ class Admission(Base):
     department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
     bed_id: Mapped[int | None] = mapped_column(ForeignKey("beds.id"))
     admitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
-    discharged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    discharged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), index=True)
 
 
 class Appointment(Base):
@@ -201,7 +201,7 @@ class Alert(Base):
     severity: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default=AlertStatus.ACTIVE.value)
     title: Mapped[str] = mapped_column(String(256))
-    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=False), index=True)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
     rule: Mapped[str | None] = mapped_column(String(64), index=True)
     state: Mapped[str | None] = mapped_column(String(16))
@@ -356,7 +356,7 @@ class ReportRecord(Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     requested_by: Mapped[str] = mapped_column(String(128))
     schedule_id: Mapped[int | None] = mapped_column(ForeignKey("report_schedules.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(String(500))
     size: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
