@@ -95,6 +95,8 @@ def verify_token(settings: Settings, token: object) -> Principal:
             leeway=settings.jwt_leeway_seconds,
             options={"require": list(REQUIRED_CLAIMS)},
         )
+    except jwt.ExpiredSignatureError as error:
+        raise InvalidToken(_reason(settings, error), reason="expired") from error
     except jwt.InvalidTokenError as error:
         raise InvalidToken(_reason(settings, error)) from error
     return _principal(claims)

@@ -130,16 +130,18 @@ class Authenticator:
 
     def _decide(self, principal: Principal, user: _UserRow | None, revoked: bool) -> Principal:
         if revoked:
-            raise InvalidToken("the token has been revoked")
+            raise InvalidToken("the token has been revoked", reason="revoked")
         if not self._settings.check_users:
             return principal
         if user is None:
-            raise InvalidToken("the token's user does not exist")
+            raise InvalidToken("the token's user does not exist", reason="unknown_user")
         if not user.active:
-            raise InvalidToken("the token's user is inactive")
+            raise InvalidToken("the token's user is inactive", reason="disabled")
         valid_after = user.tokens_valid_after
         if valid_after is not None and principal.issued_at < valid_after.replace(tzinfo=UTC):
-            raise InvalidToken("the token has been revoked (the user was signed out)")
+            raise InvalidToken(
+                "the token has been revoked (the user was signed out)", reason="revoked"
+            )
         try:
             role = Role(user.role)
         except ValueError as error:

@@ -195,11 +195,18 @@ EVENTS: list[EventDoc] = [
         "out",
         "auth_error",
         ErrorPayload,
-        ErrorPayload(code="invalid_token", message="the token has expired", event="authenticate"),
+        ErrorPayload(
+            code="invalid_token",
+            message="the token has expired",
+            event="authenticate",
+            details={"reason": "expired"},
+        ),
         "Authentication failed, timed out, or the token expired, was revoked, or its user was "
         "deactivated or signed out while connected (then the socket's subscriptions are "
         "dropped and no more data is sent until it authenticates, within "
-        "`auth_timeout_seconds`).",
+        "`auth_timeout_seconds`). A refused token says why in `details.reason` where a client "
+        "can act on it: `expired` (sign in or refresh), `revoked` (the token, or every token "
+        "of its user), `disabled` (the user is inactive), `unknown_user`.",
     ),
     (
         "out",

@@ -20,7 +20,7 @@ This module registers the handlers, admits connections (each attempt counts agai
 instance's cap and its client address's rate limit) and forgets them, and drains the
 instance before it stops. It counts, for Prometheus, the sessions opened and every sign-in's
 outcome: `ok`, or `failed` with a reason read from the refusal's code (and, for a refused
-token, from what the refusal says: expired, revoked, disabled...).
+token, its `details.reason`: expired, revoked, disabled, unknown_user).
 """
 
 from __future__ import annotations
@@ -85,14 +85,6 @@ AUTH_FAILURES = (
     "error",
 )
 """Why a sign-in failed, as `livedash_socket_authentications_total` says."""
-# A refused token's reason, from the message of its `invalid_token` refusal (auth.tokens,
-# auth.users); any other is "invalid".
-_TOKEN_REFUSALS = (
-    ("has expired", "expired"),
-    ("revoked", "revoked"),
-    ("inactive", "disabled"),
-    ("does not exist", "unknown_user"),
-)
 _REFUSAL_REASONS = {
     "invalid_token": "invalid",
     "invalid_payload": "invalid",
@@ -253,7 +245,7 @@ class Gateway:
                 if code is None:
                     self._authentications["ok", ""] += 1
                 else:
-                    self._authentications["failed", _failure(code, reply.get("message"))] += 1
+                    self._authentications["failed", _failure(code, reply.get("details"))] += 1
             return reply
 
         return counted
@@ -394,12 +386,12 @@ class Gateway:
                 log.warning("gateway_drain_failed", error=repr(result))
 
 
-def _failure(code: str, message: Any) -> str:
-    """Why a sign-in was refused, from its refusal's code and message."""
-    if code == "invalid_token" and isinstance(message, str):
-        for fragment, reason in _TOKEN_REFUSALS:
-            if fragment in message:
-                return reason
+def _failure(code: str, details: Any) -> str:
+    """Why a sign-in was refused, from its refusal: a refused token says why in
+    `details.reason` (expired, revoked, disabled, unknown_user); otherwise by its code."""
+    reason = details.get("reason") if isinstance(details, dict) else None
+    if code == "invalid_token" and reason in AUTH_FAILURES:
+        return str(reason)
     return _REFUSAL_REASONS.get(code, "error")
 
 
