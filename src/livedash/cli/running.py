@@ -123,6 +123,9 @@ def serve(
 
     Example: LIVEDASH_DATABASE_URL=postgresql+asyncpg://livedash@db/hospital livedash serve
     """
+    from livedash.realtime.imports import import_engineio_for_serving
+
+    import_engineio_for_serving()  # first: it must be the first import of python-engineio
     from livedash.service import run_service
 
     settings = settings_for(db, port=port, host=host)

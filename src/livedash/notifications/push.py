@@ -30,10 +30,9 @@ from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -41,6 +40,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict
 
 from livedash.notifications.notice import AlertNotice, DeliveryError, SubscriptionGone
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger(__name__)
 
@@ -204,6 +206,10 @@ class PushSender:
         return f"PushSender(subject={self.subject!r}, key={self.application_server_key[:12]}…)"
 
     async def __aenter__(self) -> Self:
+        # Imported by the instance that sends pushes, when it starts to (realtime/server.py
+        # keeps aiohttp out of the other instances).
+        import aiohttp
+
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers={"User-Agent": "livedash"},
@@ -235,6 +241,8 @@ class PushSender:
         help (`SubscriptionGone`: never). `ttl_seconds` defaults by severity (`TTL_SECONDS`)."""
         if self._session is None:
             raise RuntimeError("PushSender is not open: use `async with PushSender(...)`")
+        import aiohttp  # loaded by __aenter__: a lookup
+
         severity = notice.severity.lower()
         ttl = TTL_SECONDS.get(severity, DEFAULT_TTL_SECONDS) if ttl_seconds is None else ttl_seconds
         if ttl < 0:
