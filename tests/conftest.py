@@ -181,12 +181,15 @@ async def serve_process(
     """Start `livedash serve` in a process of its own (with `settings`, and `env` on top), as
     an operator would, to be stopped and started again on its port; each is stopped."""
     started: list[Instance] = []
+    # One operator for all, made before the first starts: its `users` row is no change to
+    # the feed the instances read.
+    operator = token()
 
     async def start(env: Mapping[str, str] | None = None) -> Instance:
         service = Instance(
             settings,
             tmp_path / f"service-{len(started)}.log",
-            token(),
+            operator,
             env={"LIVEDASH_REPORT_DIR": str(settings.report_dir), **(env or {})},
         )
         started.append(service)
@@ -195,6 +198,15 @@ async def serve_process(
     yield start
     for service in started:
         await service.stop()
+
+
+@pytest.fixture
+async def two_instances(
+    serve_process: ServeProcess, redis_server: RedisServer, hospital: dict[str, int]
+) -> list[Instance]:
+    """Two `livedash serve` processes sharing the test's database and Redis: the first to
+    start leads, the second waits for the leader lock."""
+    return [await serve_process(), await serve_process()]
 
 
 @pytest.fixture

@@ -68,32 +68,16 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(
-    settings: Settings,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    hospital: dict[str, int],
-    token: Callable[..., str],
-) -> AsyncIterator[Cluster]:
-    instances: list[Instance] = []
-    nginx: NginxServer | None = None
+async def cluster(two_instances: list[Instance], tmp_path: Path) -> AsyncIterator[Cluster]:
+    nginx = NginxServer(tmp_path / "nginx", [i.port for i in two_instances]).start()
     made: Cluster | None = None
     try:
-        # The first one to start is the leader; the second waits for the lock.
-        operator = token()  # before the feed starts: its `users` row is no change to it
-        for number in range(2):
-            log = tmp_path / f"instance{number}.log"
-            instances.append(await Instance(settings, log, operator).start())
-        nginx = NginxServer(tmp_path / "nginx", [i.port for i in instances]).start()
-        made = Cluster(instances, nginx)
+        made = Cluster(two_instances, nginx)
         yield made
     finally:
         if made is not None:
             await made.close()
-        if nginx is not None:
-            nginx.stop()
-        for instance in instances:
-            await instance.stop()
+        nginx.stop()
 
 
 async def _one_client_on_each(

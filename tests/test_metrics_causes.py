@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
@@ -451,26 +450,6 @@ def test_the_log_finds_each_published_versions_cause_and_merges_two_leaders_logs
 
 
 # -- a follower answers with the leader's record ------------------------------------------------
-
-
-@pytest.fixture
-async def two_instances(
-    settings: Settings,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    hospital: dict[str, int],
-    token: Callable[..., str],
-) -> AsyncIterator[list[Instance]]:
-    operator = token()  # before the feed starts: its `users` row is no change to it
-    instances: list[Instance] = []
-    try:
-        for number in range(2):  # the first to start leads
-            log = tmp_path / f"instance{number}.log"
-            instances.append(await Instance(settings, log, operator).start())
-        yield instances
-    finally:
-        for instance in instances:
-            await instance.stop()
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

@@ -28,6 +28,7 @@ from livedash.testing.servers import PostgresServer, RedisServer
 from tests.support.browser import Sign
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.main_app import MainApp
+from tests.support.prometheus import scrape
 from tests.support.writers import Users, Write, register_patient
 
 CHANGE_SECONDS = 20.0  # at most this long for a dependency's loss (or return) to show
@@ -60,19 +61,6 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"still {code} after {within:g} s: {body}")
         await asyncio.sleep(0.05)
-
-
-async def metrics_text(url: str) -> str:
-    async with httpx.AsyncClient(base_url=url) as http:
-        return (await http.get("/metrics")).text
-
-
-def gauge(text: str, name: str) -> float | None:
-    """A gauge's value in Prometheus text, None when it is absent."""
-    for line in text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return None
 
 
 # -- healthy ----------------------------------------------------------------------------------
@@ -114,15 +102,15 @@ async def test_live_and_ready_answer_with_every_check_when_healthy(
     code, refused = await ready(server.url, await sign(Role.VIEWER))
     assert code == 403, refused
 
-    text = await metrics_text(server.url)
-    assert gauge(text, "livedash_ready") == 1.0
-    assert gauge(text, "livedash_feed_lag_seconds") is not None
-    assert gauge(text, "livedash_feed_position") is not None
+    scraped = await scrape(server.url)
+    assert scraped.get("livedash_ready") == 1.0
+    assert scraped.get("livedash_feed_lag_seconds") is not None
+    assert scraped.get("livedash_feed_position") is not None
     if backend == "postgres":
-        assert gauge(text, "livedash_feed_lag_bytes") is not None
+        assert scraped.get("livedash_feed_lag_bytes") is not None
     else:
-        assert gauge(text, "livedash_feed_pending_changes") == 0.0
-    assert gauge(text, "livedash_upstream_up") is None  # no main application configured
+        assert scraped.get("livedash_feed_pending_changes") == 0.0
+    assert scraped.get("livedash_upstream_up") is None  # no main application configured
 
 
 # -- Redis ------------------------------------------------------------------------------------
@@ -146,7 +134,7 @@ async def test_not_ready_while_redis_is_down_and_ready_once_it_is_back(
     assert code == 503
     assert "Redis" in full["checks"]["redis"]["reason"], full["checks"]["redis"]
     assert full["checks"]["database"]["ok"] is True
-    assert gauge(await metrics_text(server.url), "livedash_ready") == 0.0
+    assert (await scrape(server.url)).get("livedash_ready") == 0.0
 
     await asyncio.to_thread(redis_server.start)
     back = await until(lambda: ready(server.url), lambda code, _: code == 200)
@@ -250,10 +238,10 @@ async def test_a_feed_behind_its_bound_makes_the_instance_not_ready_until_it_cat
         assert feed["lag_seconds"] > 0.5, feed
         assert feed["pending_changes"] >= 1, feed
         assert "over the 0.5 s bound" in feed["reason"], feed
-        text = await metrics_text(server.url)
-        assert gauge(text, "livedash_ready") == 0.0
-        assert (gauge(text, "livedash_feed_lag_seconds") or 0) > 0.5
-        assert (gauge(text, "livedash_feed_pending_changes") or 0) >= 1
+        scraped = await scrape(server.url)
+        assert scraped.get("livedash_ready") == 0.0
+        assert (scraped.get("livedash_feed_lag_seconds") or 0) > 0.5
+        assert (scraped.get("livedash_feed_pending_changes") or 0) >= 1
 
         holding.armed = False
         holding.release.set()
@@ -327,12 +315,12 @@ async def test_the_main_application_is_polled_up_and_down_without_touching_readi
     assert (code, body["status"], body["failing"]) == (200, "ready", [])
     assert body["checks"]["main_app"] == {"ok": False, "required": False}
     await until_shown(screen, "main_app_up", 0)
-    assert gauge(await metrics_text(server.url), "livedash_upstream_up") == 0.0
+    assert (await scrape(server.url)).get("livedash_upstream_up") == 0.0
 
     main_app.mode = "ok"
     await until(main_app_check, lambda _, check: check["up"] is True)
     await until_shown(screen, "main_app_up", 1)
-    assert gauge(await metrics_text(server.url), "livedash_upstream_up") == 1.0
+    assert (await scrape(server.url)).get("livedash_upstream_up") == 1.0
 
     # Hanging: each poll gives up after the timeout, then the breaker holds the polls back.
     main_app.mode = "hang"

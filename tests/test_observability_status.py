@@ -8,7 +8,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,7 @@ from livedash.cluster.deployment import run_status
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
-from livedash.testing.servers import RedisServer, free_port
-from tests.support.browser import Sign
+from livedash.testing.servers import free_port
 from tests.support.instances import Instance
 from tests.support.live import Connect, LiveServer
 from tests.support.writers import Users
@@ -79,26 +78,6 @@ async def livedash_status(env: dict[str, str], *args: str) -> tuple[int, str, st
 @pytest.fixture
 def backend() -> str:
     return "postgres"
-
-
-@pytest.fixture
-async def two_instances(
-    settings: Settings,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    hospital: dict[str, int],
-    sign: Sign,
-) -> AsyncIterator[list[Instance]]:
-    operator = await sign()
-    started: list[Instance] = []
-    try:
-        for number in range(2):
-            log = tmp_path / f"instance{number}.log"
-            started.append(await Instance(settings, log, operator).start())
-        yield started
-    finally:
-        for instance in started:
-            await instance.stop()
 
 
 async def test_every_instance_is_listed_with_its_role_sockets_lag_and_version_until_it_stops(

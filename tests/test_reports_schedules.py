@@ -21,10 +21,10 @@ from livedash.store.models import Role
 from tests.support.alerting import bearer
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.probes import services_of
+from tests.support.prometheus import scrape
 from tests.support.report_oracle import feed_applied, patient_screen
 from tests.support.report_schedules import (
     create_schedule,
-    metric_samples,
     reporting,
     schedule_of,
 )
@@ -33,8 +33,8 @@ from tests.support.writers import register_patient
 
 NOW = datetime(2026, 11, 25, 5, 10, tzinfo=UTC)  # a Wednesday, 06:10 in Berlin
 ZONE = ZoneInfo("Europe/Berlin")
-FAILING = ("livedash_report_schedules_failing", ())
-RUNS_FAILED = ("livedash_report_schedule_runs_total", (("result", "failed"),))
+FAILING = "livedash_report_schedules_failing"
+RUNS = "livedash_report_schedule_runs_total"
 
 
 @pytest.fixture
@@ -129,8 +129,8 @@ async def test_runs_missed_while_down_run_once_at_start_or_are_skipped(
         datetime(2026, 11, 25, 9, 0, tzinfo=UTC),
         datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
     )
-    samples = await metric_samples(after.url)
-    assert samples[("livedash_report_schedule_runs_total", (("result", "skipped"),))] == 5
+    scraped = await scrape(after.url)
+    assert scraped.value("livedash_report_schedule_runs_total", result="skipped") == 5
     async with httpx.AsyncClient(base_url=after.url) as http:
         for schedule in (once, skip):
             moved = await schedule_of(http, chief, schedule["id"])
@@ -218,8 +218,8 @@ async def test_a_failing_run_is_retried_shown_and_alerted_on_until_it_succeeds(
             await http.get(f"/api/reports/{failed['last_report_id']}", headers=bearer(chief))
         ).json()
         assert (report["status"], report["error"]) == ("failed", failed["last_error"])
-        samples = await metric_samples(server.url)
-        assert (samples[FAILING], samples[RUNS_FAILED]) == (1, 1)
+        scraped = await scrape(server.url)
+        assert (scraped.value(FAILING), scraped.value(RUNS, result="failed")) == (1, 1)
         raised = await screen.next(
             "alert", lambda a: a["rule"] == "report-run-failed" and a["state"] == "firing"
         )
@@ -247,8 +247,8 @@ async def test_a_failing_run_is_retried_shown_and_alerted_on_until_it_succeeds(
         ).json()
         assert done["status"] == "done"
         assert at(done["parameters"]["run_at"]) == run  # the retry made the 07:00 report
-        samples = await metric_samples(server.url)
-        assert (samples[FAILING], samples[RUNS_FAILED]) == (0, 2)
+        scraped = await scrape(server.url)
+        assert (scraped.value(FAILING), scraped.value(RUNS, result="failed")) == (0, 2)
         resolved = await screen.next(
             "alert", lambda a: a["rule"] == "report-run-failed" and a["status"] == "resolved"
         )

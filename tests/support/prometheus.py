@@ -52,6 +52,10 @@ class Scrape:
             raise AssertionError(f"no sample {name}{labels} in /metrics; {name} has {shown}")
         return self.samples[key]
 
+    def get(self, name: str, **labels: str) -> float | None:
+        """The value of the sample `name` with exactly `labels`, None when there is none."""
+        return self.samples.get((name, frozenset(labels.items())))
+
     def series(self, name: str) -> dict[Labels, float]:
         """Every sample named `name`, by its labels."""
         return {labels: value for (sample, labels), value in self.samples.items() if sample == name}

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from livedash.settings import Settings
 from tests.support.alerting import bearer
@@ -103,18 +102,6 @@ async def finished(
                 return report
             # Polled: the API tells a client nothing until it asks again.
             await asyncio.sleep(POLL_SECONDS)
-
-
-async def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a service's `/metrics`, by name and labels, as Prometheus reads them."""
-    async with httpx.AsyncClient(base_url=url) as http:
-        response = await http.get("/metrics")
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
 
 
 def attachment(message: EmailMessage) -> tuple[str, str, bytes]:

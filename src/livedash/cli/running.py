@@ -54,6 +54,9 @@ def demo(
     from livedash.auth.sessions import run_set_password
     from livedash.auth.tokens import issue_token
     from livedash.doctor import port_in_use
+    from livedash.realtime.imports import import_engineio_for_serving
+
+    import_engineio_for_serving()  # first: it must be the first import of python-engineio
     from livedash.service import run_demo
     from livedash.simulator import seed_hospital
     from livedash.store.models import Role
