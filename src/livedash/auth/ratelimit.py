@@ -1,8 +1,8 @@
 """Rate limits: moving windows over a `limits` storage, one limiter per thing counted.
 
-The storage is named by URI: in memory (`async+memory://`) for one process; when several
-instances serve the same users, a shared one (`async+redis://host:6379`) so that counts add up
-wherever a client lands. A refused request is not counted, so a client that waits
+The storage is named by URI: in memory (`MEMORY`, see window_storage.py) for one process;
+when several instances serve the same users, a shared one (`async+redis://host:6379`) so that
+counts add up wherever a client lands. A refused request is not counted, so a client that waits
 `retry_after` seconds gets through again.
 
 A limiter may grow with what its key holds (`per_unit`): a user's budget, say, with the sockets
@@ -31,12 +31,13 @@ from limits.storage import storage_from_string
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
+from livedash.auth.window_storage import SCHEME as SWEPT_MEMORY
 from livedash.errors import ConfigurationError, RateLimited
 from livedash.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-MEMORY = "async+memory://"
+MEMORY = f"{SWEPT_MEMORY}://"
 
 Units = int | Callable[[], int]
 """What a key holds, now or when asked (see the module's docstring)."""
