@@ -8,6 +8,10 @@ ED, then stays idle answering pings. The service runs once per `--deflate` value
 embedded database, and the bench prints its RSS before and with every socket subscribed.
 
     .venv/bin/python bench/idle_sockets.py --sockets 2000 --deflate off --deflate on
+
+`--socket-workers N` runs the service with N socket workers; the RSS is then that of every
+process of the service. Server CPU: every process of the service, from the first connect until
+every socket is subscribed, per socket.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from livedash.store.models import Role
 from livedash.testing.hospital import add_users, seed_sqlite, viewers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
+from livedash.testing.usage import tree_cpu_seconds
 
 CONNECTS_AT_ONCE = 100  # per client process
 SETTLE_SECONDS = 2.0
@@ -102,7 +107,9 @@ def _client_process(
     asyncio.run(_hold(url, tokens, at_once, report, stop))
 
 
-def measure(sockets: int, deflate: bool, processes: int, at_once: int) -> dict[str, float]:
+def measure(
+    sockets: int, deflate: bool, processes: int, at_once: int, workers: int = 0
+) -> dict[str, float]:
     """Start a service, connect `sockets` clients, and return its figures."""
     with tempfile.TemporaryDirectory(prefix="livedash-idle-") as temp:
         workdir = Path(temp)
@@ -114,10 +121,15 @@ def measure(sockets: int, deflate: bool, processes: int, at_once: int) -> dict[s
         secret = settings.signing_key()
         add_users(db, viewers(sockets))
         tokens = [issue_token(settings, f"bench-{i}", Role.VIEWER, ["ED"]) for i in range(sockets)]
-        env = {**MANY_CLIENTS, "LIVEDASH_WS_PER_MESSAGE_DEFLATE": str(deflate).lower()}
+        env = {
+            **MANY_CLIENTS,
+            "LIVEDASH_WS_PER_MESSAGE_DEFLATE": str(deflate).lower(),
+            "LIVEDASH_SOCKET_WORKERS": str(workers),
+        }
         with ServiceProcess(workdir, secret, db=db, env=env) as server:
             server.wait_healthy()
             idle_kb = server.rss_kb()
+            cpu_before = tree_cpu_seconds(server.pid)
             context = multiprocessing.get_context("spawn")
             pipes, children = [], []
             started = time.monotonic()
@@ -133,6 +145,7 @@ def measure(sockets: int, deflate: bool, processes: int, at_once: int) -> dict[s
                 children.append(child)
             outcomes: list[Outcome] = [report.recv() for report, _ in pipes]
             all_subscribed = time.monotonic() - started
+            server_cpu = tree_cpu_seconds(server.pid) - cpu_before
             time.sleep(SETTLE_SECONDS)
             busy_kb = server.rss_kb()
             for _, stop in pipes:
@@ -150,6 +163,7 @@ def measure(sockets: int, deflate: bool, processes: int, at_once: int) -> dict[s
         "idle_mb": idle_kb / 1024,
         "with_sockets_mb": busy_kb / 1024,
         "kb_per_socket": (busy_kb - idle_kb) / max(subscribed, 1),
+        "server_cpu_ms_per_socket": 1000 * server_cpu / max(subscribed, 1),
     }
 
 
@@ -166,19 +180,28 @@ def main() -> int:
     parser.add_argument(
         "--deflate", action="append", choices=["off", "on"], help="once per run (default: off)"
     )
+    parser.add_argument(
+        "--socket-workers",
+        type=int,
+        default=0,
+        help="LIVEDASH_SOCKET_WORKERS of the service (0); RSS counts every process",
+    )
     args = parser.parse_args()
     begin_bench()
     print(
         f"{'deflate':>7} {'sockets':>7} {'failed':>6} {'all in':>7} {'p50':>6} {'p99':>6} "
-        f"{'RSS idle':>9} {'RSS with':>9} {'per socket':>10}"
+        f"{'RSS idle':>9} {'RSS with':>9} {'per socket':>10} {'server CPU':>10}"
     )
     for deflate in args.deflate or ["off"]:
-        figures = measure(args.sockets, deflate == "on", args.client_processes, args.at_once)
+        figures = measure(
+            args.sockets, deflate == "on", args.client_processes, args.at_once, args.socket_workers
+        )
         print(
             f"{deflate:>7} {figures['subscribed']:>7.0f} {figures['failed']:>6.0f} "
             f"{figures['all_subscribed_s']:>6.1f}s {figures['connect_p50_s']:>5.2f}s "
             f"{figures['connect_p99_s']:>5.2f}s {figures['idle_mb']:>7.0f}MB "
-            f"{figures['with_sockets_mb']:>7.0f}MB {figures['kb_per_socket']:>8.1f}KB",
+            f"{figures['with_sockets_mb']:>7.0f}MB {figures['kb_per_socket']:>8.1f}KB "
+            f"{figures['server_cpu_ms_per_socket']:>5.2f}ms/socket",
             flush=True,
         )
     return 0

@@ -221,12 +221,13 @@ async def watch(
         await clients.connect()
         await asyncio.sleep(0.5)  # let the server settle after the connect storm
         clients.start()
-        cpu, wall = usage.cpu_seconds(pid), time.monotonic()
+        # The server's every process (livedash's socket workers too).
+        cpu, wall = usage.tree_cpu_seconds(pid), time.monotonic()
         final_value = await drive()
         await clients.drain(final_value, DRAIN_SECONDS)
         window = time.monotonic() - wall
-        cpu_percent = 100 * (usage.cpu_seconds(pid) - cpu) / window
-        rss = usage.rss_kb(pid) or 0
+        cpu_percent = 100 * (usage.tree_cpu_seconds(pid) - cpu) / window
+        rss = usage.tree_rss_kb(pid) or 0
         collected = await clients.collect()
         lag = max(percentile(samples, 0.99) for samples in clients.lag)
     # The clients measure their CPU from start() to the end of their drain: nearly this window.
@@ -326,7 +327,8 @@ def run_livedash(args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
     tokens = [
         issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED]) for index in range(sockets)
     ]
-    server = ServiceProcess(workdir, secret, db=db, env=MANY_CLIENTS)
+    env = {**MANY_CLIENTS, "LIVEDASH_SOCKET_WORKERS": str(args.socket_workers)}
+    server = ServiceProcess(workdir, secret, db=db, env=env)
     commits: dict[int, float] = {}
     measured: set[int] = set()
     with (
@@ -441,6 +443,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="also save the table here as JSON")
     parser.add_argument(
+        "--socket-workers",
+        type=int,
+        default=0,
+        help="livedash's LIVEDASH_SOCKET_WORKERS (0); its RSS and CPU count every process",
+    )
+    parser.add_argument(
         "--clients",
         choices=("node", "python"),
         help="node: npm socket.io-client in one Node process (the default when node and "
@@ -459,6 +467,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--sockets >= 1")
     if args.writes_per_second <= 0 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--writes-per-second > 0, --seconds > 0, --warmup >= 0")
+    if not 0 <= args.socket_workers <= 64:
+        parser.error("--socket-workers: 0 to 64")
     if args.baseline_rate is None:
         args.baseline_rate = min(args.writes_per_second, MAX_SENDS_PER_SECOND)
     elif args.baseline_rate <= 0:

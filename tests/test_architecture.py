@@ -40,7 +40,9 @@ ALLOWED: dict[str, set[str]] = {
     "services": {*DATA_PATH, "auth", "ingest", "alerts", "notifications", "reports"},
     "web": {*DATA_PATH, "auth", "ingest", "services", "alerts", "notifications", "reports"},
     "app": {*DATA_PATH, "auth", "ingest", "services", "web", "alerts", "notifications", "reports"},
-    "service": {"app", "web", "simulator"},
+    # Running it: the main process and its socket workers, which it hands connections to.
+    "service": {"app", "web", "simulator", "cluster", "realtime"},
+    "worker": {"cluster", "realtime", "service"},
     # The whole doctor: the database's checks, and those of the key, e-mail and Web Push.
     "doctor": {"store", "changefeed", "auth", "notifications"},
     "cli": {

@@ -46,3 +46,17 @@ def test_without_the_source_checkout_it_says_where_the_bench_is(
     result = CliRunner().invoke(app, ["bench"], env={"COLUMNS": "200"})
     assert result.exit_code == 1
     assert "The bench comes with livedash's source (bench/run.py)" in result.stderr
+
+
+def test_the_bench_runs_livedash_with_socket_workers_and_counts_every_process(
+    tmp_path: Path,
+) -> None:
+    saved = tmp_path / "bench.json"
+    arguments = ["bench", "--sockets", "2", "--writes-per-second", "5", "--seconds", "1"]
+    arguments += ["--warmup", "0", "--clients", "python", "--scenarios", "livedash"]
+    result = CliRunner().invoke(app, [*arguments, "--socket-workers", "1", "--json", str(saved)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(saved.read_text())["rows"]
+    assert row["delivered_share"] == 1.0, row
+    # The main process alone holds ~130 MB: a worker is a Python process of its own.
+    assert row["server_rss_mb"] > 200, row

@@ -9,22 +9,25 @@ lifespan state's `services` (`livedash.web.deps.services`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import socketio
 from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Lifespan
 
 from livedash import __version__
 from livedash.auth.keys import token_keys
 from livedash.auth.ratelimit import check_rate_limits
+from livedash.cluster.local_bus import BusLink
 from livedash.metrics.clock import Clock
 from livedash.observability.logging import ENGINEIO_LOGGER, SOCKETIO_LOGGER
+from livedash.realtime.handoff import HandOff
 from livedash.realtime.server import GatewayServer
-from livedash.services import ConsumerFactory, open_services
+from livedash.services import ConsumerFactory, open_services, open_worker_services
 from livedash.settings import Settings
 from livedash.web.alerts_api import install_alerts_api
 from livedash.web.api import install_api
@@ -48,16 +51,63 @@ def create_app(
     *,
     clock: Clock | None = None,
     consumers: Sequence[ConsumerFactory] = (),
+    hand_off: HandOff | None = None,
 ) -> ASGIApp:
     """The whole service as one ASGI app; resources open and close in its lifespan.
 
-    `consumers` are built from the services and fed the metric stream where it is read.
+    `consumers` are built from the services and fed the metric stream where it is read;
+    `hand_off` gives new WebSocket connections to socket workers (`livedash.worker`).
     """
     # Bad settings fail here, at start, not at the first sign-in or request.
     token_keys(settings)
     check_rate_limits(settings)
     origins = OriginPolicy(settings.cors_origins)
-    server = GatewayServer(
+    server = gateway_server(settings, origins)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with open_services(
+            settings, server, clock=clock, consumers=consumers, hand_off=hand_off
+        ) as services:
+            yield {SERVICES: services}
+
+    api = rest_api(lifespan)
+    if origins.origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(origins.origins),
+            allow_methods=["GET"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After", "Link"],
+        )
+    return _served(settings, server, api)
+
+
+def create_worker_app(settings: Settings, link: BusLink, *, on_lost: Callable[[], None]) -> ASGIApp:
+    """A socket worker's app (`livedash.worker`): the Socket.IO gateway alone, fed by the main
+    process over `link`; `on_lost` is called if the main process goes first."""
+    token_keys(settings)
+    server = gateway_server(settings, OriginPolicy(settings.cors_origins))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with open_worker_services(settings, server, link, on_lost=on_lost) as services:
+            yield {SERVICES: services}
+
+    return _served(settings, server, Starlette(lifespan=lifespan))
+
+
+def _served(settings: Settings, server: GatewayServer, other: ASGIApp) -> ASGIApp:
+    app: ASGIApp = SecurityHeaders(
+        RequestLimits(socketio.ASGIApp(server, other_asgi_app=other), body_limits(settings))
+    )
+    # Outermost, so that refusals (431, 413) get an id and an access line too.
+    return RequestContext(app)
+
+
+def gateway_server(settings: Settings, origins: OriginPolicy) -> GatewayServer:
+    """The Socket.IO server of one process."""
+    return GatewayServer(
         # An Engine.IO connection gets as long to open a session as a socket gets to sign in.
         session_deadline=settings.auth_timeout_seconds,
         async_mode="asgi",
@@ -74,26 +124,6 @@ def create_app(
         logger=logging.getLogger(SOCKETIO_LOGGER),
         engineio_logger=logging.getLogger(ENGINEIO_LOGGER),
     )
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        async with open_services(settings, server, clock=clock, consumers=consumers) as services:
-            yield {SERVICES: services}
-
-    api = rest_api(lifespan)
-    if origins.origins:
-        api.add_middleware(
-            CORSMiddleware,
-            allow_origins=sorted(origins.origins),
-            allow_methods=["GET"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Retry-After", "Link"],
-        )
-    app: ASGIApp = SecurityHeaders(
-        RequestLimits(socketio.ASGIApp(server, other_asgi_app=api), body_limits(settings))
-    )
-    # Outermost, so that refusals (431, 413) get an id and an access line too.
-    return RequestContext(app)
 
 
 def rest_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:

@@ -15,9 +15,14 @@ from typing import Any
 import structlog
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from livedash.app import create_app
+from livedash.app import create_app, create_worker_app
+from livedash.cluster.local_bus import BusLink
 from livedash.errors import ConfigurationError
+from livedash.observability.logging import configure_logging
+from livedash.realtime.handoff import HandOff, handing_off, receive_connections
+from livedash.realtime.socket_workers import READY, settings_from
 from livedash.settings import Settings
 from livedash.web.deps import SERVICES
 from livedash.web.request_limits import MAX_REQUEST_HEAD_BYTES
@@ -119,8 +124,75 @@ def server_config(settings: Settings, app: ASGIApp, **overrides: Any) -> uvicorn
 
 
 def build_server(settings: Settings, on_ready: Callable[[], None] | None = None) -> uvicorn.Server:
-    """The uvicorn server for `settings` (over TLS when its files are set), not yet started."""
-    return _Server(server_config(settings, create_app(settings)), on_ready)
+    """The uvicorn server for `settings` (over TLS when its files are set), not yet started;
+    with socket workers, it gives them new WebSocket connections."""
+    if not settings.socket_workers:
+        return _Server(server_config(settings, create_app(settings)), on_ready)
+    hand_off = HandOff()
+    app = create_app(settings, hand_off=hand_off)
+    return _Server(server_config(settings, app, http=handing_off(H11Protocol, hand_off)), on_ready)
+
+
+class WorkerServer(_Server):
+    """A socket worker's uvicorn: serves the connections the main process hands it
+    (`livedash.realtime.handoff`) instead of listening on a port of its own."""
+
+    def __init__(
+        self, config: uvicorn.Config, channel: socket.socket, on_ready: Callable[[], None]
+    ) -> None:
+        super().__init__(config, on_ready)
+        self._channel = channel
+        self._stop_receiving: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            self.should_exit = True
+            return
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        self._stop_receiving = receive_connections(self._channel, create_protocol)
+        self.servers = []
+        self.started = True
+        gc.freeze()  # as the main process does (_Server.startup)
+        if self._on_ready is not None:
+            self._on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._stop_receiving is not None:
+            self._stop_receiving()
+        await super().shutdown(sockets)
+
+
+async def run_worker(name: str, link: BusLink, channel: socket.socket) -> None:
+    """Serve as socket worker `name` until told to stop or the main process goes."""
+    settings, file = settings_from(await _first(link))
+    configure_logging(settings.log_level, json=settings.log_json, file=file)
+    structlog.contextvars.bind_contextvars(worker=name)
+    server: WorkerServer | None = None
+
+    def lost() -> None:
+        log.warning("main_process_gone", worker=name)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_worker_app(settings, link, on_lost=lost)
+    server = WorkerServer(
+        server_config(settings, app), channel, on_ready=lambda: link.send({"t": READY})
+    )
+    await server.serve()
+
+
+async def _first(link: BusLink) -> dict[str, Any]:
+    message = await link.receive()
+    if message is None:
+        raise ConfigurationError("the main process went before sending the settings")
+    return message
 
 
 async def run_service(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:

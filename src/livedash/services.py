@@ -29,11 +29,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from livedash.aio import BackgroundTasks
 from livedash.alerts.anomaly_watch import AnomalyWatch
 from livedash.alerts.config import AlertConfig, parse_alert_config, scaled
 from livedash.alerts.lifecycle import AlertDesk
@@ -48,10 +50,17 @@ from livedash.auth.users import Authenticator
 from livedash.changefeed.positions import load_position
 from livedash.cluster.instances import InstanceBoard
 from livedash.cluster.leader import LeaderElection
+from livedash.cluster.local_bus import REPLY, BusHub, BusLink, Calls, Message
+from livedash.cluster.mirror import (
+    BusPublisher,
+    MirroredState,
+    departments_message,
+    values_message,
+)
 from livedash.cluster.probes import FeedLagReader, database_probe, feed_probe, job_queue_probe
 from livedash.cluster.runner import FEED_CONSUMER, Consumer, FeedRunner
 from livedash.cluster.shared_redis import SharedRedis
-from livedash.cluster.state import SharedMetricState
+from livedash.cluster.state import SharedMetricState, ValuesShared
 from livedash.cluster.view import MetricView, SharedView
 from livedash.errors import ConfigurationError
 from livedash.ingest import Ingest
@@ -71,13 +80,26 @@ from livedash.observability.readiness import (
 from livedash.observability.status import ServiceStatus
 from livedash.observability.telemetry import Telemetry
 from livedash.observability.upstream import UpstreamPoller, polled
+from livedash.realtime.bus_manager import SOCKETIO, BusManager
 from livedash.realtime.fanout import SocketIOFanOut
 from livedash.realtime.gateway import Gateway
+from livedash.realtime.handoff import HandOff
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.outbox import Outbox, RoomScreens
 from livedash.realtime.redis_manager import CappedRedisManager
 from livedash.realtime.server import GatewayServer
-from livedash.realtime.stream import MemoryHistory, RedisHistory, UpdateHistory
+from livedash.realtime.shared_limits import BusLimitStorage, LimitCalls
+from livedash.realtime.socket_workers import SYNCED, SocketWorkers, report_message
+from livedash.realtime.stream import (
+    HISTORY,
+    Entry,
+    MemoryHistory,
+    MirroredHistory,
+    RedisHistory,
+    UpdateHistory,
+    adopt_message,
+    entries_message,
+)
 from livedash.reports.mailing import ReportMailer
 from livedash.reports.scheduler import ReportScheduler
 from livedash.reports.schedules import ScheduleBook
@@ -88,6 +110,7 @@ from livedash.store.engine import create_engine, is_sqlite, write_locking
 log = structlog.get_logger(__name__)
 
 START_TIMEOUT_SECONDS = 30.0
+REPORT_SECONDS = 1.0  # how often a socket worker tells the main process of its sockets
 SOCKETIO_CHANNEL = "livedash-socketio"
 
 
@@ -131,6 +154,8 @@ class Services:
     readiness: Readiness
     feed_lag: FeedLagReader
     upstream: UpstreamPoller | None
+    socket_workers: SocketWorkers | None = None
+    """This process's socket workers, where it has some (started once the feed runs)."""
 
     @property
     def leading(self) -> bool:
@@ -145,16 +170,24 @@ async def open_services(
     *,
     clock: Clock | None = None,
     consumers: Sequence[ConsumerFactory] = (),
+    hand_off: HandOff | None = None,
 ) -> AsyncIterator[Services]:
-    """The services of the mode `settings` name, serving sockets on `server`, open until exit."""
+    """The services of the mode `settings` name, serving sockets on `server`, open until exit.
+
+    `hand_off`: where the server gives new WebSocket connections to socket workers, which
+    are started here when `settings.socket_workers` asks for them."""
+    _check_workers(settings, hand_off)
     async with AsyncExitStack() as stack:
-        services = await _build(stack, settings, server, clock or SystemClock())
+        services = await _build(stack, settings, server, clock or SystemClock(), hand_off)
         for build in consumers:
             services.runner.register(build(services))
         if services.election is None:
             # Embedded: this process reads the feed for as long as it runs.
             await services.runner.start()
             stack.push_async_callback(services.runner.stop)
+            if services.socket_workers is not None:
+                # After the feed: a worker starts from the engine's values.
+                await stack.enter_async_context(services.socket_workers)
         else:
             await stack.enter_async_context(services.election)
             # Serve once it is known who reads the feed (and the leader has counted), so the
@@ -172,8 +205,39 @@ async def open_services(
         yield services
 
 
+def _broadcast_entries(hub: BusHub, epoch: str, entries: list[Entry]) -> None:
+    hub.broadcast(entries_message(epoch, entries))
+
+
+def _check_workers(settings: Settings, hand_off: HandOff | None) -> None:
+    # Where they may run is checked with the settings (the embedded default, without TLS).
+    if settings.socket_workers and hand_off is None:
+        raise ConfigurationError("socket workers need the service's own server (livedash serve)")
+
+
+def _worker_sync(runner: FeedRunner, history: MemoryHistory) -> Callable[[], list[Message]]:
+    """What a socket worker is sent first: every value and cause, the departments, the
+    update history."""
+
+    def sync() -> list[Message]:
+        messages: list[Message] = []
+        pipeline = runner.pipeline
+        if pipeline is not None:
+            engine = pipeline.engine
+            messages.append(values_message(engine.snapshot(), engine.causes.every()))
+            messages.append(departments_message(engine.departments))
+        messages.append(entries_message(history.epoch, history.kept()))
+        return messages
+
+    return sync
+
+
 async def _build(
-    stack: AsyncExitStack, settings: Settings, server: GatewayServer, clock: Clock
+    stack: AsyncExitStack,
+    settings: Settings,
+    server: GatewayServer,
+    clock: Clock,
+    hand_off: HandOff | None = None,
 ) -> Services:
     """What both modes share; `redis` and the election make the difference."""
     embedded = is_sqlite(settings.database_url)
@@ -211,10 +275,19 @@ async def _build(
     history: UpdateHistory
     manager: CappedRedisManager | None = None
     state: SharedMetricState | None = None
+    shared: ValuesShared | None = None
+    hub: BusHub | None = None
+    limiter = SocketLimiter(settings, pool)
     if redis is None:
-        history = MemoryHistory(
+        history = memory = MemoryHistory(
             settings.history_size, settings.history_max_age_seconds, clock=wall_seconds
         )
+        if settings.socket_workers:
+            # The bus to the socket workers is to them what Redis is between instances.
+            hub = BusHub()
+            stack.push_async_callback(hub.aclose)
+            shared = BusPublisher(hub)
+            memory.on_append = partial(_broadcast_entries, hub)
     else:
         state = SharedMetricState(redis.client)
         history = RedisHistory(
@@ -227,6 +300,7 @@ async def _build(
         # With Redis, an emit to a room reaches that room's sockets on every instance.
         manager = CappedRedisManager(redis.subscriber, channel=SOCKETIO_CHANNEL)
         server.use_manager(manager)
+        shared = state
     breaker = redis.breaker if redis is not None else None
     fanout = SocketIOFanOut(server, breaker=breaker)
     telemetry = Telemetry()
@@ -243,7 +317,7 @@ async def _build(
         database,
         outbox,
         clock,
-        state,
+        shared,
         status=status,
         announce=manager.announce_resync if manager is not None else None,
     )
@@ -283,11 +357,24 @@ async def _build(
             authenticator=authenticator,
             status=status,
             history=history,
-            limiter=SocketLimiter(settings, pool),
+            limiter=limiter,
         )
     )
+    socket_workers = None
+    if hub is not None and hand_off is not None and limiter.shared is not None:
+        bus_manager = BusManager(hub.broadcast)
+        server.use_manager(bus_manager)
+        socket_workers = SocketWorkers(
+            settings,
+            hand_off,
+            hub=hub,
+            sync=_worker_sync(runner, memory),
+            manager=bus_manager,
+            limits=LimitCalls(limiter.shared),
+        )
+        gateway.count_workers(socket_workers.reports.values)
     instances, readiness, feed_lag, upstream = await _health(
-        stack, settings, database, redis, status, runner, election, gateway, clock
+        stack, settings, database, redis, status, runner, election, gateway, clock, socket_workers
     )
     screens = RoomScreens(fanout)
     document, source = read_rules_file(settings.alert_rules_file)
@@ -383,6 +470,7 @@ async def _build(
         readiness=readiness,
         feed_lag=feed_lag,
         upstream=upstream,
+        socket_workers=socket_workers,
     )
 
 
@@ -476,6 +564,7 @@ async def _health(
     election: LeaderElection | None,
     gateway: Gateway,
     clock: Clock,
+    socket_workers: SocketWorkers | None,
 ) -> tuple[InstanceBoard, Readiness, FeedLagReader, UpstreamPoller | None]:
     """Readiness's checks, the instance board (GET /api/realtime/stats, `livedash status`) and
     the main application's poller, whose verdict the leader publishes as `main_app_up`."""
@@ -498,6 +587,7 @@ async def _health(
             "feed_lag_seconds": lag.seconds if lag is not None else None,
             "ready": verdict.ready,
             "failing": verdict.failing,
+            **({"socket_workers": socket_workers.figures()} if socket_workers else {}),
         }
 
     board = InstanceBoard(redis, report)
@@ -509,7 +599,10 @@ async def _health(
 
     instant: list[Instant] = [
         connections_check(
-            lambda: gateway.transports, settings.max_connections, lambda: gateway.draining
+            # Each process (the main one, each socket worker) holds up to the cap.
+            lambda: gateway.transports,
+            settings.max_connections * (1 + settings.socket_workers),
+            lambda: gateway.draining,
         )
     ]
     if status.cache is not None:
@@ -544,3 +637,75 @@ async def _health(
 
         runner.lead(publish_main_app)  # the metric engine is the leader's
     return board, readiness, feed_lag, upstream
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerServices:
+    """Every shared resource of a socket worker (`livedash.worker`): a gateway serving the
+    main process's values, over the bus to it."""
+
+    settings: Settings
+    database: AsyncEngine
+    gateway: Gateway
+    link: BusLink
+
+
+@asynccontextmanager
+async def open_worker_services(
+    settings: Settings, server: GatewayServer, link: BusLink, *, on_lost: Callable[[], None]
+) -> AsyncIterator[WorkerServices]:
+    """A socket worker's services, fed by the main process over `link` until exit;
+    `on_lost` is called if the main process goes first."""
+    async with AsyncExitStack() as stack:
+        database = create_engine(settings.database_url, pool_pre_ping=True)
+        stack.push_async_callback(database.dispose)
+        mirror = MirroredState()
+        history = MirroredHistory(settings.history_size, settings.history_max_age_seconds)
+        calls = Calls(link.send)
+        manager = BusManager(link.send)
+        server.use_manager(manager)
+        clock = SystemClock()
+        view = SharedView(database, mirror, settings.zone, clock, leader_pipeline=lambda: None)
+        gateway = await stack.enter_async_context(
+            Gateway(
+                settings,
+                server,
+                SocketIOFanOut(server),
+                view=view,
+                authenticator=Authenticator(settings, database),
+                status=ServiceStatus(with_cache=False),
+                history=history,
+                limiter=SocketLimiter(settings, shared=BusLimitStorage(calls.call)),
+            )
+        )
+        synced = asyncio.Event()
+
+        async def follow() -> None:
+            while (message := await link.receive()) is not None:
+                kind = message.get("t")
+                if kind == SOCKETIO:
+                    manager.deliver(message["m"])
+                elif kind == HISTORY:
+                    adopt_message(history, message)
+                elif kind == REPLY:
+                    calls.answer(message)
+                elif kind == SYNCED:
+                    synced.set()
+                elif not mirror.apply(message):
+                    log.warning("bus_message_unknown", kind=kind)
+            calls.fail_all("the main process has gone")
+            on_lost()
+
+        async def report() -> None:
+            while True:
+                link.send(report_message(gateway.report()))
+                await asyncio.sleep(REPORT_SECONDS)
+
+        tasks = BackgroundTasks()
+        stack.push_async_callback(tasks.close)
+        tasks.spawn(follow(), name="livedash-bus-follow")
+        await synced.wait()
+        tasks.spawn(report(), name="livedash-bus-report")
+        stack.push_async_callback(server.shutdown)
+        stack.push_async_callback(gateway.drain)
+        yield WorkerServices(settings, database, gateway, link)

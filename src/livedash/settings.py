@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livedash.errors import ConfigurationError
@@ -130,11 +130,15 @@ class Settings(BaseSettings):
     """During a burst, updates go out at most once per this window, each time the latest value of
     every metric (0: each at once); an update after a quiet spell leaves at once."""
     max_connections: int = Field(default=10_000, ge=1)
-    """Most sockets one instance holds; more are refused."""
+    """Most sockets one process holds (the main one, and each socket worker); more are refused."""
     # Off, as in Node's socket.io: compressing small JSON frames saves little, and each
     # socket's deflate state costs tens of KB (measured with bench/idle_sockets.py).
     ws_per_message_deflate: bool = False
     """Compress WebSocket messages (permessage-deflate)."""
+    socket_workers: int = Field(default=0, ge=0, le=64)
+    """Processes besides the main one that serve WebSocket clients, on the same port, so that
+    a reconnect storm uses more than one core (the embedded default, without TLS; a deployment
+    runs more instances instead). 0: the main process serves every socket."""
     ping_interval_seconds: float = Field(default=25.0, gt=0)
     """How often the server pings each socket."""
     ping_timeout_seconds: float = Field(default=20.0, gt=0)
@@ -274,6 +278,20 @@ class Settings(BaseSettings):
     log_json: bool | None = None
     """true: one JSON object per line (journald, Loki); false: readable text; unset: JSON unless
     the log goes to a terminal. Fields and redaction: docs/logging.md."""
+
+    @model_validator(mode="after")
+    def _socket_workers_where_they_serve(self) -> Settings:
+        if self.socket_workers and not self.database_url.startswith("sqlite"):
+            raise ValueError(
+                "LIVEDASH_SOCKET_WORKERS serves the embedded default (SQLite): a deployment "
+                "runs more instances behind its proxy instead; set it to 0"
+            )
+        if self.socket_workers and self.tls_certfile is not None:
+            raise ValueError(
+                "LIVEDASH_SOCKET_WORKERS takes connections before TLS: end TLS at a proxy "
+                "(LIVEDASH_TLS_CERTFILE unset), or set it to 0"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod

@@ -174,7 +174,10 @@ def explain(errors: Sequence[Mapping[str, Any]], options: Mapping[str, str]) -> 
     problems = []
     for problem in errors:
         location = [str(part) for part in problem.get("loc", ())]
-        field = location[0] if location else ""
+        if not location:  # a rule over several settings: its message names them
+            problems.append(str(problem.get("msg", "")).removeprefix("Value error, "))
+            continue
+        field = location[0]
         name = options.get(field) or variable(field)
         inside = "".join(f"[{part}]" for part in location[1:])
         secret = field in Settings.model_fields and _is_secret(Settings.model_fields[field])

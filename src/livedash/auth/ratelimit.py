@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import structlog
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MovingWindowSupport
+from limits.aio.storage import MovingWindowSupport, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
@@ -48,6 +48,18 @@ def shared_storage(redis_url: str | None) -> str:
     return "async+" + redis_url if redis_url else MEMORY
 
 
+def async_storage(uri: str, connection_pool: ConnectionPool | None = None) -> Storage:
+    """The async `limits` storage `uri` names (Redis through `connection_pool`)."""
+    try:
+        options: dict[str, Any] = {}
+        if "redis" in uri:
+            # The process's own Redis pool (SharedRedis), not one more per limiter.
+            options = {"implementation": "redispy", "connection_pool": connection_pool}
+        return cast(Storage, storage_from_string(uri, **options))
+    except LimitsConfigurationError as error:
+        raise ConfigurationError(f"rate limit storage: {error}") from error
+
+
 class RateLimiter:
     """Limits such as "100/minute;10/second", counted per key within one `namespace`."""
 
@@ -60,7 +72,9 @@ class RateLimiter:
         storage_uri: str = MEMORY,
         connection_pool: ConnectionPool | None = None,
         per_unit: str | None = None,
+        storage: Storage | None = None,
     ) -> None:
+        """Count in the storage `storage_uri` names, or in `storage` if given."""
         try:
             self._items = parse_many(limits)
             self._per_unit = parse_many(per_unit) if per_unit else []
@@ -70,14 +84,8 @@ class RateLimiter:
             raise ConfigurationError(
                 f"rate limit storage {storage_uri!r} must be an async one, such as {MEMORY}"
             )
-        try:
-            options: dict[str, Any] = {}
-            if "redis" in storage_uri:
-                # The process's own Redis pool (SharedRedis), not one more per limiter.
-                options = {"implementation": "redispy", "connection_pool": connection_pool}
-            storage = storage_from_string(storage_uri, **options)
-        except LimitsConfigurationError as error:
-            raise ConfigurationError(f"rate limit storage: {error}") from error
+        if storage is None:
+            storage = async_storage(storage_uri, connection_pool)
         self._strategy = MovingWindowRateLimiter(storage)
         self._allowance = (
             MovingWindowRateLimiter(storage_from_string(MEMORY)) if self._per_unit else None

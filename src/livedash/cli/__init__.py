@@ -47,7 +47,12 @@ DbOption = Annotated[
     ),
 ]
 T = TypeVar("T")
-_OPTIONS = {"port": "--port", "host": "--host", "database_url": "--db"}
+_OPTIONS = {
+    "port": "--port",
+    "host": "--host",
+    "database_url": "--db",
+    "socket_workers": "--socket-workers",
+}
 
 
 def settings_for(

@@ -117,6 +117,9 @@ def bench(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also save the table here as JSON.")
     ] = None,
+    socket_workers: Annotated[
+        int, typer.Option(min=0, max=64, help="livedash's socket workers (every process counted).")
+    ] = 0,
 ) -> None:
     """Measure livedash against bare Node socket.io and bare python-socketio on this machine.
 
@@ -136,7 +139,7 @@ def bench(
         raise typer.Exit(1)
     command = [sys.executable, str(BENCH_SCRIPT), "--sockets", sockets, "--scenarios", scenarios]
     command += ["--writes-per-second", f"{writes_per_second:g}", "--seconds", f"{seconds:g}"]
-    command += ["--warmup", f"{warmup:g}"]
+    command += ["--warmup", f"{warmup:g}", "--socket-workers", str(socket_workers)]
     if clients is not None:
         command += ["--clients", clients]
     if json_out is not None:

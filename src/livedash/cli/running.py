@@ -116,13 +116,23 @@ def serve(
         typer.Option(help="Address to listen on (default: LIVEDASH_HOST, else 127.0.0.1)."),
     ] = None,
     db: DbOption = None,
+    socket_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Processes that serve WebSocket clients beside this one, on the same port "
+            "(embedded default; default: LIVEDASH_SOCKET_WORKERS, else 0).",
+        ),
+    ] = None,
 ) -> None:
     """Run the service (no simulator) against the configured database until stopped.
 
     Migrates the database first, then serves the dashboard, the REST API and the socket.io
     endpoint. With PostgreSQL and Redis configured, run one per machine behind a proxy; they
-    elect among themselves which one reads the change feed. Stops cleanly on Ctrl+C or
-    SIGTERM. Logs go to stderr.
+    elect among themselves which one reads the change feed. On the embedded default,
+    --socket-workers 2 serves WebSocket clients from two more processes, on the same port.
+    Stops cleanly on Ctrl+C or SIGTERM. Logs go to stderr.
 
     Example: LIVEDASH_DATABASE_URL=postgresql+asyncpg://livedash@db/hospital livedash serve
     """
@@ -131,7 +141,7 @@ def serve(
     import_engineio_for_serving()  # first: it must be the first import of python-engineio
     from livedash.service import run_service
 
-    settings = settings_for(db, port=port, host=host)
+    settings = settings_for(db, port=port, host=host, socket_workers=socket_workers)
     migrate_database(settings, in_child=True)
 
     def ready() -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.aio import BackgroundTasks
 from livedash.changefeed import ChangeSource, open_change_source
-from livedash.cluster.state import SharedMetricState
+from livedash.cluster.state import ValuesShared
 from livedash.metrics.causes import Cause
 from livedash.metrics.clock import Clock
 from livedash.metrics.engine import MetricEngine, MetricValue
@@ -60,7 +60,6 @@ class UpdateSink(Protocol):
 
 UpdateListener = Callable[[list[MetricValue]], Awaitable[None]]
 """Hears every batch of changed values while this instance reads the feed."""
-SHARE_INTERVAL_SECONDS = 2.0  # well within the critical tier's 5 s TTL
 
 
 class FeedRunner:
@@ -72,7 +71,7 @@ class FeedRunner:
         database: AsyncEngine,
         sink: UpdateSink,
         clock: Clock,
-        state: SharedMetricState | None = None,
+        state: ValuesShared | None = None,
         *,
         status: ServiceStatus | None = None,
         announce: Callable[[], Awaitable[None]] | None = None,
@@ -160,8 +159,11 @@ class FeedRunner:
         stack.callback(self._forget)
         tasks = BackgroundTasks()
         stack.push_async_callback(tasks.close)
-        if self._state is not None:
-            tasks.spawn(self._share_periodically(pipeline), name="livedash-share")
+        if self._state is not None and self._state.rewrite_seconds is not None:
+            tasks.spawn(
+                self._share_periodically(pipeline, self._state.rewrite_seconds),
+                name="livedash-share",
+            )
         for lead in self._leader_tasks:
             tasks.spawn(_logged(lead), name=f"livedash-leading-{lead.__qualname__}")
 
@@ -260,7 +262,7 @@ class FeedRunner:
             if breaker is not None:
                 breaker.success()
 
-    async def _share_periodically(self, pipeline: MetricPipeline) -> None:
+    async def _share_periodically(self, pipeline: MetricPipeline, seconds: float) -> None:
         assert self._state is not None
         while True:
             try:
@@ -269,7 +271,7 @@ class FeedRunner:
                 log.warning("shared_state_write_failed", error=str(error))
             except Exception:  # never stop rewriting: the values would expire on followers
                 log.exception("shared_state_write_failed_unexpectedly")
-            await asyncio.sleep(SHARE_INTERVAL_SECONDS)
+            await asyncio.sleep(seconds)
 
     async def _share_everything(self, pipeline: MetricPipeline) -> None:
         assert self._state is not None

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -153,8 +153,40 @@ def decode(raw: str | bytes) -> MetricValue:
     )
 
 
+class ValuesShared(Protocol):
+    """Where the process that reads the feed shares its values: Redis (`SharedMetricState`)
+    or, on the embedded default, the bus to its socket workers (`livedash.cluster.mirror`)."""
+
+    rewrite_seconds: float | None
+    """How often every value is written again (values that expire), or None."""
+
+    async def publish(
+        self, values: Sequence[MetricValue], causes: Sequence[Cause] = ()
+    ) -> None: ...
+
+    async def publish_departments(self, departments: dict[int, str]) -> None: ...
+
+    async def version_floor(self) -> int: ...
+
+
+class SharedValues(Protocol):
+    """The read side: what a process that does not read the feed serves values from."""
+
+    async def read(self, keys: Iterable[MetricKey]) -> dict[MetricKey, MetricValue]: ...
+
+    async def departments(self) -> dict[str, int] | None: ...
+
+    async def causes(self, metric: str, department: str | None) -> list[Cause]: ...
+
+    async def get_json(self, key: str) -> Any: ...
+
+    async def put_json(self, key: str, value: Any, ttl: int) -> None: ...
+
+
 class SharedMetricState:
     """The leader's metric values, versions and departments, in Redis."""
+
+    rewrite_seconds: float | None = 2.0  # well within the critical tier's 5 s TTL
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis

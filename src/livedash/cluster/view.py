@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.cluster.cache import CacheStats, LocalCache
-from livedash.cluster.state import TIER_TTL_SECONDS, SharedMetricState
+from livedash.cluster.state import TIER_TTL_SECONDS, SharedValues
 from livedash.errors import StoreError
 from livedash.metrics.causes import CAUSES_KEPT, Cause, newest
 from livedash.metrics.clock import Clock
@@ -96,7 +96,7 @@ class SharedView:
     def __init__(
         self,
         database: AsyncEngine,
-        state: SharedMetricState | None,
+        state: SharedValues | None,
         zone: ZoneInfo,
         clock: Clock,
         *,
@@ -294,7 +294,7 @@ class SharedView:
 
     # -- Redis ---------------------------------------------------------------------------
 
-    async def _redis(self, call: Callable[[SharedMetricState], Any]) -> Any:
+    async def _redis(self, call: Callable[[SharedValues], Any]) -> Any:
         """`call`'s result, or None when there is no Redis or it fails (then: a cache miss)."""
         breaker = self._breaker
         if self._state is None or (breaker is not None and not breaker.allow()):

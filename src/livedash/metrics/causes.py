@@ -111,6 +111,14 @@ class CauseLog:
         ring = self._rings.get((metric, department), ())
         return [_cause(metric, department, entry) for entry in reversed(ring)]
 
+    def every(self) -> list[Cause]:
+        """Every cause kept, of every key, oldest first within a key."""
+        return [
+            _cause(metric, department, entry)
+            for (metric, department), ring in self._rings.items()
+            for entry in ring
+        ]
+
     def of(self, values: Iterable[Published]) -> list[Cause]:
         """The causes recorded for these published values (those that have one)."""
         found = []

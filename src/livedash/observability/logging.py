@@ -164,6 +164,14 @@ def _add_logger_name(
     return event_dict
 
 
+def log_file() -> Path | None:
+    """The file this process logs to, if `configure_logging` was given one."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None
+
+
 def configure_logging(
     level: str = "info", *, json: bool | None = None, file: Path | None = None
 ) -> None:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from typing import Any
 
 import socketio
@@ -120,7 +122,8 @@ class Gateway:
         self._sessions: dict[str, ClientSession] = {}
         self._background = BackgroundTasks()
         self._draining = False  # set by drain(): from then on, every connect is refused
-        self.opened = 0  # Socket.IO sessions accepted, ever
+        self.opened = 0  # Socket.IO sessions accepted by this process, ever
+        self._workers: Callable[[], Iterable[dict[str, Any]]] = tuple
         self._authentications: Counter[tuple[str, str]] = Counter(
             {("ok", ""): 0, **{("failed", reason): 0 for reason in AUTH_FAILURES}}
         )
@@ -189,38 +192,101 @@ class Gateway:
         pass afterwards, so no request is answered by values read before it."""
         self._resync.request(reason)
 
+    def count_workers(self, reports: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        """Add the figures of this instance's socket workers (their latest `report()`) to
+        its own, in every figure below."""
+        self._workers = reports
+
+    def report(self) -> dict[str, Any]:
+        """This process's own figures, JSON-ready: what a socket worker tells the main one."""
+        own = self._own_stats()
+        tiers = {tier.value: [c.subscribers, c.subscriptions] for tier, c in own.tiers.items()}
+        signed_in = self._own_authentications().items()
+        return {
+            "connections": own.connections,
+            "authenticated": own.authenticated,
+            "transports": own.transports,
+            "tiers": tiers,
+            "opened": self.opened,
+            "authentications": [[result, why, n] for (result, why), n in signed_in],
+            "rejections": self._limiter.rejections(),
+            "frames": asdict(self._server.frames.stats),
+            "packets": asdict(self._server.packets),
+        }
+
+    def _worker_sum(self, field: str) -> int:
+        return sum(int(report.get(field, 0)) for report in self._workers())
+
+    def _with_workers(self, own: dict[str, int], field: str) -> dict[str, int]:
+        """`own` counts plus the workers' of the same names (zeros kept)."""
+        total = dict(own)
+        for report in self._workers():
+            for name, count in dict(report.get(field, {})).items():
+                total[str(name)] = total.get(str(name), 0) + int(count)
+        return total
+
     @property
     def connected(self) -> int:
         """Sockets connected to this instance."""
-        return len(self._sessions)
+        return len(self._sessions) + self._worker_sum("connections")
 
     @property
     def transports(self) -> int:
         """Engine.IO connections open on this instance, Socket.IO sessions or not."""
-        return int(self._server.transports)
+        return int(self._server.transports) + self._worker_sum("transports")
+
+    @property
+    def total_opened(self) -> int:
+        """Socket.IO sessions accepted by this instance, ever."""
+        return self.opened + self._worker_sum("opened")
 
     def subscribers(self) -> dict[Tier, TierCount]:
         """Sockets and subscriptions of every tier on this instance, now (kept as they
         change, read in O(tiers))."""
-        return self._subscriptions.subscribers.by_tier()
+        return self.stats().tiers
 
-    def authentications(self) -> dict[tuple[str, str], int]:
-        """Sign-ins by (result, reason): ("ok", ""), or ("failed", one of AUTH_FAILURES)."""
+    def _own_authentications(self) -> dict[tuple[str, str], int]:
         counts = dict(self._authentications)
         counts["failed", "timeout"] += self._identities.timed_out
         return counts
 
+    def authentications(self) -> dict[tuple[str, str], int]:
+        """Sign-ins by (result, reason): ("ok", ""), or ("failed", one of AUTH_FAILURES)."""
+        counts = self._own_authentications()
+        for report in self._workers():
+            for result, reason, count in report.get("authentications", []):
+                key = (str(result), str(reason))
+                counts[key] = counts.get(key, 0) + int(count)
+        return counts
+
     def rate_limit_rejections(self) -> dict[str, int]:
         """Events, connection attempts and history reads refused, by limit."""
-        return self._limiter.rejections()
+        return self._with_workers(self._limiter.rejections(), "rejections")
 
-    def stats(self) -> SocketStats:
-        """Connections and subscriptions by tier on this instance, now."""
+    def _own_stats(self) -> SocketStats:
         return SocketStats(
             connections=len(self._sessions),
             authenticated=sum(s.principal is not None for s in self._sessions.values()),
-            transports=self.transports,
+            transports=int(self._server.transports),
             tiers=self._subscriptions.subscribers.by_tier(),
+        )
+
+    def stats(self) -> SocketStats:
+        """Connections and subscriptions by tier on this instance, now."""
+        own = self._own_stats()
+        tiers = dict(own.tiers)
+        for report in self._workers():
+            for tier_name, (subscribers, subscriptions) in report.get("tiers", {}).items():
+                tier = Tier(tier_name)
+                held = tiers.get(tier, TierCount(0, 0))
+                tiers[tier] = TierCount(
+                    held.subscribers + subscribers, held.subscriptions + subscriptions
+                )
+        return SocketStats(
+            connections=self.connected,
+            authenticated=own.authenticated + self._worker_sum("authenticated"),
+            transports=self.transports,
+            tiers=tiers,
         )
 
     async def history(self, principal: Principal, data: Any) -> HistoricalData:
@@ -264,8 +330,12 @@ class Gateway:
 
     @property
     def packets(self) -> PacketStats:
-        """Packets refused below the event handlers."""
+        """Packets refused below the event handlers, in this process (counting on)."""
         return self._server.packets
+
+    def all_packets(self) -> PacketStats:
+        """`packets` of this process and its socket workers, now."""
+        return PacketStats(**self._with_workers(asdict(self._server.packets), "packets"))
 
     @property
     def server(self) -> GatewayServer:
@@ -274,8 +344,12 @@ class Gateway:
 
     @property
     def frames(self) -> FrameStats:
-        """How room events left for each socket."""
+        """How room events left for each socket of this process (counting on)."""
         return self._server.frames.stats
+
+    def all_frames(self) -> FrameStats:
+        """`frames` of this process and its socket workers, now."""
+        return FrameStats(**self._with_workers(asdict(self._server.frames.stats), "frames"))
 
     # -- connection lifecycle ------------------------------------------------------------
 

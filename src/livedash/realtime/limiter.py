@@ -14,19 +14,39 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
+from limits.aio.storage import Storage
 from redis.asyncio import ConnectionPool
 
-from livedash.auth.ratelimit import MEMORY, Charge, RateLimiter, hit_together, shared_storage
+from livedash.auth.ratelimit import (
+    MEMORY,
+    Charge,
+    RateLimiter,
+    async_storage,
+    hit_together,
+    shared_storage,
+)
 from livedash.settings import Settings
 
 
 class SocketLimiter:
     """Counts incoming events and connection attempts; raises `RateLimited` past a limit."""
 
-    def __init__(self, settings: Settings, connection_pool: ConnectionPool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        connection_pool: ConnectionPool | None = None,
+        *,
+        shared: Storage | None = None,
+    ) -> None:
+        """`shared`: where users' and addresses' windows are counted, if not where the
+        settings say (a socket worker's: the main process's, realtime/shared_limits.py)."""
         # A socket lives on one instance: its own window stays in memory. Users and client
         # addresses reach several instances: theirs are shared (Redis) when configured.
         storage_uri = shared_storage(settings.redis_url)
+        if shared is None and settings.redis_url is None:
+            # One storage for all three, which socket workers count in too.
+            shared = async_storage(MEMORY)
+        self.shared = shared
         self._socket = RateLimiter(
             settings.rate_limit_socket,
             namespace="socket",
@@ -39,6 +59,7 @@ class SocketLimiter:
             counted="events from this user",
             storage_uri=storage_uri,
             connection_pool=connection_pool,
+            storage=shared,
             per_unit=settings.rate_limit_user_per_socket,
         )
         self._address = RateLimiter(
@@ -47,6 +68,7 @@ class SocketLimiter:
             counted="connection attempts from this address",
             storage_uri=storage_uri,
             connection_pool=connection_pool,
+            storage=shared,
         )
 
         self._history = RateLimiter(
@@ -55,6 +77,7 @@ class SocketLimiter:
             counted="hours of history asked for by this user",
             storage_uri=storage_uri,
             connection_pool=connection_pool,
+            storage=shared,
             per_unit=settings.rate_limit_history_hours_per_socket,
         )
         self._user_of: dict[str, str] = {}

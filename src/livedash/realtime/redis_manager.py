@@ -1,9 +1,7 @@
 """python-socketio's Redis manager: other instances first, and a capped reconnect delay.
 
-Order: the stock manager writes an update to every local socket of a room and only then
-publishes it to Redis, so the other instances' clients wait for the whole local fan-out
-(measured with bench/latency.py at 1,000 clients: 109-262 ms more at p50 on followers). Here
-the message is published first and the local sockets are served while it travels.
+Order: the message is published first and the local sockets are served while it travels
+(publish_first.py says why).
 
 Reconnecting: the stock manager doubles its wait after every failed attempt to resubscribe,
 without bound: after a minute without Redis an instance would wait another minute before its
@@ -20,7 +18,6 @@ another instance announces, on a channel of its own, that it could not reach the
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,13 +28,10 @@ from redis.asyncio import Redis
 from livedash.aio import BackgroundTasks
 from livedash.cluster.shared_redis import text
 from livedash.realtime.frames import FrameManager
-
-_DEFERRED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
-    "livedash_deferred_local_emit", default=None
-)
+from livedash.realtime.publish_first import PublishFirst
 
 
-class CappedRedisManager(socketio.AsyncRedisManager, FrameManager):  # type: ignore[misc]
+class CappedRedisManager(PublishFirst, socketio.AsyncRedisManager, FrameManager):  # type: ignore[misc]
     max_wait = 2.0
     connected: bool
 
@@ -97,25 +91,6 @@ class CappedRedisManager(socketio.AsyncRedisManager, FrameManager):  # type: ign
     def _request_resync(self, reason: str) -> None:
         for listener in self._resync_listeners:
             listener(reason)
-
-    async def emit(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("ignore_queue") or kwargs.get("callback") is not None:
-            return await super().emit(*args, **kwargs)
-        deferred: list[Any] = []
-        token = _DEFERRED.set(deferred)
-        try:
-            await super().emit(*args, **kwargs)  # publishes; the local part is held back
-        finally:
-            _DEFERRED.reset(token)
-        for message in deferred:
-            await super()._handle_emit(message)
-
-    async def _handle_emit(self, message: Any) -> None:
-        deferred = _DEFERRED.get()
-        if deferred is not None:
-            deferred.append(message)
-            return
-        await super()._handle_emit(message)
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         wait = 0.1

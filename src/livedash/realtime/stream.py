@@ -78,6 +78,8 @@ class MemoryHistory:
         self._offset = 0
         self._max_age = max_age
         self._clock = clock
+        self.on_append: Callable[[str, list[Entry]], None] | None = None
+        """Hears each batch as it is kept, with the epoch (the bus to socket workers)."""
 
     def rotate(self) -> None:
         """A new epoch now: what this process sent before may not be what it holds."""
@@ -87,12 +89,18 @@ class MemoryHistory:
 
     async def append(self, payloads: Sequence[Payload]) -> list[Position]:
         now = self._clock()
-        positions = []
+        entries = []
         for payload in payloads:
             self._offset += 1
-            self._entries.append(Entry(self._offset, payload, now))
-            positions.append(Position(self.epoch, self._offset))
-        return positions
+            entries.append(Entry(self._offset, payload, now))
+        self._entries.extend(entries)
+        if self.on_append is not None:
+            self.on_append(self.epoch, entries)
+        return [Position(self.epoch, entry.offset) for entry in entries]
+
+    def kept(self) -> list[Entry]:
+        """Every entry held now, oldest first."""
+        return list(self._entries)
 
     async def top(self) -> Position:
         return Position(self.epoch, self._offset)
@@ -102,6 +110,41 @@ class MemoryHistory:
 
     def _window(self) -> float:
         return self._clock() - self._max_age
+
+
+class MirroredHistory(MemoryHistory):
+    """A socket worker's copy of the primary's history, with the primary's positions: a
+    client recovers the same way whichever process it reaches."""
+
+    def adopt(self, epoch: str, entries: Sequence[Entry]) -> None:
+        """Keep the primary's `entries` (a new `epoch` drops what was kept before)."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._entries.clear()
+            self._offset = 0
+        for entry in entries:
+            if entry.offset > self._offset:
+                self._entries.append(entry)
+                self._offset = entry.offset
+
+    async def append(self, payloads: Sequence[Payload]) -> list[Position]:
+        raise RuntimeError("a socket worker's history is the primary's: it never appends")
+
+
+HISTORY = "history"
+"""The kind of a bus message that carries history entries."""
+
+
+def entries_message(epoch: str, entries: Sequence[Entry]) -> dict[str, Any]:
+    """History entries as the bus carries them."""
+    rows = [[entry.offset, entry.payload, entry.added_at] for entry in entries]
+    return {"t": HISTORY, "epoch": epoch, "entries": rows}
+
+
+def adopt_message(history: MirroredHistory, message: dict[str, Any]) -> None:
+    """Keep the entries of a bus message made by `entries_message`."""
+    rows = message["entries"]
+    history.adopt(str(message["epoch"]), [Entry(int(o), p, float(t)) for o, p, t in rows])
 
 
 def covered(

@@ -172,7 +172,8 @@ class ServiceProcess:
         return body
 
     def rss_kb(self) -> int:
-        return usage.rss_kb(self.pid) or 0
+        """Resident memory of the service's processes (its socket workers too)."""
+        return usage.tree_rss_kb(self.pid) or 0
 
     def cpu_seconds(self) -> float:
         return usage.cpu_seconds(self.pid)

@@ -31,8 +31,8 @@ def _cpu_seconds(stat: str, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of process `root` and all its descendants, reaped ones included."""
+def _tree(root: int) -> tuple[set[int], dict[int, str]]:
+    """Process `root` and its live descendants, with each one's /proc/PID/stat."""
     parents: dict[int, int] = {}
     stats: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -50,9 +50,25 @@ def tree_cpu_seconds(root: int) -> float:
             if parent in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
+    return tree, stats
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of process `root` and all its descendants, reaped ones included."""
+    tree, stats = _tree(root)
     # A child's time moves into its parent's cutime/cstime when it is reaped: counting both
     # for every process in the tree counts each second once, before and after.
     return sum(_cpu_seconds(stats[pid], children=True) for pid in tree if pid in stats)
+
+
+def tree_rss_kb(root: int) -> int | None:
+    """Resident memory of process `root` and its live descendants (socket workers), in KB;
+    None once `root` is gone."""
+    tree, _ = _tree(root)
+    own = rss_kb(root)
+    if own is None:
+        return None
+    return own + sum(rss_kb(pid) or 0 for pid in tree - {root})
 
 
 def run_queue_seconds(pid: int | str = "self") -> float:

@@ -75,6 +75,18 @@ class TierCount(BaseModel):
     subscriptions: int = Field(description="(metric, department) subscriptions, all sockets.")
 
 
+class SocketWorkerStats(BaseModel):
+    """An embedded instance's socket workers (`LIVEDASH_SOCKET_WORKERS`)."""
+
+    configured: int = Field(description="Socket workers it runs.")
+    ready: list[str] = Field(description="Those taking connections now, by name.")
+    handed_over: int = Field(description="New WebSocket sessions handed to a worker, ever.")
+    served_by_main: int = Field(
+        description="New WebSocket sessions the main process served (no worker ready), ever."
+    )
+    restarts: int = Field(description="Workers started again after they ended.")
+
+
 class InstanceStats(BaseModel):
     """One instance's sockets, as it last reported them (this instance's: now)."""
 
@@ -96,6 +108,11 @@ class InstanceStats(BaseModel):
     ready: bool | None = Field(default=None, description="What its `/health/ready` says.")
     failing: list[str] = Field(
         default_factory=list, description="The readiness checks it fails, by name."
+    )
+    socket_workers: SocketWorkerStats | None = Field(
+        default=None,
+        description="Its socket workers, whose sockets the figures above include; none: "
+        "it serves every socket itself.",
     )
 
 

@@ -74,6 +74,28 @@ class ServiceCollector(Collector):
             "Engine.IO connections open on this instance, with a Socket.IO session or not",
             value=gateway.transports,
         )
+        workers = services.socket_workers
+        if workers is not None:
+            figures = workers.figures()
+            yield GaugeMetricFamily(
+                "livedash_socket_workers_ready",
+                "Socket workers of this instance taking connections now",
+                value=len(figures["ready"]),
+            )
+            handed = CounterMetricFamily(
+                "livedash_websocket_handshakes",
+                "New WebSocket sessions accepted by this instance, by who served them: a "
+                "socket worker, or the main process (no worker ready)",
+                labels=["served_by"],
+            )
+            handed.add_metric(["worker"], figures["handed_over"])
+            handed.add_metric(["main"], figures["served_by_main"])
+            yield handed
+            yield CounterMetricFamily(
+                "livedash_socket_worker_restarts",
+                "Socket workers started again after they ended",
+                value=figures["restarts"],
+            )
         refused = CounterMetricFamily(
             "livedash_refused_packets",
             "Packets and connections refused below the event handlers: binary packets "
@@ -81,7 +103,7 @@ class ServiceCollector(Collector):
             "closed for opening no session in time",
             labels=["kind"],
         )
-        packets = gateway.packets
+        packets = gateway.all_packets()
         refused.add_metric(["binary"], packets.binary)
         refused.add_metric(["malformed"], packets.malformed)
         refused.add_metric(["no_session"], packets.idle_closed)
@@ -94,7 +116,7 @@ class ServiceCollector(Collector):
             "up (the newest of what it missed, once it read again)",
             labels=["path"],
         )
-        for path, count in asdict(gateway.frames).items():
+        for path, count in asdict(gateway.all_frames()).items():
             room_packets.add_metric([path], count)
         yield room_packets
         yield GaugeMetricFamily(
@@ -206,7 +228,7 @@ def _realtime(services: Services) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "livedash_socket_connections",
         "Socket.IO sessions opened on this instance (refused connections not counted)",
-        value=gateway.opened,
+        value=gateway.total_opened,
     )
     authentications = CounterMetricFamily(
         "livedash_socket_authentications",
