@@ -9,7 +9,6 @@ sent after the SMTP server received it).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-WAIT_SECONDS = 15.0
+from tests.support.polling import WAIT_SECONDS, read_until
+
 POLL_SECONDS = 0.05
 
 Labels = frozenset[tuple[str, str]]
@@ -89,16 +89,8 @@ async def scrape(url: str) -> Scrape:
 async def scrape_until(
     url: str, condition: Callable[[Scrape], bool], *, within: float = WAIT_SECONDS
 ) -> Scrape:
-    """Scrape until `condition` holds; the last scrape is in the failure's message."""
-    last: Scrape | None = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                last = await scrape(url)
-                if condition(last):
-                    return last
-                # Polled, as Prometheus does: a counter announces nothing when it moves.
-                await asyncio.sleep(POLL_SECONDS)
-    except TimeoutError:
-        shown = last.text if last is not None else "(no scrape)"
-        raise AssertionError(f"/metrics never met the condition; last scrape:\n{shown}") from None
+    """Scrape until `condition` holds (polled, as Prometheus does: a counter announces nothing
+    when it moves); the last scrape is in the failure's message."""
+    return await read_until(
+        lambda: scrape(url), condition, what="/metrics", every=POLL_SECONDS, within=within
+    )

@@ -15,9 +15,9 @@ import socketio
 
 from livedash.testing.recorder import Recorder
 from tests.support.instances import Instance
+from tests.support.polling import WAIT_SECONDS, read_until
 from tests.support.writers import Users
 
-WAIT_SECONDS = 15.0
 POLL_SECONDS = 0.1  # the workers report every second: no need to ask more often
 
 Stats = dict[str, Any]
@@ -37,18 +37,15 @@ async def realtime_stats(instance: Instance) -> Stats:
 async def stats_until(
     instance: Instance, condition: Callable[[Stats], bool], *, within: float = WAIT_SECONDS
 ) -> Stats:
-    """Read the stats until `condition` holds; the last read is in the failure's message."""
-    last: Stats | None = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                last = await realtime_stats(instance)
-                if condition(last):
-                    return last
-                # Polled: the workers' figures arrive with their next report, announced nowhere.
-                await asyncio.sleep(POLL_SECONDS)
-    except TimeoutError:
-        raise AssertionError(f"the realtime stats never met the condition; last: {last}") from None
+    """Read the stats until `condition` holds (the workers' figures arrive with their next
+    report, announced nowhere); the last read is in the failure's message."""
+    return await read_until(
+        lambda: realtime_stats(instance),
+        condition,
+        what="the realtime stats",
+        every=POLL_SECONDS,
+        within=within,
+    )
 
 
 def workers(stats: Stats) -> Stats:
