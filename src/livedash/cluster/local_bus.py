@@ -72,10 +72,6 @@ class BusLink:
             raise ValueError(f"not a bus message: {line[:80]!r}")
         return message
 
-    async def drain(self) -> None:
-        """Wait until what was sent has left this process."""
-        await self._writer.drain()
-
     async def aclose(self) -> None:
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
@@ -93,11 +89,6 @@ class BusHub:
         self._links: dict[str, BusLink] = {}
         self._handlers: list[Handler] = []
         self._readers = BackgroundTasks()
-
-    @property
-    def workers(self) -> list[str]:
-        """The workers linked now."""
-        return list(self._links)
 
     def on_message(self, handler: Handler) -> None:
         self._handlers.append(handler)

@@ -57,10 +57,6 @@ class HandOff:
         self.given = 0
         self.kept = 0  # handshakes served here: no worker ready, or one that refused
 
-    @property
-    def workers(self) -> int:
-        return len(self._channels)
-
     def add(self, name: str, channel: socket.socket) -> None:
         """Give connections to `name` through `channel` (its end of a SOCK_SEQPACKET pair)."""
         channel.setblocking(False)
