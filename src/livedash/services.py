@@ -361,7 +361,9 @@ async def _build(
         )
     )
     socket_workers = None
-    if hub is not None and hand_off is not None and limiter.shared is not None:
+    if hub is not None:
+        assert hand_off is not None  # `_check_workers`
+        assert limiter.shared is not None  # no Redis: the embedded default
         bus_manager = BusManager(hub.broadcast)
         server.use_manager(bus_manager)
         socket_workers = SocketWorkers(

@@ -30,6 +30,11 @@ Message = dict[str, Any]
 LINE_LIMIT = 64 * 1024 * 1024  # a first sync carries every value and the whole history
 
 
+def encode(message: Message) -> bytes:
+    """A message as one line of the bus (without its newline)."""
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
 class BusLink:
     """One end of a link: messages out without waiting, messages in, in order."""
 
@@ -45,13 +50,17 @@ class BusLink:
         return cls(reader, writer)
 
     def send(self, message: Message) -> None:
-        """Queue `message` for the other end (a closed link drops it).
+        """Queue `message` for the other end (a closed link drops it)."""
+        self.send_encoded(encode(message))
+
+    def send_encoded(self, line: bytes) -> None:
+        """Queue a message `encode` made (once for every link it goes to).
 
         What is sent within one turn of the event loop leaves in one write: in a reconnect
         storm a worker's rate-limit calls and their answers come by the hundred."""
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.append(json.dumps(message, separators=(",", ":")).encode())
+        self._outgoing.append(line)
 
     def _flush(self) -> None:
         lines, self._outgoing = self._outgoing, []
@@ -99,10 +108,12 @@ class BusHub:
         self._readers.spawn(self._read(name, link, on_gone), name=f"livedash-bus-{name}")
 
     def broadcast(self, message: Message, *, skip: str | None = None) -> None:
-        """Send `message` to every linked worker (but `skip`)."""
+        """Send `message` to every linked worker (but `skip`), encoded once."""
+        line: bytes | None = None
         for name, link in list(self._links.items()):
             if name != skip:
-                link.send(message)
+                line = line or encode(message)
+                link.send_encoded(line)
 
     def send(self, name: str, message: Message) -> None:
         link = self._links.get(name)

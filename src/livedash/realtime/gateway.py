@@ -199,14 +199,13 @@ class Gateway:
 
     def report(self) -> dict[str, Any]:
         """This process's own figures, JSON-ready: what a socket worker tells the main one."""
-        own = self._own_stats()
-        tiers = {tier.value: [c.subscribers, c.subscriptions] for tier, c in own.tiers.items()}
+        by_tier = self._subscriptions.subscribers.by_tier().items()
         signed_in = self._own_authentications().items()
         return {
-            "connections": own.connections,
-            "authenticated": own.authenticated,
-            "transports": own.transports,
-            "tiers": tiers,
+            "connections": len(self._sessions),
+            "authenticated": self._own_authenticated(),
+            "transports": int(self._server.transports),
+            "tiers": {tier.value: [c.subscribers, c.subscriptions] for tier, c in by_tier},
             "opened": self.opened,
             "authentications": [[result, why, n] for (result, why), n in signed_in],
             "rejections": self._limiter.rejections(),
@@ -242,8 +241,16 @@ class Gateway:
 
     def subscribers(self) -> dict[Tier, TierCount]:
         """Sockets and subscriptions of every tier on this instance, now (kept as they
-        change, read in O(tiers))."""
-        return self.stats().tiers
+        change, read in O(tiers) per process)."""
+        tiers = self._subscriptions.subscribers.by_tier()
+        for report in self._workers():
+            for tier_name, (subscribers, subscriptions) in report.get("tiers", {}).items():
+                tier = Tier(tier_name)
+                held = tiers.get(tier, TierCount(0, 0))
+                tiers[tier] = TierCount(
+                    held.subscribers + subscribers, held.subscriptions + subscriptions
+                )
+        return tiers
 
     def _own_authentications(self) -> dict[tuple[str, str], int]:
         counts = dict(self._authentications)
@@ -263,30 +270,16 @@ class Gateway:
         """Events, connection attempts and history reads refused, by limit."""
         return self._with_workers(self._limiter.rejections(), "rejections")
 
-    def _own_stats(self) -> SocketStats:
-        return SocketStats(
-            connections=len(self._sessions),
-            authenticated=sum(s.principal is not None for s in self._sessions.values()),
-            transports=int(self._server.transports),
-            tiers=self._subscriptions.subscribers.by_tier(),
-        )
+    def _own_authenticated(self) -> int:
+        return sum(session.principal is not None for session in self._sessions.values())
 
     def stats(self) -> SocketStats:
         """Connections and subscriptions by tier on this instance, now."""
-        own = self._own_stats()
-        tiers = dict(own.tiers)
-        for report in self._workers():
-            for tier_name, (subscribers, subscriptions) in report.get("tiers", {}).items():
-                tier = Tier(tier_name)
-                held = tiers.get(tier, TierCount(0, 0))
-                tiers[tier] = TierCount(
-                    held.subscribers + subscribers, held.subscriptions + subscriptions
-                )
         return SocketStats(
             connections=self.connected,
-            authenticated=own.authenticated + self._worker_sum("authenticated"),
+            authenticated=self._own_authenticated() + self._worker_sum("authenticated"),
             transports=self.transports,
-            tiers=tiers,
+            tiers=self.subscribers(),
         )
 
     async def history(self, principal: Principal, data: Any) -> HistoricalData:

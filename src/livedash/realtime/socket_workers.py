@@ -138,7 +138,7 @@ class SocketWorkers:
         self._closing = True
         await self._tasks.close()
         for name in list(self._processes):
-            self._hand_off.remove(name)
+            self._let_go(name)
         await asyncio.gather(*(self._stop(p) for p in self._processes.values()))
         self._processes.clear()
         await self._hub.aclose()
@@ -192,9 +192,16 @@ class SocketWorkers:
             self._ready[name].set()
             log.info("socket_worker_ready", worker=name)
 
-    def _gone(self, name: str) -> None:
+    def _let_go(self, name: str) -> None:
+        """No more connections to `name`; its end of the hand-off closed, ready or not (a
+        worker that died starting would otherwise leave a descriptor behind per restart)."""
         self._hand_off.remove(name)
-        self._channels.pop(name, None)
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            channel.close()
+
+    def _gone(self, name: str) -> None:
+        self._let_go(name)
         self.reports.pop(name, None)
         ready = self._ready.pop(name, None)
         process = self._processes.pop(name, None)
