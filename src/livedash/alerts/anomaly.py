@@ -231,8 +231,12 @@ async def hour_of_week_history(
     current = naive_utc(_local_hour(hour_start, zone))
     earlier = same_hour_of_week(hour_start, weeks, zone)
     wanted = {current, *(hour for hour in earlier if hour is not None)}
-    found = await _stored(connection, series, department_id, wanted)
-    first = await _first_hour(connection, series, department_id)
+
+    async def read() -> tuple[dict[datetime, Bucket], datetime | None]:
+        found = await _stored(connection, series, department_id, wanted)
+        return found, await _first_hour(connection, series, department_id)
+
+    found, first = await (read() if unsaved is None else unsaved.read_stored(read))
     if unsaved is not None:
         pending = unsaved.unsaved(series, department_id, datetime.min, current + timedelta(hours=1))
         for hour, bucket in pending:

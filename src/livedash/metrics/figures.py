@@ -110,10 +110,13 @@ class HistoryFigures:
         end: datetime,
     ) -> dict[datetime, Bucket]:
         """Stored buckets of [start, end) plus what is not yet stored, by hour start."""
-        found = await stored_buckets(connection, series, department, start, end)
-        if self._unsaved is not None:
-            for hour, bucket in self._unsaved.unsaved(series, department, start, end):
-                found.setdefault(hour, Bucket()).add(bucket)
+        if self._unsaved is None:
+            return await stored_buckets(connection, series, department, start, end)
+        found = await self._unsaved.read_stored(
+            lambda: stored_buckets(connection, series, department, start, end)
+        )
+        for hour, bucket in self._unsaved.unsaved(series, department, start, end):
+            found.setdefault(hour, Bucket()).add(bucket)
         return found
 
     async def compute(

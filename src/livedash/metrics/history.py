@@ -16,9 +16,11 @@ figures never read the raw tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +31,8 @@ from livedash.metrics.definitions import OCCUPANCY
 from livedash.store.models import MetricRollup
 from livedash.store.upsert import add_to_rows
 from livedash.timeutil import local_hour
+
+T = TypeVar("T")
 
 HOSPITAL_ROW = 0  # the roll-up table's department id for hospital-wide sums
 
@@ -66,6 +70,9 @@ class HistoryRecorder:
         self._in_flight: dict[BucketKey, Bucket] = {}
         self._occupancy: dict[int, tuple[float, datetime]] = {}
         self.position = 0
+        self._seals = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     # -- counting ------------------------------------------------------------------------
 
@@ -131,6 +138,8 @@ class HistoryRecorder:
         """
         self._merge(self._pending, into=self._in_flight)
         self._pending = {}
+        self._seals += 1
+        self._settled.clear()
 
     async def flush(self, connection: AsyncConnection) -> None:
         """Write the sealed deltas in the caller's transaction (the feed position's).
@@ -164,6 +173,23 @@ class HistoryRecorder:
         if not committed:
             self._merge(self._in_flight, into=self._pending)
         self._in_flight = {}
+        self._settled.set()
+
+    async def read_stored(self, read: Callable[[], Awaitable[T]]) -> T:
+        """Run `read` of the stored roll-ups so that `unsaved`, called right after it with no
+        await in between, adds exactly what it did not see.
+
+        While a flush is between `seal` and `settle`, its deltas are both in flight and
+        perhaps committed: a read then could count them twice, or (committed and settled
+        during the read) not at all. So a read waits for the flush to settle, and is done
+        again if another flush was sealed while it ran. Flushes never wait for readers.
+        """
+        while True:
+            await self._settled.wait()
+            seals = self._seals
+            result = await read()
+            if self._seals == seals:
+                return result
 
     @staticmethod
     def _merge(source: dict[BucketKey, Bucket], *, into: dict[BucketKey, Bucket]) -> None:
