@@ -249,3 +249,14 @@ async def test_a_served_websocket_keeps_no_request_headers_no_ping_task_and_lean
 
     # And the connection works as before, both ways.
     assert (await screen.call("subscribe_metrics", {"metrics": [METRIC]}))["ok"] is True
+
+
+async def test_an_event_that_holds_bytes_still_leaves_as_a_binary_packet(
+    server: LiveServer, connect: Connect, token: Any
+) -> None:
+    # Frames are encoded without python-socketio's walk for binary data (frames.py): bytes
+    # are found by the JSON encoder instead, and such an event takes the stock path.
+    screen = await connect(server, token(sub="screen"))
+    sid = screen.client.get_sid()
+    await gateway_of(server).server.emit("blob", {"raw": b"\x00\xff", "n": 1}, to=sid)
+    assert await screen.next("blob") == {"raw": b"\x00\xff", "n": 1}

@@ -220,6 +220,20 @@ class _AttachedWebSocket(WebSocket):  # type: ignore[misc]
             self._frames.detach(socket.sid)
 
 
+def _encoded_text(packet_class: Any, namespace: str, data: list[Any]) -> str | None:
+    """An event packet encoded as text, or None if its data holds bytes.
+
+    Told there is no binary data, python-socketio skips its own check, which walks the whole
+    payload (a snapshot's every value and field): a tenth of the service's CPU in a reconnect
+    storm (py-spy, bench/idle_sockets.py). Bytes then fail in the JSON encoder instead.
+    """
+    try:
+        encoded = packet_class(sio_packet.EVENT, namespace=namespace, data=data, binary=False)
+        return cast(str, encoded.encode())
+    except TypeError:
+        return None
+
+
 class FrameManager(socketio.AsyncManager):  # type: ignore[misc]
     """python-socketio's manager, sending an event to a room through `RoomFrames`.
 
@@ -243,11 +257,9 @@ class FrameManager(socketio.AsyncManager):  # type: ignore[misc]
         room = to or room
         if self.frames is not None and callback is None and namespace in self.rooms:
             arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-            encoded = self.server.packet_class(
-                sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
-            ).encode()
-            # A list is a packet with binary attachments: not in this API, the stock path.
-            if not isinstance(encoded, list):
+            encoded = _encoded_text(self.server.packet_class, namespace, [event, *arguments])
+            # None: binary attachments, which this API never sends: the stock path.
+            if encoded is not None:
                 skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
                 recipients = (
                     eio_sid
