@@ -99,3 +99,19 @@ async def test_limits_are_enforced_the_same_through_the_swept_storage(clock: Fak
     await limiter.hit("s2")  # another key has its own window
     clock.now += 1.01
     await limiter.hit("s1")
+
+
+def _wrappers(function: object) -> int:
+    depth = 0
+    while hasattr(function, "__wrapped__"):
+        function = function.__wrapped__
+        depth += 1
+    return depth
+
+
+def test_each_storage_call_goes_through_one_error_wrapper() -> None:
+    # limits wraps a subclass's inherited methods again (and Storage's twice): every call
+    # then paid for four wrappers. The one left still turns errors into StorageError.
+    for name in window_storage.WRAPPED_METHODS:
+        assert _wrappers(getattr(MemoryStorage, name)) >= 1, name  # limits still wraps it
+        assert _wrappers(getattr(SweptMemoryStorage, name)) == 1, name
