@@ -703,6 +703,22 @@ async def test_compose_nginx_is_the_tests_nginx_conf_and_proxies_an_instance(
         await asyncio.to_thread(secure.stop)
 
 
+def _directive(config: str, name: str) -> int:
+    found = re.search(rf"^\s*{name}\s+(\d+);", config, re.MULTILINE)
+    assert found is not None, name
+    return int(found.group(1))
+
+
+def test_one_nginx_worker_can_hold_an_instances_every_socket() -> None:
+    # The kernel does not spread connections evenly over nginx's workers, and each proxied
+    # socket holds two descriptors: with 8192, a 2-core host refused the 7,675th of 10,000
+    # screens long before livedash's own cap (bench/latency.py --clients 10000).
+    config = NGINX_CONFIG.read_text()
+    connections = _directive(config, "worker_connections")
+    assert connections >= 2 * Settings().max_connections
+    assert _directive(config, "worker_rlimit_nofile") >= 2 * connections
+
+
 def test_the_nginx_render_refuses_what_it_cannot_render(tmp_path: Path) -> None:
     output = tmp_path / "nginx.conf"
     missing = render_site(output)
