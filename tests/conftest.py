@@ -16,11 +16,12 @@ import pytest
 import socketio
 from playwright.async_api import Browser
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from livedash.auth.tokens import issue_token
 from livedash.metrics.clock import Clock
 from livedash.settings import Settings
-from livedash.store.engine import libpq_dsn
+from livedash.store.engine import create_engine, libpq_dsn
 from livedash.store.migrate import upgrade_async
 from livedash.store.models import Role
 from livedash.testing.recorder import Recorder
@@ -102,6 +103,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on this test's database, as the service opens one."""
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,7 +32,6 @@ from livedash.alerts.anomaly import (
     trend_label,
 )
 from livedash.metrics.history import HistoryRecorder
-from livedash.store.engine import create_engine
 from livedash.store.models import AlertSeverity
 from tests.support.writers import Write
 
@@ -309,13 +307,6 @@ def test_an_hour_without_a_zone_is_refused() -> None:
 
 
 # -- reading the roll-ups ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def _rollup(

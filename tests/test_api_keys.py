@@ -6,7 +6,7 @@ import hashlib
 import re
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,17 +23,16 @@ from livedash.auth.api_keys import (
 )
 from livedash.cli import app
 from livedash.errors import AuthError, ConfigurationError, Forbidden, StoreError
-from livedash.store.engine import create_engine
+from livedash.store.engine import write_locking
 from tests.support.logs import use_test_logging
 
 KEY = re.compile(r"ldk_[a-z0-9]{8}_[A-Za-z0-9_-]{43}")
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, writer=True)
-    yield engine
-    await engine.dispose()
+def database(database: AsyncEngine) -> AsyncEngine:
+    """The test's engine, its transactions taking SQLite's write lock as the CLI's do."""
+    return write_locking(database)
 
 
 async def test_a_key_is_returned_once_and_stored_as_its_hash(

@@ -9,7 +9,7 @@ import hmac
 import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -373,13 +373,6 @@ def test_unknown_time_zone_is_refused() -> None:
 
 
 # -- the users table and revocation -------------------------------------------------------
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from livedash.auth.throttle import (
 from livedash.auth.tokens import verify_token
 from livedash.errors import InvalidToken, RateLimited
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
+from livedash.store.engine import create_engine, write_locking
 from livedash.store.models import Role
 from livedash.testing.servers import RedisServer
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
@@ -61,10 +61,9 @@ class Clock:
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, writer=True)
-    yield engine
-    await engine.dispose()
+def database(database: AsyncEngine) -> AsyncEngine:
+    """The test's engine, its transactions taking SQLite's write lock as the CLI's do."""
+    return write_locking(database)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ once showed twice the dashboard's admissions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from livedash.alerts.anomaly import hour_of_week_history
 from livedash.metrics.figures import HistoryFigures
 from livedash.metrics.history import HistoryRecorder
-from livedash.store.engine import create_engine
 from tests.support.operations import ZONE
 
 DAY = datetime(2026, 11, 25, tzinfo=ZONE)
@@ -59,13 +58,6 @@ class _Rows:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from livedash.auth.api_keys import create_api_key, revoke_api_key
 from livedash.ingest import MAX_OPERATIONS, IngestResult, IngestTable
 from livedash.settings import Settings
-from livedash.store.engine import create_engine
+from livedash.store.engine import write_locking
 from livedash.store.models import WATCHED_TABLES, Role
 from livedash.testing.oracle import snapshot_values
 from livedash.testing.recorder import update_of
@@ -27,11 +27,9 @@ from tests.support.writers import Write
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on the test database, to create and revoke keys the way the CLI does."""
-    engine = create_engine(database_url, writer=True)
-    yield engine
-    await engine.dispose()
+def database(database: AsyncEngine) -> AsyncEngine:
+    """The test's engine, its transactions taking SQLite's write lock as the CLI's do."""
+    return write_locking(database)
 
 
 def bearer(key: str) -> dict[str, str]:
