@@ -392,10 +392,14 @@ def delivery(run: Run, writer: Writes, clients: Watchers | Collected, rate: floa
     fresh, stale = freshness(clients.receipts, measured, writer.commits, range(n))
 
     latencies = [r.received - writer.commits[r.value] for r in exact.values()]
+    # The service stamps by the wall clock, the clients by the monotonic one: each span is
+    # measured within one clock, and the second half is the rest of the whole.
     to_publish = {
-        r.value: _published_at(r.published) - writer.commits[r.value] for r in exact.values()
+        r.value: _published_at(r.published) - writer.commits_wall[r.value] for r in exact.values()
     }
-    publish_to_client = [r.received - _published_at(r.published) for r in exact.values()]
+    publish_to_client = [
+        r.received - writer.commits[r.value] - to_publish[r.value] for r in exact.values()
+    ]
     arrivals: dict[int, list[float]] = {}
     for r in exact.values():
         arrivals.setdefault(r.value, []).append(r.received - writer.commits[r.value])

@@ -11,8 +11,8 @@ what the server cost. The three servers:
   bench/latency.py does.
 
 The baselines emit a `dashboard_update`-shaped payload to one room W times a second; the
-latency of a value is its emit time (the payload's `timestamp`, same machine clock) to its
-arrival. For livedash it is the commit that produced the value to its arrival. Every server is
+latency of a value is its emit time (the payload's `timestamp`, read from CLOCK_MONOTONIC as
+every process of the bench reads it) to its arrival. For livedash it is the commit that produced the value to its arrival. Every server is
 watched by the same clients: they connect over websocket, wait for `authenticated`, and
 subscribe to `patients_total`/ED with `subscribe_metrics`, which the baselines answer as
 livedash does. `--clients node` (the default when node and node_modules/socket.io-client are

@@ -60,7 +60,7 @@ class Broadcast:
         origin = time.monotonic()
         for n in range(1, self.count + 1):
             await asyncio.sleep(max(0.0, origin + n / self.rate - time.monotonic()))
-            now = time.time()
+            now = time.monotonic()  # the clients' clock (CLOCK_MONOTONIC), in the ISO form
             self.sent = n
             await self.sio.emit(
                 "dashboard_update",

@@ -165,7 +165,11 @@ class Writes:
 
     start_value: int = 0
     commits: dict[int, float] = field(default_factory=dict)
-    """patients_total of the watched department after a commit -> time.time() of it."""
+    """patients_total of the watched department after a commit -> time.monotonic() of it:
+    CLOCK_MONOTONIC, which the clients read too (time.time() is slewed, and a Node process
+    cannot follow it to the microsecond)."""
+    commits_wall: dict[int, float] = field(default_factory=dict)
+    """The same commits by time.time(), against the service's own timestamps."""
     measured: list[int] = field(default_factory=list)
     """Values committed after the warm-up."""
     commit_seconds: list[float] = field(default_factory=list)
@@ -198,10 +202,11 @@ def _write_on_schedule(
             break
         before = time.perf_counter()
         insert(n)
-        committed = time.time()
         last = time.monotonic()
+        wall = time.time()
         value = writes.start_value + n
-        writes.commits[value] = committed
+        writes.commits[value] = last
+        writes.commits_wall[value] = wall
         writes.final_value = value
         if last >= measuring_from:
             first = first or last

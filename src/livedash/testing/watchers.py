@@ -76,7 +76,7 @@ class Watchers:
 
         def on_update(data: dict[str, Any]) -> None:
             if data.get("metric") == METRIC and data.get("department") == WATCHED:
-                received = time.time()
+                received = time.monotonic()  # the writer's clock (hospital.Writes)
                 value = int(data["value"])
                 self.receipts.append(Receipt(index, value, received, str(data["timestamp"])))
                 self.latest[index] = max(self.latest[index], value)
