@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
 from livedash.changefeed import Change, Op, open_change_source
+from livedash.changefeed import sqlite as sqlite_feed
 from livedash.changefeed.sqlite import SqliteChangeFeed
 from livedash.errors import ConfigurationError
 from tests.support.cases import Case, Feed, committed
@@ -117,6 +118,27 @@ async def test_a_commit_from_another_process_wakes_the_feed_without_polling(
             batch = await waiting
         assert batch[0].new is not None
         assert batch[0].new["code"] == "ED"
+        await batches.aclose()
+
+
+async def test_a_commit_visible_when_its_wake_up_arrives_is_read_at_once(
+    database_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every later read is an hour away: only the read at the wake-up itself can deliver. The
+    # write blocks the event loop until it has committed, so the commit is visible by then.
+    monkeypatch.setattr(sqlite_feed, "REREAD_SECONDS", (3600,))
+    async with SqliteChangeFeed(
+        database_url, "test", fallback_poll_seconds=3600, settle_seconds=3600
+    ) as feed:
+        batches = feed.batches()
+        waiting = asyncio.ensure_future(anext(batches))
+        await feed.caught_up.wait()
+        with contextlib.closing(sqlite3.connect(database_path)) as writer:
+            writer.execute("INSERT INTO departments (code, name) VALUES ('ED', 'Emergency')")
+            writer.commit()
+        async with asyncio.timeout(5):
+            batch = await waiting
+        assert [change.new["code"] for change in batch if change.new is not None] == ["ED"]
         await batches.aclose()
 
 
