@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
+from structlog.testing import capture_logs
 
 from livedash.changefeed.base import Change, Op
 from livedash.changefeed.postgres import (
@@ -31,6 +32,7 @@ from livedash.store.engine import create_engine, libpq_dsn
 from livedash.testing.recorder import Recorder, update_of
 from livedash.testing.servers import PostgresServer
 from tests.support.live import Connect, LiveServer, Serve
+from tests.support.polling import read_until
 
 WAIT = 10.0  # seconds an awaited event may take before the test fails
 XID = 0xFFFFFFFF  # txid_current() counts wraparound epochs above the 32-bit transaction id
@@ -631,6 +633,52 @@ async def test_feeds_starting_together_share_the_slot_one_creates(
     finally:
         for feed in feeds:
             await feed.__aexit__(None, None, None)
+
+
+async def test_a_feed_waits_for_the_slot_another_is_still_creating(
+    database_url: str, slot: str, pg: Any
+) -> None:
+    # A slot's snapshot waits for the transactions running when it is created; until then the
+    # slot is listed without a confirmed position (and for a moment without its output plugin:
+    # a second feed then took it for someone else's, in CI).
+    app, blocker = await pg(), await pg()
+    holding = blocker.transaction()
+    await holding.start()
+    await blocker.execute("INSERT INTO departments (code, name) VALUES ('ED', 'Emergency')")
+    creator = PostgresChangeFeed(database_url, "c0", slot=slot)
+    joiner = PostgresChangeFeed(database_url, "c1", slot=slot)
+    try:
+        creating = asyncio.ensure_future(creator.__aenter__())
+        await read_until(
+            lambda: app.fetchval(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot
+            ),
+            lambda found: found == 1,
+            what="the slot being created",
+            every=0.02,
+        )
+        with capture_logs() as logs:
+            joining = asyncio.ensure_future(joiner.__aenter__())
+            await read_until(
+                lambda: _joined_or_waiting(joining, logs),
+                lambda seen: seen,
+                what="the second feed's verdict",
+                every=0.02,
+            )
+            assert not joining.done(), joining.exception()
+        await holding.commit()
+        await asyncio.gather(creating, joining)
+        assert (await slot_row(app, slot))["plugin"] == "wal2json"
+    finally:
+        for feed in (creator, joiner):
+            await feed.__aexit__(None, None, None)
+
+
+_SLOTS_NAMED = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1"
+
+
+async def _joined_or_waiting(joining: asyncio.Future[Any], logs: list[dict[str, Any]]) -> bool:
+    return joining.done() or any(e["event"] == "changefeed_slot_being_created" for e in logs)
 
 
 async def test_a_new_reader_takes_the_slot_from_one_that_still_streams_it(

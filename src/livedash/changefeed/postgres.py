@@ -49,6 +49,8 @@ log = structlog.get_logger(__name__)
 PLUGIN = "wal2json"
 ORDINAL_BITS = 16
 TAKEOVER_WAIT_SECONDS = 5.0  # for a previous reader's session to end
+SLOT_CREATION_WAIT_SECONDS = 60.0  # for another feed's slot to be ready
+SLOT_CREATION_POLL_SECONDS = 0.05
 CATCH_UP_CHECK_SECONDS = 0.1  # how stale `caught_up`'s idea of the server's WAL may be
 _XID_MASK = 0xFFFFFFFF
 _OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
@@ -61,6 +63,14 @@ _SLOT = text(
 )
 _DUPLICATE_OBJECT = "42710"
 _UNDEFINED_FILE = "58P01"
+
+
+def _being_created(slot: Any) -> bool:
+    """Whether a row of `_SLOT` is a logical slot another session is still creating: listed
+    at once, it names its output plugin a moment later, and has a confirmed position only once
+    its snapshot is built (which waits for the transactions running then)."""
+    slot_type, plugin, _database, _same_database, confirmed = slot
+    return bool(slot_type == "logical" and (not plugin or confirmed is None))
 
 
 def lsn_to_int(lsn: str) -> int:
@@ -196,30 +206,25 @@ class PostgresChangeFeed:
         """Create the replication slot if it does not exist yet."""
         async with self._database().connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            for _attempt in range(2):
+            deadline = time.monotonic() + SLOT_CREATION_WAIT_SECONDS
+            waiting = False
+            while True:
                 row = (await autocommit.execute(_SLOT, {"slot": self.slot})).first()
-                if row is not None:
+                if row is None:
+                    if await self._create_slot(autocommit):
+                        return
+                    # Another process created it meanwhile: check whose it is.
+                elif not _being_created(row):
                     break
-                try:
-                    created = await autocommit.scalar(
-                        text("SELECT lsn::text FROM pg_create_logical_replication_slot(:slot, :p)"),
-                        {"slot": self.slot, "p": PLUGIN},
+                elif not waiting:
+                    log.info("changefeed_slot_being_created", slot=self.slot)
+                    waiting = True
+                if time.monotonic() >= deadline:
+                    raise ChangeFeedError(
+                        f"replication slot {self.slot!r} was still being created by another "
+                        f"process after {SLOT_CREATION_WAIT_SECONDS:g} s"
                     )
-                except DBAPIError as error:
-                    code = _sqlstate(error)
-                    if code == _DUPLICATE_OBJECT:
-                        continue  # another process created it meanwhile: check whose it is
-                    if code == _UNDEFINED_FILE:
-                        raise ChangeFeedError(
-                            f"the {PLUGIN} output plugin is not installed on the database "
-                            f"server ({error.orig}); install it (Debian/Ubuntu: apt-get install "
-                            f"postgresql-<major version>-{PLUGIN}) and see `livedash doctor`"
-                        ) from error
-                    raise
-                log.info("changefeed_slot_created", slot=self.slot, lsn=created)
-                return
-            if row is None:
-                raise ChangeFeedError(f"replication slot {self.slot!r} cannot be created")
+                await asyncio.sleep(SLOT_CREATION_POLL_SECONDS)
             slot_type, plugin, database, same_database, _confirmed = row
             if slot_type != "logical":
                 whose = f"is a {slot_type} replication slot"
@@ -233,6 +238,27 @@ class PostgresChangeFeed:
                 f"replication slot {self.slot!r} {whose}: it is not this feed's slot; "
                 "set LIVEDASH_FEED_SLOT to another name (or drop that slot if it is unused)"
             )
+
+    async def _create_slot(self, autocommit: AsyncConnection) -> bool:
+        """Create the slot; False if another process created one of that name first."""
+        try:
+            created = await autocommit.scalar(
+                text("SELECT lsn::text FROM pg_create_logical_replication_slot(:slot, :p)"),
+                {"slot": self.slot, "p": PLUGIN},
+            )
+        except DBAPIError as error:
+            code = _sqlstate(error)
+            if code == _DUPLICATE_OBJECT:
+                return False
+            if code == _UNDEFINED_FILE:
+                raise ChangeFeedError(
+                    f"the {PLUGIN} output plugin is not installed on the database "
+                    f"server ({error.orig}); install it (Debian/Ubuntu: apt-get install "
+                    f"postgresql-<major version>-{PLUGIN}) and see `livedash doctor`"
+                ) from error
+            raise
+        log.info("changefeed_slot_created", slot=self.slot, lsn=created)
+        return True
 
     def notify(self) -> None:
         """Look for new changes now, and tell by `caught_up` whether every change committed

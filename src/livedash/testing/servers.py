@@ -222,9 +222,18 @@ class PostgresServer:
         return self.url(name)
 
     async def drop_database(self, name: str) -> None:
-        """Drop `name` and the inactive replication slots on it."""
+        """Drop `name` and the replication slots on it.
+
+        A slot's reader may still be ending (a test closed its replication connection, the
+        server has not yet noticed): it is ended here, waiting up to 5 s for it to exit, or
+        the slot stays active and DROP DATABASE refuses, even WITH (FORCE)."""
         connection = await asyncpg.connect(self.admin_dsn)
         try:
+            await connection.execute(
+                "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots "
+                "WHERE database = $1 AND active_pid IS NOT NULL",
+                name,
+            )
             await connection.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                 "WHERE database = $1 AND NOT active",
