@@ -10,16 +10,16 @@ what the server cost. The three servers:
 - `livedash`: `livedash serve` on SQLite while a writer process inserts ED patients, as
   bench/latency.py does.
 
-The baselines emit a `dashboard_update`-shaped payload to one room W times a second; the
-latency of a value is its emit time (the payload's `timestamp`, read from CLOCK_MONOTONIC as
-every process of the bench reads it) to its arrival. For livedash it is the commit that produced the value to its arrival. Every server is
-watched by the same clients: they connect over websocket, wait for `authenticated`, and
-subscribe to `patients_total`/ED with `subscribe_metrics`, which the baselines answer as
-livedash does. `--clients node` (the default when node and node_modules/socket.io-client are
-there): the stock npm socket.io-client, all in one Node process (bench/clients/watchers.js,
-`livedash.testing.node_watchers`). `--clients python`: python-socketio
-(`livedash.testing.watchers`, in worker processes of at most 250 clients each), which
-saturates a small machine by itself at 1000 sockets.
+The baselines emit a `dashboard_update`-shaped payload to one room W times a second; the latency
+of a value is its emit time (the payload's `timestamp`, read from CLOCK_MONOTONIC as every
+process of the bench reads it) to its arrival. For livedash it is the commit that produced the
+value to its arrival. Every server is watched by the same clients: they connect over websocket,
+wait for `authenticated`, and subscribe to `patients_total`/ED with `subscribe_metrics`, which
+the baselines answer as livedash does. `--clients node` (the default when node and
+node_modules/socket.io-client are there): the stock npm socket.io-client, all in one Node
+process (bench/clients/watchers.js, `livedash.testing.node_watchers`). `--clients python`:
+python-socketio (`livedash.testing.watchers`, in worker processes of at most 250 clients each),
+which saturates a small machine by itself at 1000 sockets.
 
     .venv/bin/python bench/run.py                                   # 100 sockets, 40/s, 10 s
     .venv/bin/python bench/run.py --sockets 100,1000 --seconds 10 --json /tmp/issue14.json
