@@ -16,8 +16,8 @@ tests/test_auth_window_storage.py.
 
 limits wraps each storage method (to turn the backend's errors into its own) once for every
 class between `Storage` and the one defined, and `Storage` itself twice: the stock storage's
-moving-window calls went through two wrappers, and a subclass's through four, a quarter of a
-limit check's CPU (cProfile). Here each is wrapped once.
+moving-window calls went through two wrappers, and a subclass's through four. Here each is
+wrapped once: a socket event's limit check took 53 us instead of 58.
 """
 
 from __future__ import annotations
