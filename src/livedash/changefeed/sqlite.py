@@ -41,8 +41,8 @@ REREAD_SECONDS = (0.0005, 0.002)
 """The reads after the first write to the WAL file of a burst, besides the one at once. A
 commit becomes visible when the writer updates the WAL index (shared memory, which inotify does
 not see) after its last frame, and its first frame wakes the feed: of 100 commits 50 ms apart,
-the read at once found 21, and the commits were read 0.4-0.5 ms after they were made at the
-median (1.5 ms at p90). With one read at 2 ms, as before, it was 2.6 ms."""
+the read at once found 21, and the commits were read 0.4-1.4 ms after they were made at the
+median (about 1.5 ms at p90) in five runs. With one read at 2 ms, as before, it was 2.6 ms."""
 
 _OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
 
