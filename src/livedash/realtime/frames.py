@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import socketio
 from engineio import packet as eio_packet
 from engineio.async_drivers.asgi import WebSocket
 from socketio import packet as sio_packet
@@ -44,6 +43,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from livedash.realtime.lean_queue import LeanQueue
+from livedash.realtime.room_index import IndexedRooms
 from livedash.realtime.schemas import UPDATE_EVENT
 from livedash.realtime.websocket import ping_on_timers, serve, shed_request
 
@@ -235,7 +235,7 @@ def _encoded_text(packet_class: Any, namespace: str, data: list[Any]) -> str | N
         return None
 
 
-class FrameManager(socketio.AsyncManager):  # type: ignore[misc]
+class FrameManager(IndexedRooms):
     """python-socketio's manager, sending an event to a room through `RoomFrames`.
 
     The local part of an emit only: with the Redis manager (which derives from this one), an
