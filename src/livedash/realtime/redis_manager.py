@@ -111,6 +111,11 @@ class CappedRedisManager(PublishFirst, socketio.AsyncRedisManager, FrameManager)
                     elif text(message.get("data")) != self.host_id:
                         self._request_resync("announced")
             except Exception as error:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Being stopped: a cancellation that reached redis-py mid-read can come
+                    # out as another error, and a retry would outlive the process's shutdown.
+                    raise
                 self._get_logger().warning(
                     "Cannot receive from redis; retrying in %.1f s (%s)", wait, error
                 )

@@ -18,6 +18,7 @@ Three defences sit below the Socket.IO events, on the Engine.IO connection itsel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,17 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         self._admit: Admit | None = None
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Future[None]] = set()
+
+    async def shutdown(self) -> None:
+        """Stop python-socketio's background work, and the pub/sub manager's listener too,
+        which the stock shutdown leaves running: it outlived the app, retried against the
+        closed Redis client and held the process's exit for good (20 s per stop in tests)."""
+        await super().shutdown()
+        listener = getattr(self.manager, "thread", None)
+        if isinstance(listener, asyncio.Task) and not listener.done():
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
     def use_manager(self, manager: socketio.AsyncManager) -> None:
         """Fan out through `manager` (Redis, shared by the instances) instead of the
