@@ -56,9 +56,6 @@ class _Rows:
     def all(self) -> list[Any]:
         return self._rows
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows)
-
 
 @pytest.fixture
 def sync_connection(database_url: str) -> Iterator[Connection]:
