@@ -48,6 +48,9 @@ class ReadsAtOnce:
     async def scalar(self, statement: Any) -> Any:
         return self._connection.scalar(statement)
 
+    def in_transaction(self) -> bool:
+        return False  # pysqlite's own handling: no BEGIN before a SELECT, so no snapshot
+
 
 class _Rows:
     def __init__(self, rows: list[Any]) -> None:
@@ -66,11 +69,15 @@ def sync_connection(database_url: str) -> Iterator[Connection]:
     engine.dispose()
 
 
+def _count(recorder: HistoryRecorder, moment: datetime) -> None:
+    at = moment.astimezone(UTC).replace(tzinfo=None)
+    recorder.load("admissions", {"department_id": 1, "admitted_at": at})
+
+
 def _recorder() -> HistoryRecorder:
     recorder = HistoryRecorder(ZONE)
     for moment in ADMITTED:
-        at = moment.astimezone(UTC).replace(tzinfo=None)
-        recorder.load("admissions", {"department_id": 1, "admitted_at": at})
+        _count(recorder, moment)
     recorder.position = 7
     return recorder
 
@@ -115,6 +122,40 @@ async def test_a_flush_that_commits_and_settles_during_a_read_is_not_lost(
     recorder.settle(committed=True)  # nothing pending or in flight any more: all stored
     connection.release()
     assert await reader == 3
+
+
+async def test_a_read_woken_by_a_settle_waits_for_the_flush_sealed_before_it_ran(
+    database: AsyncEngine, sync_connection: Connection
+) -> None:
+    recorder = HistoryRecorder(ZONE)
+    first, *later = ADMITTED
+    _count(recorder, first)
+    await _flush(recorder, database)
+    connection = ReadsAtOnce(sync_connection, hold_first=True)
+    reader = asyncio.create_task(_admissions_today(HistoryFigures(recorder, ZONE), connection))
+    await asyncio.sleep(0)  # the reader waits for the flush to settle
+    recorder.settle(committed=True)
+    for moment in later:  # counted, and sealed by the next flush before the reader runs
+        _count(recorder, moment)
+    recorder.seal()
+    await asyncio.sleep(0)
+    async with database.begin() as transaction:
+        await recorder.flush(transaction)
+    recorder.settle(committed=True)
+    connection.release()
+    assert await reader == 3
+
+
+async def test_a_connection_that_read_before_a_flush_reads_the_flush_after_it_settled(
+    database: AsyncEngine,
+) -> None:
+    recorder = _recorder()
+    figures = HistoryFigures(recorder, ZONE)
+    async with database.connect() as connection:
+        assert await _admissions_today(figures, connection) == 3  # none stored yet
+        await _flush(recorder, database)
+        recorder.settle(committed=True)
+        assert await _admissions_today(figures, connection) == 3  # all stored now
 
 
 async def test_a_failed_flush_leaves_its_deltas_counted_once(

@@ -236,7 +236,7 @@ async def hour_of_week_history(
         found = await _stored(connection, series, department_id, wanted)
         return found, await _first_hour(connection, series, department_id)
 
-    found, first = await (read() if unsaved is None else unsaved.read_stored(read))
+    found, first = await (read() if unsaved is None else unsaved.read_stored(connection, read))
     if unsaved is not None:
         pending = unsaved.unsaved(series, department_id, datetime.min, current + timedelta(hours=1))
         for hour, bucket in pending:

@@ -113,7 +113,7 @@ class HistoryFigures:
         if self._unsaved is None:
             return await stored_buckets(connection, series, department, start, end)
         found = await self._unsaved.read_stored(
-            lambda: stored_buckets(connection, series, department, start, end)
+            connection, lambda: stored_buckets(connection, series, department, start, end)
         )
         for hour, bucket in self._unsaved.unsaved(series, department, start, end):
             found.setdefault(hour, Bucket()).add(bucket)

@@ -175,17 +175,25 @@ class HistoryRecorder:
         self._in_flight = {}
         self._settled.set()
 
-    async def read_stored(self, read: Callable[[], Awaitable[T]]) -> T:
-        """Run `read` of the stored roll-ups so that `unsaved`, called right after it with no
-        await in between, adds exactly what it did not see.
+    async def read_stored(self, connection: AsyncConnection, read: Callable[[], Awaitable[T]]) -> T:
+        """Run `read` of the stored roll-ups on `connection` so that `unsaved`, called right
+        after it with no await in between, adds exactly what it did not see.
 
         While a flush is between `seal` and `settle`, its deltas are both in flight and
         perhaps committed: a read then could count them twice, or (committed and settled
         during the read) not at all. So a read waits for the flush to settle, and is done
         again if another flush was sealed while it ran. Flushes never wait for readers.
+
+        Each attempt reads in a transaction of its own: a snapshot the connection took
+        earlier (SQLite keeps one until the transaction ends) may predate a flush that has
+        since settled, whose deltas are then neither stored nor unsaved.
         """
         while True:
-            await self._settled.wait()
+            if connection.in_transaction():
+                await connection.rollback()
+            # A reader woken by a settle runs later: by then the next flush may be sealed.
+            while not self._settled.is_set():
+                await self._settled.wait()
             seals = self._seals
             result = await read()
             if self._seals == seals:
