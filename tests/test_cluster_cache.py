@@ -32,7 +32,6 @@ from livedash.metrics.clock import SystemClock
 from livedash.metrics.definitions import METRIC_NAMES, METRICS, Tier
 from livedash.metrics.engine import MetricEngine, MetricValue
 from livedash.metrics.figures import HistoryFigures
-from livedash.metrics.history import HistoryRecorder
 from livedash.metrics.pipeline import count_rows
 from livedash.realtime.outbox import update_payload
 from livedash.settings import Settings
@@ -485,7 +484,7 @@ async def leader_values(settings: Settings) -> list[MetricValue]:
     database = create_engine(settings.database_url)
     try:
         engine = MetricEngine(settings.zone, SystemClock())
-        figures = HistoryFigures(HistoryRecorder(settings.zone), settings.zone)
+        figures = HistoryFigures(None, settings.zone)  # nothing unsaved: all is in the rows
         async with database.connect() as connection, connection.begin():
             await count_rows(connection, engine)
             engine.finish_loading(0)

@@ -186,7 +186,8 @@ class HistoryRecorder:
 
         Each attempt reads in a transaction of its own: a snapshot the connection took
         earlier (SQLite keeps one until the transaction ends) may predate a flush that has
-        since settled, whose deltas are then neither stored nor unsaved.
+        since settled, whose deltas are then neither stored nor unsaved. So `connection` must
+        not be in a transaction its caller began (`connection.begin()`).
         """
         while True:
             if connection.in_transaction():
