@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import socket
 import sqlite3
@@ -29,6 +28,7 @@ from livedash.settings import Settings
 from livedash.store.migrate import upgrade_async
 from livedash.testing.recorder import Recorder, update_of
 from tests.support import probes
+from tests.support.collector import collector_restored
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.probes import RawSocket, health
 from tests.support.writers import Write, register_patient
@@ -313,8 +313,10 @@ class Service:
             settings.model_copy(update={"port": port, "log_level": "warning"}), self._ready.set
         )
         self.task: asyncio.Task[None] | None = None
+        self._collector = collector_restored()
 
     async def start(self) -> None:
+        self._collector.__enter__()
         self.task = asyncio.create_task(self.server.serve(sockets=[self._socket]))
         ready = asyncio.create_task(self._ready.wait())
         await asyncio.wait({ready, self.task}, return_when=asyncio.FIRST_COMPLETED)
@@ -326,7 +328,7 @@ class Service:
             await self.task
             self.task = None
         self._socket.close()
-        gc.unfreeze()  # the service freezes what lives at start-up; this process goes on
+        self._collector.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +24,7 @@ from livedash.settings import Settings
 from livedash.testing.recorder import Recorder
 from livedash.web.api import MetricInfo
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.collector import collector_restored
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.rest import problem_of
 from tests.support.tls import write_self_signed
@@ -270,27 +270,25 @@ async def tls_server(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[
     custom = settings.model_copy(
         update={"tls_certfile": certfile, "tls_keyfile": keyfile, "log_level": "warning"}
     )
-    ready = asyncio.Event()
-    server = build_server(custom, on_ready=ready.set)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    started = asyncio.create_task(ready.wait())
-    await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
-    if serving.done():
-        started.cancel()
-        serving.result()
-        raise RuntimeError("the TLS server stopped during start-up")
-    try:
-        yield f"https://127.0.0.1:{port}", certfile
-    finally:
-        server.should_exit = True
-        await serving
-        listener.close()
-        # The service freezes everything alive once it is up (see livedash.service); in here
-        # that is the test run, which must keep collecting garbage.
-        gc.unfreeze()
+    with collector_restored():
+        ready = asyncio.Event()
+        server = build_server(custom, on_ready=ready.set)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        started = asyncio.create_task(ready.wait())
+        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            started.cancel()
+            serving.result()
+            raise RuntimeError("the TLS server stopped during start-up")
+        try:
+            yield f"https://127.0.0.1:{port}", certfile
+        finally:
+            server.should_exit = True
+            await serving
+            listener.close()
 
 
 async def test_tls_end_to_end_with_hsts(

@@ -30,6 +30,26 @@ from livedash.web.request_limits import MAX_REQUEST_HEAD_BYTES
 log = structlog.get_logger(__name__)
 
 
+YOUNG_COLLECTION_THRESHOLD = 10_000
+"""Container allocations between two passes of the collector over its youngest generation
+(CPython's default: 700)."""
+
+
+def settle_the_collector() -> None:
+    """Once the service is up: tune the garbage collector for a long-lived server.
+
+    Everything alive now (modules, the app, the seeded engine) lives as long as the process:
+    it is kept out of the collector's full passes, which otherwise stall the event loop for
+    ~100 ms now and then (measured with bench/latency.py). And a connect storm allocates
+    objects that mostly live as long as their socket: at CPython's default the collector
+    passed over them so often that it took a fifth of the service's CPU (10,000 sockets:
+    ~6 s of ~25 s; bench/idle_sockets.py, docs/performance.md).
+    """
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+
+
 class _Server(uvicorn.Server):
     """uvicorn, telling its caller once it accepts connections."""
 
@@ -39,10 +59,7 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        # Everything alive now (modules, the app, the seeded engine) lives as long as the
-        # process: keep it out of the collector's full passes, which otherwise stall the
-        # event loop for ~100 ms now and then (measured with bench/latency.py).
-        gc.freeze()
+        settle_the_collector()
         if self._on_ready is not None and not self.should_exit:
             self._on_ready()
 
@@ -159,7 +176,7 @@ class WorkerServer(_Server):
         self._stop_receiving = receive_connections(self._channel, create_protocol)
         self.servers = []
         self.started = True
-        gc.freeze()  # as the main process does (_Server.startup)
+        settle_the_collector()  # as the main process does (_Server.startup)
         if self._on_ready is not None:
             self._on_ready()
 
