@@ -169,12 +169,16 @@ def settings(
 
 
 @pytest.fixture
-async def serve(settings: Settings) -> AsyncIterator[Serve]:
-    """Start a live server (with `settings`, or others); every one started is stopped."""
+async def serve(settings: Settings, users: Users) -> AsyncIterator[Serve]:
+    """Start a live server (with `settings`, or others); every one started is stopped.
+
+    Each request and WebSocket waits for the `users` rows `token` could not write at once
+    (while the service held SQLite's write lock): a user exists before signing in.
+    """
     started: list[LiveServer] = []
 
     async def start(custom: Settings | None = None, clock: Clock | None = None) -> LiveServer:
-        server = await LiveServer(custom or settings, clock).start()
+        server = await LiveServer(custom or settings, clock, before_each=users.settled).start()
         started.append(server)
         return server
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from livedash.app import create_app
 from livedash.metrics.clock import Clock
@@ -22,6 +23,15 @@ Serve = Callable[..., Awaitable["LiveServer"]]
 """The `serve` fixture: `await serve(settings?, clock?)` starts a server."""
 Connect = Callable[..., Awaitable[Recorder]]
 """The `connect` fixture: `await connect(server, token?)` opens a recorded client."""
+
+
+def _after(wait: Callable[[], Awaitable[None]], app: ASGIApp) -> ASGIApp:
+    async def waiting(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            await wait()
+        await app(scope, receive, send)
+
+    return waiting
 
 
 class _Server(uvicorn.Server):
@@ -44,7 +54,10 @@ class LiveServer:
         settings: Settings,
         clock: Clock | None = None,
         consumers: Sequence[ConsumerFactory] = (),
+        *,
+        before_each: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`before_each` is awaited before every request and WebSocket is served."""
         self.settings = settings
         self.app = create_app(settings, clock=clock, consumers=consumers)
         # IPPROTO_TCP, so asyncio switches Nagle off on accepted sockets as uvicorn does.
@@ -54,7 +67,8 @@ class LiveServer:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         # Production's own configuration (HTTP implementation, limits, proxies); quieter logs.
-        self.uvicorn = _Server(server_config(settings, self.app, log_level="warning"))
+        served = self.app if before_each is None else _after(before_each, self.app)
+        self.uvicorn = _Server(server_config(settings, served, log_level="warning"))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> LiveServer:
