@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,14 +22,13 @@ import socketio
 from livedash.cluster.runner import FeedRunner
 from livedash.realtime.gateway import Gateway
 from livedash.realtime.schemas import ErrorPayload
-from livedash.service import build_server
 from livedash.settings import Settings
 from livedash.store.migrate import upgrade_async
 from livedash.testing.recorder import Recorder, update_of
 from tests.support import probes
-from tests.support.collector import collector_restored
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.probes import RawSocket, health
+from tests.support.service import InProcessService
 from tests.support.writers import Write, register_patient
 
 
@@ -300,40 +298,10 @@ async def test_the_app_drains_before_its_feed_stops(
     assert calls == ["drain", "stop"]
 
 
-class Service:
-    """`livedash serve`'s own uvicorn server (the one that drains first), in this process."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.bind(("127.0.0.1", 0))
-        port = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._ready = asyncio.Event()
-        self.server = build_server(
-            settings.model_copy(update={"port": port, "log_level": "warning"}), self._ready.set
-        )
-        self.task: asyncio.Task[None] | None = None
-        self._collector = collector_restored()
-
-    async def start(self) -> None:
-        self._collector.__enter__()
-        self.task = asyncio.create_task(self.server.serve(sockets=[self._socket]))
-        ready = asyncio.create_task(self._ready.wait())
-        await asyncio.wait({ready, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        assert not self.task.done(), "the service stopped during start-up"
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.server.should_exit = True
-            await self.task
-            self.task = None
-        self._socket.close()
-        self._collector.__exit__(None, None, None)
-
-
 @pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[Service]:
-    running = Service(
+async def service(settings: Settings) -> AsyncIterator[InProcessService]:
+    """`livedash serve`'s own uvicorn server (the one that drains first), in this process."""
+    running = InProcessService(
         # Only the stop stores the feed position.
         settings.model_copy(update={"feed_confirm_interval_seconds": 3600.0})
     )
@@ -354,7 +322,7 @@ def stored_position(database_path: Path) -> int:
 
 async def test_stopping_hands_clients_over_then_stores_the_feed_position(
     hospital: dict[str, int],
-    service: Service,
+    service: InProcessService,
     connect: Connect,
     token: Any,
     writer: Write,

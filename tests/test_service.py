@@ -14,11 +14,11 @@ from pathlib import Path
 import socketio
 
 from livedash.auth.tokens import issue_token
-from livedash.service import YOUNG_COLLECTION_THRESHOLD, build_server
+from livedash.service import YOUNG_COLLECTION_THRESHOLD
 from livedash.settings import Settings
 from livedash.store.models import Role
 from livedash.testing.recorder import Recorder
-from tests.support.collector import collector_restored
+from tests.support.service import InProcessService
 
 
 def _free_port() -> int:
@@ -76,19 +76,9 @@ async def test_once_serving_the_collector_skips_start_up_objects_and_young_passe
     settings: Settings,
 ) -> None:
     middle_and_old = gc.get_threshold()[1:]
-    ready = asyncio.Event()
-    with socket.socket() as listening, collector_restored():
-        listening.bind(("127.0.0.1", 0))
-        port = listening.getsockname()[1]
-        server = build_server(
-            settings.model_copy(update={"port": port, "log_level": "warning"}), ready.set
-        )
-        serving = asyncio.create_task(server.serve(sockets=[listening]))
-        try:
-            async with asyncio.timeout(60):
-                await ready.wait()
-            assert gc.get_freeze_count() > 0
-            assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *middle_and_old)
-        finally:
-            server.should_exit = True
-            await serving
+    service = await InProcessService(settings).start()
+    try:
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *middle_and_old)
+    finally:
+        await service.stop()

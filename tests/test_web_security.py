@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,9 +22,9 @@ from livedash.settings import Settings
 from livedash.testing.recorder import Recorder
 from livedash.web.api import MetricInfo
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support.collector import collector_restored
 from tests.support.live import Connect, LiveServer, Serve
 from tests.support.rest import problem_of
+from tests.support.service import InProcessService
 from tests.support.tls import write_self_signed
 from tests.support.writers import Write
 
@@ -267,28 +265,12 @@ def test_origins_must_be_origins(settings: Settings) -> None:
 async def tls_server(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """`livedash serve`'s own server over TLS on a free port: its URL and its certificate."""
     certfile, keyfile = write_self_signed(tmp_path)
-    custom = settings.model_copy(
-        update={"tls_certfile": certfile, "tls_keyfile": keyfile, "log_level": "warning"}
-    )
-    with collector_restored():
-        ready = asyncio.Event()
-        server = build_server(custom, on_ready=ready.set)
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        port = listener.getsockname()[1]
-        serving = asyncio.create_task(server.serve(sockets=[listener]))
-        started = asyncio.create_task(ready.wait())
-        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():
-            started.cancel()
-            serving.result()
-            raise RuntimeError("the TLS server stopped during start-up")
-        try:
-            yield f"https://127.0.0.1:{port}", certfile
-        finally:
-            server.should_exit = True
-            await serving
-            listener.close()
+    custom = settings.model_copy(update={"tls_certfile": certfile, "tls_keyfile": keyfile})
+    service = await InProcessService(custom).start()
+    try:
+        yield service.url, certfile
+    finally:
+        await service.stop()
 
 
 async def test_tls_end_to_end_with_hsts(
