@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 
 from livedash.service import build_server
 from livedash.settings import Settings
@@ -14,7 +12,8 @@ from livedash.settings import Settings
 
 class InProcessService:
     """`build_server` for `settings` on a free loopback port, the one that drains first and
-    tunes the garbage collector once it is up."""
+    tunes the garbage collector once it is up: `stop` puts the collector back as it was, for
+    the test run goes on in this process."""
 
     def __init__(self, settings: Settings) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -27,10 +26,9 @@ class InProcessService:
             settings.model_copy(update={"port": port, "log_level": "warning"}), self._ready.set
         )
         self._task: asyncio.Task[None] | None = None
-        self._restore = ExitStack()
+        self._threshold = gc.get_threshold()
 
     async def start(self) -> InProcessService:
-        self._restore.enter_context(_collector_restored())
         self._task = asyncio.create_task(self.server.serve(sockets=[self._socket]))
         ready = asyncio.create_task(self._ready.wait())
         await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
@@ -46,16 +44,5 @@ class InProcessService:
             await self._task
             self._task = None
         self._socket.close()
-        self._restore.close()
-
-
-@contextmanager
-def _collector_restored() -> Iterator[None]:
-    """The collector as it was: the service tunes it once up (`settle_the_collector`), and in
-    here that is the test run, which must go on collecting as before."""
-    threshold = gc.get_threshold()
-    try:
-        yield
-    finally:
         gc.unfreeze()
-        gc.set_threshold(*threshold)
+        gc.set_threshold(*self._threshold)
