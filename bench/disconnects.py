@@ -13,7 +13,7 @@ import time
 import socketio
 
 from livedash.realtime.frames import FrameManager
-from livedash.realtime.outbox import room_name
+from livedash.realtime.rooms import room_name
 
 NAMESPACE = "/"
 

@@ -10,6 +10,18 @@ of an update is its arrival minus the commit that produced its value.
     .venv/bin/python bench/latency.py --backend postgres --instances 2 --clients 1000 \\
         --writes-per-second 200 --seconds 20
 
+What the clients subscribe to (`--watch`): `one`, that value only (the default); `department`,
+every metric of the department (`METRIC_NAMES`), as the page does for a department's screen:
+one admitted patient then moves several of its values. How they take updates (`--updates`):
+`each`, one `dashboard_update` per value (the default); `batched`, `updates: "batched"` in the
+handshake, one `dashboard_updates` per send of the service, whose `patients_total` is recorded
+as a `dashboard_update` would be (the batch's arrival for each of its values). Latency is of
+`patients_total` either way; the `frames` line counts every update frame (`dashboard_update` or
+`dashboard_updates`) and value the clients received, per socket and second. To compare:
+
+    .venv/bin/python bench/latency.py --clients 1000 --writes-per-second 50 --seconds 10 \\
+        --watch department --updates each    # then --updates batched
+
 The clients (`--client-kind`): `node`, the stock npm socket.io-client, every client in one
 Node process (bench/clients/watchers.js, `livedash.testing.node_watchers`; the default when
 node and node_modules/socket.io-client are there, as in bench/run.py), or `python`,
@@ -47,6 +59,7 @@ import aiohttp
 
 import livedash
 from livedash.auth.tokens import issue_token
+from livedash.metrics.definitions import METRIC_NAMES
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing.deployment import start_deployment
@@ -103,10 +116,33 @@ def clients_label(kind: str) -> str:
     return "python-socketio"
 
 
+def watched_metrics(watch: str) -> tuple[str, ...]:
+    """--watch one: the watched metric; department: every metric (a department's screen)."""
+    return tuple(METRIC_NAMES) if watch == "department" else (METRIC,)
+
+
+def subscription_line(run: Run) -> str:
+    """The header line that says what each client subscribes to, and how it takes updates."""
+    what = (
+        f"every metric ({len(run.metrics)}) of {WATCHED}"
+        if len(run.metrics) > 1
+        else f"{METRIC} of {WATCHED}"
+    )
+    how = "dashboard_updates (auth updates: batched)" if run.batched else "dashboard_update each"
+    return (
+        f"subscription:       each client {what}, as {how}; "
+        f"latency of {METRIC}/{WATCHED} only, every other value counted"
+    )
+
+
 @dataclass
 class Run:
     clients: int
     client_kind: str = "python"
+    metrics: tuple[str, ...] = (METRIC,)
+    """What each client subscribes to, of the watched department (--watch)."""
+    batched: bool = False
+    """The clients take `dashboard_updates` (--updates batched)."""
     connect_seconds: float = 0.0
     health_seconds: float = 0.0
     drain_seconds: float = 0.0
@@ -119,12 +155,17 @@ class Run:
     lag: list[float] = field(default_factory=list)
     load_before: float = 0.0
     load_after: float = 0.0
+    frames: int = 0
+    """Update frames (`dashboard_update` + `dashboard_updates`) all clients received in the
+    window, of every subscribed metric."""
+    values: int = 0
+    """The updates in them."""
 
 
 async def measure(
     server: ServiceProcess, writer: WriterProcess, tokens: list[str], run: Run
 ) -> tuple[Watchers, Writes]:
-    clients = Watchers(server.url, tokens)
+    clients = Watchers(server.url, tokens, metrics=run.metrics, batched=run.batched)
     try:
         started = time.monotonic()
         await clients.connect_all()
@@ -141,8 +182,10 @@ async def measure(
         lag.start()
         run.load_before = os.getloadavg()[0]
         cpu_server, cpu_bench, wall = server.cpu_seconds(), time.process_time(), time.monotonic()
+        clients.count_from_here()
         writes = await writer.run()
         run.drain_seconds = await clients.drain(writes.final_value, DRAIN_SECONDS)
+        run.frames, run.values = clients.frames, clients.values
         run.server_cpu_seconds = server.cpu_seconds() - cpu_server
         run.bench_cpu_seconds = time.process_time() - cpu_bench
         run.window_seconds = time.monotonic() - wall
@@ -160,7 +203,9 @@ async def measure_node(
     server: ServiceProcess, writer: WriterProcess, tokens: list[str], run: Run
 ) -> tuple[Collected, Writes]:
     """As `measure`, with the clients in one Node process (bench/clients/watchers.js)."""
-    with NodeWatchers(server.url, tokens, NODE_CLIENTS) as clients:
+    with NodeWatchers(
+        server.url, tokens, NODE_CLIENTS, metrics=run.metrics, batched=run.batched
+    ) as clients:
         await clients.connect()
         run.connect_seconds = clients.connect_seconds
         await asyncio.sleep(0.5)  # let the server settle after the connect storm
@@ -171,6 +216,7 @@ async def measure_node(
         writes = await writer.run()
         await clients.drain(writes.final_value, DRAIN_SECONDS)
         run.drain_seconds = clients.drain_seconds
+        run.frames, run.values = clients.frames, clients.values
         run.server_cpu_seconds = server.cpu_seconds() - cpu_server
         run.window_seconds = time.monotonic() - wall
         run.load_after = os.getloadavg()[0]
@@ -295,10 +341,24 @@ async def measure_cluster(
         # Each client from its own loopback address, as the python clients: nginx pins it.
         addresses = [loopback_address(i, cluster.addresses) for i in range(len(tokens))]
         clients = NodeWatchers(
-            url, tokens, NODE_CLIENTS, local_addresses=addresses, health_headers=headers
+            url,
+            tokens,
+            NODE_CLIENTS,
+            local_addresses=addresses,
+            health_headers=headers,
+            metrics=run.metrics,
+            batched=run.batched,
         )
     else:
-        clients = WatcherProcesses(url, tokens, cluster.processes, cluster.addresses, headers)
+        clients = WatcherProcesses(
+            url,
+            tokens,
+            cluster.processes,
+            cluster.addresses,
+            headers,
+            metrics=run.metrics,
+            batched=run.batched,
+        )
     with clients:
         await clients.connect()
         run.connect_seconds = clients.connect_seconds
@@ -357,6 +417,7 @@ async def measure_cluster(
             instance.role_end = str(body.get("role", "?"))
         collected = await clients.collect()
         run.drain_seconds = clients.drain_seconds
+        run.frames, run.values = clients.frames, clients.values
         cluster.client_cpu = clients.cpu_seconds
         cluster.client_waited = clients.waited_seconds
         cluster.client_lag = clients.lag
@@ -434,6 +495,14 @@ def delivery(run: Run, writer: Writes, clients: Watchers | Collected, rate: floa
         f"  after drain:      {behind} of {n} clients never reached the final value "
         f"{writer.final_value} (waited {run.drain_seconds:.2f} s after the last write)"
         + (" -- LOSS or backlog" if behind else "")
+    )
+    window = run.window_seconds or 1.0
+    per_frame = run.values / run.frames if run.frames else 0.0
+    yield (
+        f"frames:             {run.frames} update frames, {run.values} values of the "
+        f"{len(run.metrics)} subscribed metric{'s' if len(run.metrics) > 1 else ''} "
+        f"({per_frame:.1f} per frame); per socket {run.frames / n / window:.1f} frames/s, "
+        f"{run.values / n / window:.1f} values/s"
     )
     yield "latency (ms)        commit -> client receives that update, per (client, update)"
     yield f"                    {spread(latencies)}"
@@ -605,6 +674,21 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "on SQLite, in --client-processes processes on PostgreSQL)",
     )
     parser.add_argument(
+        "--watch",
+        choices=("one", "department"),
+        default="one",
+        help=f"what each client subscribes to: one, {METRIC} of {WATCHED} (default); "
+        f"department, every metric of {WATCHED}, as a department's screen. Latency is of "
+        f"{METRIC} either way",
+    )
+    parser.add_argument(
+        "--updates",
+        choices=("each", "batched"),
+        default="each",
+        help='each: one dashboard_update per value (default); batched: updates: "batched" '
+        "in the handshake, one dashboard_updates per send of the service",
+    )
+    parser.add_argument(
         "--client-processes",
         type=int,
         help=f"postgres, python clients: processes the clients run in (default: one per "
@@ -659,7 +743,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED])
             for index in range(args.clients)
         ]
-        run = Run(args.clients, client_kind=args.client_kind)
+        run = Run(
+            args.clients,
+            client_kind=args.client_kind,
+            metrics=watched_metrics(args.watch),
+            batched=args.updates == "batched",
+        )
         server = ServiceProcess(workdir, secret, db=db, port=args.port, env=MANY_CLIENTS)
         print(
             f"database:           SQLite (WAL) at {db}; writer inserts into {WATCHED}, "
@@ -671,6 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + ("in one Node process" if args.client_kind == "node" else "in this process"),
             flush=True,
         )
+        print(subscription_line(run), flush=True)
         try:
             with (
                 WriterProcess(
@@ -755,7 +845,13 @@ def run_postgres(
     processes = args.client_processes
     addresses = min(args.clients, CLIENT_ADDRESSES)
     cluster = Cluster(instances, processes, addresses, client_kind=args.client_kind)
-    run = Run(args.clients, client_kind=args.client_kind, health_seconds=deployment.healthy_seconds)
+    run = Run(
+        args.clients,
+        client_kind=args.client_kind,
+        health_seconds=deployment.healthy_seconds,
+        metrics=watched_metrics(args.watch),
+        batched=args.updates == "batched",
+    )
     print(f"service:            livedash from {Path(livedash.__file__).parent}", flush=True)
     print(
         f"database:           PostgreSQL {postgres.version} (throwaway, wal_level=logical, "
@@ -795,6 +891,7 @@ def run_postgres(
         ),
         flush=True,
     )
+    print(subscription_line(run), flush=True)
     collected, writes = asyncio.run(
         measure_cluster(cluster, nginx.url, writer, tokens, run, args.warmup)
     )

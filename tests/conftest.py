@@ -265,13 +265,20 @@ async def connect(users: Users) -> AsyncIterator[Connect]:
     clients: list[socketio.AsyncClient] = []
 
     async def open_client(
-        server: LiveServer, token: str | None = None, *, wait_auth: bool = True
+        server: LiveServer,
+        token: str | None = None,
+        *,
+        wait_auth: bool = True,
+        handshake: Mapping[str, Any] | None = None,
     ) -> Recorder:
+        """`handshake`: more of the handshake's `auth` (as `{"updates": "batched"}`)."""
         await users.settled()
         client = socketio.AsyncClient(reconnection=False)
         recorder = Recorder(client)
         clients.append(client)
         auth = {"token": token} if token is not None else None
+        if handshake is not None:
+            auth = {**(auth or {}), **handshake}
         await client.connect(server.url, auth=auth, transports=["websocket"], wait_timeout=10)
         if token is not None and wait_auth:
             await recorder.next("authenticated")

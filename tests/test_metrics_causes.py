@@ -465,8 +465,12 @@ async def test_a_follower_answers_with_the_leaders_record(
     ed_token = token(Role.ADMIN, ("ED",), sub="ed-admin")
     on_follower = await connect(follower, ed_token)
     await on_follower.call("subscribe_metrics", {"metrics": ["patients_total"]})
+    batched = await connect(follower, ed_token, handshake={"updates": "batched"})
+    await batched.call("subscribe_metrics", {"metrics": ["patients_total"]})
     patient = await register_patient(writer, hospital["ED"], NAME)
     update = await on_follower.next("dashboard_update", update_of("patients_total", "ED", 2))
+    # Through Redis, the leader's send reaches the follower's batched screen as one batch.
+    assert (await batched.next("dashboard_updates")) == {"updates": [update]}
 
     # The leader wrote the update's cause to Redis before it sent the update.
     there = await explain(on_follower, "patients_total", "ED")

@@ -25,7 +25,7 @@ import socketio
 from engineio import packet as eio_packet
 
 from livedash.realtime.lean_queue import LeanQueue
-from livedash.realtime.outbox import room_name
+from livedash.realtime.rooms import room_name
 from livedash.realtime.schemas import UPDATE_EVENT
 from livedash.testing.recorder import Recorder
 from tests.support.live import Connect, LiveServer

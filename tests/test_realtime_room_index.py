@@ -10,7 +10,7 @@ from typing import Any
 import socketio
 
 from livedash.realtime.frames import FrameManager
-from livedash.realtime.outbox import room_name
+from livedash.realtime.rooms import room_name
 from livedash.realtime.schemas import UPDATE_EVENT
 from tests.support.live import Connect, LiveServer
 from tests.support.polling import read_until

@@ -95,7 +95,8 @@ async def test_websocket_clients_are_served_by_workers_and_see_the_main_process_
     writer: Write,
 ) -> None:
     service = await serve_process(env=WORKERS)
-    on_workers = [await sockets.open(service, token()) for _ in range(4)]
+    # The first takes its updates batched: a send reaches a worker as one message either way.
+    on_workers = [await sockets.open(service, token(), batched=n == 0) for n in range(4)]
     polling = await sockets.open(service, token(), transport="polling")
 
     await _handed_over(service, 4)  # every WebSocket client, none of the polling one
@@ -109,10 +110,18 @@ async def test_websocket_clients_are_served_by_workers_and_see_the_main_process_
         snapshot = await client.next("metrics_snapshot")
         assert [v["value"] for v in snapshot["values"]] == [1]
     await register_patient(writer, hospital["ED"], "seen by every process")
+    batch = await on_workers[0].next(
+        "dashboard_updates",
+        lambda b: any(update_of("patients_total", "ED", 2)(u) for u in b["updates"]),
+    )
     updates = [
-        await client.next("dashboard_update", update_of("patients_total", "ED", 2))
-        for client in [*on_workers, polling]
+        *(u for u in batch["updates"] if update_of("patients_total", "ED", 2)(u)),
+        *[
+            await client.next("dashboard_update", update_of("patients_total", "ED", 2))
+            for client in [*on_workers[1:], polling]
+        ],
     ]
+    assert on_workers[0].received("dashboard_update") == []
     # The same update, with the same version and stream position, from every process.
     assert all(update == updates[-1] for update in updates), updates
     assert updates[-1]["position"]["offset"] >= 1

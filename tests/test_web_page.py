@@ -166,6 +166,15 @@ async def test_a_change_written_to_the_database_reaches_its_tile_within_a_second
     open_page: OpenPage,
 ) -> None:
     page = await open_page()
+    updates: list[tuple[str, Any]] = []  # (event, payload) of every update frame received
+
+    def record(frame: str | bytes) -> None:
+        text = str(frame)
+        if text.startswith('42["dashboard_update'):
+            event, payload = json.loads(text[2:])
+            updates.append((event, payload))
+
+    page.on("websocket", lambda socket: socket.on("framereceived", record))
     await page.goto(f"{server.url}/#token={token()}")
     await expect(page.locator("#connection")).to_have_text("Live")
     waiting = cell(page, "patients_waiting", None)
@@ -179,6 +188,21 @@ async def test_a_change_written_to_the_database_reaches_its_tile_within_a_second
     await expect(waiting).to_have_class(re.compile(r"\bchanged\b"))
     await expect(cell(page, "patients_waiting", "ED")).to_have_text("2", timeout=1000)
     await expect(cell(page, "patients_waiting", "CARD")).to_have_text("1")
+    # The page asks for batched updates: the patient's every figure, ED's and the hospital's,
+    # came in one frame.
+    assert {event for event, _ in updates} == {"dashboard_updates"}
+    (batch,) = [
+        payload["updates"]
+        for _, payload in updates
+        if ("patients_waiting", None, 3)
+        in {(u["metric"], u["department"], u["value"]) for u in payload["updates"]}
+    ]
+    assert {(u["metric"], u["department"]) for u in batch} >= {
+        ("patients_waiting", None),
+        ("patients_waiting", "ED"),
+        ("patients_total", None),
+        ("patients_total", "ED"),
+    }
 
     await writer("UPDATE beds SET status = 'occupied' WHERE id = ?", (hospital["CARD-1A"],))
     written = time.monotonic()

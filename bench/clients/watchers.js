@@ -5,23 +5,31 @@
 //   node bench/clients/watchers.js CONFIG.json
 //
 // CONFIG: {"url", "tokens": [...], "metric", "department", "concurrency" (50),
-// "local_addresses" (optional: [...], one per token)}. With `local_addresses`, client i binds
-// its TCP connection to local_addresses[i] (socket.io-client's `localAddress`, which
-// engine.io-client hands to the `ws` WebSocket): behind nginx's `hash $remote_addr`, clients
-// from different loopback addresses (127.0.0.2, ...) spread over the instances.
+// "metrics" (optional: what each client subscribes to, of `department`; default [metric]),
+// "batched" (optional: true sends `updates: "batched"` in the handshake's auth, and the updates
+// come as `dashboard_updates`), "local_addresses" (optional: [...], one per token)}. With
+// `local_addresses`, client i binds its TCP connection to local_addresses[i] (socket.io-client's
+// `localAddress`, which engine.io-client hands to the `ws` WebSocket): behind nginx's `hash
+// $remote_addr`, clients from different loopback addresses (127.0.0.2, ...) spread over the
+// instances.
 // Each client connects over websocket with its token in the handshake's auth, waits for
 // `authenticated` (`auth_error` fails), and subscribes with `subscribe_metrics`, whose ack must
 // be {ok: true}. Every `dashboard_update` of the watched metric and department is recorded as
-// (client, value, arrival in epoch seconds, the payload's `timestamp`).
+// (client, value, arrival in CLOCK_MONOTONIC seconds, the payload's `timestamp`); batched, each
+// such update inside a `dashboard_updates`, all of one batch with the batch's arrival. Every
+// client counts the update frames it gets (`dashboard_update` and `dashboard_updates` events)
+// and the values in them, of any metric: `frames` and `values`, all clients together.
 //
 // One JSON object per line, both ways. Out: {"ready": n, "connect_seconds": s} once every
 // client is subscribed (or {"error": text}, and exit 1). In:
-//   "start"   CPU time and loop lag are measured from here (else from "ready"); no answer;
-//   "latest"  answer {"latest": [highest value per client], "cpu_seconds": s};
+//   "start"   CPU time, loop lag and the counts are measured from here (else from "ready");
+//             no answer;
+//   "latest"  answer {"latest": [highest value per client], "cpu_seconds": s, "frames",
+//             "values"};
 //   "stop"    answer {"receipts": [[client, value, received, published], ...]} lines of at
 //             most CHUNK receipts, then {"stopped": true, "latest", "cpu_seconds",
-//             "cpu_user_seconds", "cpu_system_seconds", "lag", "connected"}; then disconnect
-//             everything and exit 0.
+//             "cpu_user_seconds", "cpu_system_seconds", "lag", "connected", "frames",
+//             "values"}; then disconnect everything and exit 0.
 // stdin closing counts as "stop".
 "use strict";
 
@@ -37,6 +45,8 @@ const LAG_TICK_MS = 10;
 const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const { url, tokens, metric, department } = config;
 const concurrency = config.concurrency || 50;
+const subscribed = config.metrics || [metric];
+const batched = config.batched === true;
 const localAddresses = config.local_addresses || null;
 
 const sockets = [];
@@ -48,6 +58,9 @@ const receiptReceived = [];
 const receiptPublished = [];
 // Every client gets its own copy of each `timestamp` string; keep one.
 const published = new Map();
+
+let frames = 0;
+let values = 0;
 
 let cpuStart = process.cpuUsage();
 const lag = [];
@@ -64,11 +77,26 @@ function send(message) {
   return new Promise((resolve) => process.stdout.write(`${JSON.stringify(message)}\n`, resolve));
 }
 
+function record(index, data, received) {
+  if (!data || data.metric !== metric || data.department !== department) return;
+  const value = Math.trunc(Number(data.value));
+  let stamp = String(data.timestamp);
+  const known = published.get(stamp);
+  if (known === undefined) published.set(stamp, stamp);
+  else stamp = known;
+  receiptClient.push(index);
+  receiptValue.push(value);
+  receiptReceived.push(received);
+  receiptPublished.push(stamp);
+  if (value > latest[index]) latest[index] = value;
+}
+
 function connectOne(index) {
   return new Promise((resolve, reject) => {
+    const auth = batched ? { token: tokens[index], updates: "batched" } : { token: tokens[index] };
     const options = {
       transports: ["websocket"],
-      auth: { token: tokens[index] },
+      auth,
       reconnection: false,
       forceNew: true,
       timeout: STEP_MS,
@@ -81,18 +109,17 @@ function connectOne(index) {
       STEP_MS,
     );
     socket.on("dashboard_update", (data) => {
-      if (!data || data.metric !== metric || data.department !== department) return;
       const received = now();
-      const value = Math.trunc(Number(data.value));
-      let stamp = String(data.timestamp);
-      const known = published.get(stamp);
-      if (known === undefined) published.set(stamp, stamp);
-      else stamp = known;
-      receiptClient.push(index);
-      receiptValue.push(value);
-      receiptReceived.push(received);
-      receiptPublished.push(stamp);
-      if (value > latest[index]) latest[index] = value;
+      frames += 1;
+      values += 1;
+      record(index, data, received);
+    });
+    socket.on("dashboard_updates", (data) => {
+      const received = now();
+      const updates = (data && data.updates) || [];
+      frames += 1;
+      values += updates.length;
+      for (const update of updates) record(index, update, received);
     });
     socket.once("connect_error", (error) => {
       clearTimeout(timer);
@@ -106,7 +133,7 @@ function connectOne(index) {
       clearTimeout(timer);
       socket
         .timeout(STEP_MS)
-        .emitWithAck("subscribe_metrics", { metrics: [metric], departments: [department] })
+        .emitWithAck("subscribe_metrics", { metrics: subscribed, departments: [department] })
         .then((ack) => {
           if (ack && ack.ok === true) resolve();
           else reject(new Error(`client ${index} could not subscribe: ${JSON.stringify(ack)}`));
@@ -168,6 +195,8 @@ async function stop() {
     cpu_system_seconds: cpu.system,
     lag,
     connected: connectedCount(),
+    frames,
+    values,
   });
   for (const socket of sockets) socket.disconnect();
   process.exit(0);
@@ -186,6 +215,8 @@ async function main() {
   const started = performance.now();
   await connectAll();
   cpuStart = process.cpuUsage();
+  frames = 0;
+  values = 0;
   startLag();
   await send({ ready: connectedCount(), connect_seconds: (performance.now() - started) / 1000 });
   let stopping = false;
@@ -195,9 +226,11 @@ async function main() {
     if (order === "start") {
       cpuStart = process.cpuUsage();
       lag.length = 0;
+      frames = 0;
+      values = 0;
     } else if (order === "latest") {
       const cpu = cpuSince();
-      send({ latest, cpu_seconds: cpu.user + cpu.system });
+      send({ latest, cpu_seconds: cpu.user + cpu.system, frames, values });
     } else if (order === "stop" && !stopping) {
       stopping = true;
       stop().catch(fail);

@@ -98,9 +98,11 @@ class Clients:
         since: dict[str, Any] | None = None,
         reconnect: bool = False,
         wait_auth: bool = True,
+        batched: bool = False,
     ) -> Recorder:
         """A client signed in with `token` (and the last position it saw, `since`) over
-        `transport`; with `reconnect`, it reconnects on its own at once, as a browser does."""
+        `transport`; with `reconnect`, it reconnects on its own at once, as a browser does;
+        `batched`, it takes its updates as `dashboard_updates`."""
         await self._users.settled()  # the token's user is in the database before it signs in
         # The client's own HTTP session, closed here: python-socketio leaves the one it makes
         # open when reconnecting is stopped.
@@ -117,6 +119,8 @@ class Clients:
         auth: dict[str, Any] = {"token": token}
         if since is not None:
             auth["since"] = since
+        if batched:
+            auth["updates"] = "batched"
         await client.connect(instance.url, auth=auth, transports=[transport], wait_timeout=10)
         if wait_auth:
             await recorder.next("authenticated")

@@ -35,8 +35,11 @@ class StalledSocket:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, url: str, token: str) -> AsyncIterator[StalledSocket]:
-        """Connect to the service at `url` and sign in with `token`."""
+    async def open(
+        cls, url: str, token: str, *, batched: bool = False
+    ) -> AsyncIterator[StalledSocket]:
+        """Connect to the service at `url` and sign in with `token` (`batched`: asking for
+        `dashboard_updates`)."""
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -49,7 +52,8 @@ class StalledSocket:
             await stalled._handshake(f"ws://{host}:{port}/socket.io/?EIO=4&transport=websocket")
             opened = await stalled.receive()
             assert opened.startswith("0"), opened  # Engine.IO OPEN
-            await stalled.send("40" + json.dumps({"token": token}))
+            auth = {"token": token, **({"updates": "batched"} if batched else {})}
+            await stalled.send("40" + json.dumps(auth))
             while not (await stalled.receive()).startswith('42["authenticated"'):
                 pass
             yield stalled

@@ -27,6 +27,7 @@ from livedash.realtime.schemas import (
     MetricSelection,
     MetricsSnapshot,
     MetricUpdate,
+    MetricUpdates,
     StreamPosition,
     ValueChange,
 )
@@ -42,6 +43,14 @@ _UPDATE = MetricUpdate(
     position=_POSITION,
 )
 _VALUE = _UPDATE.model_copy(update={"position": None})
+_SECOND_UPDATE = MetricUpdate(
+    metric="beds_free",
+    department="CARD",
+    value=7,
+    version=1795426200125002,
+    timestamp=_AT,
+    position=StreamPosition(epoch=_POSITION.epoch, offset=_POSITION.offset + 1),
+)
 
 EventDoc = tuple[str, str, type[BaseModel], BaseModel, str]
 """(direction, event, model, example, what it means)."""
@@ -223,6 +232,22 @@ EVENTS: list[EventDoc] = [
     ),
     (
         "out",
+        "dashboard_updates",
+        MetricUpdates,
+        MetricUpdates(updates=[_UPDATE, _SECOND_UPDATE]),
+        "Version 2 of `dashboard_update`, for clients that ask for it in the handshake: "
+        '`auth: {token, updates: "batched"}` (`"each"`, the default, keeps `dashboard_update`; '
+        "any other value is refused with `error`, `invalid_payload`, on connecting). Every value "
+        "of the socket's subscriptions that changed in one send of the service comes in one "
+        "event, in stream order, each exactly as `dashboard_update` would carry it: a screen "
+        "that shows a department's every figure gets one frame for an admitted patient, not "
+        "one per figure. Missed updates replayed on recovery come as one `dashboard_updates` "
+        "too, and a client that stops reading gets, once it reads again, the newest value of "
+        "each (metric, department) it missed in one. Keep the value with the highest `version` "
+        "of each, and the `position` of the last update, as with `dashboard_update`.",
+    ),
+    (
+        "out",
         "metrics_snapshot",
         MetricsSnapshot,
         MetricsSnapshot(values=[_VALUE], server_time=_AT, position=_POSITION, recovered=False),
@@ -282,12 +307,13 @@ RECOVERY = [
     " embedded default, a Redis Stream shared by every instance in production;"
     " `LIVEDASH_HISTORY_SIZE` updates, at most `LIVEDASH_HISTORY_MAX_AGE_SECONDS` old).",
     "",
-    "1. Remember the `position` of the last `dashboard_update` received (or the `position` of the"
+    "1. Remember the `position` of the last update received (or the `position` of the"
     " last `metrics_snapshot` / `SubscriptionAck`, whichever is later).",
     "2. After reconnecting, send it back: as `since` in `subscribe_metrics`, or as `since` in the"
     " handshake `auth` (`{token, since}`), which the socket's first subscription then uses.",
     "3. If the history holds every update after `since` in the same epoch, the service sends the"
-    " missed updates of the subscribed metrics and departments as `dashboard_update`, in order,"
+    " missed updates of the subscribed metrics and departments as `dashboard_update` (or, to a"
+    " batched socket, as one `dashboard_updates`), in order,"
     " each once, then acknowledges with `recovered: true` and the position P they reach.",
     "4. Otherwise (another epoch: the service restarted, a new leader took over, or Redis lost"
     " its data; or the gap is older or longer than the history), the client gets a"

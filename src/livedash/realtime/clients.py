@@ -37,6 +37,7 @@ class ClientSession:
     subscriptions: set[Scope] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None  # the sign-in timeout, or the token's expiry
     since: StreamPosition | None = None  # from the handshake, for the first subscription
+    batched: bool = False  # takes `dashboard_updates` (asked in the handshake), not one per value
     alert_scopes: set[str | None] = field(default_factory=set)  # alert rooms it is in
     user_room: str | None = None  # whose notifications it receives
     tiers: Counter[Tier] = field(default_factory=Counter)  # its subscriptions, by tier

@@ -1,7 +1,7 @@
 """Fan-out: the one narrow interface between the gateway and the socket layer.
 
 The gateway only ever emits to rooms, never loops over sockets; a faster frame-level
-broadcaster can replace `SocketIOFanOut` by implementing these four methods.
+broadcaster can replace `SocketIOFanOut` by implementing these methods.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import socketio
 
 from livedash.observability.breaker import CircuitBreaker, State
+from livedash.realtime.groups import Scope
+from livedash.realtime.rooms import UPDATES_ROOM
 
 
 class FanOut(Protocol):
@@ -23,6 +25,15 @@ class FanOut(Protocol):
     async def to_room(self, room: str, event: str, payload: Any) -> None: ...
 
     async def to_socket(self, sid: str, event: str, payload: Any) -> None: ...
+
+    async def updates(self, payloads: list[dict[str, Any]]) -> None:
+        """One send of metric updates, to every socket subscribed to their scopes: as
+        `dashboard_update` each, or to a batched socket as one `dashboard_updates`."""
+        ...
+
+    async def batch(self, sid: str, scopes: frozenset[Scope]) -> None:
+        """Send a batched socket the updates of `scopes`, and no others (none: it leaves)."""
+        ...
 
 
 class SocketIOFanOut:
@@ -51,3 +62,21 @@ class SocketIOFanOut:
     async def to_socket(self, sid: str, event: str, payload: Any) -> None:
         # Our own sockets only: no need to publish a reply through Redis to every instance.
         await self._server.emit(event, payload, to=sid, ignore_queue=True)
+
+    async def updates(self, payloads: list[dict[str, Any]]) -> None:
+        # One emit, one message to the other instances: each sends the values to its own
+        # sockets' rooms and groups (frames.FrameManager).
+        await self._server.emit(
+            "updates", payloads, room=UPDATES_ROOM, ignore_queue=self._local_only()
+        )
+
+    async def batch(self, sid: str, scopes: frozenset[Scope]) -> None:
+        groups = self._server.manager.groups
+        before = [room for room in self._server.rooms(sid) if room in groups]
+        # Joined before leaving, with no wait between: a send finds the socket in one group.
+        after = groups.room_for(scopes) if scopes else None
+        if after is not None:
+            await self._server.enter_room(sid, after)
+        for room in before:
+            if room != after:
+                await self._server.leave_room(sid, room)

@@ -13,9 +13,14 @@ socket's packets keep their order.
 
 Backpressure, latest value only: a socket whose transport is paused (a slow or stuck client,
 its buffer above the high-water mark) is skipped. Of `dashboard_update`, the newest packet of
-each (metric, department) it missed is kept and queued once the transport drains; other
-events are queued as before. Skipping is safe because a value only ever supersedes the ones
-before it: the client ends up with the newest version of every key, as it would have.
+each (metric, department) it missed is kept and queued once the transport drains; of
+`dashboard_updates`, the newest value of each, all sent as one batch then; other events are
+queued as before. Skipping is safe because a value only ever supersedes the ones before it:
+the client ends up with the newest version of every key, as it would have.
+
+The outbox's values of one send reach the manager as one emit (`fanout.SocketIOFanOut.updates`,
+one message between instances too); `FrameManager` sends them here to the rooms of their
+scopes and to the groups of batched sockets (groups.py).
 
 Internals this relies on, pinned in pyproject.toml and checked by tests/test_realtime_frames.py:
 
@@ -31,8 +36,8 @@ Internals this relies on, pinned in pyproject.toml and checked by tests/test_rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from engineio import packet as eio_packet
@@ -42,13 +47,17 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from livedash.realtime.groups import SubscriberGroups
 from livedash.realtime.lean_queue import LeanQueue
 from livedash.realtime.room_index import IndexedRooms
-from livedash.realtime.schemas import UPDATE_EVENT
+from livedash.realtime.rooms import UPDATES_ROOM, room_name
+from livedash.realtime.schemas import BATCH_EVENT, UPDATE_EVENT
 from livedash.realtime.websocket import ping_on_timers, serve, shed_request
 
 Key = tuple[str, str | None]
 """What a newer packet supersedes: (metric, department) of a `dashboard_update`."""
+Batched = Sequence[tuple[Key, dict[str, Any]]]
+"""The updates of a `dashboard_updates`, each with its key."""
 
 SWEEP_SECONDS = 0.02
 """How often sockets that missed updates are checked for a drained transport."""
@@ -63,6 +72,22 @@ def superseding_key(event: str, data: list[Any]) -> Key | None:
     if not isinstance(metric, str) or not (department is None or isinstance(department, str)):
         return None
     return metric, department
+
+
+def batched_updates(event: str, data: list[Any]) -> Batched | None:
+    """The updates of a `dashboard_updates` packet with their keys, or None if it is not one."""
+    if event != BATCH_EVENT or len(data) != 1 or not isinstance(data[0], dict):
+        return None
+    updates = data[0].get("updates")
+    if not isinstance(updates, list):
+        return None
+    keyed = []
+    for update in updates:
+        key = superseding_key(UPDATE_EVENT, [update])
+        if key is None:
+            return None
+        keyed.append((key, update))
+    return keyed
 
 
 @dataclass
@@ -81,13 +106,24 @@ class _Connection:
     protocol: WebSocketsSansIOProtocol
 
 
+@dataclass(slots=True)
+class _Missed:
+    """What a paused socket missed: the newest `dashboard_update` packet of each key, and the
+    newest batched value of each key (sent as one `dashboard_updates`)."""
+
+    packets: dict[Key, eio_packet.Packet] = field(default_factory=dict)
+    updates: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    namespace: str = "/"
+
+
 class RoomFrames:
     """Engine.IO's WebSocket connections, to which room events are written as frames."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, packet_class: Any = sio_packet.Packet) -> None:
         self._engine = engine
+        self._packet_class = packet_class
         self._connections: dict[str, _Connection] = {}
-        self._behind: dict[str, dict[Key, eio_packet.Packet]] = {}
+        self._behind: dict[str, _Missed] = {}
         self._sweep: asyncio.TimerHandle | None = None
         self.stats = FrameStats()
         # Per server: engineio's table of drivers is shared by every server of the process.
@@ -95,8 +131,16 @@ class RoomFrames:
         engine.create_queue = LeanQueue  # each socket's packets (lean_queue.py says why)
         ping_on_timers(engine)
 
-    def send(self, packet: eio_packet.Packet, eio_sids: Iterable[str], key: Key | None) -> None:
-        """Send one Engine.IO packet to each socket; never waits."""
+    def send(
+        self,
+        packet: eio_packet.Packet,
+        eio_sids: Iterable[str],
+        key: Key | None,
+        batched: Batched | None = None,
+        namespace: str = "/",
+    ) -> None:
+        """Send one Engine.IO packet to each socket; never waits. `key` (a `dashboard_update`)
+        or `batched` (a `dashboard_updates`) say what a paused socket may skip."""
         frame: bytes | None = None
         for eio_sid in eio_sids:
             socket = self._engine.sockets.get(eio_sid)
@@ -116,15 +160,22 @@ class RoomFrames:
                 continue  # closing: its writer is ending, nothing more reaches the client
             missed = self._behind.get(eio_sid)
             if not protocol.writable.is_set():
-                if key is None:
+                if key is None and batched is None:
                     self._queue(socket, packet)
                     continue
                 if missed is None:
-                    missed = self._behind[eio_sid] = {}
+                    missed = self._behind[eio_sid] = _Missed()
                     self._schedule_sweep()
-                if missed.pop(key, None) is not None:
-                    self.stats.skipped += 1
-                missed[key] = packet
+                if batched is not None:
+                    missed.namespace = namespace
+                    for update_key, update in batched:
+                        if missed.updates.pop(update_key, None) is not None:
+                            self.stats.skipped += 1
+                        missed.updates[update_key] = update
+                elif key is not None:
+                    if missed.packets.pop(key, None) is not None:
+                        self.stats.skipped += 1
+                    missed.packets[key] = packet
                 continue
             if missed is not None:
                 self._catch_up(eio_sid, socket, missed)
@@ -147,11 +198,16 @@ class RoomFrames:
         socket.queue.put_nowait(packet)
         self.stats.queued += 1
 
-    def _catch_up(self, eio_sid: str, socket: Any, missed: dict[Key, eio_packet.Packet]) -> None:
+    def _catch_up(self, eio_sid: str, socket: Any, missed: _Missed) -> None:
         del self._behind[eio_sid]
-        for packet in missed.values():
+        for packet in missed.packets.values():
             socket.queue.put_nowait(packet)
-        self.stats.caught_up += len(missed)
+        if missed.updates:
+            batch = {"updates": list(missed.updates.values())}
+            encoded = _encoded_text(self._packet_class, missed.namespace, [BATCH_EVENT, batch])
+            assert encoded is not None  # JSON from the outbox: never binary
+            socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, encoded))
+        self.stats.caught_up += len(missed.packets) + len(missed.updates)
 
     def _schedule_sweep(self) -> None:
         if self._sweep is None:
@@ -239,10 +295,28 @@ class FrameManager(IndexedRooms):
     """python-socketio's manager, sending an event to a room through `RoomFrames`.
 
     The local part of an emit only: with the Redis manager (which derives from this one), an
-    event is published as before and every instance sends it to its own sockets here.
+    event is published as before and every instance sends it to its own sockets here. An emit
+    to `UPDATES_ROOM` is one send of the outbox: each value goes to its scope's room, and each
+    group of batched sockets gets its share as one `dashboard_updates`.
     """
 
     frames: RoomFrames | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups = SubscriberGroups()
+
+    def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
+        joined = sid in self.rooms.get(namespace, {}).get(room, ())
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if not joined:
+            self.groups.entered(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        joined = sid in self.rooms.get(namespace, {}).get(room, ())
+        super().basic_leave_room(sid, namespace, room)
+        if joined:
+            self.groups.left(room)
 
     async def emit(
         self,
@@ -256,6 +330,9 @@ class FrameManager(IndexedRooms):
         **kwargs: Any,
     ) -> None:
         room = to or room
+        if room == UPDATES_ROOM:
+            await self._send_updates(data, namespace)
+            return
         if self.frames is not None and callback is None and namespace in self.rooms:
             arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
             encoded = _encoded_text(self.server.packet_class, namespace, [event, *arguments])
@@ -271,8 +348,21 @@ class FrameManager(IndexedRooms):
                     eio_packet.Packet(eio_packet.MESSAGE, encoded),
                     recipients,
                     superseding_key(event, arguments),
+                    batched_updates(event, arguments),
+                    namespace,
                 )
                 return
         await super().emit(
             event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
         )
+
+    async def _send_updates(self, updates: Any, namespace: str) -> None:
+        if not isinstance(updates, list):
+            return
+        rooms = self.rooms.get(namespace, {})
+        for update in updates:
+            room = room_name(update["metric"], update["department"])
+            if room in rooms:
+                await FrameManager.emit(self, UPDATE_EVENT, update, namespace, room=room)
+        for room, share in self.groups.batches(updates).items():
+            await FrameManager.emit(self, BATCH_EVENT, {"updates": share}, namespace, room=room)

@@ -41,7 +41,13 @@ from livedash.auth.scope import visible_departments
 from livedash.auth.tokens import Principal
 from livedash.auth.users import Authenticator
 from livedash.cluster.view import MetricView
-from livedash.errors import ClientError, Draining, RateLimited, TooManyConnections
+from livedash.errors import (
+    ClientError,
+    Draining,
+    InvalidPayload,
+    RateLimited,
+    TooManyConnections,
+)
 from livedash.metrics.definitions import Tier
 from livedash.observability.status import ServiceStatus
 from livedash.realtime.clients import ClientSession, SocketStats, TierCount
@@ -52,7 +58,12 @@ from livedash.realtime.identities import Identities
 from livedash.realtime.limiter import SocketLimiter
 from livedash.realtime.requests import changes_of, explain_query
 from livedash.realtime.resync import Resync
-from livedash.realtime.schemas import HistoricalData, MetricChanges, StreamPosition
+from livedash.realtime.schemas import (
+    UPDATE_MODES,
+    HistoricalData,
+    MetricChanges,
+    StreamPosition,
+)
 from livedash.realtime.server import REFUSAL, GatewayServer, PacketStats
 from livedash.realtime.stream import Position, UpdateHistory
 from livedash.realtime.subscriptions import Subscriptions
@@ -361,6 +372,8 @@ class Gateway:
             shed_request(environ)  # a long-polling client's handshake, kept by python-socketio
         if refusal is None and self._draining:
             refusal = Draining("this instance is shutting down: connect again to reach another")
+        if refusal is None:
+            refusal = _update_mode_refusal(auth)
         if refusal is not None:
             # The server runs with always_connect, so the socket is open at this point and the
             # `error` event reaches the client; the refusal then disconnects it (or, without
@@ -370,6 +383,7 @@ class Gateway:
             payload = await self._guard.send_error(sid, "connect", refusal)
             raise socketio.exceptions.ConnectionRefusedError(refusal.message, payload)
         self.opened += 1
+        session.batched = isinstance(auth, dict) and auth.get("updates") == "batched"
         self._identities.await_sign_in(session)
         await self._resync.send_status(session)
         if isinstance(auth, dict) and isinstance(auth.get("since"), dict):
@@ -460,6 +474,16 @@ def _failure(code: str, details: Any) -> str:
     if code == "invalid_token" and reason in AUTH_FAILURES:
         return str(reason)
     return _REFUSAL_REASONS.get(code, "error")
+
+
+def _update_mode_refusal(auth: Any) -> ClientError | None:
+    """Why a handshake's `auth.updates` cannot be served, or None (absent, or one we send)."""
+    if not isinstance(auth, dict) or "updates" not in auth or auth["updates"] in UPDATE_MODES:
+        return None
+    return InvalidPayload(
+        f"auth.updates must be one of {', '.join(map(repr, UPDATE_MODES))}",
+        valid=list(UPDATE_MODES),
+    )
 
 
 def _client_address(environ: Any) -> str:

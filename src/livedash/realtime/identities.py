@@ -29,8 +29,8 @@ from livedash.metrics.definitions import METRIC_NAMES
 from livedash.realtime.clients import ClientSession
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.guard import EventGuard
-from livedash.realtime.outbox import alert_room, user_room
 from livedash.realtime.requests import ordered, parse
+from livedash.realtime.rooms import alert_room, user_room
 from livedash.realtime.schemas import Authenticated, AuthenticateRequest
 from livedash.realtime.server import GatewayServer
 from livedash.realtime.subscriptions import Subscriptions

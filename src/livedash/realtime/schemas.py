@@ -19,6 +19,12 @@ MAX_NAME_LENGTH = 64
 
 UPDATE_EVENT = "dashboard_update"
 """The event that carries one metric's new value (`MetricUpdate`)."""
+BATCH_EVENT = "dashboard_updates"
+"""The event that carries a socket's every changed value of one send (`MetricUpdates`), to
+sockets that asked for it in their handshake (`auth.updates`)."""
+UPDATE_MODES = ("each", "batched")
+"""What a handshake's `auth.updates` may ask for: `dashboard_update` per value (the default),
+or `dashboard_updates`."""
 
 
 class _Incoming(BaseModel):
@@ -172,6 +178,13 @@ class MetricUpdate(BaseModel):
     timestamp: datetime
     position: StreamPosition | None = None
     """Where this update is in the stream (in `dashboard_update`; absent in snapshots)."""
+
+
+class MetricUpdates(BaseModel):
+    """`dashboard_updates`: every value of the socket's subscriptions that changed in one send
+    of the service, oldest position first, each as in `dashboard_update`."""
+
+    updates: list[MetricUpdate]
 
 
 class MetricsSnapshot(BaseModel):

@@ -58,7 +58,7 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *, session_deadline: float, **options: Any) -> None:
         super().__init__(client_manager=FrameManager(), **options)
         # Room events leave as one frame per room, written to each socket (frames.py).
-        self.frames = RoomFrames(self.eio)
+        self.frames = RoomFrames(self.eio, self.packet_class)
         self.manager.frames = self.frames
         self.packets = PacketStats()
         self._session_deadline = session_deadline

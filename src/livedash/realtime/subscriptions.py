@@ -1,11 +1,13 @@
 """What each socket is subscribed to, and the values it is sent when it asks.
 
-A subscription is a room per (metric, department) (`outbox.room_name`): joining it is all it
-takes for the socket to receive that scope's updates, which the outbox emits once per room,
-never by looping over sockets. On subscribing, the socket joins its rooms first and then
-reads the stream's top: everything after that position reaches it through the rooms, and
-everything up to it is sent here, either replayed from the update history since the position
-the client gives (recovery) or, when the history no longer holds all of it, as a snapshot.
+A subscription is a room per (metric, department) (`rooms.room_name`): joining it is all it
+takes for the socket to receive that scope's updates, which are sent once per room, never by
+looping over sockets. A socket that takes its updates batched is instead in the one room of
+the group of sockets subscribed to exactly its scopes (groups.py). On subscribing, the socket
+joins its rooms first and then reads the stream's top: everything after that position reaches
+it through the rooms, and everything up to it is sent here, either replayed from the update
+history since the position the client gives (recovery) or, when the history no longer holds
+all of it, as a snapshot.
 
 History reads (`request_historical`, and `GET /api/history` through `history`) are the one
 request whose cost the client chooses: they count against the user's history budget and run
@@ -32,9 +34,11 @@ from livedash.metrics.engine import MetricValue
 from livedash.realtime.clients import ClientSession, Scope, Subscribers
 from livedash.realtime.fanout import FanOut
 from livedash.realtime.limiter import SocketLimiter
-from livedash.realtime.outbox import room_name, to_update
+from livedash.realtime.outbox import to_update
 from livedash.realtime.requests import history_query, ordered, parse, select
+from livedash.realtime.rooms import room_name
 from livedash.realtime.schemas import (
+    BATCH_EVENT,
     UPDATE_EVENT,
     HistoricalData,
     HistoricalPoint,
@@ -93,8 +97,11 @@ class Subscriptions:
         if since is None:
             since, session.since = session.since, None
         for metric, department in sorted(new, key=_scope_order):
-            await self._fanout.join(session.sid, room_name(metric, department))
+            if not session.batched:
+                await self._fanout.join(session.sid, room_name(metric, department))
             self.subscribers.add(session, (metric, department))
+        if session.batched and new and not session.gone:
+            await self._fanout.batch(session.sid, frozenset(session.subscriptions))
         # Joined before reading the stream's top: every update after it reaches this socket
         # through its rooms, and everything up to it is in what is sent here.
         top = await self.stream_top()
@@ -183,9 +190,12 @@ class Subscriptions:
     async def drop(self, session: ClientSession, scopes: set[Scope]) -> None:
         """Leave the rooms of `scopes`."""
         for metric, department in scopes:
-            with contextlib.suppress(KeyError, ValueError):
-                await self._fanout.leave(session.sid, room_name(metric, department))
+            if not session.batched:
+                with contextlib.suppress(KeyError, ValueError):
+                    await self._fanout.leave(session.sid, room_name(metric, department))
             self.subscribers.discard(session, (metric, department))
+        if session.batched and scopes and not session.gone:
+            await self._fanout.batch(session.sid, frozenset(session.subscriptions))
 
     async def stream_top(self) -> Position | None:
         """The update stream's last position; None without a history or while it is out of
@@ -235,18 +245,21 @@ class Subscriptions:
             return None
         if entries is None:
             return None
-        sent = 0
+        replayed: list[dict[str, Any]] = []
         for entry in entries:
             if entry.offset > top.offset:
                 break  # after the top: it reaches the socket through its rooms
             payload = entry.payload
             if (payload.get("metric"), payload.get("department")) not in scopes:
                 continue
-            replayed = {**payload, "position": {"epoch": top.epoch, "offset": entry.offset}}
-            await self._fanout.to_socket(session.sid, UPDATE_EVENT, replayed)
-            sent += 1
-        log.info("socket_recovered", sid=session.sid, since=since.offset, replayed=sent)
-        return sent
+            update = {**payload, "position": {"epoch": top.epoch, "offset": entry.offset}}
+            if not session.batched:
+                await self._fanout.to_socket(session.sid, UPDATE_EVENT, update)
+            replayed.append(update)
+        if session.batched and replayed:
+            await self._fanout.to_socket(session.sid, BATCH_EVENT, {"updates": replayed})
+        log.info("socket_recovered", sid=session.sid, since=since.offset, replayed=len(replayed))
+        return len(replayed)
 
     async def _send_snapshot(
         self,

@@ -4,8 +4,9 @@ at a fraction of python-socketio's CPU cost per message.
 
 `NodeWatchers` offers what bench/run.py and bench/latency.py use of `WatcherProcesses`:
 `connect()`, `start()`, `drain(final_value, seconds)`, `collect()`, the client's CPU time and
-loop lag, and, given `local_addresses`, each client's source address (`address_of`) and the
-role of the instance behind it (`roles`). It talks to the script over its stdin and stdout, one
+loop lag, the update frames and values received (`frames`, `values`), and, given
+`local_addresses`, each client's source address (`address_of`) and the role of the instance
+behind it (`roles`). It talks to the script over its stdin and stdout, one
 JSON object per line.
 """
 
@@ -62,6 +63,11 @@ class NodeWatchers:
     `health_headers`): `roles[address_of[i]]` is client i's instance's role, as with
     `WatcherProcesses`.
 
+    Each client subscribes to `metrics` (default: the watched one) of the watched department;
+    `batched`, it asks for `dashboard_updates` in its handshake. Only the watched metric's
+    updates are receipts; `frames` and `values` count every update, from `start()` to the end
+    of `drain()`, all clients together.
+
     A context manager: it starts the process, and at the end closes its stdin, waits
     STOP_SECONDS and kills it if still alive.
     """
@@ -76,6 +82,8 @@ class NodeWatchers:
         concurrency: int = CONNECT_CONCURRENCY,
         local_addresses: Sequence[str] | None = None,
         health_headers: Mapping[str, str] | None = None,
+        metrics: Sequence[str] = (METRIC,),
+        batched: bool = False,
     ) -> None:
         found = node or shutil.which("node")
         if found is None:
@@ -96,6 +104,8 @@ class NodeWatchers:
             "metric": METRIC,
             "department": WATCHED,
             "concurrency": concurrency,
+            "metrics": list(metrics),
+            "batched": batched,
         }
         if local_addresses is not None:
             self._config["local_addresses"] = self.address_of
@@ -108,6 +118,12 @@ class NodeWatchers:
         self.waited_seconds: list[float] = []
         self.lag: list[list[float]] = []
         self.drain_seconds = 0.0
+        self.frames = 0
+        """`dashboard_update` and `dashboard_updates` events received, from `start()` to the end
+        of the drain."""
+        self.values = 0
+        """The updates in them (one per `dashboard_update`)."""
+        self._drained = False
         self._waited_at_start = 0.0
         self._drain_cpu = 0.0
 
@@ -168,11 +184,13 @@ class NodeWatchers:
             self._send("latest")
             answer = await self._receive("latest")
             self._drain_cpu = float(answer["cpu_seconds"])
+            self.frames, self.values = int(answer["frames"]), int(answer["values"])
             done = all(value >= final_value for value in answer["latest"])
             if done or time.monotonic() - started >= seconds:
                 break
             await asyncio.sleep(POLL_SECONDS)
         self.drain_seconds = time.monotonic() - started
+        self._drained = True
         self.cpu_seconds.append(self._drain_cpu)
         self.waited_seconds.append(run_queue_seconds(self.pid) - self._waited_at_start)
 
@@ -186,8 +204,9 @@ class NodeWatchers:
                 break
             receipts.extend(Receipt(*receipt) for receipt in message["receipts"])
         self.lag.append([float(sample) for sample in message["lag"]])
-        if not self.cpu_seconds:  # collected without a drain: up to the stop, then
+        if not self._drained:  # collected without a drain: up to the stop, then
             self.cpu_seconds.append(float(message["cpu_seconds"]))
+            self.frames, self.values = int(message["frames"]), int(message["values"])
         receipts.sort(key=lambda receipt: receipt.received)
         return Collected(receipts, [int(value) for value in message["latest"]])
 

@@ -2,6 +2,12 @@
 when each update arrives: in the bench's own process (`Watchers`), or spread over worker
 processes (`WatcherProcesses`) when one event loop would stamp the last of them late.
 
+The clients may subscribe to more metrics of the department than the watched one (`metrics`),
+as a department's screen does, and take their updates batched (`batched`: `updates:
+"batched"` in the handshake, one `dashboard_updates` per send of the service, each of its
+updates a receipt as a `dashboard_update` would be, all with the batch's arrival). Only the
+watched value is timed; every update frame and value is counted (`frames`, `values`).
+
 The latency of an update is its arrival minus the commit that produced its value; a value
 counts as shown once a client shows it or a later one (`freshness`), so commits coalesced into
 one update still count.
@@ -31,6 +37,11 @@ CONNECT_CONCURRENCY = 50
 STOP_SECONDS = 10.0
 
 
+def handshake_auth(token: str, batched: bool) -> dict[str, str]:
+    """The handshake's `auth`: the token, and `updates: "batched"` when asked."""
+    return {"token": token, "updates": "batched"} if batched else {"token": token}
+
+
 @dataclass(slots=True)
 class Receipt:
     client: int
@@ -51,6 +62,18 @@ class Watchers:
     sockets: list[socketio.AsyncClient] = field(default_factory=list)
     http_sessions: list[aiohttp.ClientSession] | None = None
     """An aiohttp session per client (to pick its source address); None: socket.io's own."""
+    metrics: Sequence[str] = (METRIC,)
+    """What each client subscribes to, of the watched department."""
+    batched: bool = False
+    """Ask for `dashboard_updates` in the handshake instead of `dashboard_update`."""
+    frames: int = 0
+    """`dashboard_update` and `dashboard_updates` events received (see `count_from_here`)."""
+    values: int = 0
+    """The updates in them (one per `dashboard_update`)."""
+
+    def count_from_here(self) -> None:
+        """Count frames and values from now on (from the connect until then)."""
+        self.frames = self.values = 0
 
     async def connect_all(self) -> None:
         """Connect, authenticate and subscribe every client, a few at a time."""
@@ -74,12 +97,25 @@ class Watchers:
         authenticated = asyncio.Event()
         refused: list[Any] = []
 
-        def on_update(data: dict[str, Any]) -> None:
+        def record(data: dict[str, Any], received: float) -> None:
             if data.get("metric") == METRIC and data.get("department") == WATCHED:
-                received = time.monotonic()  # the writer's clock (hospital.Writes)
                 value = int(data["value"])
                 self.receipts.append(Receipt(index, value, received, str(data["timestamp"])))
                 self.latest[index] = max(self.latest[index], value)
+
+        def on_update(data: dict[str, Any]) -> None:
+            received = time.monotonic()  # the writer's clock (hospital.Writes)
+            self.frames += 1
+            self.values += 1
+            record(data, received)
+
+        def on_updates(data: dict[str, Any]) -> None:
+            received = time.monotonic()
+            updates = data.get("updates") or []
+            self.frames += 1
+            self.values += len(updates)
+            for update in updates:
+                record(update, received)
 
         def on_authenticated(data: Any) -> None:
             authenticated.set()
@@ -89,16 +125,22 @@ class Watchers:
             authenticated.set()
 
         client.on("dashboard_update", on_update)
+        client.on("dashboard_updates", on_updates)
         client.on("authenticated", on_authenticated)
         client.on("auth_error", on_auth_error)
         await client.connect(
-            self.url, auth={"token": self.tokens[index]}, transports=["websocket"], wait_timeout=10
+            self.url,
+            auth=handshake_auth(self.tokens[index], self.batched),
+            transports=["websocket"],
+            wait_timeout=10,
         )
         await asyncio.wait_for(authenticated.wait(), 10)
         if refused:
             raise RuntimeError(f"client {index} was refused: {refused[0]}")
         ack = await client.call(
-            "subscribe_metrics", {"metrics": [METRIC], "departments": [WATCHED]}, timeout=10
+            "subscribe_metrics",
+            {"metrics": list(self.metrics), "departments": [WATCHED]},
+            timeout=10,
         )
         if not isinstance(ack, dict) or ack.get("ok") is not True:
             raise RuntimeError(f"client {index} could not subscribe: {ack}")
@@ -190,7 +232,12 @@ async def _role_behind(session: aiohttp.ClientSession, url: str, headers: dict[s
 
 
 async def _serve_watchers(
-    url: str, slots: list[tuple[int, str, str]], health_headers: dict[str, str], pipe: Connection
+    url: str,
+    slots: list[tuple[int, str, str]],
+    health_headers: dict[str, str],
+    metrics: Sequence[str],
+    batched: bool,
+    pipe: Connection,
 ) -> None:
     sessions: dict[str, aiohttp.ClientSession] = {}
     for _, _, address in slots:
@@ -201,6 +248,8 @@ async def _serve_watchers(
         url,
         [token for _, token, _ in slots],
         http_sessions=[sessions[address] for _, _, address in slots],
+        metrics=metrics,
+        batched=batched,
     )
     try:
         started = time.monotonic()
@@ -217,10 +266,12 @@ async def _serve_watchers(
         gc.disable()
         lag = LoopLag()
         lag.start()
+        watchers.count_from_here()
         cpu, waited = time.process_time(), run_queue_seconds()
         _, final_value, seconds = await _order(pipe, "drain")
         drain_seconds = await watchers.drain(final_value, seconds)
         cpu, waited = time.process_time() - cpu, run_queue_seconds() - waited
+        frames, values = watchers.frames, watchers.values
         await lag.stop()
         # First a word, so that the parent stops its clocks before the receipts travel.
         pipe.send(("drained", drain_seconds))
@@ -236,6 +287,8 @@ async def _serve_watchers(
                     "cpu_seconds": cpu,
                     "waited_seconds": waited,
                     "lag": lag.samples,
+                    "frames": frames,
+                    "values": values,
                 },
             )
         )
@@ -250,12 +303,18 @@ async def _serve_watchers(
 
 
 def watcher_process(
-    url: str, slots: list[tuple[int, str, str]], health_headers: dict[str, str], pipe: Connection
+    url: str,
+    slots: list[tuple[int, str, str]],
+    health_headers: dict[str, str],
+    metrics: Sequence[str],
+    batched: bool,
+    pipe: Connection,
 ) -> None:
-    """A worker process: connect `slots` (index, token, source address), then follow orders."""
+    """A worker process: connect `slots` (index, token, source address), subscribe each to
+    `metrics` (`batched` or not), then follow orders."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_serve_watchers(url, slots, health_headers, pipe))
+        asyncio.run(_serve_watchers(url, slots, health_headers, metrics, batched, pipe))
     except _Closed:
         pass
     except Exception as error:
@@ -276,7 +335,9 @@ class WatcherProcesses:
     from its own loopback address (`addresses` of them) through nginx.
 
     Orders: `connect()` (and learn the role behind each address), `start()` the measurement,
-    `drain(final_value)`, `collect()` the receipts and each process's CPU time and loop lag.
+    `drain(final_value)`, `collect()` the receipts and each process's CPU time, loop lag and
+    update frames and values received (`frames`, `values`: from `start()` to the drain's end).
+    `metrics` and `batched` are `Watchers`'.
     """
 
     def __init__(
@@ -286,13 +347,18 @@ class WatcherProcesses:
         processes: int,
         addresses: int,
         health_headers: dict[str, str],
+        metrics: Sequence[str] = (METRIC,),
+        batched: bool = False,
     ) -> None:
         self.count = len(tokens)
         self.address_of = [loopback_address(index, addresses) for index in range(len(tokens))]
         slots = list(zip(range(len(tokens)), tokens, self.address_of, strict=True))
         self._workers = WorkerProcesses(
             watcher_process,
-            [(url, slots[number::processes], health_headers) for number in range(processes)],
+            [
+                (url, slots[number::processes], health_headers, tuple(metrics), batched)
+                for number in range(processes)
+            ],
             "bench-clients",
             STOP_SECONDS,
             label="client process",
@@ -303,6 +369,8 @@ class WatcherProcesses:
         self.waited_seconds: list[float] = []
         self.lag: list[list[float]] = []
         self.drain_seconds = 0.0
+        self.frames = 0
+        self.values = 0
 
     def __enter__(self) -> WatcherProcesses:
         self._workers.__enter__()
@@ -340,5 +408,7 @@ class WatcherProcesses:
             self.waited_seconds.append(result["waited_seconds"])
             self.lag.append(result["lag"])
             self.drain_seconds = max(self.drain_seconds, result["drain_seconds"])
+            self.frames += result["frames"]
+            self.values += result["values"]
         receipts.sort(key=lambda receipt: receipt.received)
         return Collected(receipts, latest)

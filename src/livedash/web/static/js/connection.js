@@ -60,8 +60,10 @@ export class Connection {
     this.#position = null;
     this.#state({ kind: "connecting" });
     // `auth` as a function, so that a reconnect after a token refresh sends the newest token.
+    // `updates: "batched"`: every value that changed in one send comes in one
+    // `dashboard_updates` (docs/api.md), not a frame per figure.
     const socket = io({
-      auth: (send) => send({ token: this.token() }),
+      auth: (send) => send({ token: this.token(), updates: "batched" }),
       transports: ["websocket", "polling"],
       forceNew: true,
     });
@@ -92,10 +94,12 @@ export class Connection {
       for (const value of snapshot.values) this.store.apply(value);
       this.#remember(snapshot.position);
     });
-    socket.on("dashboard_update", (update) => {
-      this.store.apply(update, { live: true });
-      // During a replay live updates interleave: the position moves only after the answer.
-      if (!this.#subscribing) this.#remember(update.position);
+    socket.on("dashboard_updates", ({ updates }) => {
+      for (const update of updates) {
+        this.store.apply(update, { live: true });
+        // During a replay live updates interleave: the position moves only after the answer.
+        if (!this.#subscribing) this.#remember(update.position);
+      }
     });
     socket.on("error", (error) => {
       if (error.event === "connect") {

@@ -1,0 +1,23 @@
+"""The names of the Socket.IO rooms the gateway sends to."""
+
+from __future__ import annotations
+
+UPDATES_ROOM = "livedash|updates"
+"""Not a room any socket joins: an emit to it carries one send of the outbox's values, which
+each process's manager hands to the rooms and groups of their scopes (frames.py)."""
+
+
+def room_name(metric: str, department: str | None) -> str:
+    """The room of one metric's updates for one department (or the hospital)."""
+    return f"metric|{metric}|" + ("hospital" if department is None else f"dept:{department}")
+
+
+def alert_room(department: str | None) -> str:
+    """The room of one department's alerts (or the hospital's): every socket whose identity
+    may see that department is in it."""
+    return "alerts|" + ("hospital" if department is None else f"dept:{department}")
+
+
+def user_room(username: str) -> str:
+    """The room of one user's own sockets (their notifications)."""
+    return f"user|{username}"
