@@ -8,15 +8,18 @@ from typing import Any
 
 from livedash.metrics.engine import MetricValue
 from livedash.realtime.outbox import Outbox
+from livedash.realtime.rooms import room_name
 
 AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 class SlowSockets:
-    """A fan-out whose sends wait until the test lets them through, and are recorded."""
+    """A fan-out whose sends to rooms wait until the test lets them through; every send is
+    recorded."""
 
     def __init__(self) -> None:
-        self.sends: list[list[dict[str, Any]]] = []
+        self.sends: list[list[dict[str, Any]]] = []  # to the batched sockets
+        self.to_rooms: list[tuple[str, dict[str, Any]]] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.arrived = asyncio.Condition()
@@ -36,14 +39,14 @@ class SlowSockets:
         raise NotImplementedError
 
     async def to_room(self, room: str, event: str, payload: Any) -> None:
-        raise NotImplementedError
+        self.entered.set()
+        await self.gate.wait()
+        self.to_rooms.append((room, payload))
 
     async def batch(self, sid: str, scopes: frozenset[tuple[str, str | None]]) -> None:
         raise NotImplementedError
 
-    async def updates(self, payloads: list[dict[str, Any]]) -> None:
-        self.entered.set()
-        await self.gate.wait()
+    async def to_batched(self, payloads: list[dict[str, Any]]) -> None:
         async with self.arrived:
             self.sends.append(payloads)
             self.arrived.notify_all()
@@ -79,6 +82,11 @@ async def test_a_slow_fanout_gets_the_latest_values_critical_first() -> None:
         ],
     ]
     assert outbox.superseded == 2
+    # Each value to its room too, in the same order, before the batched sockets get them.
+    assert sockets.to_rooms == [
+        (room_name(payload["metric"], payload["department"]), payload) for payload in sockets.sent
+    ]
+    assert sockets.to_rooms[1][0] == room_name("patients_total", "ED")
 
 
 async def test_a_burst_within_the_window_leaves_as_one_update() -> None:

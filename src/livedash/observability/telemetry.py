@@ -53,9 +53,9 @@ class Telemetry:
         self.registry = CollectorRegistry()
         latency = Histogram(
             "livedash_update_latency_seconds",
-            "Latency of metric updates by stage: commit_to_emit (the change's commit to the "
-            "outbox's emit, per update), emit_to_write (one send's emit to its frames written "
-            "to every subscribed socket on this instance)",
+            "Latency of dashboard_update events by stage: commit_to_emit (the change's commit "
+            "to the outbox's emit), emit_to_write (the emit to the frame written to every "
+            "socket of the room on this instance)",
             ["stage"],
             registry=self.registry,
             buckets=LATENCY_BUCKETS,

@@ -26,9 +26,9 @@ class FanOut(Protocol):
 
     async def to_socket(self, sid: str, event: str, payload: Any) -> None: ...
 
-    async def updates(self, payloads: list[dict[str, Any]]) -> None:
-        """One send of metric updates, to every socket subscribed to their scopes: as
-        `dashboard_update` each, or to a batched socket as one `dashboard_updates`."""
+    async def to_batched(self, payloads: list[dict[str, Any]]) -> None:
+        """One send of metric updates to the batched sockets: to each, those of its scopes as
+        one `dashboard_updates`."""
         ...
 
     async def batch(self, sid: str, scopes: frozenset[Scope]) -> None:
@@ -63,9 +63,9 @@ class SocketIOFanOut:
         # Our own sockets only: no need to publish a reply through Redis to every instance.
         await self._server.emit(event, payload, to=sid, ignore_queue=True)
 
-    async def updates(self, payloads: list[dict[str, Any]]) -> None:
-        # One emit, one message to the other instances: each sends the values to its own
-        # sockets' rooms and groups (frames.FrameManager).
+    async def to_batched(self, payloads: list[dict[str, Any]]) -> None:
+        # One emit, one message to the other instances: each sorts the values into its own
+        # sockets' groups (frames.FrameManager).
         await self._server.emit(
             "updates", payloads, room=UPDATES_ROOM, ignore_queue=self._local_only()
         )

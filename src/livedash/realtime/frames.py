@@ -18,9 +18,9 @@ each (metric, department) it missed is kept and queued once the transport drains
 queued as before. Skipping is safe because a value only ever supersedes the ones before it:
 the client ends up with the newest version of every key, as it would have.
 
-The outbox's values of one send reach the manager as one emit (`fanout.SocketIOFanOut.updates`,
-one message between instances too); `FrameManager` sends them here to the rooms of their
-scopes and to the groups of batched sockets (groups.py).
+The outbox's values of one send also reach the manager as one emit (`SocketIOFanOut.to_batched`,
+one message between instances too), which `FrameManager` sorts into the groups of batched
+sockets (groups.py), each group's share written here as one frame.
 
 Internals this relies on, pinned in pyproject.toml and checked by tests/test_realtime_frames.py:
 
@@ -50,7 +50,7 @@ from websockets.protocol import State
 from livedash.realtime.groups import SubscriberGroups
 from livedash.realtime.lean_queue import LeanQueue
 from livedash.realtime.room_index import IndexedRooms
-from livedash.realtime.rooms import UPDATES_ROOM, room_name
+from livedash.realtime.rooms import UPDATES_ROOM
 from livedash.realtime.schemas import BATCH_EVENT, UPDATE_EVENT
 from livedash.realtime.websocket import ping_on_timers, serve, shed_request
 
@@ -296,8 +296,8 @@ class FrameManager(IndexedRooms):
 
     The local part of an emit only: with the Redis manager (which derives from this one), an
     event is published as before and every instance sends it to its own sockets here. An emit
-    to `UPDATES_ROOM` is one send of the outbox: each value goes to its scope's room, and each
-    group of batched sockets gets its share as one `dashboard_updates`.
+    to `UPDATES_ROOM` is one send of the outbox: each group of batched sockets gets its share
+    as one `dashboard_updates`.
     """
 
     frames: RoomFrames | None = None
@@ -359,10 +359,5 @@ class FrameManager(IndexedRooms):
     async def _send_updates(self, updates: Any, namespace: str) -> None:
         if not isinstance(updates, list):
             return
-        rooms = self.rooms.get(namespace, {})
-        for update in updates:
-            room = room_name(update["metric"], update["department"])
-            if room in rooms:
-                await FrameManager.emit(self, UPDATE_EVENT, update, namespace, room=room)
         for room, share in self.groups.batches(updates).items():
             await FrameManager.emit(self, BATCH_EVENT, {"updates": share}, namespace, room=room)

@@ -1,9 +1,10 @@
 """The outbox between the metric engine and the sockets.
 
 The engine hands over changed values without waiting for any socket. One sender task emits
-them, critical tier first, one emit per send (`FanOut.updates`); a value that changes again
-before it was sent is replaced, so a slow fan-out (many sockets, a slow network) delays the
-newest value instead of queueing stale ones, and never holds up the change feed.
+them to their rooms, critical tier first, and then to the batched sockets in one emit
+(`FanOut.to_batched`); a value that changes again before it was sent is replaced, so a slow
+fan-out (many sockets, a slow network) delays the newest value instead of queueing stale ones,
+and never holds up the change feed.
 
 Coalescing window: an update after a quiet spell leaves at once; during a burst the sender
 sends at most once per `window` seconds, each time the latest value of every metric.
@@ -29,8 +30,8 @@ from livedash.metrics.definitions import METRICS, Tier
 from livedash.metrics.engine import MetricValue
 from livedash.observability.telemetry import Telemetry
 from livedash.realtime.fanout import FanOut
-from livedash.realtime.rooms import alert_room, user_room
-from livedash.realtime.schemas import MetricUpdate
+from livedash.realtime.rooms import alert_room, room_name, user_room
+from livedash.realtime.schemas import UPDATE_EVENT, MetricUpdate
 from livedash.realtime.stream import UpdateHistory
 
 log = structlog.get_logger(__name__)
@@ -171,21 +172,26 @@ class Outbox:
             else:
                 for payload, position in zip(payloads, positions, strict=True):
                     payload["position"] = position.as_dict()
-        if not payloads:
-            return
-        emitted_at, started = time.time(), time.perf_counter()
-        try:
-            await self._fanout.updates(payloads)
-        except Exception:
-            log.exception("update_send_failed", metrics=sorted({value.metric for value in values}))
-            return
-        self.sent += len(values)
-        self.sent_by_tier.update(_tier(value) for value in values)
         telemetry = self._telemetry
-        if telemetry is not None:
-            # The local sockets are written to within the emit (frames.py).
-            telemetry.emit_to_write.observe(time.perf_counter() - started)
-            for value in values:
+        for value, payload in zip(values, payloads, strict=True):
+            emitted_at, started = time.time(), time.perf_counter()
+            try:
+                await self._fanout.to_room(
+                    room_name(value.metric, value.department), UPDATE_EVENT, payload
+                )
+            except Exception:
+                log.exception("update_send_failed", metric=value.metric)
+                continue
+            self.sent += 1
+            self.sent_by_tier[_tier(value)] += 1
+            if telemetry is not None:
+                # The room's local sockets are written to within the emit (frames.py).
+                telemetry.emit_to_write.observe(time.perf_counter() - started)
                 commit = committed.get((value.metric, value.department))
                 if commit is not None:
                     telemetry.commit_to_emit.observe(max(emitted_at - commit, 0.0))
+        if payloads:
+            try:
+                await self._fanout.to_batched(payloads)
+            except Exception:
+                log.exception("update_send_failed", batched=len(payloads))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 UPDATES_ROOM = "livedash|updates"
 """Not a room any socket joins: an emit to it carries one send of the outbox's values, which
-each process's manager hands to the rooms and groups of their scopes (frames.py)."""
+each process's manager sorts into the groups of its batched sockets (frames.py)."""
 
 
 def room_name(metric: str, department: str | None) -> str:
