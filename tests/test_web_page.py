@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from livedash.auth.sessions import hash_password
 from livedash.settings import Settings
@@ -350,6 +350,36 @@ async def test_the_filter_lists_departments_by_name_and_the_address_keeps_the_ch
 
 
 # -- the connection ---------------------------------------------------------------------------
+
+
+async def test_a_reconnection_attempt_that_hangs_is_given_up_and_the_next_one_goes_through(
+    server: LiveServer, token: Callable[..., str], open_page: OpenPage
+) -> None:
+    page = await open_page()
+    opened: list[WebSocketRoute] = []
+    attempts = 0
+
+    def route(page_side: WebSocketRoute) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 2:
+            # Neither passed on nor closed: the page's WebSocket waits for the service's first
+            # packet, as behind a proxy that swallowed the upgrade.
+            return
+        page_side.connect_to_server()
+        opened.append(page_side)
+
+    await page.route_web_socket(re.compile(r"/socket\.io/"), route)
+    await page.goto(f"{server.url}/#token={token()}")
+    status = page.locator("#connection")
+    await expect(status).to_have_text("Live")
+
+    await opened[0].close()
+    await expect(status).to_contain_text("Reconnecting")
+    # The hung attempt is given up after 8 s (socket.io-client's default is 20 s), then the
+    # next one, a second or two later, reaches the service.
+    await expect(status).to_have_text("Live", timeout=14_000)
+    assert attempts == 3
 
 
 async def test_a_restart_shows_reconnecting_then_the_figures_catch_up_without_a_reload(

@@ -9,6 +9,10 @@
 import { SHOWN } from "./metrics.js";
 
 const REQUEST_TIMEOUT_MS = 15_000;
+// A connection attempt that neither opens nor fails (a proxy that swallowed the upgrade) is
+// given up after this, and the next one made; socket.io-client's own default is 20 s. Well
+// above a handshake's time in a reconnect storm (p99 1.5 s with 10,000 screens).
+const CONNECT_TIMEOUT_MS = 8_000;
 const RETRIED = new Set(["rate_limited", "unavailable"]); // with `retry_after`: ask again then
 const SAID_IN_PLACE = new Set(["explain_metric"]); // why.js says its refusals in its dialog
 const MAX_TRIES = 6;
@@ -66,6 +70,7 @@ export class Connection {
       auth: (send) => send({ token: this.token(), updates: "batched" }),
       transports: ["websocket", "polling"],
       forceNew: true,
+      timeout: CONNECT_TIMEOUT_MS,
     });
     this.#socket = socket;
 
