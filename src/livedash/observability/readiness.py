@@ -110,6 +110,10 @@ class Readiness:
             [Check(name, False, "not measured yet") for name in probe.names] for probe in probes
         ]
         self._measured_once = False  # before, a verdict is not worth a log line
+        # Refreshes are numbered as they begin; one that ends after a later one began and
+        # ended is stale (begun before the feed started, say) and is dropped.
+        self._begun = 0
+        self._applied = 0
         self._was_ready: bool | None = None
         self._tasks = BackgroundTasks()
 
@@ -122,7 +126,13 @@ class Readiness:
 
     async def refresh(self) -> None:
         """Run every probe now, together."""
-        self._measured = list(await asyncio.gather(*(self._run(p) for p in self._probes)))
+        self._begun += 1
+        number = self._begun
+        measured = list(await asyncio.gather(*(self._run(p) for p in self._probes)))
+        if number < self._applied:
+            return
+        self._applied = number
+        self._measured = measured
         self._measured_once = True
         self.report()  # logs a change of verdict, whoever asks
 
