@@ -9,8 +9,6 @@ group, not per screen (realtime/groups.py).
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 
 from livedash.realtime.rooms import UPDATES_ROOM
@@ -184,14 +182,7 @@ async def test_a_batched_screen_that_stops_reading_gets_the_newest_of_each_value
             await reading.next(BATCH_EVENT, lambda b, v=version: b["updates"][0]["version"] == v)
         last = version
 
-        received: dict[str, list[int]] = {"ED": [], "CARD": []}
-        async with asyncio.timeout(10):
-            while min(seen[-1] if seen else 0 for seen in received.values()) < last:
-                message = await stalled.receive()
-                assert not message.startswith(f'42["{UPDATE_EVENT}"'), message[:80]
-                if message.startswith(f'42["{BATCH_EVENT}"'):
-                    for update in json.loads(message[2:])[1]["updates"]:
-                        received[update["department"]].append(update["version"])
+        received = await stalled.versions_until(last, ["ED", "CARD"], batched=True)
 
     for seen in received.values():
         assert seen == sorted(set(seen)), "an older value arrived after a newer one"

@@ -162,13 +162,7 @@ async def test_a_screen_that_stops_reading_is_skipped_then_gets_the_newest_value
             await reading.next(UPDATE_EVENT, lambda u, v=version: u["version"] == v)
         last = version
 
-        received: dict[str, list[int]] = {"ED": [], "CARD": []}
-        async with asyncio.timeout(10):
-            while min(seen[-1] if seen else 0 for seen in received.values()) < last:
-                message = await stalled.receive()
-                if message.startswith(f'42["{UPDATE_EVENT}"'):
-                    update = json.loads(message[2:])[1]
-                    received[update["department"]].append(update["version"])
+        received = await stalled.versions_until(last, ["ED", "CARD"])
 
     for seen in received.values():
         assert seen == sorted(set(seen)), "an older value arrived after a newer one"

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +97,24 @@ class StalledSocket:
                 self._messages[:0] = held
                 return json.loads(message[len(f"43{ack}") :])[0]
             held.append(message)
+
+    async def versions_until(
+        self, last: int, departments: Sequence[str], *, batched: bool = False
+    ) -> dict[str, list[int]]:
+        """Read `dashboard_update` packets (`batched`: `dashboard_updates`, and no other kind)
+        until every department's newest version is `last`: the versions, by department, in
+        the order they came."""
+        event = "dashboard_updates" if batched else "dashboard_update"
+        received: dict[str, list[int]] = {department: [] for department in departments}
+        async with asyncio.timeout(10):
+            while min(seen[-1] if seen else 0 for seen in received.values()) < last:
+                message = await self.receive()
+                assert not (batched and message.startswith('42["dashboard_update"')), message
+                if message.startswith(f'42["{event}"'):
+                    payload = json.loads(message[2:])[1]
+                    for update in payload["updates"] if batched else [payload]:
+                        received[update["department"]].append(update["version"])
+        return received
 
     async def receive(self) -> str:
         """The next Engine.IO packet that is not a ping (pings are answered)."""
