@@ -87,7 +87,15 @@ async def test_a_revoked_or_deactivated_user_loses_its_open_socket_within_the_bo
     )
 
 
+def _updates(client: Recorder) -> list[Any]:
+    """Every metric update `client` received, one by one or in batches."""
+    batches = client.received("dashboard_updates")
+    return [*client.received("dashboard_update"), *(u for b in batches for u in b["updates"])]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["each", "batched"])
 async def test_a_demoted_user_keeps_only_what_its_new_scope_allows(
+    batched: bool,
     hospital: dict[str, int],
     serve: Serve,
     rechecking: Settings,
@@ -97,7 +105,9 @@ async def test_a_demoted_user_keeps_only_what_its_new_scope_allows(
 ) -> None:
     server = await serve(rechecking)
     bystander = await _subscribed(connect, server, token(Role.SUPER_ADMIN, sub="bystander"))
-    dana = await _subscribed(connect, server, token(Role.ADMIN, ("CARD", "ED"), sub="dana"))
+    handshake = {"updates": "batched"} if batched else None
+    dana = await connect(server, token(Role.ADMIN, ("CARD", "ED"), sub="dana"), handshake=handshake)
+    assert (await dana.call("subscribe_metrics", {"metrics": ["patients_total"]}))["ok"] is True
     assert dana.received("authenticated")[0]["departments"] == ["CARD", "ED"]
 
     await run_save_user(rechecking, "dana", Role.VIEWER, ["ED"], active=True)
@@ -107,10 +117,14 @@ async def test_a_demoted_user_keeps_only_what_its_new_scope_allows(
     await register_patient(writer, hospital["CARD"], "not for dana any more")
     await bystander.next("dashboard_update", update_of("patients_total", "CARD", 2))
     await register_patient(writer, hospital["ED"], "still for dana")
-    await dana.next("dashboard_update", update_of("patients_total", "ED", 2))
+    ed_update = update_of("patients_total", "ED", 2)
+    if batched:
+        await dana.next("dashboard_updates", lambda b: any(ed_update(u) for u in b["updates"]))
+    else:
+        await dana.next("dashboard_update", ed_update)
     assert not [
         update
-        for update in dana.received("dashboard_update")
+        for update in _updates(dana)
         if update["department"] == "CARD" and update["value"] == 2
     ]
     refused = await dana.call("request_snapshot", {"departments": ["CARD"]})
