@@ -211,6 +211,48 @@ async def test_a_change_written_to_the_database_reaches_its_tile_within_a_second
     assert time.monotonic() - written < 1.0
 
 
+async def test_a_service_that_sends_each_value_on_its_own_still_updates_the_page(
+    hospital: dict[str, int],
+    server: LiveServer,
+    token: Callable[..., str],
+    writer: Write,
+    open_page: OpenPage,
+) -> None:
+    """As during a rolling deploy, when an instance from before `dashboard_updates` serves
+    the page: the handshake reaches it without `updates: "batched"`."""
+    page = await open_page()
+    events: list[str] = []
+
+    def route(page_side: WebSocketRoute) -> None:
+        service = page_side.connect_to_server()
+
+        def to_service(message: str | bytes) -> None:
+            if isinstance(message, str) and message.startswith("40"):
+                auth = json.loads(message[2:])
+                assert auth.pop("updates") == "batched"  # what the page asks for
+                message = "40" + json.dumps(auth)
+            service.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            if isinstance(message, str) and message.startswith('42["dashboard_update'):
+                events.append(json.loads(message[2:])[0])
+            page_side.send(message)
+
+        page_side.on_message(to_service)
+        service.on_message(to_page)
+
+    await page.route_web_socket(re.compile(r"/socket\.io/"), route)
+    await page.goto(f"{server.url}/#token={token()}")
+    await expect(page.locator("#connection")).to_have_text("Live")
+    waiting = cell(page, "patients_waiting", None)
+    await expect(waiting).to_have_text("2")
+
+    await register_patient(writer, hospital["ED"], "walk-in")
+    await expect(waiting).to_have_text("3")
+    await expect(cell(page, "patients_waiting", "ED")).to_have_text("2")
+    assert set(events) == {"dashboard_update"}
+
+
 async def test_the_page_says_when_the_main_application_stops_answering_and_when_it_is_back(
     hospital: dict[str, int],
     settings: Settings,

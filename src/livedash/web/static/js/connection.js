@@ -100,12 +100,11 @@ export class Connection {
       this.#remember(snapshot.position);
     });
     socket.on("dashboard_updates", ({ updates }) => {
-      for (const update of updates) {
-        this.store.apply(update, { live: true });
-        // During a replay live updates interleave: the position moves only after the answer.
-        if (!this.#subscribing) this.#remember(update.position);
-      }
+      for (const update of updates) this.#applyLive(update);
     });
+    // What a service from before `dashboard_updates` sends (one still running during a
+    // rolling deploy ignores `updates: "batched"`).
+    socket.on("dashboard_update", (update) => this.#applyLive(update));
     socket.on("error", (error) => {
       if (error.event === "connect") {
         // Refused on connecting (too many connections, draining): it says when to come back.
@@ -235,6 +234,12 @@ export class Connection {
     this.#serviceFreshness(this.#service);
     this.#showService();
     this.on.onSubscribed(ack);
+  }
+
+  #applyLive(update) {
+    this.store.apply(update, { live: true });
+    // During a replay live updates interleave: the position moves only after the answer.
+    if (!this.#subscribing) this.#remember(update.position);
   }
 
   #remember(position) {
