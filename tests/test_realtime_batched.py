@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from livedash.realtime.rooms import UPDATES_ROOM
+from livedash.realtime.rooms import UPDATES_ROOM, room_name
 from livedash.realtime.schemas import BATCH_EVENT, UPDATE_EVENT
 from livedash.store.models import Role
 from livedash.testing.recorder import Recorder
@@ -201,3 +201,36 @@ async def test_a_handshake_asking_for_updates_in_a_way_we_do_not_send_is_refused
     assert error["details"] == {"valid": ["each", "batched"]}
     assert "auth.updates" in error["message"]
     assert refused.received("authenticated") == []
+
+
+async def test_from_a_leader_that_sends_no_batches_a_batched_screen_gets_each_value(
+    hospital: dict[str, int], server: LiveServer, connect: Connect, token: Any
+) -> None:
+    """During a rolling deploy the leader may be an instance from before batched updates: it
+    sends each value to its room only, and the batched screens here still get them."""
+    screen = await connect(server, token(), handshake=BATCHED)
+    selection = {"metrics": ["patients_total"], "departments": ["ED"]}
+    assert (await screen.call("subscribe_metrics", selection))["ok"] is True
+    sio = gateway_of(server).server
+    sio.manager.heard_batches = False  # no batched send heard yet, as from such a leader
+    update = {
+        "metric": "patients_total",
+        "department": "ED",
+        "value": 41,
+        "version": 10**15,
+        "timestamp": "2026-12-06T09:00:00+00:00",
+    }
+
+    room = room_name("patients_total", "ED")
+
+    await sio.emit(UPDATE_EVENT, update, room=room)
+    assert await screen.next(BATCH_EVENT) == {"updates": [update]}
+
+    # From the first batched send heard, the rooms' emits no longer reach the groups.
+    later = [{**update, "value": value, "version": 10**15 + value} for value in (42, 43, 44)]
+    await sio.emit("updates", [later[0]], room=UPDATES_ROOM)
+    await sio.emit(UPDATE_EVENT, later[1], room=room)
+    await sio.emit("updates", [later[2]], room=UPDATES_ROOM)
+    await screen.next(BATCH_EVENT, lambda b: b == {"updates": [later[2]]})
+    values = [u["value"] for b in screen.received(BATCH_EVENT) for u in b["updates"]]
+    assert values == [41, 42, 44]

@@ -50,7 +50,7 @@ from websockets.protocol import State
 from livedash.realtime.groups import SubscriberGroups
 from livedash.realtime.lean_queue import LeanQueue
 from livedash.realtime.room_index import IndexedRooms
-from livedash.realtime.rooms import UPDATES_ROOM
+from livedash.realtime.rooms import UPDATES_ROOM, is_metric_room
 from livedash.realtime.schemas import BATCH_EVENT, UPDATE_EVENT
 from livedash.realtime.websocket import ping_on_timers, serve, shed_request
 
@@ -305,6 +305,10 @@ class FrameManager(IndexedRooms):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.groups = SubscriberGroups()
+        self.heard_batches = False
+        """Whether a send to `UPDATES_ROOM` came: until one does, the leader may be from
+        before batched updates (a rolling deploy), and its values reach the groups one by
+        one from their rooms' emits."""
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
         joined = sid in self.rooms.get(namespace, {}).get(room, ())
@@ -331,8 +335,13 @@ class FrameManager(IndexedRooms):
     ) -> None:
         room = to or room
         if room == UPDATES_ROOM:
+            self.heard_batches = True
             await self._send_updates(data, namespace)
             return
+        if not self.heard_batches and event == UPDATE_EVENT and is_metric_room(room):
+            # A new leader's first send reaches the groups this way and then as its batch:
+            # once twice, which the version rule makes harmless.
+            await self._send_updates([data], namespace)
         if self.frames is not None and callback is None and namespace in self.rooms:
             arguments = list(data) if isinstance(data, tuple) else [] if data is None else [data]
             encoded = _encoded_text(self.server.packet_class, namespace, [event, *arguments])
@@ -357,7 +366,7 @@ class FrameManager(IndexedRooms):
         )
 
     async def _send_updates(self, updates: Any, namespace: str) -> None:
-        if not isinstance(updates, list):
+        if not isinstance(updates, list) or not self.groups:
             return
         for room, share in self.groups.batches(updates).items():
             await FrameManager.emit(self, BATCH_EVENT, {"updates": share}, namespace, room=room)

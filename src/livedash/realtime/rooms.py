@@ -7,9 +7,17 @@ UPDATES_ROOM = "livedash|updates"
 each process's manager sorts into the groups of its batched sockets (frames.py)."""
 
 
+_METRIC_ROOM = "metric|"
+
+
 def room_name(metric: str, department: str | None) -> str:
     """The room of one metric's updates for one department (or the hospital)."""
-    return f"metric|{metric}|" + ("hospital" if department is None else f"dept:{department}")
+    return f"{_METRIC_ROOM}{metric}|" + ("hospital" if department is None else f"dept:{department}")
+
+
+def is_metric_room(room: object) -> bool:
+    """Whether `room` is one made by `room_name`."""
+    return isinstance(room, str) and room.startswith(_METRIC_ROOM)
 
 
 def alert_room(department: str | None) -> str:
