@@ -223,6 +223,7 @@ async def test_from_a_leader_that_sends_no_batches_a_batched_screen_gets_each_va
 
     room = room_name("patients_total", "ED")
 
+    await sio.emit(UPDATE_EVENT, "not an update", room=room)  # passed on to no group
     await sio.emit(UPDATE_EVENT, update, room=room)
     assert await screen.next(BATCH_EVENT) == {"updates": [update]}
 

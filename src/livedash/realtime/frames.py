@@ -338,7 +338,11 @@ class FrameManager(IndexedRooms):
             self.heard_batches = True
             await self._send_updates(data, namespace)
             return
-        if not self.heard_batches and event == UPDATE_EVENT and is_metric_room(room):
+        if (
+            not self.heard_batches
+            and is_metric_room(room)
+            and superseding_key(event, [data]) is not None
+        ):
             # A new leader's first send reaches the groups this way and then as its batch:
             # once twice, which the version rule makes harmless.
             await self._send_updates([data], namespace)
