@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import socketio
 
 from livedash.observability.breaker import CircuitBreaker, State
-from livedash.realtime.groups import Scope
+from livedash.realtime.clients import Scope
 from livedash.realtime.rooms import UPDATES_ROOM
 
 
@@ -71,12 +71,4 @@ class SocketIOFanOut:
         )
 
     async def batch(self, sid: str, scopes: frozenset[Scope]) -> None:
-        groups = self._server.manager.groups
-        before = [room for room in self._server.rooms(sid) if room in groups]
-        # Joined before leaving, with no wait between: a send finds the socket in one group.
-        after = groups.room_for(scopes) if scopes else None
-        if after is not None:
-            await self._server.enter_room(sid, after)
-        for room in before:
-            if room != after:
-                await self._server.leave_room(sid, room)
+        self._server.manager.regroup(sid, "/", scopes)

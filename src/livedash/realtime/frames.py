@@ -47,6 +47,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from livedash.realtime.clients import Scope
 from livedash.realtime.groups import SubscriberGroups
 from livedash.realtime.lean_queue import LeanQueue
 from livedash.realtime.room_index import IndexedRooms
@@ -309,6 +310,18 @@ class FrameManager(IndexedRooms):
         """Whether a send to `UPDATES_ROOM` came: until one does, the leader may be from
         before batched updates (a rolling deploy), and its values reach the groups one by
         one from their rooms' emits."""
+
+    def regroup(self, sid: str, namespace: str, scopes: frozenset[Scope]) -> None:
+        """Put a batched socket in the group of exactly `scopes` (none: in no group), out of
+        the one it was in; at once, so that a send finds it in one group."""
+        joined = self.rooms_of.get(namespace, {}).get(sid, ())
+        before = [room for room in joined if room in self.groups]
+        after = self.groups.room_for(scopes) if scopes else None
+        if after is not None:
+            self.basic_enter_room(sid, namespace, after)
+        for room in before:
+            if room != after:
+                self.basic_leave_room(sid, namespace, room)
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
         joined = sid in self.rooms.get(namespace, {}).get(room, ())

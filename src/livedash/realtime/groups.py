@@ -19,8 +19,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-Scope = tuple[str, str | None]
-"""A metric and a department code (None: the hospital-wide totals)."""
+from livedash.realtime.clients import Scope
 
 GROUP_ROOM_PREFIX = "batched|"
 
