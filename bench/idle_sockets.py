@@ -8,6 +8,12 @@ ED, then stays idle answering pings. The service runs once per `--deflate` value
 embedded database, and the bench prints its RSS before and with every socket subscribed.
 
     .venv/bin/python bench/idle_sockets.py --sockets 2000 --deflate off --deflate on
+    .venv/bin/python bench/idle_sockets.py --sockets 10000 --client-processes 4 \\
+        --server livedash --server python --server node
+
+`--server python` and `--server node` run the same storm against the bare baselines of
+bench/run.py (bench/baseline_servers.py): they answer the same handshake and subscription but
+check no token, read no database and count no limit, so they show the floor of each stack.
 
 `--socket-workers N` runs the service with N socket workers; the RSS is then that of every
 process of the service. Server CPU: every process of the service, from the first connect until
@@ -22,6 +28,7 @@ import json
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,15 +36,21 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
+from livedash.testing import usage
 from livedash.testing.hospital import add_users, seed_sqlite, viewers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
 from livedash.testing.usage import tree_cpu_seconds
 
 CONNECTS_AT_ONCE = 100  # per client process
+LIVEDASH = "livedash"
+SERVERS = {"livedash": LIVEDASH, "python": PYTHON, "node": NODE}
+"""`--server` values, as bench/run.py's `--scenarios`."""
+HERE = Path(__file__).resolve().parent
 SETTLE_SECONDS = 2.0
 
 
@@ -57,6 +70,11 @@ async def _subscribe(url: str, token: str) -> ClientConnection:
     if not opened.startswith("0"):
         raise RuntimeError(f"not an Engine.IO open packet: {opened[:40]!r}")
     await socket.send("40" + json.dumps({"token": token}))
+    # As socket.io-client does, events only once the namespace has answered: Node's server
+    # closes a connection that sends one before.
+    while not (answer := str(await socket.recv())).startswith("40"):
+        if answer.startswith("44"):
+            raise RuntimeError(f"connect refused: {answer[:200]!r}")
     await socket.send("420" + json.dumps(["subscribe_metrics", {"metrics": ["patients_total"]}]))
     while not str(message := await socket.recv()).startswith("430"):
         if message == "2":
@@ -107,6 +125,50 @@ def _client_process(
     asyncio.run(_hold(url, tokens, at_once, report, stop))
 
 
+def storm(
+    url: str, pid: int, tokens: list[str], processes: int, at_once: int, rss: Callable[[], int]
+) -> dict[str, float]:
+    """Connect a socket per token to the server at `url` (process `pid` and its children), in
+    `processes` client processes, and return its figures; `rss` reads its memory."""
+    idle_kb = rss()
+    cpu_before = tree_cpu_seconds(pid)
+    context = multiprocessing.get_context("spawn")
+    pipes, children = [], []
+    started = time.monotonic()
+    for index in range(processes):
+        report_in, report_out = context.Pipe(duplex=False)
+        stop_in, stop_out = context.Pipe(duplex=False)
+        share = tokens[index::processes]
+        child = context.Process(
+            target=_client_process, args=(url, share, at_once, report_out, stop_in)
+        )
+        child.start()
+        pipes.append((report_in, stop_out))
+        children.append(child)
+    outcomes: list[Outcome] = [report.recv() for report, _ in pipes]
+    all_subscribed = time.monotonic() - started
+    server_cpu = tree_cpu_seconds(pid) - cpu_before
+    time.sleep(SETTLE_SECONDS)
+    busy_kb = rss()
+    for _, stop in pipes:
+        stop.send(None)
+    for child in children:
+        child.join(30)
+    subscribed = sum(outcome.subscribed for outcome in outcomes)
+    each = sorted(second for outcome in outcomes for second in outcome.seconds)
+    return {
+        "subscribed": subscribed,
+        "failed": sum(outcome.failed for outcome in outcomes),
+        "all_subscribed_s": all_subscribed,
+        "connect_p50_s": percentile(each, 0.5),
+        "connect_p99_s": percentile(each, 0.99),
+        "idle_mb": idle_kb / 1024,
+        "with_sockets_mb": busy_kb / 1024,
+        "kb_per_socket": (busy_kb - idle_kb) / max(subscribed, 1),
+        "server_cpu_ms_per_socket": 1000 * server_cpu / max(subscribed, 1),
+    }
+
+
 def measure(
     sockets: int, deflate: bool, processes: int, at_once: int, workers: int = 0
 ) -> dict[str, float]:
@@ -128,43 +190,25 @@ def measure(
         }
         with ServiceProcess(workdir, secret, db=db, env=env) as server:
             server.wait_healthy()
-            idle_kb = server.rss_kb()
-            cpu_before = tree_cpu_seconds(server.pid)
-            context = multiprocessing.get_context("spawn")
-            pipes, children = [], []
-            started = time.monotonic()
-            for index in range(processes):
-                report_in, report_out = context.Pipe(duplex=False)
-                stop_in, stop_out = context.Pipe(duplex=False)
-                share = tokens[index::processes]
-                child = context.Process(
-                    target=_client_process, args=(server.url, share, at_once, report_out, stop_in)
-                )
-                child.start()
-                pipes.append((report_in, stop_out))
-                children.append(child)
-            outcomes: list[Outcome] = [report.recv() for report, _ in pipes]
-            all_subscribed = time.monotonic() - started
-            server_cpu = tree_cpu_seconds(server.pid) - cpu_before
-            time.sleep(SETTLE_SECONDS)
-            busy_kb = server.rss_kb()
-            for _, stop in pipes:
-                stop.send(None)
-            for child in children:
-                child.join(30)
-    subscribed = sum(outcome.subscribed for outcome in outcomes)
-    each = sorted(second for outcome in outcomes for second in outcome.seconds)
-    return {
-        "subscribed": subscribed,
-        "failed": sum(outcome.failed for outcome in outcomes),
-        "all_subscribed_s": all_subscribed,
-        "connect_p50_s": percentile(each, 0.5),
-        "connect_p99_s": percentile(each, 0.99),
-        "idle_mb": idle_kb / 1024,
-        "with_sockets_mb": busy_kb / 1024,
-        "kb_per_socket": (busy_kb - idle_kb) / max(subscribed, 1),
-        "server_cpu_ms_per_socket": 1000 * server_cpu / max(subscribed, 1),
-    }
+            return storm(server.url, server.pid, tokens, processes, at_once, server.rss_kb)
+
+
+def measure_baseline(scenario: str, sockets: int, processes: int, at_once: int) -> dict[str, float]:
+    """The same storm against a bare socket.io server (`NODE` or `PYTHON`), which checks no
+    token, reads no database and applies no limit: the floor of its stack."""
+    with tempfile.TemporaryDirectory(prefix="livedash-idle-") as temp:
+        command = baseline_command(scenario, rate=1, count=1)
+        with BaselineProcess(command, Path(temp), "baseline") as server:
+            server.wait_healthy()
+            tokens = ["unchecked"] * sockets
+            return storm(
+                server.url,
+                server.pid,
+                tokens,
+                processes,
+                at_once,
+                lambda: usage.tree_rss_kb(server.pid) or 0,
+            )
 
 
 def main() -> int:
@@ -186,18 +230,38 @@ def main() -> int:
         default=0,
         help="LIVEDASH_SOCKET_WORKERS of the service (0); RSS counts every process",
     )
+    parser.add_argument(
+        "--server",
+        action="append",
+        choices=list(SERVERS),
+        help="once per run, in order (default: livedash); node and python are the bare "
+        "baselines of bench/baselines/, connected to by the same clients",
+    )
     args = parser.parse_args()
+    servers = [SERVERS[name] for name in args.server or ["livedash"]]
+    if NODE in servers and not (HERE.parent / "node_modules" / "socket.io").is_dir():
+        parser.error("--server 'node socket.io' needs node_modules/socket.io (npm install)")
     begin_bench()
     print(
-        f"{'deflate':>7} {'sockets':>7} {'failed':>6} {'all in':>7} {'p50':>6} {'p99':>6} "
-        f"{'RSS idle':>9} {'RSS with':>9} {'per socket':>10} {'server CPU':>10}"
+        f"{'server':>15} {'deflate':>7} {'sockets':>7} {'failed':>6} {'all in':>7} {'p50':>6} "
+        f"{'p99':>6} {'RSS idle':>9} {'RSS with':>9} {'per socket':>10} {'server CPU':>10}"
     )
-    for deflate in args.deflate or ["off"]:
-        figures = measure(
-            args.sockets, deflate == "on", args.client_processes, args.at_once, args.socket_workers
-        )
+    runs = [(server, deflate) for server in servers for deflate in args.deflate or ["off"]]
+    for server, deflate in runs:
+        if server == LIVEDASH:
+            figures = measure(
+                args.sockets,
+                deflate == "on",
+                args.client_processes,
+                args.at_once,
+                args.socket_workers,
+            )
+        else:
+            # The baselines never offer deflate (Node's default; python_server.py turns it off).
+            deflate = "off"
+            figures = measure_baseline(server, args.sockets, args.client_processes, args.at_once)
         print(
-            f"{deflate:>7} {figures['subscribed']:>7.0f} {figures['failed']:>6.0f} "
+            f"{server:>15} {deflate:>7} {figures['subscribed']:>7.0f} {figures['failed']:>6.0f} "
             f"{figures['all_subscribed_s']:>6.1f}s {figures['connect_p50_s']:>5.2f}s "
             f"{figures['connect_p99_s']:>5.2f}s {figures['idle_mb']:>7.0f}MB "
             f"{figures['with_sockets_mb']:>7.0f}MB {figures['kb_per_socket']:>8.1f}KB "

@@ -36,23 +36,21 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing import usage
 from livedash.testing.hospital import WATCHED, WriterProcess, add_users, seed_sqlite, viewers
 from livedash.testing.node_watchers import NodeWatchers
-from livedash.testing.servers import free_port
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
 from livedash.testing.watchers import Collected, WatcherProcesses, exact_receipts
@@ -60,14 +58,10 @@ from livedash.testing.watchers import Collected, WatcherProcesses, exact_receipt
 HERE = Path(__file__).resolve().parent
 NODE_CLIENTS = HERE / "clients" / "watchers.js"
 CLIENT_LIBRARY = HERE.parent / "node_modules" / "socket.io-client"
-NODE = "node socket.io"
-PYTHON = "python-socketio"
 LIVEDASH = "livedash"
 CLIENTS_PER_PROCESS = 250
 """As bench/latency.py: one event loop reading more sockets stamps the last of them late."""
 DRAIN_SECONDS = 5.0
-HEALTH_SECONDS = 30.0
-STOP_SECONDS = 10.0
 MAX_SENDS_PER_SECOND = 40.0
 """Of one value, by livedash (LIVEDASH_COALESCE_WINDOW_SECONDS 0.025)."""
 SATURATED = 0.85
@@ -106,83 +100,6 @@ class Outcome:
     cpu_percent: float
     clients_cpu_percent: float
     client_lag_p99: float
-
-
-# -- the baseline servers --------------------------------------------------------------------
-
-
-class BaselineProcess:
-    """A baseline server (`command` + `--port`) in a child process, stopped at the end."""
-
-    def __init__(self, command: list[str], workdir: Path, name: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}.log"
-        self._command = [*command, "--port", str(self.port)]
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("the baseline is not running")
-        return self._process.pid
-
-    def __enter__(self) -> BaselineProcess:
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                self._command,
-                cwd=HERE.parent,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def get(self, path: str) -> dict[str, object]:
-        """GET `path` as JSON (blocking)."""
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
-            body: dict[str, object] = json.loads(response.read())
-        return body
-
-    def wait_healthy(self) -> None:
-        deadline = time.monotonic() + HEALTH_SECONDS
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise RuntimeError(f"{self._command[0]} exited:\n{self.log_tail()}")
-            try:
-                self.get("/health")
-            except OSError:
-                time.sleep(0.1)
-            else:
-                return
-        raise RuntimeError(f"{self.url}/health did not answer in {HEALTH_SECONDS:g} s")
-
-    def wait_sent(self, count: int) -> None:
-        """Block until the server has emitted `count` values."""
-        while int(str(self.get("/health")["sent"])) < count:
-            time.sleep(0.05)
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:]) or "(no log)"
-
-
-def baseline_command(scenario: str, rate: float, count: int) -> list[str]:
-    options = ["--rate", f"{rate:g}", "--count", str(count)]
-    if scenario == NODE:
-        return ["node", str(HERE / "baselines" / "node_server.js"), *options]
-    return [sys.executable, str(HERE / "baselines" / "python_server.py"), *options]
 
 
 # -- one run of the clients ------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""The bare socket.io servers every bench measures livedash next to (bench/baselines/).
+
+- `node socket.io`: bench/baselines/node_server.js, the npm `socket.io` server alone (from this
+  repository's node_modules: `npm install`);
+- `python-socketio`: bench/baselines/python_server.py, python-socketio's AsyncServer under
+  uvicorn alone.
+
+Each answers a client as livedash does (`authenticated` once connected, `subscribe_metrics`
+acknowledged after joining the one room), checks no token, and broadcasts on `GET /start`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from livedash.testing.servers import free_port
+
+HERE = Path(__file__).resolve().parent
+NODE = "node socket.io"
+PYTHON = "python-socketio"
+HEALTH_SECONDS = 30.0
+STOP_SECONDS = 10.0
+
+
+class BaselineProcess:
+    """A baseline server (`command` + `--port`) in a child process, stopped at the end."""
+
+    def __init__(self, command: list[str], workdir: Path, name: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}.log"
+        self._command = [*command, "--port", str(self.port)]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the baseline is not running")
+        return self._process.pid
+
+    def __enter__(self) -> BaselineProcess:
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                self._command,
+                cwd=HERE.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def get(self, path: str) -> dict[str, object]:
+        """GET `path` as JSON (blocking)."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
+            body: dict[str, object] = json.loads(response.read())
+        return body
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTH_SECONDS
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError(f"{self._command[0]} exited:\n{self.log_tail()}")
+            try:
+                self.get("/health")
+            except OSError:
+                time.sleep(0.1)
+            else:
+                return
+        raise RuntimeError(f"{self.url}/health did not answer in {HEALTH_SECONDS:g} s")
+
+    def wait_sent(self, count: int) -> None:
+        """Block until the server has emitted `count` values."""
+        while int(str(self.get("/health")["sent"])) < count:
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:]) or "(no log)"
+
+
+def baseline_command(scenario: str, rate: float, count: int) -> list[str]:
+    options = ["--rate", f"{rate:g}", "--count", str(count)]
+    if scenario == NODE:
+        return ["node", str(HERE / "baselines" / "node_server.js"), *options]
+    return [sys.executable, str(HERE / "baselines" / "python_server.py"), *options]

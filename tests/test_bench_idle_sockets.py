@@ -1,0 +1,33 @@
+"""bench/idle_sockets.py: the connect storm, against livedash and the two bare baselines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "idle_sockets.py"
+
+
+def test_the_storm_subscribes_every_socket_of_livedash_and_of_both_baselines() -> None:
+    command = [sys.executable, str(BENCH), "--sockets", "6", "--client-processes", "2"]
+    command += ["--server", "livedash", "--server", "python", "--server", "node"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["server", "deflate"])
+    rows = [line.split() for line in lines[header + 1 :] if line.strip()]
+    # "node socket.io" is two words: the figures are counted from the right.
+    by_server = {" ".join(row[:-10]): row[-10:] for row in rows}
+    assert list(by_server) == ["livedash", "python-socketio", "node socket.io"], result.stdout
+    for figures in by_server.values():
+        assert figures[1:3] == ["6", "0"], result.stdout  # subscribed, failed
+        assert figures[-1].endswith("ms/socket"), result.stdout
+
+
+def test_an_unknown_server_is_refused_with_the_choices() -> None:
+    command = [sys.executable, str(BENCH), "--server", "nginx"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "invalid choice: 'nginx'" in result.stderr
+    assert "livedash" in result.stderr.split("invalid choice")[1]
