@@ -599,7 +599,7 @@ async def test_screenshots_of_a_busy_hospital(
     server = await serve()
     stop = asyncio.Event()
     async with HospitalSimulator(settings.database_url, seed=7, zone=settings.zone) as simulator:
-        running = asyncio.create_task(simulator.run(speed=30, stop=stop))
+        running = asyncio.create_task(simulator.run(speed=120, stop=stop))
         try:
             link = f"#token={token()}"
             views = (
@@ -614,7 +614,8 @@ async def test_screenshots_of_a_busy_hospital(
                 await page.goto(f"{server.url}{path}{link}")
                 await expect(page.locator("#connection")).to_have_text("Live")
                 await expect(page.locator('figure.chart[data-points="24"]')).to_have_count(4)
-                await page.wait_for_timeout(1500)  # a few changes arrive, and flash
+                # The simulator's next change arrives and flashes its figure.
+                await expect(page.locator(".changed").first).to_be_attached(timeout=15_000)
                 assert not await scrolls_sideways(page), name
                 assert await contrast_failures(page) == [], name
                 await save_screenshot(page, name, full_page=full_page)
