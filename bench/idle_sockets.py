@@ -7,13 +7,14 @@ the service. Each connects, authenticates in the handshake, subscribes to `patie
 ED, then stays idle answering pings. The service runs once per `--deflate` value, on a fresh
 embedded database, and the bench prints its RSS before and with every socket subscribed.
 
-    .venv/bin/python bench/idle_sockets.py --sockets 2000 --deflate off --deflate on
-    .venv/bin/python bench/idle_sockets.py --sockets 10000 --client-processes 4 \\
-        --server livedash --server python --server node
+    .venv/bin/python bench/idle_sockets.py --sockets 10000 --client-processes 4
+    .venv/bin/python bench/idle_sockets.py --sockets 2000 --deflate off --deflate on \\
+        --server livedash
 
-`--server python` and `--server node` run the same storm against the bare baselines of
-bench/run.py (bench/baseline_servers.py): they answer the same handshake and subscription but
-check no token, read no database and count no limit, so they show the floor of each stack.
+By default, and with `--server python` and `--server node`, the same storm runs against the
+bare baselines of bench/run.py (bench/baseline_servers.py) after livedash: they answer the
+same handshake and subscription but check no token, read no database and count no limit, so
+they show the floor of each stack.
 
 `--socket-workers N` runs the service with N socket workers; the RSS is then that of every
 process of the service. Server CPU: every process of the service, from the first connect until
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +52,7 @@ CONNECTS_AT_ONCE = 100  # per client process
 LIVEDASH = "livedash"
 SERVERS = {"livedash": LIVEDASH, "python": PYTHON, "node": NODE}
 """`--server` values, as bench/run.py's `--scenarios`."""
-HERE = Path(__file__).resolve().parent
+NODE_SERVER_LIBRARY = Path(__file__).resolve().parents[1] / "node_modules" / "socket.io"
 SETTLE_SECONDS = 2.0
 
 
@@ -234,13 +236,19 @@ def main() -> int:
         "--server",
         action="append",
         choices=list(SERVERS),
-        help="once per run, in order (default: livedash); node and python are the bare "
-        "baselines of bench/baselines/, connected to by the same clients",
+        help="once per run, in order (default: livedash, python, and node where node and "
+        "node_modules/socket.io are there); node and python are the bare baselines of "
+        "bench/baselines/, connected to by the same clients",
     )
     args = parser.parse_args()
-    servers = [SERVERS[name] for name in args.server or ["livedash"]]
-    if NODE in servers and not (HERE.parent / "node_modules" / "socket.io").is_dir():
-        parser.error("--server 'node socket.io' needs node_modules/socket.io (npm install)")
+    node_there = shutil.which("node") is not None and NODE_SERVER_LIBRARY.is_dir()
+    if args.server is None:
+        args.server = ["livedash", "python", *(["node"] if node_there else [])]
+        if not node_there:
+            print(f"without node and {NODE_SERVER_LIBRARY} (npm install): no Node baseline")
+    elif "node" in args.server and not node_there:
+        parser.error(f"--server node needs node on PATH and {NODE_SERVER_LIBRARY} (npm install)")
+    servers = [SERVERS[name] for name in args.server]
     begin_bench()
     print(
         f"{'server':>15} {'deflate':>7} {'sockets':>7} {'failed':>6} {'all in':>7} {'p50':>6} "

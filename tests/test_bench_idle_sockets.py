@@ -10,8 +10,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "idle_sockets.py"
 
 
 def test_the_storm_subscribes_every_socket_of_livedash_and_of_both_baselines() -> None:
+    # By default: livedash, then the baselines (node is installed with `make test`).
     command = [sys.executable, str(BENCH), "--sockets", "6", "--client-processes", "2"]
-    command += ["--server", "livedash", "--server", "python", "--server", "node"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -23,6 +23,19 @@ def test_the_storm_subscribes_every_socket_of_livedash_and_of_both_baselines() -
     for figures in by_server.values():
         assert figures[1:3] == ["6", "0"], result.stdout  # subscribed, failed
         assert figures[-1].endswith("ms/socket"), result.stdout
+
+
+def test_the_servers_asked_for_run_alone_in_their_order() -> None:
+    command = [sys.executable, str(BENCH), "--sockets", "2", "--client-processes", "1"]
+    command += ["--server", "python", "--server", "livedash"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["server", "deflate"])
+    assert [line.split()[0] for line in lines[header + 1 :] if line.strip()] == [
+        "python-socketio",
+        "livedash",
+    ]
 
 
 def test_an_unknown_server_is_refused_with_the_choices() -> None:
