@@ -66,7 +66,7 @@ def head_revision() -> str | None:
     revisions: set[str] = set()
     parents: set[str] = set()
     for script in VERSIONS.glob("*.py"):
-        found = dict((name, value) for name, value in _REVISION.findall(script.read_text()))
+        found = dict(_REVISION.findall(script.read_text()))
         if not found.get("revision"):
             return None
         revisions.add(found["revision"])
@@ -92,10 +92,8 @@ def current_revision(database_url: str) -> str | None:
         return None
 
 
-# Both close their connection: sqlite3's and psycopg2's own `with` only ends a transaction.
-
-
 def _sqlite_revision(path: Path) -> str | None:
+    """Read-only; closed here, as sqlite3's own `with` only ends a transaction."""
     import sqlite3
 
     with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
@@ -104,6 +102,7 @@ def _sqlite_revision(path: Path) -> str | None:
 
 
 def _postgres_revision(dsn: str) -> str | None:
+    """Closed here, as psycopg2's own `with` only ends a transaction."""
     import psycopg2
 
     with (
@@ -119,7 +118,7 @@ def upgrade_in_child(database_url: str) -> None:
     """`upgrade`, in a process of its own: a service that then runs for months keeps none of
     Alembic's modules and migration scripts in its memory (11 MB of RSS). `StoreError` with
     the child's reason if it fails. A database already at the newest revision is left as it
-    is without starting the child (0.7 s of every start).
+    is without starting the child (0.7-0.9 s of every start).
 
     A plain child process, not multiprocessing's: "spawn" leaves its resource tracker (12 MB)
     running beside the service for good. The URL goes through stdin, not the command line,
