@@ -42,11 +42,10 @@ from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
 from livedash.store.migrate import upgrade
 from livedash.store.models import Role
-from livedash.testing import usage
 from livedash.testing.hospital import add_users, seed_sqlite, viewers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
-from livedash.testing.usage import tree_cpu_seconds
+from livedash.testing.usage import tree_cpu_seconds, tree_rss_kb
 
 CONNECTS_AT_ONCE = 100  # per client process
 LIVEDASH = "livedash"
@@ -209,7 +208,7 @@ def measure_baseline(scenario: str, sockets: int, processes: int, at_once: int) 
                 tokens,
                 processes,
                 at_once,
-                lambda: usage.tree_rss_kb(server.pid) or 0,
+                lambda: tree_rss_kb(server.pid) or 0,
             )
 
 
