@@ -48,9 +48,8 @@ import socketio
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from livedash.auth.tokens import issue_token
-from livedash.store.migrate import upgrade
 from livedash.store.models import Role
-from livedash.testing.hospital import WATCHED, add_users, seed_sqlite
+from livedash.testing.hospital import WATCHED, add_users, migrated_hospital
 from livedash.testing.service import ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
 from livedash.testing.usage import LoopLag
@@ -807,9 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="livedash-bench-alerts-") as temp:
         workdir = Path(temp)
         db = workdir / "hospital.db"
-        url = f"sqlite+aiosqlite:///{db}"
-        upgrade(url)
-        seed_sqlite(db)
+        url, _ = migrated_hospital(db)
         bed_id = ed_bed(db)
         settings = bench_settings(url, workdir)
         add_users(db, [(ADMIN, Role.ADMIN, [DEPARTMENT])])

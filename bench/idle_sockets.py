@@ -40,9 +40,8 @@ from websockets.exceptions import ConnectionClosed
 
 from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
-from livedash.store.migrate import upgrade
 from livedash.store.models import Role
-from livedash.testing.hospital import add_users, seed_sqlite, viewers
+from livedash.testing.hospital import add_users, migrated_hospital, viewers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
 from livedash.testing.usage import tree_cpu_seconds, tree_rss_kb
@@ -177,9 +176,7 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="livedash-idle-") as temp:
         workdir = Path(temp)
         db = workdir / "hospital.db"
-        url = f"sqlite+aiosqlite:///{db}"
-        upgrade(url)
-        seed_sqlite(db)
+        url, _ = migrated_hospital(db)
         settings = bench_settings(url, workdir)
         secret = settings.signing_key()
         add_users(db, viewers(sockets))

@@ -60,7 +60,6 @@ import aiohttp
 import livedash
 from livedash.auth.tokens import issue_token
 from livedash.metrics.definitions import METRIC_NAMES
-from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing.deployment import start_deployment
 from livedash.testing.hospital import (
@@ -69,8 +68,8 @@ from livedash.testing.hospital import (
     WriterProcess,
     Writes,
     add_users,
+    migrated_hospital,
     seed_postgres,
-    seed_sqlite,
     viewers,
 )
 from livedash.testing.node_watchers import NodeWatchers
@@ -733,9 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="livedash-bench-") as temp:
         workdir = Path(temp)
         db: Path = (args.db or workdir / "hospital.db").absolute()
-        url = f"sqlite+aiosqlite:///{db}"
-        upgrade(url)
-        department_id = seed_sqlite(db)
+        url, department_id = migrated_hospital(db)
         settings = bench_settings(url, workdir)
         secret = settings.signing_key()
         add_users(db, viewers(args.clients))  # the users the tokens speak for

@@ -46,10 +46,9 @@ from pathlib import Path
 
 from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
-from livedash.store.migrate import upgrade
 from livedash.store.models import Role
 from livedash.testing import usage
-from livedash.testing.hospital import WATCHED, WriterProcess, add_users, seed_sqlite, viewers
+from livedash.testing.hospital import WATCHED, WriterProcess, add_users, migrated_hospital, viewers
 from livedash.testing.node_watchers import NodeWatchers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
@@ -235,9 +234,7 @@ def run_baseline(scenario: str, args: argparse.Namespace, sockets: int, workdir:
 def run_livedash(args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
     """`livedash serve` on SQLite and bench/latency.py's writer: commit -> arrival."""
     db = workdir / "hospital.db"
-    url = f"sqlite+aiosqlite:///{db}"
-    upgrade(url)
-    department_id = seed_sqlite(db)
+    url, department_id = migrated_hospital(db)
     settings = bench_settings(url, workdir)
     secret = settings.signing_key()
     add_users(db, viewers(sockets))

@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from livedash.store.migrate import upgrade
-from livedash.testing.hospital import seed_sqlite
+from livedash.testing.hospital import migrated_hospital
 from livedash.testing.service import ServiceProcess, begin_bench, bench_settings
 from livedash.testing.usage import tree_cpu_seconds
 
@@ -44,9 +43,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="livedash-startup-") as temp:
         workdir = Path(temp)
         db = workdir / "hospital.db"
-        url = f"sqlite+aiosqlite:///{db}"
-        upgrade(url)
-        seed_sqlite(db)
+        url, _ = migrated_hospital(db)
         secret = bench_settings(url, workdir).signing_key()
         print(f"{'start':>5} {'healthy after':>13} {'CPU':>7}")
         healthy_s, cpu_s = [], []

@@ -64,6 +64,16 @@ def viewers(count: int, prefix: str = "bench") -> list[User]:
     return [(f"{prefix}-{index}", Role.VIEWER, [WATCHED]) for index in range(count)]
 
 
+def migrated_hospital(path: Path) -> tuple[str, int]:
+    """Migrate the SQLite file at `path` (made if missing) and add the small hospital: its
+    database URL, and the watched department's id. What each bench serves from."""
+    from livedash.store.migrate import upgrade
+
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url)
+    return url, seed_sqlite(path)
+
+
 def seed_sqlite(path: Path) -> int:
     """Add the small hospital (unless there is one); the watched department's id."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=10)
