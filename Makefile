@@ -10,6 +10,13 @@ VENDOR := $(VENDOR_DIR)/socket.io.min.js $(VENDOR_DIR)/uPlot.iife.min.js \
 
 .PHONY: demo test lint typecheck check system-deps clean
 
+# Python caches each module's compiled form (__pycache__, ignored by git) unless
+# PYTHONDONTWRITEBYTECODE is set, as it is in many containers. Set, every process compiles
+# livedash from source again: each `livedash serve` spent 0.3-0.9 s of its start on it
+# (bench/startup.py), and pytest collected the suite in 10-12 s instead of 4-5. These commands
+# start hundreds of such processes, so they let Python keep what it compiles.
+unexport PYTHONDONTWRITEBYTECODE
+
 demo: $(VENV)/.installed $(VENDOR)
 	$(VENV)/bin/livedash demo --port $(PORT)
 
