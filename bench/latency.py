@@ -31,7 +31,8 @@ On SQLite, one server; python clients all in this process. On PostgreSQL: a thro
 (wal_level=logical), Redis, `--instances` servers and nginx in front (deploy/nginx.conf), all
 on free loopback ports and all stopped at the end; the clients connect through nginx from
 several loopback source addresses, so that its address hash spreads them over the instances,
-and python clients run in `--client-processes` processes.
+and python clients run in `--client-processes` processes. `--instances 1 --via direct` leaves
+nginx out of the clients' path, to tell its share of the machine apart.
 
 Figures are printed, never asserted. The clients' own loop lag and CPU time are printed too,
 so a saturated bench can be told apart from a slow server.
@@ -666,6 +667,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--instances", type=int, help="postgres: `livedash serve` processes behind nginx (2)"
     )
     parser.add_argument(
+        "--via",
+        choices=("nginx", "direct"),
+        help="postgres: how the clients reach the instances: nginx (default), or direct to "
+        "the one instance of --instances 1, so that the proxy's share of the machine can be "
+        "told apart",
+    )
+    parser.add_argument(
         "--client-kind",
         choices=("node", "python"),
         help="node: npm socket.io-client in one Node process (the default when node and "
@@ -706,14 +714,17 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "(node clients run in one process)"
         )
     if args.backend == "sqlite":
-        if args.instances is not None or args.client_processes is not None:
-            parser.error("--instances and --client-processes are for --backend postgres")
+        if args.instances is not None or args.client_processes is not None or args.via:
+            parser.error("--instances, --via and --client-processes are for --backend postgres")
     else:
         if args.db is not None or args.port is not None:
             parser.error("--db and --port are for --backend sqlite")
         args.instances = 2 if args.instances is None else args.instances
         if args.instances < 1:
             parser.error("--instances >= 1")
+        args.via = args.via or "nginx"
+        if args.via == "direct" and args.instances != 1:
+            parser.error("--via direct is for --instances 1: nginx spreads clients over several")
         if args.client_kind == "node":
             args.client_processes = 1
         elif args.client_processes is None:
@@ -875,9 +886,15 @@ def run_postgres(
         + f"; one leader {deployment.elected_seconds:.2f} s after all were healthy",
         flush=True,
     )
-    print(
+    url = nginx.url if args.via == "nginx" else instances[0].server.url
+    route = (
         f"through nginx:      {nginx.url} (deploy/nginx.conf, hash $remote_addr); "
-        f"clients ({clients_label(args.client_kind)}) from {addresses} loopback addresses in "
+        if args.via == "nginx"
+        else f"direct:             {url}, no proxy (nginx idle); "
+    )
+    print(
+        route
+        + f"clients ({clients_label(args.client_kind)}) from {addresses} loopback addresses in "
         + ("one Node process" if args.client_kind == "node" else f"{processes} client process")
         + ("es" if processes > 1 else "")
         + (
@@ -889,9 +906,7 @@ def run_postgres(
         flush=True,
     )
     print(subscription_line(run), flush=True)
-    collected, writes = asyncio.run(
-        measure_cluster(cluster, nginx.url, writer, tokens, run, args.warmup)
-    )
+    collected, writes = asyncio.run(measure_cluster(cluster, url, writer, tokens, run, args.warmup))
     return run, cluster, collected, writes
 
 

@@ -16,18 +16,22 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection as RedisConnection
 
 from livedash.cluster.cache import CacheStats, LocalCache
 from livedash.cluster.state import (
+    CAUSES_TTL_SECONDS,
     DEPARTMENTS_TTL_SECONDS,
     TIER_TTL_SECONDS,
     SharedMetricState,
+    causes_key,
     decode,
     encode,
     value_key,
 )
 from livedash.cluster.view import SharedView
+from livedash.metrics.causes import CAUSES_KEPT, Cause, Reason, RowChange
 from livedash.metrics.clock import SystemClock
 from livedash.metrics.definitions import METRIC_NAMES, METRICS, Tier
 from livedash.metrics.engine import MetricEngine, MetricValue
@@ -455,6 +459,53 @@ async def test_an_older_version_never_replaces_a_newer_one_in_redis(redis: Redis
     assert await state.read([("beds_free", "ED")]) == {}
     await state.publish([value("beds_free", 2, version=1)])
     assert (await state.read([("beds_free", "ED")]))[("beds_free", "ED")].value == 2
+
+
+class CountingConnection(RedisConnection):
+    """A connection that counts the requests it sends (a pipeline's commands as one)."""
+
+    requests = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.requests += 1
+        await super().send_packed_command(command, check_health)
+
+
+def cause(version: int, after: int, department: str = "ICU") -> Cause:
+    change = RowChange("patients", "insert", version, NOW.replace(tzinfo=None), department)
+    return Cause(
+        "patients_total", department, version, NOW, after - 1, after, Reason.ROWS, (change,)
+    )
+
+
+async def test_values_and_their_causes_go_to_redis_in_one_request(
+    redis_server: RedisServer,
+) -> None:
+    pool = ConnectionPool.from_url(redis_server.url, connection_class=CountingConnection)
+    client = Redis(connection_pool=pool)
+    try:
+        state = SharedMetricState(client)
+        await state.publish([value("patients_total", 1, "ICU", version=1)], [cause(1, 1)])
+        versions = range(2, CAUSES_KEPT + 4)
+        CountingConnection.requests = 0
+        await state.publish(
+            [value("patients_total", versions[-1] + 1, "ICU", version=versions[-1])],
+            [cause(version, version) for version in versions]
+            + [cause(versions[-1], 9, department="NICU")],
+        )
+        assert CountingConnection.requests == 1
+
+        kept = await state.causes("patients_total", "ICU")
+        assert [c.version for c in kept] == list(versions[::-1][:CAUSES_KEPT])  # newest first
+        assert kept[0] == cause(versions[-1], versions[-1])
+        assert await state.causes("patients_total", "NICU") == [cause(versions[-1], 9, "NICU")]
+        ttl = await client.ttl(causes_key("patients_total", "ICU"))
+        assert CAUSES_TTL_SECONDS - 2 <= ttl <= CAUSES_TTL_SECONDS
+        stored = await state.read([("patients_total", "ICU")])
+        assert stored[("patients_total", "ICU")].version == versions[-1]
+        assert await state.version_floor() >= versions[-1]
+    finally:
+        await client.aclose()
 
 
 # -- a follower's view, with L1's clock in the test's hand -----------------------------------------
