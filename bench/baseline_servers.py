@@ -16,8 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 
+from livedash.testing.cores import on_cpus
 from livedash.testing.servers import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -28,13 +30,16 @@ STOP_SECONDS = 10.0
 
 
 class BaselineProcess:
-    """A baseline server (`command` + `--port`) in a child process, stopped at the end."""
+    """A baseline server (`command` + `--port`) in a child process, stopped at the end; with
+    `cpus`, on those CPUs only."""
 
-    def __init__(self, command: list[str], workdir: Path, name: str) -> None:
+    def __init__(
+        self, command: list[str], workdir: Path, name: str, cpus: Collection[int] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}.log"
-        self._command = [*command, "--port", str(self.port)]
+        self._command = on_cpus([*command, "--port", str(self.port)], cpus)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -19,6 +19,13 @@ they show the floor of each stack.
 `--socket-workers N` runs the service with N socket workers; the RSS is then that of every
 process of the service. Server CPU: every process of the service, from the first connect until
 every socket is subscribed, per socket.
+
+`--server-cpus` and `--client-cpus` (Linux CPU lists, as `taskset` takes them) give the server
+and the bench with its client processes cores of their own, so that neither's figures carry
+the other's share of the machine:
+
+    .venv/bin/python bench/idle_sockets.py --sockets 10000 --client-processes 4 \\
+        --server-cpus 1 --client-cpus 0
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
@@ -41,6 +49,7 @@ from websockets.exceptions import ConnectionClosed
 from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
 from livedash.store.models import Role
+from livedash.testing.cores import allowed_cpus, cpu_list, pin_bench
 from livedash.testing.hospital import add_users, migrated_hospital, viewers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
@@ -170,7 +179,13 @@ def storm(
 
 
 def measure(
-    sockets: int, deflate: bool, processes: int, at_once: int, workers: int = 0
+    sockets: int,
+    deflate: bool,
+    processes: int,
+    at_once: int,
+    workers: int = 0,
+    cpus: frozenset[int] | None = None,
+    pinned: bool = False,
 ) -> dict[str, float]:
     """Start a service, connect `sockets` clients, and return its figures."""
     with tempfile.TemporaryDirectory(prefix="livedash-idle-") as temp:
@@ -186,18 +201,29 @@ def measure(
             "LIVEDASH_WS_PER_MESSAGE_DEFLATE": str(deflate).lower(),
             "LIVEDASH_SOCKET_WORKERS": str(workers),
         }
-        with ServiceProcess(workdir, secret, db=db, env=env) as server:
+        with ServiceProcess(workdir, secret, db=db, env=env, cpus=cpus) as server:
             server.wait_healthy()
+            if pinned:
+                print_cpus(LIVEDASH, server.pid)
             return storm(server.url, server.pid, tokens, processes, at_once, server.rss_kb)
 
 
-def measure_baseline(scenario: str, sockets: int, processes: int, at_once: int) -> dict[str, float]:
+def measure_baseline(
+    scenario: str,
+    sockets: int,
+    processes: int,
+    at_once: int,
+    cpus: frozenset[int] | None = None,
+    pinned: bool = False,
+) -> dict[str, float]:
     """The same storm against a bare socket.io server (`NODE` or `PYTHON`), which checks no
     token, reads no database and applies no limit: the floor of its stack."""
     with tempfile.TemporaryDirectory(prefix="livedash-idle-") as temp:
         command = baseline_command(scenario, rate=1, count=1)
-        with BaselineProcess(command, Path(temp), "baseline") as server:
+        with BaselineProcess(command, Path(temp), "baseline", cpus=cpus) as server:
             server.wait_healthy()
+            if pinned:
+                print_cpus(scenario, server.pid)
             tokens = ["unchecked"] * sockets
             return storm(
                 server.url,
@@ -207,6 +233,16 @@ def measure_baseline(scenario: str, sockets: int, processes: int, at_once: int) 
                 at_once,
                 lambda: tree_rss_kb(server.pid) or 0,
             )
+
+
+def print_cpus(server: str, pid: int) -> None:
+    """Where the server and the bench run, as Linux has them once the server is up (a pinned
+    run's line before its row)."""
+    print(
+        f"  {server} on CPUs {allowed_cpus(pid)}, the bench and its clients on CPUs "
+        f"{allowed_cpus(os.getpid())}",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -236,6 +272,16 @@ def main() -> int:
         "node_modules/socket.io are there); node and python are the bare baselines of "
         "bench/baselines/, connected to by the same clients",
     )
+    parser.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        help="CPUs the server runs on, as taskset takes them (default: any)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        type=cpu_list,
+        help="CPUs this bench and its client processes run on (default: any)",
+    )
     args = parser.parse_args()
     node_there = shutil.which("node") is not None and NODE_SERVER_LIBRARY.is_dir()
     if args.server is None:
@@ -246,6 +292,8 @@ def main() -> int:
         parser.error(f"--server node needs node on PATH and {NODE_SERVER_LIBRARY} (npm install)")
     servers = [SERVERS[name] for name in args.server]
     begin_bench()
+    pin_bench(args.client_cpus)
+    pinned = args.server_cpus is not None or args.client_cpus is not None
     print(
         f"{'server':>15} {'deflate':>7} {'sockets':>7} {'failed':>6} {'all in':>7} {'p50':>6} "
         f"{'p99':>6} {'RSS idle':>9} {'RSS with':>9} {'per socket':>10} {'server CPU':>10}"
@@ -264,9 +312,18 @@ def main() -> int:
                 args.client_processes,
                 args.at_once,
                 args.socket_workers,
+                args.server_cpus,
+                pinned,
             )
         else:
-            figures = measure_baseline(server, args.sockets, args.client_processes, args.at_once)
+            figures = measure_baseline(
+                server,
+                args.sockets,
+                args.client_processes,
+                args.at_once,
+                args.server_cpus,
+                pinned,
+            )
         print(
             f"{server:>15} {deflate:>7} {figures['subscribed']:>7.0f} {figures['failed']:>6.0f} "
             f"{figures['all_subscribed_s']:>6.1f}s {figures['connect_p50_s']:>5.2f}s "

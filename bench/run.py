@@ -24,6 +24,12 @@ which saturates a small machine by itself at 1000 sockets.
     .venv/bin/python bench/run.py                                   # 100 sockets, 40/s, 10 s
     .venv/bin/python bench/run.py --sockets 100,1000 --seconds 10 --json /tmp/issue14.json
     .venv/bin/python bench/run.py --clients python                  # python-socketio clients
+    .venv/bin/python bench/run.py --sockets 1000 --writes-per-second 200 \\
+        --server-cpus 1 --client-cpus 0                             # a core each
+
+`--server-cpus` and `--client-cpus` (Linux CPU lists, as `taskset` takes them) give the
+servers, and the bench with its clients and writer, cores of their own: on a machine with
+cores to spare, neither's figures then carry the other's share of the machine.
 
 Figures are printed, never asserted.
 """
@@ -48,6 +54,7 @@ from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
 from livedash.store.models import Role
 from livedash.testing import usage
+from livedash.testing.cores import check_on, cpu_list, pin_bench, written
 from livedash.testing.hospital import WATCHED, WriterProcess, add_users, migrated_hospital, viewers
 from livedash.testing.node_watchers import NodeWatchers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
@@ -213,8 +220,10 @@ def run_baseline(scenario: str, args: argparse.Namespace, sockets: int, workdir:
     first = math.floor(rate * args.warmup) + 1
     tokens = [f"bench-{index}" for index in range(sockets)]
     name = scenario.split()[0]
-    with BaselineProcess(baseline_command(scenario, rate, count), workdir, name) as server:
+    command = baseline_command(scenario, rate, count)
+    with BaselineProcess(command, workdir, name, cpus=args.server_cpus) as server:
         server.wait_healthy()
+        check_on(server.pid, args.server_cpus)
 
         async def drive() -> int:
             await asyncio.to_thread(server.get, "/start")
@@ -242,7 +251,7 @@ def run_livedash(args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
         issue_token(settings, f"bench-{index}", Role.VIEWER, [WATCHED]) for index in range(sockets)
     ]
     env = {**MANY_CLIENTS, "LIVEDASH_SOCKET_WORKERS": str(args.socket_workers)}
-    server = ServiceProcess(workdir, secret, db=db, env=env)
+    server = ServiceProcess(workdir, secret, db=db, env=env, cpus=args.server_cpus)
     commits: dict[int, float] = {}
     measured: set[int] = set()
     with (
@@ -252,6 +261,7 @@ def run_livedash(args: argparse.Namespace, sockets: int, workdir: Path) -> Row:
         server,
     ):
         server.wait_healthy()
+        check_on(server.pid, args.server_cpus)
 
         async def drive() -> int:
             writes = await writer.run()
@@ -368,6 +378,16 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="node: npm socket.io-client in one Node process (the default when node and "
         "node_modules/socket.io-client are there); python: python-socketio in worker processes",
     )
+    parser.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        help="CPUs the servers run on, as taskset takes them (default: any)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        type=cpu_list,
+        help="CPUs this bench, its clients and livedash's writer run on (default: any)",
+    )
     args = parser.parse_args(argv)
     if args.clients is None:
         args.clients = "node" if node_clients_available() else "python"
@@ -395,9 +415,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def placed(cpus: frozenset[int] | None) -> str:
+    return "any" if cpus is None else written(cpus)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     begin_bench()
+    pin_bench(args.client_cpus)
     rows: list[Row] = []
     clients = clients_label(args.clients, args.sockets)
     print(f"clients: {clients}", file=sys.stderr, flush=True)
@@ -421,6 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)"
     )
     print(f"clients: {clients}")
+    if args.server_cpus is not None or args.client_cpus is not None:
+        print(
+            f"CPUs: servers {placed(args.server_cpus)}; the bench, its clients and writer "
+            f"{placed(args.client_cpus)}"
+        )
     for line in table(rows):
         print(line)
     if args.json is not None:
@@ -433,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "baseline_emits_per_second": args.baseline_rate,
                     "clients": args.clients,
                     "clients_detail": clients,
+                    "server_cpus": placed(args.server_cpus),
+                    "client_cpus": placed(args.client_cpus),
                     "rows": [asdict(r) for r in rows],
                 },
                 indent=2,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "idle_sockets.py"
 
@@ -44,3 +47,39 @@ def test_an_unknown_server_is_refused_with_the_choices() -> None:
     assert result.returncode == 2
     assert "invalid choice: 'nginx'" in result.stderr
     assert "livedash" in result.stderr.split("invalid choice")[1]
+
+
+def test_a_pinned_storm_runs_the_server_and_its_clients_on_their_own_cpus() -> None:
+    available = sorted(os.sched_getaffinity(0))
+    server, clients = str(available[-1]), str(available[0])  # one CPU: both on it, still pinned
+    command = [sys.executable, str(BENCH), "--sockets", "4", "--client-processes", "2"]
+    command += ["--server", "livedash", "--server", "python"]
+    command += ["--server-cpus", server, "--client-cpus", clients]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["server", "deflate"])
+    # Each run's placement, read back from /proc once its server is up, then its row.
+    assert lines[header + 1 :] == [
+        f"  livedash on CPUs {server}, the bench and its clients on CPUs {clients}",
+        lines[header + 2],
+        f"  python-socketio on CPUs {server}, the bench and its clients on CPUs {clients}",
+        lines[header + 4],
+    ], result.stdout
+    for row in (lines[header + 2], lines[header + 4]):
+        assert row.split()[2:4] == ["4", "0"], result.stdout  # subscribed, failed
+
+
+@pytest.mark.parametrize(
+    ("option", "cpus", "refusal"),
+    [
+        ("--server-cpus", "4096", "this process may run on CPUs"),
+        ("--client-cpus", "1-0", "counts down"),
+        ("--client-cpus", "first", "CPUs as 0-1,3"),
+    ],
+)
+def test_cpus_that_cannot_be_used_are_refused(option: str, cpus: str, refusal: str) -> None:
+    command = [sys.executable, str(BENCH), option, cpus]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert refusal in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -69,3 +70,28 @@ def test_the_bench_runs_livedash_with_socket_workers_and_counts_every_process(
     assert row["delivered_share"] == 1.0, row
     # The main process alone holds ~130 MB: a worker is a Python process of its own.
     assert row["server_rss_mb"] > 200, row
+
+
+def test_the_bench_gives_the_servers_and_the_load_cpus_of_their_own(tmp_path: Path) -> None:
+    available = sorted(os.sched_getaffinity(0))
+    server, clients = str(available[-1]), str(available[0])
+    saved = tmp_path / "bench.json"
+    arguments = ["bench", "--sockets", "2", "--writes-per-second", "5", "--seconds", "1"]
+    arguments += ["--warmup", "0", "--scenarios", "python,livedash", "--json", str(saved)]
+    arguments += ["--server-cpus", server, "--client-cpus", clients]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert f"CPUs: servers {server}; the bench, its clients and writer {clients}" in result.stdout
+    saved_run = json.loads(saved.read_text())
+    assert (saved_run["server_cpus"], saved_run["client_cpus"]) == (server, clients)
+    assert all(row["delivered_share"] == 1.0 for row in saved_run["rows"]), saved_run
+
+
+def test_the_bench_refuses_cpus_this_machine_does_not_give_it(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    result = CliRunner().invoke(app, ["bench", "--server-cpus", "4096"])
+    assert result.exit_code == 2, result.output
+    assert "The bench failed (exit code 2)" in result.stderr
+    # What the bench itself said, on the terminal's own standard error.
+    assert "--server-cpus: '4096': this process may run on CPUs" in capfd.readouterr().err

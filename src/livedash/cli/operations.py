@@ -120,6 +120,12 @@ def bench(
     socket_workers: Annotated[
         int, typer.Option(min=0, max=64, help="livedash's socket workers (every process counted).")
     ] = 0,
+    server_cpus: Annotated[
+        str | None, typer.Option(help="CPUs the servers run on, as taskset takes them (1 or 2-3).")
+    ] = None,
+    client_cpus: Annotated[
+        str | None, typer.Option(help="CPUs the bench, its clients and writer run on (0).")
+    ] = None,
 ) -> None:
     """Measure livedash against bare Node socket.io and bare python-socketio on this machine.
 
@@ -130,6 +136,8 @@ def bench(
     database; everything it starts is stopped and deleted. Run it on an otherwise idle machine.
 
     Example: livedash bench --sockets 100,1000 --writes-per-second 200 --json bench.json
+
+    With --server-cpus and --client-cpus the servers and the load get cores of their own.
     """
     if not BENCH_SCRIPT.is_file():
         console.print(
@@ -144,6 +152,10 @@ def bench(
         command += ["--clients", clients]
     if json_out is not None:
         command += ["--json", str(json_out)]
+    if server_cpus is not None:
+        command += ["--server-cpus", server_cpus]
+    if client_cpus is not None:
+        command += ["--client-cpus", client_cpus]
     with (
         console.status(f"Benchmarking {scenarios} with {sockets} sockets..."),
         subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1) as process,

@@ -20,13 +20,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from livedash.settings import Settings
 from livedash.testing import usage
+from livedash.testing.cores import on_cpus
 from livedash.testing.servers import free_port
 
 HEALTH_DEADLINE_SECONDS = 30.0
@@ -40,7 +41,8 @@ class ServiceProcess:
 
     `env` is added to the caller's environment; with `isolated`, none of the caller's own
     `LIVEDASH_*` variables reaches the service (a deployment's settings are all given).
-    `health_token`, a super_admin's, is sent to read `/health`'s details.
+    `health_token`, a super_admin's, is sent to read `/health`'s details. With `cpus`, it
+    runs on those CPUs only (`livedash.testing.cores`).
     """
 
     def __init__(
@@ -54,16 +56,18 @@ class ServiceProcess:
         isolated: bool = False,
         name: str = "server",
         health_token: str | None = None,
+        cpus: Collection[int] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.health_headers = {"Authorization": f"Bearer {health_token}"} if health_token else {}
         self.log_path = workdir / f"{name}.log"
         self.lives = 0
-        self._command = [sys.executable, "-m", "livedash", "serve"]
+        command = [sys.executable, "-m", "livedash", "serve"]
         if db is not None:
-            self._command += ["--db", str(db)]
-        self._command += ["--port", str(self.port), "--host", "127.0.0.1"]
+            command += ["--db", str(db)]
+        command += ["--port", str(self.port), "--host", "127.0.0.1"]
+        self._command = on_cpus(command, cpus)
         inherited = dict(os.environ)
         if isolated:
             inherited = {k: v for k, v in inherited.items() if not k.startswith("LIVEDASH_")}
