@@ -12,63 +12,37 @@ acknowledged after joining the one room), checks no token, and broadcasts on `GE
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Collection
 from pathlib import Path
 
+from livedash.testing.child import ChildServer
 from livedash.testing.cores import on_cpus
-from livedash.testing.servers import free_port
 
 HERE = Path(__file__).resolve().parent
 NODE = "node socket.io"
 PYTHON = "python-socketio"
 HEALTH_SECONDS = 30.0
-STOP_SECONDS = 10.0
 
 
-class BaselineProcess:
+class BaselineProcess(ChildServer):
     """A baseline server (`command` + `--port`) in a child process, stopped at the end; with
     `cpus`, on those CPUs only."""
 
     def __init__(
         self, command: list[str], workdir: Path, name: str, cpus: Collection[int] | None = None
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}.log"
+        super().__init__(workdir / f"{name}.log")
         self._command = on_cpus([*command, "--port", str(self.port)], cpus)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("the baseline is not running")
-        return self._process.pid
 
     def __enter__(self) -> BaselineProcess:
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                self._command,
-                cwd=HERE.parent,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.spawn(self._command, HERE.parent)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self.stop()
 
     def get(self, path: str) -> dict[str, object]:
         """GET `path` as JSON (blocking)."""
@@ -79,8 +53,8 @@ class BaselineProcess:
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + HEALTH_SECONDS
         while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise RuntimeError(f"{self._command[0]} exited:\n{self.log_tail()}")
+            if self.exit_code() is not None:
+                raise RuntimeError(f"{self.log_path.stem} exited:\n{self.log_tail()}")
             try:
                 self.get("/health")
             except OSError:
@@ -93,10 +67,6 @@ class BaselineProcess:
         """Block until the server has emitted `count` values."""
         while int(str(self.get("/health")["sent"])) < count:
             time.sleep(0.05)
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:]) or "(no log)"
 
 
 def baseline_command(scenario: str, rate: float, count: int) -> list[str]:

@@ -27,16 +27,15 @@ from typing import Any
 
 from livedash.settings import Settings
 from livedash.testing import usage
+from livedash.testing.child import ChildServer
 from livedash.testing.cores import on_cpus
-from livedash.testing.servers import free_port
 
 HEALTH_DEADLINE_SECONDS = 30.0
-STOP_SECONDS = 10.0
 MANY_CLIENTS = {"LIVEDASH_RATE_LIMIT_CONNECTIONS_PER_IP": "100000/minute"}
 """A bench's clients all connect from 127.0.0.1 (or from nginx) at once."""
 
 
-class ServiceProcess:
+class ServiceProcess(ChildServer):
     """One `livedash serve`: `start()`/`stop()` (or `with`), `kill()` -9 and `restart()`.
 
     `env` is added to the caller's environment; with `isolated`, none of the caller's own
@@ -58,10 +57,8 @@ class ServiceProcess:
         health_token: str | None = None,
         cpus: Collection[int] | None = None,
     ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(workdir / f"{name}.log", port)
         self.health_headers = {"Authorization": f"Bearer {health_token}"} if health_token else {}
-        self.log_path = workdir / f"{name}.log"
         self.lives = 0
         command = [sys.executable, "-m", "livedash", "serve"]
         if db is not None:
@@ -79,13 +76,6 @@ class ServiceProcess:
             **(env or {}),
         }
         self._workdir = workdir
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("the service is not running")
-        return self._process.pid
 
     def package(self) -> Path:
         """Where the service imports `livedash` from (its environment's PYTHONPATH decides)."""
@@ -105,28 +95,8 @@ class ServiceProcess:
             with contextlib.suppress(OSError):
                 self.log_path.rename(self.log_path.with_suffix(f".{self.lives}.log"))
         self.lives += 1
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                self._command,
-                cwd=self._workdir,
-                env=self._env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.spawn(self._command, self._workdir, self._env)
         return self
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful stop), then SIGKILL after STOP_SECONDS."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
     def kill(self) -> None:
         """kill -9, as a crash."""
@@ -144,10 +114,6 @@ class ServiceProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    def exit_code(self) -> int | None:
-        """The exit status once the process has ended (None: running, or never started)."""
-        return self._process.poll() if self._process is not None else None
 
     def wait_healthy(self, seconds: float = HEALTH_DEADLINE_SECONDS) -> float:
         """Seconds until GET /health answered 200; raises if the service died or never did."""
@@ -181,11 +147,6 @@ class ServiceProcess:
 
     def cpu_seconds(self) -> float:
         return usage.cpu_seconds(self.pid)
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
 
     def logs(self) -> list[Path]:
         """The log of every life, the current one first."""
