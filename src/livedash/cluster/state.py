@@ -36,8 +36,8 @@ MetricKey = tuple[str, str | None]
 # of values, the causes' cap and TTL, then version, encoded value, TTL per value, then the
 # encoded causes. Versions stay below 2^53, exact as Lua numbers; the floor is written from
 # its ARGV string. One command for the whole batch: as a pipeline of LPUSH, LTRIM and EXPIRE
-# per cause, redis-py's packing and parsing took 11 % of a core on a leader at 200 writes a
-# second, and a pipeline asks SCRIPT EXISTS first, a second round trip each time.
+# per cause, the write was 13.5 % of a leader's samples at 200 writes a second (6.3 % now,
+# docs/performance.md), and a pipeline asks SCRIPT EXISTS first, a second round trip each time.
 _PUBLISH = """
 local values = tonumber(ARGV[1])
 local kept, causes_ttl = tonumber(ARGV[2]), ARGV[3]
