@@ -41,9 +41,6 @@ class BaselineProcess(ChildServer):
         self.spawn(self._command, HERE.parent)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def get(self, path: str) -> dict[str, object]:
         """GET `path` as JSON (blocking)."""
         with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:

@@ -49,7 +49,7 @@ from websockets.exceptions import ConnectionClosed
 from baseline_servers import NODE, PYTHON, BaselineProcess, baseline_command
 from livedash.auth.tokens import issue_token
 from livedash.store.models import Role
-from livedash.testing.cores import allowed_cpus, cpu_list, pin_bench
+from livedash.testing.cores import allowed_cpus, check_on, cpu_list, pin_bench
 from livedash.testing.hospital import add_users, migrated_hospital, viewers
 from livedash.testing.service import MANY_CLIENTS, ServiceProcess, begin_bench, bench_settings
 from livedash.testing.stats import percentile
@@ -203,6 +203,7 @@ def measure(
         }
         with ServiceProcess(workdir, secret, db=db, env=env, cpus=cpus) as server:
             server.wait_healthy()
+            check_on(server.pid, cpus)
             if pinned:
                 print_cpus(LIVEDASH, server.pid)
             return storm(server.url, server.pid, tokens, processes, at_once, server.rss_kb)
@@ -222,6 +223,7 @@ def measure_baseline(
         command = baseline_command(scenario, rate=1, count=1)
         with BaselineProcess(command, Path(temp), "baseline", cpus=cpus) as server:
             server.wait_healthy()
+            check_on(server.pid, cpus)
             if pinned:
                 print_cpus(scenario, server.pid)
             tokens = ["unchecked"] * sockets

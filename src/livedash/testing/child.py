@@ -46,6 +46,9 @@ class ChildServer:
                 stderr=subprocess.STDOUT,
             )
 
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """SIGTERM (a graceful stop), then SIGKILL after STOP_SECONDS."""
         process = self._process

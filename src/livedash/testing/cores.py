@@ -10,6 +10,7 @@ the bench itself, with every client process it starts after, is pinned with
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 from collections.abc import Collection, Sequence
@@ -40,17 +41,12 @@ def cpu_list(text: str) -> frozenset[int]:
 
 def written(cpus: Collection[int]) -> str:
     """`cpus` as a list Linux and taskset read: "0-1,3"."""
-    ordered = sorted(cpus)
     parts: list[str] = []
-    start = previous = ordered[0] if ordered else 0
-    for cpu in [*ordered[1:], None]:
-        if cpu is not None and cpu == previous + 1:
-            previous = cpu
-            continue
-        parts.append(str(start) if start == previous else f"{start}-{previous}")
-        if cpu is not None:
-            start = previous = cpu
-    return ",".join(parts) if ordered else ""
+    # Consecutive CPUs keep the same difference from their place in the sorted list.
+    for _, run in itertools.groupby(enumerate(sorted(cpus)), lambda pair: pair[1] - pair[0]):
+        block = [cpu for _, cpu in run]
+        parts.append(str(block[0]) if len(block) == 1 else f"{block[0]}-{block[-1]}")
+    return ",".join(parts)
 
 
 def on_cpus(command: Sequence[str], cpus: Collection[int] | None) -> list[str]:
@@ -69,8 +65,8 @@ def allowed_cpus(pid: int) -> str:
 
 def check_on(pid: int, cpus: Collection[int] | None) -> None:
     """Raise unless process `pid` runs on exactly `cpus` (None: nothing to check)."""
-    if cpus is not None and allowed_cpus(pid) != written(cpus):
-        raise RuntimeError(f"process {pid} runs on CPUs {allowed_cpus(pid)}, not {written(cpus)}")
+    if cpus is not None and (found := allowed_cpus(pid)) != written(cpus):
+        raise RuntimeError(f"process {pid} runs on CPUs {found}, not {written(cpus)}")
 
 
 def pin_bench(cpus: Collection[int] | None) -> None:

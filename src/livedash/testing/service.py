@@ -112,9 +112,6 @@ class ServiceProcess(ChildServer):
     def __enter__(self) -> ServiceProcess:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def wait_healthy(self, seconds: float = HEALTH_DEADLINE_SECONDS) -> float:
         """Seconds until GET /health answered 200; raises if the service died or never did."""
         started = time.monotonic()
